@@ -1,0 +1,83 @@
+"""Validation at the public boundary: one message shape for every bad input.
+
+Every check raises ``ValueError`` (a value of the right kind but outside the rule) or
+``TypeError`` (a value of the wrong kind), with the message
+``"<parameter> must be <rule>, got <value received>"``.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Iterable
+from typing import Any
+
+
+def _shown(value: Any) -> str:
+    """The received value as the message shows it (``repr``, shortened)."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def fail(name: str, rule: str, value: Any, *, kind: type[Exception] = ValueError):
+    """Return the standard exception for ``name`` breaking ``rule`` (caller raises it)."""
+    return kind(f"{name} must be {rule}, got {_shown(value)}")
+
+
+def check_number(
+    name: str,
+    value: Any,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> float:
+    """A finite real number within ``[low, high]`` (ends open where asked), as ``float``."""
+    parts = ["a finite number"]
+    if low is not None:
+        parts.append(f"{'>' if low_open else '>='} {low:g}")
+    if high is not None:
+        parts.append(f"{'<' if high_open else '<='} {high:g}")
+    rule = (
+        " ".join(parts)
+        if high is None or low is None
+        else (f"a finite number in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}")
+    )
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise fail(name, rule, value, kind=TypeError)
+    number = float(value)
+    if not math.isfinite(number):
+        raise fail(name, rule, value)
+    if low is not None and (number < low or (low_open and number == low)):
+        raise fail(name, rule, value)
+    if high is not None and (number > high or (high_open and number == high)):
+        raise fail(name, rule, value)
+    return number
+
+
+def check_int(name: str, value: Any, *, low: int | None = None) -> int:
+    """An integer (not a bool) ``>= low``."""
+    rule = "an integer" if low is None else f"an integer >= {low}"
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise fail(name, rule, value, kind=TypeError)
+    if low is not None and value < low:
+        raise fail(name, rule, value)
+    return int(value)
+
+
+def check_choice(name: str, value: Any, choices: Iterable[str]) -> str:
+    """One of the strings in ``choices``."""
+    choices = tuple(choices)
+    rule = "one of " + ", ".join(repr(c) for c in choices)
+    if not isinstance(value, str):
+        raise fail(name, rule, value, kind=TypeError)
+    if value not in choices:
+        raise fail(name, rule, value)
+    return value
+
+
+def check_bool(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise fail(name, "True or False", value, kind=TypeError)
+    return value

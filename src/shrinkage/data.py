@@ -1,0 +1,131 @@
+"""Data sets: the ones scikit-learn ships, and synthetic ones with known truth.
+
+Everything here works offline. Arrays are float64 NumPy; the training code converts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ._validation import check_choice, check_int, check_number
+
+__all__ = ["BUNDLED", "Dataset", "load_dataset", "make_synthetic"]
+
+TASKS = ("regression", "binary", "multiclass")
+
+
+@dataclass
+class Dataset:
+    """Features, target and what is known about them.
+
+    Attributes
+    ----------
+    X : ndarray of shape (n_samples, n_features)
+    y : ndarray of shape (n_samples,)
+        Real values for regression; class indices ``0..K-1`` for classification.
+    feature_names : list of str
+    task : {"regression", "binary", "multiclass"}
+    name : str
+    true_features : list of int or None
+        For synthetic data: the columns the target depends on.
+    classes : list or None
+        Original class labels (``classes[k]`` is label of index k).
+    """
+
+    X: np.ndarray
+    y: np.ndarray
+    feature_names: list[str]
+    task: str
+    name: str
+    true_features: list[int] | None = None
+    classes: list | None = None
+    description: str = field(default="", repr=False)
+
+    @property
+    def n_samples(self) -> int:
+        return self.X.shape[0]
+
+    @property
+    def n_features(self) -> int:
+        return self.X.shape[1]
+
+
+def _sklearn(loader, name: str, task: str) -> Dataset:
+    bunch = loader()
+    names = [str(f) for f in bunch.feature_names]
+    y = np.asarray(bunch.target)
+    classes = None
+    if task != "regression":
+        classes = [str(c) for c in getattr(bunch, "target_names", np.unique(y))]
+    return Dataset(
+        np.asarray(bunch.data, dtype=np.float64),
+        y.astype(np.float64 if task == "regression" else np.int64),
+        names,
+        task,
+        name,
+        classes=classes,
+        description=bunch.DESCR.splitlines()[0] if getattr(bunch, "DESCR", None) else "",
+    )
+
+
+def make_synthetic(
+    n_samples: int = 1000,
+    n_features: int = 50,
+    *,
+    noise: float = 1.0,
+    task: str = "regression",
+    seed: int = 0,
+) -> Dataset:
+    """Friedman #1 with known truth: the target depends on features 0–4 only.
+
+    ``y = 10·sin(π·x₀·x₁) + 20·(x₂ − ½)² + 10·x₃ + 5·x₄ + noise·ε`` with
+    ``x ~ U(0, 1)^p`` and ``ε ~ N(0, 1)`` (scikit-learn's ``make_friedman1``). For
+    ``task="binary"`` the label is whether the noiseless target lies above its median.
+    """
+    from sklearn.datasets import make_friedman1
+
+    n_samples = check_int("n_samples", n_samples, low=2)
+    n_features = check_int("n_features", n_features, low=5)
+    noise = check_number("noise", noise, low=0.0)
+    check_choice("task", task, ("regression", "binary"))
+    X, y = make_friedman1(n_samples, n_features, noise=noise, random_state=seed)
+    classes = None
+    if task == "binary":
+        _, clean = make_friedman1(n_samples, n_features, noise=0.0, random_state=seed)
+        y = (clean > np.median(clean)).astype(np.int64)
+        classes = ["0", "1"]
+    return Dataset(
+        X,
+        y,
+        [f"x{j}" for j in range(n_features)],
+        task,
+        "synthetic",
+        true_features=[0, 1, 2, 3, 4],
+        classes=classes,
+        description="Friedman #1: y depends on x0..x4 only",
+    )
+
+
+def _bundled():
+    from sklearn import datasets
+
+    return {
+        "diabetes": lambda: _sklearn(datasets.load_diabetes, "diabetes", "regression"),
+        "breast_cancer": lambda: _sklearn(datasets.load_breast_cancer, "breast_cancer", "binary"),
+        "wine": lambda: _sklearn(datasets.load_wine, "wine", "multiclass"),
+        "digits": lambda: _sklearn(datasets.load_digits, "digits", "multiclass"),
+        "synthetic": make_synthetic,
+    }
+
+
+BUNDLED = ("diabetes", "breast_cancer", "wine", "digits", "synthetic")
+
+
+def load_dataset(name: str) -> Dataset:
+    """A bundled data set by name: ``diabetes`` (regression, 442 × 10),
+    ``breast_cancer`` (binary, 569 × 30), ``wine`` (3 classes, 178 × 13), ``digits``
+    (10 classes, 1797 × 64) or ``synthetic`` (Friedman #1, 1000 × 50, 5 true features)."""
+    check_choice("dataset", name, BUNDLED)
+    return _bundled()[name]()

@@ -1,0 +1,320 @@
+"""Penalty math as pure tensor functions (the layer everything else calls).
+
+Conventions (fixed; see DESIGN.md):
+
+==============  =========================  ====================================
+penalty         R(w)                       prox with step s
+==============  =========================  ====================================
+L1              Σ|w|                       sign(v)·max(|v| − s, 0)
+L2              Σw² (no ½)                 v / (1 + 2s)
+group lasso     Σ_g √|g|·‖w_g‖₂            v_g·max(0, 1 − s√|g| / ‖v_g‖)
+==============  =========================  ====================================
+
+Elastic net and sparse group lasso are compositions of these (soft-threshold first).
+
+Functions ending in ``_`` change their first argument in place and must run under
+``torch.no_grad()`` when the tensors are parameters. They take lists of tensors and
+use PyTorch's fused multi-tensor ``torch._foreach_*`` kernels where the math is
+element-wise; lists should share one device and dtype (the caller buckets them), else
+PyTorch falls back to a per-tensor loop with the same results.
+
+A *step* is given per tensor: a float (SGD: every element moves with the same step) or
+a tensor of the tensor's shape (Adam, RMSprop, …: the optimizer's per-element step).
+With per-element steps, every prox here is the exact prox in the optimizer's own
+diagonal metric, so that proximal training has the regularized optimum as fixed point.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+Steps = Sequence[float] | Sequence[Tensor]
+
+__all__ = [
+    "GroupLayout",
+    "add_group_grad_",
+    "add_l1_grad_",
+    "add_l2_grad_",
+    "group_layout",
+    "group_norms",
+    "group_shrink_",
+    "group_value",
+    "l1_value",
+    "l2_value",
+    "ridge_shrink_",
+    "scale_steps",
+    "soft_threshold_",
+]
+
+
+def _accumulate_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Half-precision parameters are summed in float32."""
+    return torch.promote_types(dtype, torch.float32)
+
+
+def _is_tensor_list(steps: Steps) -> bool:
+    return len(steps) > 0 and isinstance(steps[0], Tensor)
+
+
+def scale_steps(steps: Steps, factor: float) -> list[float] | list[Tensor]:
+    """``factor · step`` for each tensor's step (new list; the inputs are not changed)."""
+    if _is_tensor_list(steps):
+        return list(torch._foreach_mul(list(steps), factor))
+    return [factor * float(s) for s in steps]
+
+
+# --------------------------------------------------------------------------- values
+def l1_value(tensors: Sequence[Tensor]) -> Tensor:
+    """Σ|w| over all tensors (differentiable; the gradient at 0 is 0)."""
+    if not tensors:
+        return torch.zeros(())
+    acc = _accumulate_dtype(tensors[0].dtype)
+    return torch.stack(torch._foreach_norm(list(tensors), 1, dtype=acc)).sum()
+
+
+def l2_value(tensors: Sequence[Tensor]) -> Tensor:
+    """Σw² over all tensors (differentiable)."""
+    if not tensors:
+        return torch.zeros(())
+    acc = _accumulate_dtype(tensors[0].dtype)
+    return torch.stack(torch._foreach_norm(list(tensors), 2, dtype=acc)).square().sum()
+
+
+# --------------------------------------------------------------------------- groups
+@dataclass(frozen=True)
+class GroupLayout:
+    """How one tensor splits into groups.
+
+    Groups are unions of slices along ``axis``: for a weight ``W`` of shape
+    ``(out, in, *kernel)``, ``axis=1`` slices are input features / channels (columns)
+    and ``axis=0`` slices are units / output channels (rows).
+
+    Attributes
+    ----------
+    axis : int
+        The axis whose slices make up groups.
+    labels : Tensor or None
+        ``(shape[axis],)`` group index of each slice; ``None`` when each slice is its
+        own group.
+    n_groups : int
+        Number of groups.
+    weights : Tensor or float
+        √|g| for each group (``(n_groups,)``), or one float when all groups have the
+        same size.
+    """
+
+    axis: int
+    labels: Tensor | None
+    n_groups: int
+    weights: Tensor | float
+
+
+def group_layout(
+    shape: Sequence[int],
+    groups: str | Sequence[Sequence[int]],
+    *,
+    device: torch.device | str | None = None,
+) -> GroupLayout:
+    """Build the :class:`GroupLayout` of a tensor of ``shape``.
+
+    Parameters
+    ----------
+    shape : sequence of int
+        The tensor's shape; at least 2-D.
+    groups : {"input", "unit"} or sequence of sequences of int
+        ``"input"``: one group per column (input feature / channel); ``"unit"``: one
+        group per row (output unit / channel); or a partition of the column indices
+        (e.g. the one-hot columns of each categorical feature).
+    device : torch.device, optional
+        Where the labels tensor lives (the parameter's device).
+    """
+    shape = tuple(int(n) for n in shape)
+    if len(shape) < 2:
+        raise ValueError(f"group penalties need a tensor with ndim >= 2, got shape {shape}")
+    numel = math.prod(shape)
+    if isinstance(groups, str):
+        if groups not in ("input", "unit"):
+            raise ValueError(f"groups must be 'input', 'unit' or a list of column lists, got {groups!r}")
+        axis = 1 if groups == "input" else 0
+        return GroupLayout(axis, None, shape[axis], math.sqrt(numel // shape[axis]))
+    n_columns = shape[1]
+    labels = torch.full((n_columns,), -1, dtype=torch.long)
+    sizes = []
+    for g, members in enumerate(groups):
+        index = torch.as_tensor(list(members), dtype=torch.long)
+        if index.numel() == 0:
+            raise ValueError(f"groups must not contain an empty group, got group {g} empty")
+        if index.min() < 0 or index.max() >= n_columns:
+            raise ValueError(
+                f"groups must hold column indices in [0, {n_columns}), got group {g} = {list(members)}"
+            )
+        if (labels[index] >= 0).any() or index.unique().numel() != index.numel():
+            raise ValueError(f"groups must not overlap, got column(s) repeated in group {g}")
+        labels[index] = g
+        sizes.append(index.numel())
+    if (labels < 0).any():
+        missing = torch.nonzero(labels < 0).flatten().tolist()
+        raise ValueError(f"groups must cover every column of the tensor, got columns {missing} in no group")
+    per_column = numel // n_columns
+    weights = torch.tensor([math.sqrt(per_column * s) for s in sizes], dtype=torch.float64)
+    return GroupLayout(1, labels.to(device), len(sizes), weights)
+
+
+def _other_dims(x: Tensor, layout: GroupLayout) -> list[int]:
+    return [d for d in range(x.ndim) if d != layout.axis]
+
+
+def _group_sum(x: Tensor, layout: GroupLayout) -> Tensor:
+    """Sum of ``x`` over each group: ``(n_groups,)``."""
+    per_slice = x.sum(dim=_other_dims(x, layout))
+    if layout.labels is None:
+        return per_slice
+    out = per_slice.new_zeros(layout.n_groups)
+    return out.index_add_(0, layout.labels, per_slice)
+
+
+def _expand(per_group: Tensor, like: Tensor, layout: GroupLayout) -> Tensor:
+    """A ``(n_groups,)`` vector broadcastable against ``like``."""
+    per_slice = per_group if layout.labels is None else per_group[layout.labels]
+    shape = [1] * like.ndim
+    shape[layout.axis] = like.shape[layout.axis]
+    return per_slice.reshape(shape)
+
+
+def _weights(layout: GroupLayout, like: Tensor) -> Tensor | float:
+    w = layout.weights
+    return w if isinstance(w, float) else w.to(device=like.device, dtype=like.dtype)
+
+
+def group_norms(x: Tensor, layout: GroupLayout) -> Tensor:
+    """‖x_g‖₂ per group, ``(n_groups,)``; differentiable with gradient 0 at a zero group."""
+    if layout.labels is None:
+        return torch.linalg.vector_norm(x, dim=_other_dims(x, layout))
+    squares = _group_sum(x * x, layout)
+    nonzero = squares > 0
+    # sqrt only where positive, so that a zero group gets gradient 0, not NaN
+    return torch.where(nonzero, squares, torch.ones_like(squares)).sqrt() * nonzero
+
+
+def group_value(tensors: Sequence[Tensor], layouts: Sequence[GroupLayout]) -> Tensor:
+    """Σ_tensors Σ_g √|g|·‖w_g‖₂ (differentiable)."""
+    if not tensors:
+        return torch.zeros(())
+    acc = _accumulate_dtype(tensors[0].dtype)
+    terms = []
+    for x, layout in zip(tensors, layouts, strict=True):
+        norms = group_norms(x.to(acc), layout)
+        terms.append((norms * _weights(layout, norms)).sum())
+    return torch.stack(terms).sum()
+
+
+# ------------------------------------------------------------------------ gradients
+def add_l1_grad_(grads: Sequence[Tensor], params: Sequence[Tensor], *, alpha: float) -> None:
+    """``grad += alpha · sign(w)`` (the subgradient 0 at w = 0, as autograd gives)."""
+    torch._foreach_add_(list(grads), torch._foreach_sign(list(params)), alpha=alpha)
+
+
+def add_l2_grad_(grads: Sequence[Tensor], params: Sequence[Tensor], *, alpha: float) -> None:
+    """``grad += alpha · 2w`` (torch's ``weight_decay=2·alpha``, same kernel)."""
+    torch._foreach_add_(list(grads), list(params), alpha=2.0 * alpha)
+
+
+def add_group_grad_(
+    grads: Sequence[Tensor],
+    params: Sequence[Tensor],
+    layouts: Sequence[GroupLayout],
+    *,
+    alpha: float,
+) -> None:
+    """``grad_g += alpha · √|g| · w_g / ‖w_g‖`` (0 for a zero group)."""
+    for grad, w, layout in zip(grads, params, layouts, strict=True):
+        norms = group_norms(w, layout)
+        coef = (alpha * _weights(layout, norms)) / norms
+        coef = torch.where(norms > 0, coef, torch.zeros_like(coef))
+        grad.addcmul_(w, _expand(coef, w, layout))
+
+
+# --------------------------------------------------------------------------- proxes
+def soft_threshold_(tensors: Sequence[Tensor], *, threshold: Steps) -> None:
+    """Prox of ``t·Σ|w|``: ``w ← sign(w)·max(|w| − t, 0)``; exact zeros inside ``[−t, t]``.
+
+    ``threshold`` is one float or one tensor (per-element thresholds) per tensor.
+    """
+    tensors = list(tensors)
+    if not tensors:
+        return
+    magnitudes = torch._foreach_abs(tensors)
+    torch._foreach_sub_(magnitudes, list(threshold))
+    torch._foreach_clamp_min_(magnitudes, 0.0)
+    torch._foreach_sign_(tensors)
+    torch._foreach_mul_(tensors, magnitudes)
+
+
+def ridge_shrink_(tensors: Sequence[Tensor], *, step: Steps) -> None:
+    """Prox of ``s·Σw²``: ``w ← w / (1 + 2s)``; shrinks, never reaches zero."""
+    tensors = list(tensors)
+    if not tensors:
+        return
+    if _is_tensor_list(step):
+        denominators = torch._foreach_mul(list(step), 2.0)
+        torch._foreach_add_(denominators, 1.0)
+        torch._foreach_div_(tensors, denominators)
+    else:
+        torch._foreach_div_(tensors, [1.0 + 2.0 * float(s) for s in step])
+
+
+def group_shrink_(
+    tensors: Sequence[Tensor],
+    layouts: Sequence[GroupLayout],
+    *,
+    step: Steps,
+    max_iter: int = 100,
+) -> None:
+    """Prox of ``s·Σ_g √|g|·‖w_g‖``: whole groups become exactly zero.
+
+    With one step ``s`` per tensor this is the closed form
+    ``w_g ← w_g·max(0, 1 − s√|g| / ‖w_g‖)``. With per-element steps ``s_i`` it is the
+    prox in the metric ``diag(1/s)``::
+
+        argmin_x  Σ_i (x_i − w_i)² / (2 s_i) + √|g|·‖x‖
+
+    which is zero when ``‖w/s‖ ≤ √|g|`` and otherwise ``x_i = w_i·r / (r + c_i)`` with
+    ``c_i = s_i√|g|`` and ``r = ‖x‖`` the root of ``Σ_i w_i² / (r + c_i)² = 1``. That
+    root is found by Newton's method on ``(Σ_i w_i²/(r + c_i)²)^(−1/2) − 1``, which is
+    concave and increasing in r, so the iterates rise monotonically to the root from
+    r = 0 (one iteration when all s_i are equal).
+    """
+    for x, layout, s in zip(tensors, layouts, step, strict=True):
+        if isinstance(s, Tensor):
+            _group_shrink_scaled_(x, layout, s, max_iter=max_iter)
+            continue
+        norms = group_norms(x, layout)
+        threshold = float(s) * _weights(layout, norms)  # s√|g|
+        factor = torch.where(norms > threshold, 1.0 - threshold / norms, torch.zeros_like(norms))
+        x.mul_(_expand(factor, x, layout))
+
+
+def _group_shrink_scaled_(x: Tensor, layout: GroupLayout, step: Tensor, *, max_iter: int) -> None:
+    weights = _weights(layout, x)  # √|g| per group
+    c = step * (weights if isinstance(weights, float) else _expand(weights, x, layout))
+    squares = x * x
+    # a group survives when ‖w_g / s_g‖ > √|g|
+    keep = _group_sum(squares / (step * step), layout) > torch.as_tensor(weights, dtype=x.dtype) ** 2
+    radius = torch.zeros(layout.n_groups, dtype=x.dtype, device=x.device)
+    tolerance = 16 * torch.finfo(x.dtype).eps
+    for _ in range(max_iter):
+        inverse = 1.0 / (_expand(radius, x, layout) + c)
+        s_sum = _group_sum(squares * inverse.square(), layout)  # Σ w²/(r+c)²
+        t_sum = _group_sum(squares * inverse.pow(3), layout)  # Σ w²/(r+c)³
+        # Newton step on S^(-1/2) − 1: r ← r + S(√S − 1)/T
+        delta = torch.where(keep, s_sum * (s_sum.sqrt() - 1.0) / t_sum, torch.zeros_like(radius))
+        radius += delta
+        if not bool((delta > tolerance * radius).any()):
+            break
+    r = _expand(radius, x, layout)
+    x.mul_(r / (r + c))

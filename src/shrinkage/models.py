@@ -1,0 +1,67 @@
+"""Small model builders used by the demo, paths, estimators and CLI.
+
+Any ``nn.Module`` works with the regularizer; these exist so that the tools built on
+top (paths, CV, estimators) can make fresh copies of a known architecture.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from torch import nn
+
+from ._validation import check_choice, check_int, check_number, fail
+
+__all__ = ["ACTIVATIONS", "MLP"]
+
+ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU, "silu": nn.SiLU}
+
+
+class MLP(nn.Sequential):
+    """A multilayer perceptron: ``Linear → activation (→ Dropout)`` per hidden layer, then ``Linear``.
+
+    Parameters
+    ----------
+    in_features : int
+        Number of input features (columns of the first weight).
+    hidden : sequence of int, default (64,)
+        Hidden layer widths; ``()`` makes a linear model.
+    out_features : int, default 1
+        Outputs: 1 for regression or binary logits, K for K-class logits.
+    activation : {"relu", "tanh", "gelu", "silu"}, default "relu"
+    dropout : float in [0, 1), default 0.0
+
+    The first layer's weight is named ``"0.weight"``; its columns are the input
+    features (``input_parameter``, used by sparsity reports).
+    """
+
+    input_parameter = "0.weight"
+
+    def __init__(
+        self,
+        in_features: int,
+        hidden: Sequence[int] = (64,),
+        out_features: int = 1,
+        *,
+        activation: str = "relu",
+        dropout: float = 0.0,
+    ):
+        in_features = check_int("in_features", in_features, low=1)
+        out_features = check_int("out_features", out_features, low=1)
+        if isinstance(hidden, (str, bytes)) or not isinstance(hidden, Sequence):
+            raise fail("hidden", "a sequence of positive integers", hidden, kind=TypeError)
+        widths = [check_int("hidden", h, low=1) for h in hidden]
+        check_choice("activation", activation, ACTIVATIONS)
+        dropout = check_number("dropout", dropout, low=0.0, high=1.0, high_open=True)
+        layers: list[nn.Module] = []
+        previous = in_features
+        for width in widths:
+            layers += [nn.Linear(previous, width), ACTIVATIONS[activation]()]
+            if dropout > 0:
+                layers.append(nn.Dropout(dropout))
+            previous = width
+        layers.append(nn.Linear(previous, out_features))
+        super().__init__(*layers)
+        self.in_features = in_features
+        self.out_features = out_features
+        self.hidden = tuple(widths)

@@ -1,0 +1,162 @@
+"""The step an optimizer actually took, per parameter, for the proximal mode.
+
+A proximal step must use the optimizer's own step size, or its fixed point is not the
+regularized optimum. For a parameter updated as ``w ← w − D ⊙ u`` where the update
+direction ``u`` tends to the gradient ``g`` at a fixed point, the prox step is ``D``:
+then ``w = prox_{D·λR}(w − D ⊙ g)`` holds exactly when ``0 ∈ g + λ∂R(w)``.
+
+==========================  ============================================================
+optimizer                   step ``D`` used by the prox
+==========================  ============================================================
+SGD                         ``lr·(1 − dampening) / (1 − momentum)`` (the momentum buffer
+                            tends to ``(1 − dampening)·g / (1 − momentum)``; Nesterov too)
+Adam, AdamW (amsgrad too)   ``lr / (√(v / (1 − β₂ᵗ)) + ε)`` per element
+RMSprop                     ``lr / (√v + ε)`` per element (centered: ``√(v − ḡ²)``),
+                            divided by ``1 − momentum``
+Adagrad                     ``lr / (1 + (t − 1)·lr_decay) / (√Σg² + ε)`` per element
+Adamax                      ``lr / u`` per element (``u`` its infinity-norm state)
+anything else               ``lr`` (with a warning: the fixed point is then not exact)
+==========================  ============================================================
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.optim import SGD, Adagrad, Adam, Adamax, Optimizer, RMSprop
+
+__all__ = ["ExactStepWarning", "check_optimizer", "prox_steps"]
+
+
+class ExactStepWarning(UserWarning):
+    """The proximal step cannot follow this optimizer's per-element step exactly."""
+
+
+StepRule = Callable[[dict[str, Any], Sequence[Tensor], Optimizer], list[float] | list[Tensor]]
+
+
+def _sgd(group, params, optimizer):
+    momentum = group.get("momentum", 0.0)
+    step = float(group["lr"])
+    if momentum:
+        step *= (1.0 - group.get("dampening", 0.0)) / (1.0 - momentum)
+    return [step] * len(params)
+
+
+def _per_element(denominators: list[Tensor], numerator: float) -> list[Tensor]:
+    """``numerator / denominators`` in place on our own temporaries."""
+    torch._foreach_reciprocal_(denominators)
+    torch._foreach_mul_(denominators, numerator)
+    return denominators
+
+
+def _step_count(state: dict[str, Any]) -> float:
+    step = state["step"]
+    return float(step.item() if isinstance(step, Tensor) else step)
+
+
+def _adam(group, params, optimizer):
+    beta2 = float(group["betas"][1])
+    key = "max_exp_avg_sq" if group.get("amsgrad", False) else "exp_avg_sq"
+    states = [optimizer.state[p] for p in params]
+    denominators = torch._foreach_sqrt([s[key] for s in states])
+    # v̂ = v / (1 − β₂ᵗ): divide √v by √(1 − β₂ᵗ), t per parameter
+    torch._foreach_div_(denominators, [math.sqrt(1.0 - beta2 ** _step_count(s)) for s in states])
+    torch._foreach_add_(denominators, float(group["eps"]))
+    return _per_element(denominators, float(group["lr"]))
+
+
+def _rmsprop(group, params, optimizer):
+    states = [optimizer.state[p] for p in params]
+    if group.get("centered", False):
+        averages = [s["grad_avg"] for s in states]
+        variance = torch._foreach_mul(averages, averages)
+        torch._foreach_neg_(variance)
+        torch._foreach_add_(variance, [s["square_avg"] for s in states])
+        denominators = torch._foreach_sqrt(variance)
+    else:
+        denominators = torch._foreach_sqrt([s["square_avg"] for s in states])
+    torch._foreach_add_(denominators, float(group["eps"]))
+    momentum = group.get("momentum", 0.0)
+    return _per_element(denominators, float(group["lr"]) / (1.0 - momentum))
+
+
+def _adagrad(group, params, optimizer):
+    states = [optimizer.state[p] for p in params]
+    decay = float(group.get("lr_decay", 0.0))
+    denominators = torch._foreach_sqrt([s["sum"] for s in states])
+    torch._foreach_add_(denominators, float(group["eps"]))
+    # the decayed learning rate, per parameter (its own step count)
+    torch._foreach_mul_(denominators, [1.0 + (_step_count(s) - 1.0) * decay for s in states])
+    return _per_element(denominators, float(group["lr"]))
+
+
+def _adamax(group, params, optimizer):
+    denominators = [optimizer.state[p]["exp_inf"].clone() for p in params]
+    return _per_element(denominators, float(group["lr"]))
+
+
+# Order matters: AdamW subclasses Adam and shares its state layout.
+_RULES: tuple[tuple[type[Optimizer], StepRule], ...] = (
+    (SGD, _sgd),
+    (Adam, _adam),
+    (RMSprop, _rmsprop),
+    (Adagrad, _adagrad),
+    (Adamax, _adamax),
+)
+
+
+def _rule_for(optimizer: Optimizer) -> StepRule | None:
+    for cls, rule in _RULES:
+        if isinstance(optimizer, cls):
+            return rule
+    return None
+
+
+def _lr_only(group, params, optimizer):
+    return [float(group["lr"])] * len(params)
+
+
+def check_optimizer(optimizer: Any, mode: str) -> None:
+    """Refuse optimizers that a ``mode`` cannot work with; warn where it is inexact."""
+    if not isinstance(optimizer, Optimizer):
+        raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {optimizer!r}")
+    if isinstance(optimizer, torch.optim.LBFGS):
+        raise ValueError(
+            f"mode={mode!r} cannot be used with LBFGS, which re-evaluates gradients inside "
+            "step(); use mode='loss' and add reg.penalty() to the loss in the closure"
+        )
+    for index, group in enumerate(optimizer.param_groups):
+        if group.get("maximize", False):
+            raise ValueError(f"optimizer param group {index} has maximize=True; penalties minimize")
+        if mode == "proximal" and group.get("momentum", 0.0) >= 1.0:
+            raise ValueError(
+                f"optimizer param group {index} must have momentum < 1 for mode='proximal', "
+                f"got {group['momentum']}"
+            )
+    if mode == "proximal" and _rule_for(optimizer) is None:
+        warnings.warn(
+            f"mode='proximal' does not know the per-element step of {type(optimizer).__name__}; "
+            "the prox uses the learning rate alone, so with an adaptive optimizer the fixed "
+            "point is not the exact regularized optimum. Exact for: SGD, Adam, AdamW, RMSprop, "
+            "Adagrad, Adamax.",
+            ExactStepWarning,
+            stacklevel=3,
+        )
+
+
+def prox_steps(
+    optimizer: Optimizer, group: dict[str, Any], params: Sequence[Tensor]
+) -> list[float] | list[Tensor]:
+    """The step ``D`` each of ``params`` (all in ``group``) just took, as the prox needs it.
+
+    Returns a float per parameter (SGD) or a tensor of the parameter's shape per
+    parameter (adaptive optimizers); the tensors are fresh temporaries.
+    """
+    rule = _rule_for(optimizer) or _lr_only
+    return rule(group, params, optimizer)

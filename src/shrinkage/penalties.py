@@ -1,0 +1,292 @@
+"""Penalty classes: thin, validated holders of λ (and ρ, groups) over :mod:`.functional`.
+
+Every penalty has three faces, all for ``λ·R(w)`` over a list of tensors:
+
+- :meth:`Penalty.value` — differentiable, for the loss (mode ``loss``) and for logging;
+- :meth:`Penalty.add_grad_` — the same (sub)gradient added straight into ``.grad``
+  (mode ``gradient``), equal to autograd of :meth:`value`, 0 at exact zeros;
+- :meth:`Penalty.prox_` — the proximal operator for a step the optimizer took
+  (mode ``proximal``), which gives exact zeros.
+
+Penalties don't know which tensors they touch (that is :mod:`.selection`) nor how they
+reach the optimizer (that is :mod:`.regularizer`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+from torch import Tensor
+
+from . import functional as F
+from ._validation import check_choice, check_number, fail
+
+__all__ = [
+    "L1",
+    "L2",
+    "PENALTIES",
+    "ElasticNet",
+    "GroupLasso",
+    "Penalty",
+    "SparseGroupLasso",
+    "make_penalty",
+]
+
+
+class Penalty:
+    """Base class: ``λ·R(w)`` with ``λ = lambda_ >= 0``.
+
+    Subclasses set ``name`` and implement the three faces for a list of tensors plus the
+    per-tensor ``layouts`` that :meth:`layouts` prepared (``None`` for element-wise
+    penalties).
+    """
+
+    name: ClassVar[str]
+    #: True when the penalty is in the L2 family and may be applied as decoupled decay.
+    decouplable: ClassVar[bool] = False
+
+    def __init__(self, lambda_: float = 1e-3):
+        self.lambda_ = check_number("lambda_", lambda_, low=0.0)
+
+    # -- structure -------------------------------------------------------------------
+    def layouts(self, named: Sequence[tuple[str, Tensor]]) -> list[F.GroupLayout] | None:
+        """Per-tensor group layouts (``None`` for element-wise penalties)."""
+        return None
+
+    # -- the three faces ---------------------------------------------------------------
+    def value(self, tensors: Sequence[Tensor], layouts=None) -> Tensor:
+        raise NotImplementedError
+
+    def add_grad_(self, params: Sequence[Tensor], layouts=None) -> None:
+        """Add ``λ·∂R`` into each parameter's ``.grad`` (which must exist)."""
+        raise NotImplementedError
+
+    def prox_(self, tensors: Sequence[Tensor], layouts=None, *, step: F.Steps) -> None:
+        """Apply ``prox_{λ·s·R}`` in place, ``s`` the per-tensor (or per-element) step."""
+        raise NotImplementedError
+
+    # -- config ------------------------------------------------------------------------
+    def get_config(self) -> dict[str, Any]:
+        """Plain-dict form, inverted by :func:`make_penalty`."""
+        return {"name": self.name, "lambda_": self.lambda_}
+
+    def with_lambda(self, lambda_: float) -> Penalty:
+        """A copy of this penalty with another λ (what a path steps along)."""
+        return make_penalty({**self.get_config(), "lambda_": lambda_})
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items() if k != "name")
+        return f"{type(self).__name__}({args})"
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and other.get_config() == self.get_config()
+
+    def __hash__(self) -> int:
+        return hash(repr(self))
+
+
+class L1(Penalty):
+    """Lasso: ``λ·Σ|w|``. Proximal mode drives weights to exactly zero.
+
+    Subgradient modes (``loss``, ``gradient``) use ``sign(w)`` and shrink weights but
+    almost never land on zero: use ``mode="proximal"`` for sparsity.
+
+    Examples
+    --------
+    >>> import torch
+    >>> w = torch.tensor([-2.0, 0.05, 1.0])
+    >>> L1(0.1).value([w])
+    tensor(0.3050)
+    >>> with torch.no_grad():
+    ...     L1(0.1).prox_([w], step=[1.0])
+    >>> w
+    tensor([-1.9000,  0.0000,  0.9000])
+    """
+
+    name = "l1"
+
+    def value(self, tensors, layouts=None):
+        return self.lambda_ * F.l1_value(tensors)
+
+    def add_grad_(self, params, layouts=None):
+        F.add_l1_grad_([p.grad for p in params], params, alpha=self.lambda_)
+
+    def prox_(self, tensors, layouts=None, *, step):
+        F.soft_threshold_(tensors, threshold=F.scale_steps(step, self.lambda_))
+
+
+class L2(Penalty):
+    """Ridge: ``λ·Σw²`` (no ½). Gradient ``2λw``.
+
+    ``torch.optim.SGD(weight_decay=wd)`` is this penalty with ``λ = wd / 2`` in mode
+    ``gradient``; ``torch.optim.AdamW(weight_decay=wd)`` is it with ``λ = wd / 2`` in mode
+    ``decoupled``.
+    """
+
+    name = "l2"
+    decouplable = True
+
+    def value(self, tensors, layouts=None):
+        return self.lambda_ * F.l2_value(tensors)
+
+    def add_grad_(self, params, layouts=None):
+        F.add_l2_grad_([p.grad for p in params], params, alpha=self.lambda_)
+
+    def prox_(self, tensors, layouts=None, *, step):
+        F.ridge_shrink_(tensors, step=F.scale_steps(step, self.lambda_))
+
+
+class ElasticNet(Penalty):
+    """Elastic net: ``λ·(ρ·Σ|w| + (1 − ρ)·Σw²)`` with ``ρ = l1_ratio`` in [0, 1].
+
+    ``l1_ratio=1`` is :class:`L1` and ``l1_ratio=0`` is :class:`L2` with the same λ.
+    scikit-learn's ``ElasticNet(alpha=a, l1_ratio=r)`` minimizes
+    ``(1/2n)‖y − Xw‖² + a·r·‖w‖₁ + (a·(1 − r)/2)·‖w‖²``; with a mean-squared-error data
+    loss (twice sklearn's data term) that is ``λ = a·(1 + r)`` and ``ρ = 2r / (1 + r)``
+    (:func:`shrinkage.convert.from_sklearn_enet` does the conversion).
+    """
+
+    name = "elasticnet"
+
+    def __init__(self, lambda_: float = 1e-3, l1_ratio: float = 0.5):
+        super().__init__(lambda_)
+        self.l1_ratio = check_number("l1_ratio", l1_ratio, low=0.0, high=1.0)
+
+    def get_config(self):
+        return {**super().get_config(), "l1_ratio": self.l1_ratio}
+
+    def value(self, tensors, layouts=None):
+        rho = self.l1_ratio
+        return self.lambda_ * (rho * F.l1_value(tensors) + (1.0 - rho) * F.l2_value(tensors))
+
+    def add_grad_(self, params, layouts=None):
+        grads = [p.grad for p in params]
+        F.add_l1_grad_(grads, params, alpha=self.lambda_ * self.l1_ratio)
+        F.add_l2_grad_(grads, params, alpha=self.lambda_ * (1.0 - self.l1_ratio))
+
+    def prox_(self, tensors, layouts=None, *, step):
+        # prox of ρ|·| + (1−ρ)(·)²: soft-threshold by sρ, then divide by 1 + 2s(1−ρ)
+        F.soft_threshold_(tensors, threshold=F.scale_steps(step, self.lambda_ * self.l1_ratio))
+        F.ridge_shrink_(tensors, step=F.scale_steps(step, self.lambda_ * (1.0 - self.l1_ratio)))
+
+
+def _check_groups(groups: Any) -> str | tuple[tuple[int, ...], ...]:
+    if isinstance(groups, str):
+        return check_choice("groups", groups, ("input", "unit"))
+    rule = "'input', 'unit' or a list of lists of column indices"
+    try:
+        parsed = tuple(tuple(int(i) for i in g) for g in groups)
+    except TypeError:
+        raise fail("groups", rule, groups, kind=TypeError) from None
+    if not parsed:
+        raise fail("groups", rule, groups)
+    return parsed
+
+
+class GroupLasso(Penalty):
+    """Group lasso: ``λ·Σ_g √|g|·‖w_g‖₂``; the prox zeroes whole groups.
+
+    Parameters
+    ----------
+    lambda_ : float, default 1e-3
+        Strength λ >= 0.
+    groups : {"input", "unit"} or list of lists of int, default "input"
+        For a weight ``W`` of shape ``(out, in, *kernel)``: ``"input"`` makes one group
+        per column (an input feature or input channel: a zero column removes that input
+        from the layer), ``"unit"`` one group per row (an output unit or channel: a zero
+        row kills that unit), and a list of column-index lists groups columns together
+        (e.g. the one-hot columns of one categorical feature); it must partition the
+        columns. ``|g|`` is the number of weights in the group.
+    """
+
+    name = "group"
+
+    def __init__(self, lambda_: float = 1e-3, groups: str | Sequence[Sequence[int]] = "input"):
+        super().__init__(lambda_)
+        self.groups = _check_groups(groups)
+
+    def get_config(self):
+        groups = self.groups if isinstance(self.groups, str) else [list(g) for g in self.groups]
+        return {**super().get_config(), "groups": groups}
+
+    def layouts(self, named):
+        out = []
+        for name, tensor in named:
+            try:
+                out.append(F.group_layout(tensor.shape, self.groups, device=tensor.device))
+            except ValueError as error:
+                raise ValueError(f"{type(self).__name__} on parameter {name!r}: {error}") from None
+        return out
+
+    def value(self, tensors, layouts=None):
+        return self.lambda_ * F.group_value(tensors, layouts)
+
+    def add_grad_(self, params, layouts=None):
+        F.add_group_grad_([p.grad for p in params], params, layouts, alpha=self.lambda_)
+
+    def prox_(self, tensors, layouts=None, *, step):
+        F.group_shrink_(tensors, layouts, step=F.scale_steps(step, self.lambda_))
+
+
+class SparseGroupLasso(GroupLasso):
+    """Sparse group lasso: ``λ·(ρ·Σ|w| + (1 − ρ)·Σ_g √|g|·‖w_g‖₂)``, ``ρ = l1_ratio``.
+
+    Zeros whole groups and single weights inside the surviving groups. The prox is the
+    soft-threshold by ``sρ`` followed by the group shrink by ``s(1 − ρ)`` (exact, also
+    with per-element steps).
+    """
+
+    name = "sparse_group"
+
+    def __init__(
+        self,
+        lambda_: float = 1e-3,
+        l1_ratio: float = 0.5,
+        groups: str | Sequence[Sequence[int]] = "input",
+    ):
+        super().__init__(lambda_, groups)
+        self.l1_ratio = check_number("l1_ratio", l1_ratio, low=0.0, high=1.0)
+
+    def get_config(self):
+        return {**super().get_config(), "l1_ratio": self.l1_ratio}
+
+    def value(self, tensors, layouts=None):
+        rho = self.l1_ratio
+        return self.lambda_ * (rho * F.l1_value(tensors) + (1.0 - rho) * F.group_value(tensors, layouts))
+
+    def add_grad_(self, params, layouts=None):
+        grads = [p.grad for p in params]
+        F.add_l1_grad_(grads, params, alpha=self.lambda_ * self.l1_ratio)
+        F.add_group_grad_(grads, params, layouts, alpha=self.lambda_ * (1.0 - self.l1_ratio))
+
+    def prox_(self, tensors, layouts=None, *, step):
+        F.soft_threshold_(tensors, threshold=F.scale_steps(step, self.lambda_ * self.l1_ratio))
+        F.group_shrink_(tensors, layouts, step=F.scale_steps(step, self.lambda_ * (1.0 - self.l1_ratio)))
+
+
+PENALTIES: dict[str, type[Penalty]] = {
+    cls.name: cls for cls in (L1, L2, ElasticNet, GroupLasso, SparseGroupLasso)
+}
+
+
+def make_penalty(spec: Penalty | str | dict[str, Any], **kwargs: Any) -> Penalty:
+    """A penalty from an instance, a name (``"l1"``, …) with keyword arguments, or a config dict.
+
+    >>> make_penalty("elasticnet", lambda_=0.01, l1_ratio=0.3)
+    ElasticNet(lambda_=0.01, l1_ratio=0.3)
+    >>> make_penalty({"name": "l1", "lambda_": 0.1})
+    L1(lambda_=0.1)
+    """
+    if isinstance(spec, Penalty):
+        return spec
+    if isinstance(spec, dict):
+        kwargs = {**{k: v for k, v in spec.items() if k != "name"}, **kwargs}
+        spec = spec.get("name")
+    name = check_choice("penalty", spec, PENALTIES)
+    try:
+        return PENALTIES[name](**kwargs)
+    except TypeError as error:
+        if "unexpected keyword" in str(error):
+            raise TypeError(f"penalty {name!r} got an unknown argument: {error}") from None
+        raise

@@ -1,0 +1,524 @@
+"""A :class:`Regularizer` binds penalties to a model's tensors and to an optimizer.
+
+Typical use in one's own training loop — two lines::
+
+    reg = Regularizer(model, L1(1e-3))            # mode="proximal": exact zeros
+    reg.attach(optimizer)                          # prox after every optimizer.step()
+    ...
+    loss = criterion(model(x), y)                  # the loop is unchanged
+    loss.backward(); optimizer.step()
+    log(loss.item(), reg.penalty().item())         # the penalty apart from the data loss
+
+The four modes (how the penalty reaches the weights):
+
+``loss``
+    Add ``reg.penalty()`` to the loss; autograd differentiates it. Works with anything.
+``gradient``
+    The same (sub)gradient is added into ``.grad`` just before ``optimizer.step()``, with
+    fused multi-tensor kernels and no autograd graph. Same numbers as ``loss``.
+``proximal``
+    After ``optimizer.step()``, the proximal operator for the step the optimizer took
+    (per element for Adam, AdamW, RMSprop, Adagrad, Adamax). The only mode that gives
+    exact zeros: subgradient L1 (``loss``/``gradient``) shrinks weights but leaves them
+    almost never exactly zero.
+``decoupled``
+    Weight decay ``w ← w·(1 − η·2λ)`` before the step, as AdamW does (L2 only).
+
+In every mode but ``loss``, :meth:`Regularizer.penalty` is for logging and carries no
+gradient, so adding it to the loss cannot apply the penalty twice.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from . import optim
+from ._validation import check_bool, check_choice, fail
+from .functional import group_norms
+from .penalties import Penalty, make_penalty
+from .selection import Selector, describe_selector, select_parameters, selector_from_config
+from .structure import dead_units, linear_chain, reachable_inputs
+
+__all__ = ["MODES", "Regularizer", "Rule", "SparsityReport", "TensorSparsity"]
+
+MODES = ("loss", "gradient", "proximal", "decoupled")
+
+
+@dataclass
+class Rule:
+    """One penalty on one selection of tensors.
+
+    Parameters
+    ----------
+    penalty : Penalty
+        What to compute (:class:`~shrinkage.L1`, :class:`~shrinkage.L2`, …).
+    select : selector, optional
+        Which tensors (see :mod:`shrinkage.selection`); default: layer weights.
+    mode : str, optional
+        Overrides the regularizer's mode for this rule.
+    overlap : bool, default False
+        Allow this rule to claim tensors an earlier rule claimed. In mode ``proximal``
+        the proxes then apply one after the other in rule order, which is the exact prox
+        of the sum for "L1, then group, then L2" and an approximation otherwise.
+    """
+
+    penalty: Penalty
+    select: Selector = None
+    mode: str | None = None
+    overlap: bool = False
+
+
+@dataclass
+class _Term:
+    """A rule bound to tensors: names, parameters, group layouts, device/dtype buckets."""
+
+    label: str
+    penalty: Penalty
+    mode: str
+    names: list[str]
+    params: list[nn.Parameter]
+    layouts: list | None
+    buckets: list[list[int]] = field(default_factory=list)
+
+    def bucket(self, indices: list[int]) -> tuple[list[nn.Parameter], list | None]:
+        params = [self.params[i] for i in indices]
+        layouts = None if self.layouts is None else [self.layouts[i] for i in indices]
+        return params, layouts
+
+    def value(self) -> Tensor:
+        parts = [self.penalty.value(*self.bucket(b)) for b in self.buckets]
+        if len(parts) == 1:
+            return parts[0]
+        dtype = parts[0].dtype
+        for part in parts[1:]:
+            dtype = torch.promote_types(dtype, part.dtype)
+        return torch.stack([p.to(device=parts[0].device, dtype=dtype) for p in parts]).sum()
+
+
+@dataclass
+class TensorSparsity:
+    """Exact zeros in one penalized tensor."""
+
+    name: str
+    shape: tuple[int, ...]
+    numel: int
+    zeros: int
+    zero_rows: int | None  # units whose incoming weights are all zero (ndim >= 2)
+    zero_columns: int | None  # inputs the layer no longer reads (ndim >= 2)
+
+    @property
+    def fraction_zero(self) -> float:
+        return self.zeros / self.numel if self.numel else 0.0
+
+
+@dataclass
+class SparsityReport:
+    """What the penalties did: exact zeros per tensor, zero groups, inputs still used."""
+
+    tensors: list[TensorSparsity]
+    groups: dict[str, tuple[int, int]]  # term label -> (zero groups, groups)
+    input_parameter: str | None
+    features_used: list[int]  # input columns with a path of non-zero weights to an output
+    n_features: int
+    dead_units: int  # hidden units on no input→output path (zero rows outside an MLP)
+    feature_names: list[str] | None = None
+
+    @property
+    def numel(self) -> int:
+        return sum(t.numel for t in self.tensors)
+
+    @property
+    def zeros(self) -> int:
+        return sum(t.zeros for t in self.tensors)
+
+    @property
+    def fraction_zero(self) -> float:
+        """Fraction of penalized weights exactly zero."""
+        return self.zeros / self.numel if self.numel else 0.0
+
+    @property
+    def features_used_names(self) -> list[str]:
+        if self.feature_names is None:
+            return [str(j) for j in self.features_used]
+        return [self.feature_names[j] for j in self.features_used]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "fraction_zero": self.fraction_zero,
+            "zeros": self.zeros,
+            "numel": self.numel,
+            "dead_units": self.dead_units,
+            "groups": {k: {"zero": z, "total": n} for k, (z, n) in self.groups.items()},
+            "input_parameter": self.input_parameter,
+            "n_features": self.n_features,
+            "features_used": self.features_used,
+            "features_used_names": self.features_used_names,
+            "tensors": [
+                {
+                    "name": t.name,
+                    "shape": list(t.shape),
+                    "zeros": t.zeros,
+                    "numel": t.numel,
+                    "zero_rows": t.zero_rows,
+                    "zero_columns": t.zero_columns,
+                }
+                for t in self.tensors
+            ],
+        }
+
+
+def _as_rules(penalties: Any) -> list[Rule]:
+    rule = "a Penalty, a Rule or a list of them"
+    items = penalties if isinstance(penalties, (list, tuple)) else [penalties]
+    if not items:
+        raise fail("penalties", rule, penalties)
+    rules = []
+    for item in items:
+        if isinstance(item, Penalty):
+            rules.append(Rule(item))
+        elif isinstance(item, Rule):
+            if not isinstance(item.penalty, Penalty):
+                raise fail("Rule.penalty", "a Penalty", item.penalty, kind=TypeError)
+            rules.append(item)
+        else:
+            raise fail("penalties", rule, item, kind=TypeError)
+    return rules
+
+
+def _input_parameter(model: nn.Module, given: str | None) -> tuple[str, Tensor] | None:
+    """The weight whose columns are the model's input features."""
+    named = dict(model.named_parameters())
+    if given is not None:
+        if given not in named:
+            raise fail("input_parameter", "the name of a parameter of the model", given)
+        return given, named[given]
+    declared = getattr(model, "input_parameter", None)  # models may declare it
+    if isinstance(declared, str) and declared in named:
+        return declared, named[declared]
+    for name, param in named.items():
+        if param.ndim >= 2:
+            return name, param
+    return None
+
+
+class Regularizer:
+    """Penalties bound to a model, applied in one of four modes.
+
+    Parameters
+    ----------
+    model : nn.Module
+        The model whose tensors are penalized.
+    penalties : Penalty, Rule or list of them
+        A bare penalty applies to the default selection (layer weights, never biases or
+        normalization parameters). Rules choose tensors and may mix penalties.
+    mode : {"proximal", "loss", "gradient", "decoupled"}, default "proximal"
+        How the penalty reaches the weights (see the module docstring).
+    input_parameter : str, optional
+        Name of the weight whose columns are input features, for
+        :meth:`sparsity`; default: the model's ``input_parameter`` attribute if it has
+        one, else its first parameter with ``ndim >= 2``.
+
+    The objective is ``mean_i ℓ(f(x_i), y_i) + Σ_rules λ·R(selected tensors)``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from shrinkage import L1, Regularizer
+    >>> model = torch.nn.Linear(3, 1)
+    >>> reg = Regularizer(model, L1(0.1))
+    >>> opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    >>> handle = reg.attach(opt)
+    >>> reg.terms()
+    ['l1']
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        penalties: Penalty | Rule | Sequence[Penalty | Rule],
+        *,
+        mode: str = "proximal",
+        input_parameter: str | None = None,
+    ):
+        if not isinstance(model, nn.Module):
+            raise fail("model", "a torch.nn.Module", model, kind=TypeError)
+        self.model = model
+        self.mode = check_choice("mode", mode, MODES)
+        self.rules = _as_rules(penalties)
+        self.input_parameter = input_parameter
+        self._input = _input_parameter(model, input_parameter)
+        self._terms = self._bind()
+        self._handles: list[Any] = []
+        self._optimizer: torch.optim.Optimizer | None = None
+        self._penalty_since_step = False
+
+    # ------------------------------------------------------------------ binding
+    def _bind(self) -> list[_Term]:
+        claimed: dict[int, str] = {}
+        terms: list[_Term] = []
+        counts: dict[str, int] = defaultdict(int)
+        for index, rule in enumerate(self.rules):
+            mode = self.mode if rule.mode is None else check_choice("Rule.mode", rule.mode, MODES)
+            check_bool("Rule.overlap", rule.overlap)
+            if mode == "decoupled" and not rule.penalty.decouplable:
+                raise ValueError(
+                    f"mode='decoupled' is weight decay and supports only L2, got {rule.penalty!r}; "
+                    "use mode='proximal' for L1, elastic net and group penalties"
+                )
+            named = select_parameters(self.model, rule.select)
+            for name, param in named:
+                if id(param) in claimed and not rule.overlap:
+                    raise ValueError(
+                        f"parameter {name!r} is selected by rule {claimed[id(param)]} and rule "
+                        f"{index}; pass overlap=True on rule {index} if both penalties are meant"
+                    )
+                claimed.setdefault(id(param), str(index))
+            counts[rule.penalty.name] += 1
+            label = rule.penalty.name
+            if counts[label] > 1:
+                label = f"{label}_{counts[label]}"
+            term = _Term(
+                label=label,
+                penalty=rule.penalty,
+                mode=mode,
+                names=[n for n, _ in named],
+                params=[p for _, p in named],
+                layouts=rule.penalty.layouts(named),
+            )
+            by_kind: dict[tuple, list[int]] = defaultdict(list)
+            for i, p in enumerate(term.params):
+                by_kind[(p.device, p.dtype)].append(i)
+            term.buckets = list(by_kind.values())
+            terms.append(term)
+        return terms
+
+    @property
+    def in_loss(self) -> bool:
+        """True when some term is in mode ``loss``: add :meth:`penalty` to the loss."""
+        return any(t.mode == "loss" for t in self._terms)
+
+    def terms(self) -> list[str]:
+        """Labels of the penalty terms, in rule order (keys of :meth:`values`)."""
+        return [t.label for t in self._terms]
+
+    def parameters(self) -> dict[str, list[str]]:
+        """Names of the tensors each term penalizes."""
+        return {t.label: list(t.names) for t in self._terms}
+
+    # ------------------------------------------------------------------ values
+    def penalty(self) -> Tensor:
+        """``Σ λ·R`` over all terms, a 0-d tensor.
+
+        Differentiable for terms in mode ``loss`` (add it to the loss); detached for the
+        other modes, which apply the penalty through the optimizer.
+        """
+        grad_wanted = torch.is_grad_enabled()
+        if grad_wanted and self._optimizer is None and any(t.mode != "loss" for t in self._terms):
+            raise RuntimeError(
+                f"mode={self.mode!r} applies the penalty through the optimizer: call "
+                "reg.attach(optimizer) first (then reg.penalty() is for logging), use "
+                "mode='loss' to add reg.penalty() to the loss, or log with reg.values()"
+            )
+        total = None
+        for term in self._terms:
+            with torch.set_grad_enabled(grad_wanted and term.mode == "loss"):
+                value = term.value()
+            total = value if total is None else total + value.to(total)
+        if grad_wanted and total.requires_grad:
+            self._penalty_since_step = True
+        return total
+
+    @torch.no_grad()
+    def values(self) -> dict[str, float]:
+        """``λ·R`` of each term, as floats (for logging)."""
+        return {t.label: float(t.value()) for t in self._terms}
+
+    # ------------------------------------------------------------------ optimizer
+    def attach(self, optimizer: torch.optim.Optimizer):
+        """Apply the penalty at every ``optimizer.step()``; returns a handle with ``remove()``.
+
+        In mode ``gradient`` the (sub)gradient is added into ``.grad`` and in mode
+        ``decoupled`` the weights decay, both just before the step; in mode ``proximal``
+        the prox runs just after it, with the step the optimizer took (read from its
+        param groups and state at that moment, so learning-rate schedulers are followed).
+        In mode ``loss`` nothing is applied, but ``step()`` raises if ``reg.penalty()``
+        was not computed into the loss since the previous step.
+        """
+        modes = {t.mode for t in self._terms}
+        for mode in modes - {"loss"}:
+            optim.check_optimizer(optimizer, mode)
+        if not isinstance(optimizer, torch.optim.Optimizer):
+            raise fail("optimizer", "a torch.optim.Optimizer", optimizer, kind=TypeError)
+        if self._optimizer is not None:
+            raise RuntimeError("this Regularizer is already attached to an optimizer; call detach() first")
+        group_of = {id(p): g for g in optimizer.param_groups for p in g["params"]}
+        for term in self._terms:
+            missing = [n for n, p in zip(term.names, term.params) if id(p) not in group_of]
+            if missing and term.mode != "loss":
+                raise ValueError(
+                    f"parameter(s) {missing} are penalized but not in the optimizer's param groups"
+                )
+        self._optimizer = optimizer
+        self._group_of = group_of
+        self._handles = [
+            optimizer.register_step_pre_hook(self._before_step),
+            optimizer.register_step_post_hook(self._after_step),
+        ]
+        return _Handle(self)
+
+    def detach(self) -> None:
+        """Stop applying the penalty through the optimizer."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+        self._optimizer = None
+
+    def _groups(self, term: _Term) -> list[tuple[dict, list[int]]]:
+        """The term's parameters that have a gradient, by optimizer param group."""
+        by_group: dict[int, tuple[dict, list[int]]] = {}
+        for i, p in enumerate(term.params):
+            if p.grad is None:
+                continue
+            group = self._group_of[id(p)]
+            by_group.setdefault(id(group), (group, []))[1].append(i)
+        return list(by_group.values())
+
+    @torch.no_grad()
+    def _before_step(self, optimizer, args, kwargs) -> None:
+        for term in self._terms:
+            if term.mode == "loss":
+                if not self._penalty_since_step:
+                    raise RuntimeError(
+                        "mode='loss': reg.penalty() was not added to the loss since the last "
+                        "optimizer.step(), so the penalty would be silently skipped"
+                    )
+            elif term.mode == "gradient":
+                for p in term.params:
+                    if p.grad is None:  # as autograd of the penalty would give it
+                        p.grad = torch.zeros_like(p)
+                for bucket in term.buckets:
+                    term.penalty.add_grad_(*term.bucket(bucket))
+            elif term.mode == "decoupled":
+                for group, indices in self._groups(term):
+                    # AdamW's own update: w ← w·(1 − lr·wd) with wd = 2λ
+                    factor = 1.0 - float(group["lr"]) * (2.0 * term.penalty.lambda_)
+                    torch._foreach_mul_([term.params[i] for i in indices], factor)
+        self._penalty_since_step = False
+
+    @torch.no_grad()
+    def _after_step(self, optimizer, args, kwargs) -> None:
+        for term in self._terms:
+            if term.mode != "proximal" or term.penalty.lambda_ == 0.0:
+                continue
+            for group, indices in self._groups(term):
+                if float(group["lr"]) == 0.0:
+                    continue
+                params = [term.params[i] for i in indices]
+                layouts = None if term.layouts is None else [term.layouts[i] for i in indices]
+                steps = optim.prox_steps(optimizer, group, params)
+                term.penalty.prox_(params, layouts, step=steps)
+
+    # ------------------------------------------------------------------ reporting
+    @torch.no_grad()
+    def sparsity(self, feature_names: Sequence[str] | None = None) -> SparsityReport:
+        """Exact zeros per penalized tensor, zero groups per term, input features still used."""
+        tensors: dict[str, TensorSparsity] = {}
+        groups: dict[str, tuple[int, int]] = {}
+        for term in self._terms:
+            for name, p in zip(term.names, term.params):
+                if name not in tensors:
+                    tensors[name] = _tensor_sparsity(name, p)
+            if term.layouts is not None:
+                norms = [group_norms(p, lay) for p, lay in zip(term.params, term.layouts)]
+                groups[term.label] = (
+                    sum(int((n == 0).sum()) for n in norms),
+                    sum(n.numel() for n in norms),
+                )
+        used: list[int] = []
+        n_features = 0
+        name = None
+        chain = linear_chain(self.model)
+        if self._input is not None:
+            name, weight = self._input
+            n_features = weight.shape[1]
+            columns = weight.detach().abs().sum(dim=[d for d in range(weight.ndim) if d != 1])
+            used = torch.nonzero(columns).flatten().tolist()
+        if chain is not None and self.input_parameter is None:
+            # an MLP: count paths, not just first-layer columns
+            used = reachable_inputs([layer.weight for layer in chain])
+            dead = sum(dead_units([layer.weight for layer in chain]))
+        else:
+            dead = sum(t.zero_rows or 0 for t in tensors.values())
+        if feature_names is not None:
+            feature_names = [str(f) for f in feature_names]
+            if len(feature_names) != n_features:
+                raise ValueError(
+                    f"feature_names must have one name per input feature ({n_features}), "
+                    f"got {len(feature_names)}"
+                )
+        return SparsityReport(list(tensors.values()), groups, name, used, n_features, dead, feature_names)
+
+    # ------------------------------------------------------------------ config
+    def to_dict(self) -> dict[str, Any]:
+        """A plain dict that :meth:`from_dict` turns back into an equal regularizer."""
+        return {
+            "mode": self.mode,
+            "input_parameter": self.input_parameter,
+            "rules": [
+                {
+                    "penalty": r.penalty.get_config(),
+                    "select": describe_selector(r.select),
+                    "mode": r.mode,
+                    "overlap": r.overlap,
+                }
+                for r in self.rules
+            ],
+        }
+
+    @classmethod
+    def from_dict(cls, model: nn.Module, config: dict[str, Any]) -> Regularizer:
+        """Rebuild a regularizer on ``model`` from :meth:`to_dict` output."""
+        if not isinstance(config, dict) or "rules" not in config:
+            raise fail("config", "a dict with 'rules' (from Regularizer.to_dict)", config, kind=TypeError)
+        rules = [
+            Rule(
+                make_penalty(r["penalty"]),
+                selector_from_config(r.get("select")),
+                r.get("mode"),
+                r.get("overlap", False),
+            )
+            for r in config["rules"]
+        ]
+        return cls(
+            model,
+            rules,
+            mode=config.get("mode", "proximal"),
+            input_parameter=config.get("input_parameter"),
+        )
+
+    def __repr__(self) -> str:
+        rules = ", ".join(repr(r.penalty) for r in self.rules)
+        return f"Regularizer([{rules}], mode={self.mode!r})"
+
+
+class _Handle:
+    def __init__(self, regularizer: Regularizer):
+        self._regularizer = regularizer
+
+    def remove(self) -> None:
+        self._regularizer.detach()
+
+
+def _tensor_sparsity(name: str, p: Tensor) -> TensorSparsity:
+    zero = p.detach() == 0
+    rows = cols = None
+    if p.ndim >= 2:
+        rows = int(zero.flatten(1).all(dim=1).sum())
+        cols = int(zero.transpose(0, 1).flatten(1).all(dim=1).sum())
+    return TensorSparsity(name, tuple(p.shape), p.numel(), int(zero.sum()), rows, cols)

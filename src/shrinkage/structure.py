@@ -1,0 +1,78 @@
+"""Which inputs and units a sparse network still uses.
+
+A zero weight matters through paths: an input feature is used only if some path of
+non-zero weights leads from it to an output, and a hidden unit is dead when no path
+goes through it. For a chain of ``nn.Linear`` layers with element-wise activations in
+between (an MLP), this is exact and computed here; other models fall back to the
+columns of their input weight.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+__all__ = ["ELEMENTWISE", "dead_units", "linear_chain", "reachable_inputs"]
+
+ELEMENTWISE: tuple[type[nn.Module], ...] = (
+    nn.ReLU,
+    nn.ReLU6,
+    nn.LeakyReLU,
+    nn.PReLU,
+    nn.ELU,
+    nn.SELU,
+    nn.CELU,
+    nn.GELU,
+    nn.SiLU,
+    nn.Mish,
+    nn.Tanh,
+    nn.Sigmoid,
+    nn.Softplus,
+    nn.Softsign,
+    nn.Hardtanh,
+    nn.Hardswish,
+    nn.Hardsigmoid,
+    nn.Tanhshrink,
+    nn.Identity,
+    nn.Dropout,
+    nn.AlphaDropout,
+)
+
+
+def linear_chain(model: nn.Module) -> list[nn.Linear] | None:
+    """The Linear layers of ``model`` if it is an ``nn.Sequential`` of Linear layers and
+    element-wise modules (activations, dropout), else ``None``."""
+    if not isinstance(model, nn.Sequential):
+        return None
+    layers = []
+    for module in model:
+        if isinstance(module, nn.Linear):
+            layers.append(module)
+        elif not isinstance(module, ELEMENTWISE):
+            return None
+    return layers or None
+
+
+def _connected(weights: list[Tensor]) -> list[Tensor]:
+    """For each layer boundary, which units lie on an input→output path of non-zeros.
+
+    Returns boolean vectors: ``[inputs, hidden_1, …, outputs]``.
+    """
+    masks = [w.detach() != 0 for w in weights]  # each (out, in)
+    forward = [masks[0].new_ones(masks[0].shape[1])]
+    for m in masks:  # reachable from some input
+        forward.append((m & forward[-1]).any(dim=1))
+    backward = [masks[-1].new_ones(masks[-1].shape[0])]
+    for m in reversed(masks):  # reaches some output
+        backward.append((m & backward[-1][:, None]).any(dim=0))
+    backward.reverse()
+    return [f & b for f, b in zip(forward, backward)]
+
+
+def reachable_inputs(weights: list[Tensor]) -> list[int]:
+    """Input columns with a path of non-zero weights to some output."""
+    return _connected(weights)[0].nonzero().flatten().tolist()
+
+
+def dead_units(weights: list[Tensor]) -> list[int]:
+    """Per hidden layer, the number of units on no input→output path."""
+    return [int((~alive).sum()) for alive in _connected(weights)[1:-1]]

@@ -1,0 +1,158 @@
+"""Penalty classes: values, gradients equal to autograd, proxes, configs, bad input."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from shrinkage import L1, L2, ElasticNet, GroupLasso, SparseGroupLasso, make_penalty
+from shrinkage.penalties import PENALTIES
+
+ALL = [
+    L1(0.3),
+    L2(0.3),
+    ElasticNet(0.3, l1_ratio=0.25),
+    GroupLasso(0.3, groups="input"),
+    GroupLasso(0.3, groups="unit"),
+    GroupLasso(0.3, groups=[[0, 3], [1], [2, 4]]),
+    SparseGroupLasso(0.3, l1_ratio=0.4, groups="input"),
+]
+
+
+def _tensors_with_exact_zeros() -> list[torch.Tensor]:
+    a = torch.randn(4, 5, dtype=torch.float64)
+    a[:, 1] = 0.0  # a zero input group
+    a[2, :] = 0.0  # a zero unit group
+    a[0, 3] = 0.0  # a single zero
+    b = torch.randn(3, 5, dtype=torch.float64)
+    b[1, 4] = 0.0
+    return [a.requires_grad_(), b.requires_grad_()]
+
+
+@pytest.mark.parametrize("penalty", ALL, ids=repr)
+def test_add_grad_equals_autograd_including_at_zeros(penalty):
+    params = _tensors_with_exact_zeros()
+    named = [(f"p{i}", p) for i, p in enumerate(params)]
+    layouts = penalty.layouts(named)
+    penalty.value(params, layouts).backward()
+    autograd = [p.grad.clone() for p in params]
+    for p in params:
+        p.grad = torch.zeros_like(p)
+    with torch.no_grad():
+        penalty.add_grad_(params, layouts)
+    for got, want in zip((p.grad for p in params), autograd):
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+        assert not torch.isnan(got).any()
+
+
+def test_values_against_definitions():
+    w = torch.tensor([[1.0, -2.0], [0.0, 2.0]], dtype=torch.float64)
+    assert L1(0.5).value([w]).item() == pytest.approx(0.5 * 5)
+    assert L2(0.5).value([w]).item() == pytest.approx(0.5 * 9)
+    assert ElasticNet(0.5, l1_ratio=0.2).value([w]).item() == pytest.approx(0.5 * (0.2 * 5 + 0.8 * 9))
+    group = GroupLasso(0.5, groups="input")
+    layouts = group.layouts([("w", w)])
+    # columns: ‖(1, 0)‖ = 1 and ‖(−2, 2)‖ = √8, each of size 2
+    assert group.value([w], layouts).item() == pytest.approx(0.5 * math.sqrt(2) * (1 + math.sqrt(8)))
+
+
+def test_elastic_net_ends_are_l1_and_l2():
+    w = [torch.randn(3, 4, dtype=torch.float64)]
+    assert ElasticNet(0.7, l1_ratio=1.0).value(w).item() == pytest.approx(L1(0.7).value(w).item())
+    assert ElasticNet(0.7, l1_ratio=0.0).value(w).item() == pytest.approx(L2(0.7).value(w).item())
+
+
+def test_prox_closed_forms_with_step():
+    v = torch.tensor([-3.0, -0.2, 0.0, 0.5, 2.0], dtype=torch.float64)
+    s, lam = 0.5, 2.0  # threshold s·λ = 1
+    x = v.clone()
+    L1(lam).prox_([x], step=[s])
+    assert torch.equal(x, torch.nn.functional.softshrink(v, 1.0))
+    x = v.clone()
+    L2(lam).prox_([x], step=[s])
+    torch.testing.assert_close(x, v / (1 + 2 * s * lam))
+    x = v.clone()
+    ElasticNet(lam, l1_ratio=0.5).prox_([x], step=[s])
+    torch.testing.assert_close(x, torch.nn.functional.softshrink(v, 0.5) / (1 + 2 * s * lam * 0.5))
+
+
+def test_sparse_group_prox_is_soft_threshold_then_group_shrink():
+    v = torch.tensor([[3.0, 0.4], [-4.0, 0.3]], dtype=torch.float64)
+    x = v.clone()
+    penalty = SparseGroupLasso(1.0, l1_ratio=0.5, groups="input")
+    penalty.prox_([x], penalty.layouts([("v", x)]), step=[0.4])
+    soft = torch.nn.functional.softshrink(v, 0.2)  # column 1 becomes (0.2, 0.1)
+    norms = soft.norm(dim=0)
+    factor = (1 - 0.2 * math.sqrt(2) / norms).clamp_min(0)  # √2·0.2 ≈ 0.283 > ‖(0.2, 0.1)‖
+    torch.testing.assert_close(x, soft * factor)
+    assert torch.all(x[:, 1] == 0)
+
+
+@pytest.mark.parametrize("penalty", ALL, ids=repr)
+def test_config_round_trip(penalty):
+    config = penalty.get_config()
+    again = make_penalty(config)
+    assert again == penalty and again.get_config() == config
+    assert penalty.with_lambda(0.01).lambda_ == 0.01
+    assert type(penalty.with_lambda(0.01)) is type(penalty)
+
+
+def test_make_penalty_by_name():
+    assert make_penalty("elasticnet", lambda_=0.1, l1_ratio=0.2) == ElasticNet(0.1, 0.2)
+    assert sorted(PENALTIES) == ["elasticnet", "group", "l1", "l2", "sparse_group"]
+
+
+@pytest.mark.parametrize(
+    "build, error, message",
+    [
+        (lambda: L1(-1.0), ValueError, "lambda_ must be a finite number >= 0, got -1.0"),
+        (lambda: L1(float("nan")), ValueError, "lambda_ must be a finite number >= 0, got nan"),
+        (lambda: L2(float("inf")), ValueError, "lambda_ must be a finite number >= 0, got inf"),
+        (lambda: L1("0.1"), TypeError, "lambda_ must be a finite number >= 0, got '0.1'"),
+        (lambda: L1(None), TypeError, "lambda_ must be a finite number >= 0, got None"),
+        (lambda: L1(True), TypeError, "lambda_ must be a finite number >= 0, got True"),
+        (lambda: L1(1 + 2j), TypeError, "lambda_ must be a finite number >= 0, got (1+2j)"),
+        (
+            lambda: ElasticNet(0.1, l1_ratio=1.5),
+            ValueError,
+            "l1_ratio must be a finite number in [0, 1], got 1.5",
+        ),
+        (
+            lambda: ElasticNet(0.1, l1_ratio=-0.1),
+            ValueError,
+            "l1_ratio must be a finite number in [0, 1], got -0.1",
+        ),
+        (
+            lambda: SparseGroupLasso(0.1, l1_ratio=2),
+            ValueError,
+            "l1_ratio must be a finite number in [0, 1], got 2",
+        ),
+        (
+            lambda: GroupLasso(0.1, groups="rows"),
+            ValueError,
+            "groups must be one of 'input', 'unit', got 'rows'",
+        ),
+        (lambda: GroupLasso(0.1, groups=3), TypeError, "groups must be 'input', 'unit' or a list of lists"),
+        (lambda: GroupLasso(0.1, groups=[]), ValueError, "groups must be 'input', 'unit' or a list of lists"),
+        (
+            lambda: make_penalty("lasso"),
+            ValueError,
+            "penalty must be one of 'l1', 'l2', 'elasticnet', 'group', 'sparse_group', got 'lasso'",
+        ),
+        (lambda: make_penalty(3), TypeError, "penalty must be one of"),
+        (lambda: make_penalty("l1", rho=2), TypeError, "penalty 'l1' got an unknown argument"),
+    ],
+)
+def test_bad_input_messages(build, error, message):
+    with pytest.raises(error) as info:
+        build()
+    assert message in str(info.value)
+
+
+def test_group_penalty_on_a_vector_names_the_parameter():
+    with pytest.raises(
+        ValueError, match=r"GroupLasso on parameter 'bias': group penalties need a tensor with ndim >= 2"
+    ):
+        GroupLasso(0.1).layouts([("bias", torch.zeros(3))])
