@@ -13,14 +13,20 @@ group lasso     Σ_g √|g|·‖w_g‖₂            v_g·max(0, 1 − s√|g| /
 Elastic net and sparse group lasso are compositions of these (soft-threshold first).
 
 Functions ending in ``_`` change their first argument in place and must run under
-``torch.no_grad()`` when the tensors are parameters. They take lists of tensors and
-use PyTorch's fused multi-tensor ``torch._foreach_*`` kernels where the math is
-element-wise; lists should share one device and dtype (the caller buckets them), else
-PyTorch falls back to a per-tensor loop with the same results.
+``torch.no_grad()`` when the tensors are parameters. Element-wise gradients use
+PyTorch's multi-tensor ``torch._foreach_*`` kernels; proxes run one native in-place
+kernel per tensor (``softshrink`` writing into its input, ``mul_``, ``div_``) because
+on CPU every temporary tensor costs page faults and a pass over memory, so the fewest
+passes win. Lists should share one device and dtype (the caller buckets them).
 
-A *step* is given per tensor: a float (SGD: every element moves with the same step) or
-a tensor of the tensor's shape (Adam, RMSprop, …: the optimizer's per-element step).
-With per-element steps, every prox here is the exact prox in the optimizer's own
+A *step* is given per tensor, as one of:
+
+- a float ``s`` — every element moves with the same step (SGD);
+- a :class:`ScaledStep` ``(a, d)`` — element i moves with step ``a / d_i`` (Adam,
+  RMSprop, …: ``d`` is the optimizer's denominator, such as ``√v̂ + ε``; read only);
+- a tensor of per-element steps.
+
+With per-element steps every prox here is the exact prox in the optimizer's own
 diagonal metric, so that proximal training has the regularized optimum as fixed point.
 """
 
@@ -33,10 +39,24 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-Steps = Sequence[float] | Sequence[Tensor]
+
+@dataclass(frozen=True)
+class ScaledStep:
+    """Per-element steps ``numerator / denominator`` (``denominator`` is never written)."""
+
+    numerator: float
+    denominator: Tensor
+
+    def scaled(self, factor: float) -> ScaledStep:
+        return ScaledStep(self.numerator * factor, self.denominator)
+
+
+Step = float | ScaledStep | Tensor
+Steps = Sequence[Step]
 
 __all__ = [
     "GroupLayout",
+    "ScaledStep",
     "add_group_grad_",
     "add_l1_grad_",
     "add_l2_grad_",
@@ -57,15 +77,17 @@ def _accumulate_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.promote_types(dtype, torch.float32)
 
 
-def _is_tensor_list(steps: Steps) -> bool:
-    return len(steps) > 0 and isinstance(steps[0], Tensor)
-
-
-def scale_steps(steps: Steps, factor: float) -> list[float] | list[Tensor]:
-    """``factor · step`` for each tensor's step (new list; the inputs are not changed)."""
-    if _is_tensor_list(steps):
-        return list(torch._foreach_mul(list(steps), factor))
-    return [factor * float(s) for s in steps]
+def scale_steps(steps: Steps, factor: float) -> list[Step]:
+    """``factor · step`` for each tensor's step (new list; inputs are not changed)."""
+    out: list[Step] = []
+    for s in steps:
+        if isinstance(s, ScaledStep):
+            out.append(s.scaled(factor))
+        elif isinstance(s, Tensor):
+            out.append(s * factor)
+        else:
+            out.append(factor * float(s))
+    return out
 
 
 # --------------------------------------------------------------------------- values
@@ -192,10 +214,14 @@ def _weights(layout: GroupLayout, like: Tensor) -> Tensor | float:
 
 
 def group_norms(x: Tensor, layout: GroupLayout) -> Tensor:
-    """‖x_g‖₂ per group, ``(n_groups,)``; differentiable with gradient 0 at a zero group."""
-    if layout.labels is None:
-        return torch.linalg.vector_norm(x, dim=_other_dims(x, layout))
-    squares = _group_sum(x * x, layout)
+    """‖x_g‖₂ per group, ``(n_groups,)``; differentiable with gradient 0 at a zero group.
+
+    Computed as √(Σ x²) rather than ``torch.linalg.vector_norm``, whose reduction over a
+    strided axis (the columns of a row-major weight) is several times slower on CPU.
+    """
+    squares = _group_sum(x.square(), layout)
+    if not squares.requires_grad:
+        return squares.sqrt_()
     nonzero = squares > 0
     # sqrt only where positive, so that a zero group gets gradient 0, not NaN
     return torch.where(nonzero, squares, torch.ones_like(squares)).sqrt() * nonzero
@@ -240,32 +266,42 @@ def add_group_grad_(
 
 
 # --------------------------------------------------------------------------- proxes
+def _softshrink_(x: Tensor, threshold: float) -> None:
+    # one pass: softshrink is sign(v)·max(|v| − t, 0), written into its own input
+    torch.ops.aten.softshrink.out(x, threshold, out=x)
+
+
 def soft_threshold_(tensors: Sequence[Tensor], *, threshold: Steps) -> None:
     """Prox of ``t·Σ|w|``: ``w ← sign(w)·max(|w| − t, 0)``; exact zeros inside ``[−t, t]``.
 
-    ``threshold`` is one float or one tensor (per-element thresholds) per tensor.
+    ``threshold`` holds one float, :class:`ScaledStep` or tensor per tensor. With a
+    scaled step ``a / d`` it uses ``soft(w, a/d) = soft(w·d, a) / d`` (d > 0), which
+    needs no temporary tensor.
     """
-    tensors = list(tensors)
-    if not tensors:
-        return
-    magnitudes = torch._foreach_abs(tensors)
-    torch._foreach_sub_(magnitudes, list(threshold))
-    torch._foreach_clamp_min_(magnitudes, 0.0)
-    torch._foreach_sign_(tensors)
-    torch._foreach_mul_(tensors, magnitudes)
+    for x, t in zip(tensors, threshold, strict=True):
+        if isinstance(t, ScaledStep):
+            x.mul_(t.denominator)
+            _softshrink_(x, t.numerator)
+            x.div_(t.denominator)
+        elif isinstance(t, Tensor):
+            x.sub_(torch.maximum(torch.minimum(x, t), -t))  # w − clamp(w, −t, t)
+        else:
+            _softshrink_(x, float(t))
 
 
 def ridge_shrink_(tensors: Sequence[Tensor], *, step: Steps) -> None:
-    """Prox of ``s·Σw²``: ``w ← w / (1 + 2s)``; shrinks, never reaches zero."""
-    tensors = list(tensors)
-    if not tensors:
-        return
-    if _is_tensor_list(step):
-        denominators = torch._foreach_mul(list(step), 2.0)
-        torch._foreach_add_(denominators, 1.0)
-        torch._foreach_div_(tensors, denominators)
-    else:
-        torch._foreach_div_(tensors, [1.0 + 2.0 * float(s) for s in step])
+    """Prox of ``s·Σw²``: ``w ← w / (1 + 2s)``; shrinks, never reaches zero.
+
+    With a scaled step ``a / d``: ``w·d / (d + 2a)``.
+    """
+    for x, s in zip(tensors, step, strict=True):
+        if isinstance(s, ScaledStep):
+            x.mul_(s.denominator)
+            x.div_(s.denominator + 2.0 * s.numerator)
+        elif isinstance(s, Tensor):
+            x.div_(1.0 + 2.0 * s)
+        else:
+            x.div_(1.0 + 2.0 * float(s))
 
 
 def group_shrink_(
@@ -290,29 +326,55 @@ def group_shrink_(
     r = 0 (one iteration when all s_i are equal).
     """
     for x, layout, s in zip(tensors, layouts, step, strict=True):
-        if isinstance(s, Tensor):
+        if isinstance(s, (ScaledStep, Tensor)):
             _group_shrink_scaled_(x, layout, s, max_iter=max_iter)
             continue
+        if float(s) == 0.0:
+            continue
+        # factor = max(0, 1 − s√|g|/‖w_g‖); a zero group gives −inf, then 0. A true
+        # division (torch computes float / tensor as a reciprocal times the float), so
+        # that ‖w_g‖ = s√|g| gives exactly 0.
         norms = group_norms(x, layout)
-        threshold = float(s) * _weights(layout, norms)  # s√|g|
-        factor = torch.where(norms > threshold, 1.0 - threshold / norms, torch.zeros_like(norms))
+        threshold = torch.as_tensor(
+            float(s) * _weights(layout, norms), dtype=norms.dtype, device=norms.device
+        )
+        factor = torch.rsub(torch.div(threshold, norms), 1.0).clamp_min_(0.0)
         x.mul_(_expand(factor, x, layout))
 
 
-def _group_shrink_scaled_(x: Tensor, layout: GroupLayout, step: Tensor, *, max_iter: int) -> None:
+def _group_shrink_scaled_(
+    x: Tensor, layout: GroupLayout, step: ScaledStep | Tensor, *, max_iter: int
+) -> None:
     weights = _weights(layout, x)  # √|g| per group
-    c = step * (weights if isinstance(weights, float) else _expand(weights, x, layout))
-    squares = x * x
-    # a group survives when ‖w_g / s_g‖ > √|g|
-    keep = _group_sum(squares / (step * step), layout) > torch.as_tensor(weights, dtype=x.dtype) ** 2
+    weights = weights if isinstance(weights, float) else _expand(weights, x, layout)
+    # c_i = s_i·√|g|, the per-element threshold
+    if isinstance(step, ScaledStep):
+        c = torch.div(step.numerator * weights, step.denominator)
+    else:
+        c = step * weights
+    squares = x.square()
+    inverse, work = torch.empty_like(x), torch.empty_like(x)  # scratch, reused by every pass
+
+    def sums(radius: Tensor) -> tuple[Tensor, Tensor]:
+        """Per group: S = Σ w²/(r + c)² and T = Σ w²/(r + c)³."""
+        torch.add(c, _expand(radius, x, layout), out=inverse).reciprocal_()
+        torch.mul(squares, inverse, out=work).mul_(inverse)
+        s_sum = _group_sum(work, layout)
+        return s_sum, _group_sum(work.mul_(inverse), layout)
+
     radius = torch.zeros(layout.n_groups, dtype=x.dtype, device=x.device)
+    s_sum, t_sum = sums(radius)
+    keep = s_sum > 1.0  # ‖w/s‖ > √|g|: the group survives
+    # Start from a lower bound of the root (Jensen on 1/z²): r ≥ ‖w‖ − Σw²c/Σw²,
+    # exact when all c_i are equal; Newton then rises monotonically to the root.
+    total = _group_sum(squares, layout)
+    weighted_c = _group_sum(torch.mul(squares, c, out=work), layout) / torch.where(keep, total, 1.0)
+    radius = torch.where(keep, (total.sqrt() - weighted_c).clamp_min_(0.0), radius)
     tolerance = 16 * torch.finfo(x.dtype).eps
     for _ in range(max_iter):
-        inverse = 1.0 / (_expand(radius, x, layout) + c)
-        s_sum = _group_sum(squares * inverse.square(), layout)  # Σ w²/(r+c)²
-        t_sum = _group_sum(squares * inverse.pow(3), layout)  # Σ w²/(r+c)³
+        s_sum, t_sum = sums(radius)
         # Newton step on S^(-1/2) − 1: r ← r + S(√S − 1)/T
-        delta = torch.where(keep, s_sum * (s_sum.sqrt() - 1.0) / t_sum, torch.zeros_like(radius))
+        delta = torch.where(keep, s_sum * (s_sum.sqrt() - 1.0) / t_sum, 0.0)
         radius += delta
         if not bool((delta > tolerance * radius).any()):
             break

@@ -30,6 +30,8 @@ import torch
 from torch import Tensor
 from torch.optim import SGD, Adagrad, Adam, Adamax, Optimizer, RMSprop
 
+from .functional import ScaledStep
+
 __all__ = ["ExactStepWarning", "check_optimizer", "prox_steps"]
 
 
@@ -37,7 +39,7 @@ class ExactStepWarning(UserWarning):
     """The proximal step cannot follow this optimizer's per-element step exactly."""
 
 
-StepRule = Callable[[dict[str, Any], Sequence[Tensor], Optimizer], list[float] | list[Tensor]]
+StepRule = Callable[[dict[str, Any], Sequence[Tensor], Optimizer], list[float] | list[ScaledStep]]
 
 
 def _sgd(group, params, optimizer):
@@ -48,27 +50,24 @@ def _sgd(group, params, optimizer):
     return [step] * len(params)
 
 
-def _per_element(denominators: list[Tensor], numerator: float) -> list[Tensor]:
-    """``numerator / denominators`` in place on our own temporaries."""
-    torch._foreach_reciprocal_(denominators)
-    torch._foreach_mul_(denominators, numerator)
-    return denominators
-
-
 def _step_count(state: dict[str, Any]) -> float:
     step = state["step"]
     return float(step.item() if isinstance(step, Tensor) else step)
 
 
+def _scaled(numerators: Sequence[float], denominators: Sequence[Tensor]) -> list[ScaledStep]:
+    return [ScaledStep(a, d) for a, d in zip(numerators, denominators)]
+
+
 def _adam(group, params, optimizer):
-    beta2 = float(group["betas"][1])
+    # lr / (√(v/(1−β₂ᵗ)) + ε) = lr·√(1−β₂ᵗ) / (√v + ε·√(1−β₂ᵗ)), t per parameter
+    beta2, eps, lr = float(group["betas"][1]), float(group["eps"]), float(group["lr"])
     key = "max_exp_avg_sq" if group.get("amsgrad", False) else "exp_avg_sq"
     states = [optimizer.state[p] for p in params]
+    roots = [math.sqrt(1.0 - beta2 ** _step_count(s)) for s in states]
     denominators = torch._foreach_sqrt([s[key] for s in states])
-    # v̂ = v / (1 − β₂ᵗ): divide √v by √(1 − β₂ᵗ), t per parameter
-    torch._foreach_div_(denominators, [math.sqrt(1.0 - beta2 ** _step_count(s)) for s in states])
-    torch._foreach_add_(denominators, float(group["eps"]))
-    return _per_element(denominators, float(group["lr"]))
+    torch._foreach_add_(denominators, [eps * r for r in roots])
+    return _scaled([lr * r for r in roots], denominators)
 
 
 def _rmsprop(group, params, optimizer):
@@ -82,23 +81,23 @@ def _rmsprop(group, params, optimizer):
     else:
         denominators = torch._foreach_sqrt([s["square_avg"] for s in states])
     torch._foreach_add_(denominators, float(group["eps"]))
-    momentum = group.get("momentum", 0.0)
-    return _per_element(denominators, float(group["lr"]) / (1.0 - momentum))
+    step = float(group["lr"]) / (1.0 - group.get("momentum", 0.0))
+    return _scaled([step] * len(params), denominators)
 
 
 def _adagrad(group, params, optimizer):
     states = [optimizer.state[p] for p in params]
-    decay = float(group.get("lr_decay", 0.0))
+    decay, lr = float(group.get("lr_decay", 0.0)), float(group["lr"])
     denominators = torch._foreach_sqrt([s["sum"] for s in states])
     torch._foreach_add_(denominators, float(group["eps"]))
     # the decayed learning rate, per parameter (its own step count)
-    torch._foreach_mul_(denominators, [1.0 + (_step_count(s) - 1.0) * decay for s in states])
-    return _per_element(denominators, float(group["lr"]))
+    return _scaled([lr / (1.0 + (_step_count(s) - 1.0) * decay) for s in states], denominators)
 
 
 def _adamax(group, params, optimizer):
-    denominators = [optimizer.state[p]["exp_inf"].clone() for p in params]
-    return _per_element(denominators, float(group["lr"]))
+    # its denominator is its own state (read only by the prox): no temporary at all
+    lr = float(group["lr"])
+    return _scaled([lr] * len(params), [optimizer.state[p]["exp_inf"] for p in params])
 
 
 # Order matters: AdamW subclasses Adam and shares its state layout.
@@ -152,11 +151,11 @@ def check_optimizer(optimizer: Any, mode: str) -> None:
 
 def prox_steps(
     optimizer: Optimizer, group: dict[str, Any], params: Sequence[Tensor]
-) -> list[float] | list[Tensor]:
+) -> list[float] | list[ScaledStep]:
     """The step ``D`` each of ``params`` (all in ``group``) just took, as the prox needs it.
 
-    Returns a float per parameter (SGD) or a tensor of the parameter's shape per
-    parameter (adaptive optimizers); the tensors are fresh temporaries.
+    Returns a float per parameter (SGD) or a :class:`~shrinkage.functional.ScaledStep`
+    per parameter (adaptive optimizers: numerator / the optimizer's denominator).
     """
     rule = _rule_for(optimizer) or _lr_only
     return rule(group, params, optimizer)
