@@ -8,7 +8,7 @@ import torch
 from shrinkage import L1, Regularizer
 from shrinkage.data import make_synthetic
 from shrinkage.models import MLP
-from shrinkage.train import train
+from shrinkage.train import TrainConfig, train
 
 
 def _fit(mode: str):
@@ -18,18 +18,8 @@ def _fit(mode: str):
     torch.manual_seed(0)
     model = MLP(20, (16,))
     reg = Regularizer(model, L1(0.01), mode=mode)
-    train(
-        model,
-        X,
-        y,
-        regularizer=reg,
-        optimizer="adam",
-        lr=1e-2,
-        batch_size=50,
-        max_epochs=150,
-        patience=150,
-        seed=0,
-    )
+    config = TrainConfig(optimizer="adam", lr=1e-2, batch_size=50, max_epochs=150, patience=150)
+    train(model, X, y, regularizer=reg, config=config, seed=0)
     weights = torch.cat([p.detach().flatten() for p in (model[0].weight, model[2].weight)])
     return weights, reg.sparsity()
 

@@ -13,15 +13,23 @@ from collections.abc import Iterable
 from typing import Any
 
 
+class Described(str):
+    """A description of what was received, shown as is (not quoted) in a message."""
+
+    def __repr__(self) -> str:
+        return str(self)
+
+
 def _shown(value: Any) -> str:
     """The received value as the message shows it (``repr``, shortened)."""
     text = repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def fail(name: str, rule: str, value: Any, *, kind: type[Exception] = ValueError):
-    """Return the standard exception for ``name`` breaking ``rule`` (caller raises it)."""
-    return kind(f"{name} must be {rule}, got {_shown(value)}")
+def fail(name: str, rule: str, value: Any, *, kind: type[Exception] = ValueError, verb: str = "be"):
+    """Return the standard exception for ``name`` breaking ``rule`` (caller raises it):
+    ``"<name> must <verb> <rule>, got <value>"``."""
+    return kind(f"{name} must {verb} {rule}, got {_shown(value)}")
 
 
 def check_number(

@@ -18,7 +18,7 @@ from .data import load_dataset
 from .models import MLP
 from .penalties import L1, L2, ElasticNet, Penalty
 from .regularizer import Regularizer
-from .train import loss_for_task, train
+from .train import TrainConfig, loss_for_task, train
 
 __all__ = ["DemoRow", "run_demo"]
 
@@ -61,23 +61,14 @@ def run_demo(dataset: str = "diabetes", *, seed: int = 0, max_epochs: int = 300)
         ("l2", L2(1e-2)),
         ("elasticnet", ElasticNet(1e-2, l1_ratio=0.5)),
     ]
+    config = TrainConfig(optimizer="adam", lr=1e-2, batch_size=64, max_epochs=max_epochs, patience=30)
     rows = []
     for label, penalty in penalties:
         torch.manual_seed(seed)  # the same initial network for every penalty
         model = MLP(data.n_features, (32,), out)
         reg = Regularizer(model, penalty, mode="proximal") if penalty is not None else None
         result = train(
-            model,
-            *train_t,
-            loss=loss,
-            regularizer=reg,
-            validation=val_t,
-            optimizer="adam",
-            lr=1e-2,
-            batch_size=64,
-            max_epochs=max_epochs,
-            patience=30,
-            seed=seed,
+            model, *train_t, loss=loss, regularizer=reg, validation=val_t, config=config, seed=seed
         )
         if reg is None:
             reg = Regularizer(model, L1(0.0))  # only to measure sparsity the same way

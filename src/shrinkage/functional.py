@@ -64,11 +64,14 @@ __all__ = [
     "group_norms",
     "group_shrink_",
     "group_value",
+    "group_zero_threshold",
     "l1_value",
+    "l1_zero_threshold",
     "l2_value",
     "ridge_shrink_",
     "scale_steps",
     "soft_threshold_",
+    "sparse_group_zero_threshold",
 ]
 
 
@@ -263,6 +266,51 @@ def add_group_grad_(
         coef = (alpha * _weights(layout, norms)) / norms
         coef = torch.where(norms > 0, coef, torch.zeros_like(coef))
         grad.addcmul_(w, _expand(coef, w, layout))
+
+
+# ---------------------------------------------------------------- zero thresholds
+# The smallest strength at which w = 0 satisfies the optimality condition
+# 0 ∈ g + t·∂R(0), g the data loss's gradient at w = 0: the λ_max of a path.
+def l1_zero_threshold(grads: Sequence[Tensor]) -> float:
+    """``max|g|``: zero is optimal for ``t·Σ|w|`` iff every ``|g_i| <= t``."""
+    return max((float(g.abs().max()) for g in grads if g.numel()), default=0.0)
+
+
+def group_zero_threshold(grads: Sequence[Tensor], layouts: Sequence[GroupLayout]) -> float:
+    """``max_g ‖g_g‖ / √|g|``: zero is optimal iff every ``‖g_g‖ <= t·√|g|``."""
+    out = 0.0
+    for g, layout in zip(grads, layouts, strict=True):
+        ratio = group_norms(g.detach(), layout) / _weights(layout, g)
+        out = max(out, float(ratio.max()))
+    return out
+
+
+def sparse_group_zero_threshold(
+    grads: Sequence[Tensor], layouts: Sequence[GroupLayout], *, l1_ratio: float, iterations: int = 80
+) -> float:
+    """Smallest t with ``‖S(g_g, tρ)‖ <= t(1 − ρ)√|g|`` for every group (S: soft-threshold).
+
+    The left side falls and the right side rises with t, so each group's root is found
+    by bisection (vectorized over groups).
+    """
+    if l1_ratio >= 1.0:
+        return l1_zero_threshold(grads)
+    if l1_ratio <= 0.0:
+        return group_zero_threshold(grads, layouts)
+    out = 0.0
+    for g, layout in zip(grads, layouts, strict=True):
+        g = g.detach()
+        low = torch.zeros(layout.n_groups, dtype=g.dtype, device=g.device)
+        high = torch.full_like(low, float(g.abs().max()) / l1_ratio)  # S(g, high·ρ) = 0
+        weights = torch.as_tensor(_weights(layout, g), dtype=g.dtype, device=g.device)
+        for _ in range(iterations):
+            mid = (low + high) / 2
+            soft = torch.nn.functional.relu(g.abs() - _expand(mid, g, layout) * l1_ratio)
+            feasible = group_norms(soft, layout) <= mid * (1.0 - l1_ratio) * weights
+            high = torch.where(feasible, mid, high)
+            low = torch.where(feasible, low, mid)
+        out = max(out, float(high.max()))
+    return out
 
 
 # --------------------------------------------------------------------------- proxes

@@ -14,6 +14,7 @@ reach the optimizer (that is :mod:`.regularizer`).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -46,6 +47,11 @@ class Penalty:
     #: True when the penalty is in the L2 family and may be applied as decoupled decay.
     decouplable: ClassVar[bool] = False
 
+    @property
+    def sparsifying(self) -> bool:
+        """Whether a large enough λ makes the weights exactly zero (not so for L2)."""
+        return True
+
     def __init__(self, lambda_: float = 1e-3):
         self.lambda_ = check_number("lambda_", lambda_, low=0.0)
 
@@ -64,6 +70,15 @@ class Penalty:
 
     def prox_(self, tensors: Sequence[Tensor], layouts=None, *, step: F.Steps) -> None:
         """Apply ``prox_{λ·s·R}`` in place, ``s`` the per-tensor (or per-element) step."""
+        raise NotImplementedError
+
+    def zero_threshold(self, grads: Sequence[Tensor], layouts=None) -> float:
+        """The smallest λ at which all-zero weights satisfy the optimality condition.
+
+        ``grads`` are the data loss's gradients with respect to the penalized tensors,
+        taken where those tensors are zero: for a linear model this λ is the exact
+        λ_max of a path. ``math.inf`` when no finite λ gives zeros (L2).
+        """
         raise NotImplementedError
 
     # -- config ------------------------------------------------------------------------
@@ -115,6 +130,9 @@ class L1(Penalty):
     def prox_(self, tensors, layouts=None, *, step):
         F.soft_threshold_(tensors, threshold=F.scale_steps(step, self.lambda_))
 
+    def zero_threshold(self, grads, layouts=None):
+        return F.l1_zero_threshold(grads)
+
 
 class L2(Penalty):
     """Ridge: ``λ·Σw²`` (no ½). Gradient ``2λw``.
@@ -135,6 +153,13 @@ class L2(Penalty):
 
     def prox_(self, tensors, layouts=None, *, step):
         F.ridge_shrink_(tensors, step=F.scale_steps(step, self.lambda_))
+
+    def zero_threshold(self, grads, layouts=None):
+        return math.inf
+
+    @property
+    def sparsifying(self) -> bool:
+        return False
 
 
 class ElasticNet(Penalty):
@@ -169,6 +194,15 @@ class ElasticNet(Penalty):
         # prox of ρ|·| + (1−ρ)(·)²: soft-threshold by sρ, then divide by 1 + 2s(1−ρ)
         F.soft_threshold_(tensors, threshold=F.scale_steps(step, self.lambda_ * self.l1_ratio))
         F.ridge_shrink_(tensors, step=F.scale_steps(step, self.lambda_ * (1.0 - self.l1_ratio)))
+
+    def zero_threshold(self, grads, layouts=None):
+        # the L2 part has zero gradient at 0: only λρ·Σ|w| must cover g
+        rho = self.l1_ratio
+        return F.l1_zero_threshold(grads) / rho if rho > 0 else math.inf
+
+    @property
+    def sparsifying(self) -> bool:
+        return self.l1_ratio > 0
 
 
 def _check_groups(groups: Any) -> str | tuple[tuple[int, ...], ...]:
@@ -228,6 +262,9 @@ class GroupLasso(Penalty):
     def prox_(self, tensors, layouts=None, *, step):
         F.group_shrink_(tensors, layouts, step=F.scale_steps(step, self.lambda_))
 
+    def zero_threshold(self, grads, layouts=None):
+        return F.group_zero_threshold(grads, layouts)
+
 
 class SparseGroupLasso(GroupLasso):
     """Sparse group lasso: ``λ·(ρ·Σ|w| + (1 − ρ)·Σ_g √|g|·‖w_g‖₂)``, ``ρ = l1_ratio``.
@@ -263,6 +300,9 @@ class SparseGroupLasso(GroupLasso):
     def prox_(self, tensors, layouts=None, *, step):
         F.soft_threshold_(tensors, threshold=F.scale_steps(step, self.lambda_ * self.l1_ratio))
         F.group_shrink_(tensors, layouts, step=F.scale_steps(step, self.lambda_ * (1.0 - self.l1_ratio)))
+
+    def zero_threshold(self, grads, layouts=None):
+        return F.sparse_group_zero_threshold(grads, layouts, l1_ratio=self.l1_ratio)
 
 
 PENALTIES: dict[str, type[Penalty]] = {

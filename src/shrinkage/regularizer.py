@@ -45,7 +45,7 @@ from .penalties import Penalty, make_penalty
 from .selection import Selector, describe_selector, select_parameters, selector_from_config
 from .structure import dead_units, linear_chain, reachable_inputs
 
-__all__ = ["MODES", "Regularizer", "Rule", "SparsityReport", "TensorSparsity"]
+__all__ = ["MODES", "Regularizer", "Rule", "SparsityReport", "TensorSparsity", "Term"]
 
 MODES = ("loss", "gradient", "proximal", "decoupled")
 
@@ -75,8 +75,11 @@ class Rule:
 
 
 @dataclass
-class _Term:
-    """A rule bound to tensors: names, parameters, group layouts, device/dtype buckets."""
+class Term:
+    """A rule bound to tensors: names, parameters, group layouts, device/dtype buckets.
+
+    Read-only for users (``Regularizer.terms``); the regularizer owns it.
+    """
 
     label: str
     penalty: Penalty
@@ -234,7 +237,7 @@ class Regularizer:
     >>> reg = Regularizer(model, L1(0.1))
     >>> opt = torch.optim.SGD(model.parameters(), lr=0.1)
     >>> handle = reg.attach(opt)
-    >>> reg.terms()
+    >>> reg.labels()
     ['l1']
     """
 
@@ -259,9 +262,9 @@ class Regularizer:
         self._penalty_since_step = False
 
     # ------------------------------------------------------------------ binding
-    def _bind(self) -> list[_Term]:
+    def _bind(self) -> list[Term]:
         claimed: dict[int, str] = {}
-        terms: list[_Term] = []
+        terms: list[Term] = []
         counts: dict[str, int] = defaultdict(int)
         for index, rule in enumerate(self.rules):
             mode = self.mode if rule.mode is None else check_choice("Rule.mode", rule.mode, MODES)
@@ -283,7 +286,7 @@ class Regularizer:
             label = rule.penalty.name
             if counts[label] > 1:
                 label = f"{label}_{counts[label]}"
-            term = _Term(
+            term = Term(
                 label=label,
                 penalty=rule.penalty,
                 mode=mode,
@@ -303,9 +306,14 @@ class Regularizer:
         """True when some term is in mode ``loss``: add :meth:`penalty` to the loss."""
         return any(t.mode == "loss" for t in self._terms)
 
-    def terms(self) -> list[str]:
+    def labels(self) -> list[str]:
         """Labels of the penalty terms, in rule order (keys of :meth:`values`)."""
         return [t.label for t in self._terms]
+
+    @property
+    def terms(self) -> list[Term]:
+        """The bound terms: each rule's penalty, mode and tensors."""
+        return list(self._terms)
 
     def parameters(self) -> dict[str, list[str]]:
         """Names of the tensors each term penalizes."""
@@ -379,7 +387,7 @@ class Regularizer:
         self._handles = []
         self._optimizer = None
 
-    def _groups(self, term: _Term) -> list[tuple[dict, list[int]]]:
+    def _groups(self, term: Term) -> list[tuple[dict, list[int]]]:
         """The term's parameters that have a gradient, by optimizer param group."""
         by_group: dict[int, tuple[dict, list[int]]] = {}
         for i, p in enumerate(term.params):

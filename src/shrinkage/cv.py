@@ -1,0 +1,284 @@
+"""K-fold cross-validation of a regularization path: λ_min, λ_1se and the refit model.
+
+Built on :func:`~shrinkage.path.regularization_path`, the way glmnet's ``cv.glmnet``
+is built on ``glmnet``:
+
+1. the path is fitted on all the training data — it fixes the λ grid (automatic grids
+   end where no feature is left) and, warm-started λ after λ, *is* the refit: the
+   model at any λ of the grid is the full-data path's state there;
+2. the same grid is run on every fold (stratified for classification), each fold
+   scored on its held-out part by the data loss (mean squared error or
+   cross-entropy) — folds run through joblib, so the active joblib backend (local
+   processes, Dask, Ray) decides where;
+3. the mean and standard error over folds give ``lambda_min`` (best mean) and
+   ``lambda_1se`` (the largest λ whose mean is within one standard error of the
+   best, glmnet's rule);
+4. with ``relax``, each λ's solution is also retrained without penalty on its own
+   selected features (the others held at exactly zero), and those relaxed models are
+   what is scored and returned.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import joblib
+import numpy as np
+import torch
+from sklearn.model_selection import KFold, StratifiedKFold
+from torch import nn
+
+from ._arrays import check_X, check_y
+from ._progress import progress_bar
+from ._validation import Described, check_bool, check_choice, check_int, fail
+from .path import ModelSpec, Path, regularization_path
+from .penalties import Penalty
+from .selection import Selector
+from .train import TrainConfig
+
+__all__ = ["CVResult", "cross_validate", "one_standard_error"]
+
+
+def one_standard_error(
+    scores: np.ndarray, lambdas: np.ndarray, weights: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """glmnet's cross-validation summary of a ``(n_folds, n_lambdas)`` loss matrix.
+
+    With fold weights ``w_k`` (the fold sizes; equal by default)::
+
+        mean(λ) = Σ_k w_k·s_k(λ) / Σ_k w_k
+        se(λ)   = sqrt( Σ_k w_k·(s_k(λ) − mean(λ))² / Σ_k w_k / (K − 1) )
+
+    ``lambda_min`` is the largest λ with the smallest mean; ``lambda_1se`` the largest λ
+    whose mean is at most ``mean(λ_min) + se(λ_min)`` (``cv.glmnet``'s ``cvm``,
+    ``cvsd``, ``lambda.min`` and ``lambda.1se``).
+
+    Returns
+    -------
+    mean, se : ndarray of shape (n_lambdas,)
+    index_min, index_1se : int
+        Positions in ``lambdas``.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    lambdas = np.asarray(lambdas, dtype=np.float64)
+    n_folds = scores.shape[0]
+    if n_folds < 2:
+        raise fail("scores", "from at least 2 folds", Described(f"{n_folds} fold(s)"))
+    w = np.ones(n_folds) if weights is None else np.asarray(weights, dtype=np.float64)
+    mean = (w[:, None] * scores).sum(0) / w.sum()
+    se = np.sqrt((w[:, None] * (scores - mean) ** 2).sum(0) / w.sum() / (n_folds - 1))
+    best = np.flatnonzero(mean <= mean.min())
+    index_min = int(best[np.argmax(lambdas[best])])
+    within = np.flatnonzero(mean <= mean[index_min] + se[index_min])
+    index_1se = int(within[np.argmax(lambdas[within])])
+    return mean, se, index_min, index_1se
+
+
+@dataclass
+class CVResult:
+    """What cross-validation found.
+
+    Attributes
+    ----------
+    lambdas : ndarray (n_lambdas,)
+    scores : ndarray (n_folds, n_lambdas)
+        Held-out data loss of each fold at each λ.
+    fold_sizes : ndarray (n_folds,)
+    mean, se : ndarray (n_lambdas,)
+    lambda_min, lambda_1se : float
+    index_min, index_1se : int
+    path : Path
+        The full-data path (with each λ's weights).
+    folds : list of Path
+        Each fold's path (without weights).
+    selection : {"min", "1se"}
+    model : nn.Module
+        The full-data path's model at the selected λ (relaxed, with ``relax``).
+    relaxed : bool
+    """
+
+    lambdas: np.ndarray
+    scores: np.ndarray
+    fold_sizes: np.ndarray
+    mean: np.ndarray
+    se: np.ndarray
+    index_min: int
+    index_1se: int
+    path: Path
+    folds: list[Path]
+    selection: str
+    model: nn.Module = field(repr=False)
+    relaxed: bool = False
+
+    @property
+    def lambda_min(self) -> float:
+        return float(self.lambdas[self.index_min])
+
+    @property
+    def lambda_1se(self) -> float:
+        return float(self.lambdas[self.index_1se])
+
+    @property
+    def index(self) -> int:
+        """Position of the selected λ."""
+        return self.index_min if self.selection == "min" else self.index_1se
+
+    @property
+    def lambda_(self) -> float:
+        return float(self.lambdas[self.index])
+
+    @property
+    def selected_features(self) -> list[int]:
+        """Input features the selected model uses."""
+        return self.path.points[self.index].features
+
+
+def _folds(y: np.ndarray, task: str, cv: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    if task != "regression":
+        counts = np.bincount(y)
+        counts = counts[counts > 0]
+        if counts.min() < cv:
+            raise ValueError(
+                f"cv must be at most the size of the smallest class ({counts.min()}) for "
+                f"stratified folds, got {cv}"
+            )
+        splitter = StratifiedKFold(cv, shuffle=True, random_state=seed)
+    else:
+        splitter = KFold(cv, shuffle=True, random_state=seed)
+    return list(splitter.split(np.zeros((len(y), 1)), y))
+
+
+def _fold_path(index: int, train_idx, test_idx, X, y, kwargs: dict[str, Any]) -> tuple[int, Path]:
+    """One fold's path, on one torch thread (so results do not depend on n_jobs)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        path = regularization_path(
+            kwargs.pop("model"), X[train_idx], y[train_idx], test=(X[test_idx], y[test_idx]), **kwargs
+        )
+    finally:
+        torch.set_num_threads(threads)
+    return index, path
+
+
+def cross_validate(
+    model: ModelSpec,
+    X: Any,
+    y: Any,
+    *,
+    penalty: Penalty,
+    task: str = "regression",
+    cv: int = 5,
+    lambdas: Sequence[float] | None = None,
+    n_lambdas: int = 20,
+    lambda_min_ratio: float = 1e-3,
+    select: Selector = None,
+    mode: str = "proximal",
+    val_fraction: float = 0.1,
+    config: TrainConfig | None = None,
+    dense_config: TrainConfig | None = None,
+    selection: str = "1se",
+    relax: bool = False,
+    feature_names: Sequence[str] | None = None,
+    n_jobs: int | None = None,
+    device: torch.device | str | None = None,
+    seed: int = 0,
+    progress: bool | None = None,
+) -> CVResult:
+    """K-fold cross-validation of a regularization path; see the module docstring.
+
+    Parameters
+    ----------
+    model, X, y, penalty, task, lambdas, n_lambdas, lambda_min_ratio, select, mode,
+    val_fraction, config, dense_config, feature_names, device, seed
+        As for :func:`~shrinkage.path.regularization_path`. Inside every fold,
+        ``val_fraction`` of the fold's training rows serve for early stopping; the
+        fold's held-out rows are only scored.
+    cv : int, default 5
+        Number of folds K >= 2 (stratified for classification).
+    selection : {"1se", "min"}, default "1se"
+        Which λ the returned model has.
+    relax : bool, default False
+        Score, select and return *relaxed* models: at each λ, the solution retrained
+        without penalty on its selected features only (the unused inputs held at
+        zero). Shrinkage biases the kept weights; the relaxed fit removes that bias,
+        so the CV curve then rewards the right feature set rather than the right
+        amount of shrinkage (glmnet's ``relax=TRUE``, LassoNet's debiasing). Costs
+        one more fit per λ and fold.
+    n_jobs : int, optional
+        Folds in parallel through joblib (``-1``: all cores). Each fold trains on one
+        torch thread, so results do not depend on ``n_jobs``.
+    progress : bool, optional
+        Progress bars; default only when stderr is a terminal.
+    """
+    X_np = check_X(X)
+    y_np = check_y(y, task, X_np.shape[0])
+    cv = check_int("cv", cv, low=2)
+    if cv > X_np.shape[0]:
+        raise fail("cv", f"at most the number of samples ({X_np.shape[0]})", cv)
+    check_choice("selection", selection, ("1se", "min"))
+    check_bool("relax", relax)
+    folds = _folds(y_np, task, cv, seed)
+    common = dict(
+        penalty=penalty,
+        task=task,
+        select=select,
+        mode=mode,
+        val_fraction=val_fraction,
+        config=config,
+        dense_config=dense_config,
+        feature_names=feature_names,
+        device=device,
+        seed=seed,
+        relax=relax,
+    )
+
+    with progress_bar(cv + 1, "cross-validation (paths)", enabled=progress) as bar:
+        full, full_model = regularization_path(
+            model,
+            X_np,
+            y_np,
+            lambdas=lambdas,
+            n_lambdas=n_lambdas,
+            lambda_min_ratio=lambda_min_ratio,
+            keep_states=True,
+            progress=False,
+            return_model=True,
+            **common,
+        )
+        bar.advance(1)
+        grid = full.lambdas
+        jobs = (
+            joblib.delayed(_fold_path)(k, tr, te, X_np, y_np, {"model": model, "lambdas": grid, **common})
+            for k, (tr, te) in enumerate(folds)
+        )
+        results = []
+        for result in joblib.Parallel(n_jobs=n_jobs, return_as="generator_unordered")(jobs):
+            results.append(result)
+            bar.advance(1)
+    paths = [p for _, p in sorted(results, key=lambda r: r[0])]
+    key = "relaxed_test_loss" if relax else "test_loss"
+    scores = np.array([[getattr(point, key) for point in p.points] for p in paths])
+    sizes = np.array([len(te) for _, te in folds])
+    mean, se, index_min, index_1se = one_standard_error(scores, grid, sizes)
+
+    chosen = full.points[index_min if selection == "min" else index_1se]
+    selected = copy.deepcopy(full_model)
+    selected.load_state_dict(chosen.relaxed_state if relax else chosen.state)
+    return CVResult(
+        lambdas=grid,
+        scores=scores,
+        fold_sizes=sizes,
+        mean=mean,
+        se=se,
+        index_min=index_min,
+        index_1se=index_1se,
+        path=full,
+        folds=paths,
+        selection=selection,
+        model=selected,
+        relaxed=relax,
+    )

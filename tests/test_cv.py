@@ -1,0 +1,170 @@
+"""Cross-validation: glmnet's λ_min / λ_1se rule, feature recovery, determinism, errors."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from shrinkage import L1, GroupLasso
+from shrinkage.cv import cross_validate, one_standard_error
+from shrinkage.data import make_synthetic
+from shrinkage.models import MLP
+from shrinkage.train import TrainConfig, evaluate
+
+
+def test_one_standard_error_by_hand():
+    lambdas = np.array([0.1, 0.2, 0.4, 0.8])
+    scores = np.array([[1.0, 0.8, 0.9, 2.0], [1.2, 0.6, 0.8, 2.2], [1.1, 1.0, 0.95, 1.9]])
+    weights = np.array([10, 10, 20])
+    mean, se, i_min, i_1se = one_standard_error(scores, lambdas, weights)
+    # glmnet: cvm = weighted mean; cvsd = sqrt(weighted mean of squared deviations / (K - 1))
+    expected_mean = (10 * scores[0] + 10 * scores[1] + 20 * scores[2]) / 40
+    deviations = (scores - expected_mean) ** 2
+    expected_se = np.sqrt((10 * deviations[0] + 10 * deviations[1] + 20 * deviations[2]) / 40 / 2)
+    np.testing.assert_allclose(mean, expected_mean)
+    np.testing.assert_allclose(se, expected_se)
+    # by hand: means 1.1, 0.85, 0.9, 2.0; se at the best = sqrt(1.1/40/2) = 0.1173,
+    # so every λ with mean <= 0.967 qualifies and the largest is 0.4
+    np.testing.assert_allclose(mean, [1.1, 0.85, 0.9, 2.0])
+    assert se[1] == pytest.approx(math.sqrt(1.1 / 40 / 2))
+    assert (i_min, i_1se) == (1, 2)
+
+
+def test_one_standard_error_picks_the_largest_lambdas():
+    lambdas = np.array([0.1, 0.2, 0.4, 0.8, 1.6])
+    scores = np.array([[1.0, 0.5, 0.5, 0.55, 3.0], [1.0, 0.5, 0.5, 0.65, 3.0]])
+    _, se, i_min, i_1se = one_standard_error(scores, lambdas)
+    assert i_min == 2  # a tie at the minimum goes to the larger λ
+    assert se[i_min] == 0.0 and i_1se == 2
+    # the best mean (0.5) now has se 0.1: λ = 0.8 (mean 0.58) qualifies although
+    # λ = 0.4 (0.7) between them does not; glmnet takes the largest qualifying λ
+    scores = np.array([[1.0, 0.4, 0.7, 0.58, 3.0], [1.0, 0.6, 0.7, 0.58, 3.0]])
+    _, se, i_min, i_1se = one_standard_error(scores, lambdas)
+    assert se[1] == pytest.approx(0.1)
+    assert (i_min, i_1se) == (1, 3)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_cv_lambda_1se_keeps_exactly_the_true_features(seed):
+    """5 relevant features of 50, a nonlinear target with noise, n = 600."""
+    data = make_synthetic(600, 50, noise=0.5, seed=seed)
+    X = (data.X - data.X.mean(0)) / data.X.std(0)
+    y = (data.y - data.y.mean()) / data.y.std()
+    result = cross_validate(  # the default training configs
+        lambda: MLP(50, (16,)),
+        X,
+        y,
+        penalty=GroupLasso(groups="input"),
+        cv=5,
+        n_lambdas=20,
+        lambda_min_ratio=1e-2,
+        relax=True,
+        n_jobs=2,
+        seed=seed,
+    )
+    assert result.lambda_1se >= result.lambda_min
+    assert result.lambda_1se in result.lambdas and result.lambda_min in result.lambdas
+    assert result.selected_features == data.true_features
+    # and the selected (relaxed) model predicts well on fresh data from the same source
+    fresh = make_synthetic(2000, 50, noise=0.5, seed=100 + seed)
+    Xf = torch.tensor((fresh.X - data.X.mean(0)) / data.X.std(0), dtype=torch.float32)
+    yf = torch.tensor((fresh.y - data.y.mean()) / data.y.std(), dtype=torch.float32)
+    assert evaluate(result.model, Xf, yf, "mse") < 0.15
+
+
+def _small(seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((90, 6))
+    y = X[:, 0] - 2 * X[:, 1] + 0.3 * rng.standard_normal(90)
+    return X, y
+
+
+def test_results_do_not_depend_on_n_jobs_and_repeat_with_the_seed():
+    X, y = _small()
+    kwargs = dict(
+        penalty=L1(), cv=3, n_lambdas=5, config=TrainConfig(lr=1e-2, max_epochs=15, monitor="objective")
+    )
+    a = cross_validate(lambda: MLP(6, (4,)), X, y, n_jobs=1, **kwargs)
+    b = cross_validate(lambda: MLP(6, (4,)), X, y, n_jobs=2, **kwargs)
+    c = cross_validate(lambda: MLP(6, (4,)), X, y, n_jobs=1, **kwargs)
+    for other in (b, c):
+        np.testing.assert_array_equal(a.lambdas, other.lambdas)
+        np.testing.assert_array_equal(a.scores, other.scores)
+        assert (a.index_min, a.index_1se) == (other.index_min, other.index_1se)
+        for p, q in zip(a.folds, other.folds):
+            assert [r.features for r in p.points] == [r.features for r in q.points]
+        assert all(
+            torch.equal(s, t)
+            for s, t in zip(a.model.state_dict().values(), other.model.state_dict().values())
+        )
+
+
+def test_cv_result_fields_and_selection():
+    X, y = _small()
+    result = cross_validate(
+        lambda: MLP(6, (4,)),
+        X,
+        y,
+        penalty=L1(),
+        cv=3,
+        n_lambdas=5,
+        selection="min",
+        config=TrainConfig(lr=1e-2, max_epochs=15, monitor="objective"),
+    )
+    assert result.scores.shape == (3, len(result.lambdas))
+    assert result.fold_sizes.tolist() == [30, 30, 30]
+    assert result.lambda_ == result.lambda_min and result.index == result.index_min
+    assert result.selected_features == result.path.points[result.index_min].features
+    # the returned model is the full-data path's model at that λ
+    state = result.path.points[result.index_min].state
+    assert all(torch.equal(state[k], v) for k, v in result.model.state_dict().items())
+
+
+def test_stratified_binary_cv():
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((120, 5))
+    y = (X[:, 0] + 0.5 * rng.standard_normal(120) > 0.8).astype(int)  # unbalanced classes
+    result = cross_validate(
+        lambda: MLP(5, (4,)),
+        X,
+        y,
+        task="binary",
+        penalty=L1(),
+        cv=4,
+        n_lambdas=4,
+        config=TrainConfig(lr=1e-2, max_epochs=10, monitor="objective"),
+    )
+    assert np.all(np.isfinite(result.scores))
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, message",
+    [
+        (dict(cv=1), ValueError, "cv must be an integer >= 2, got 1"),
+        (dict(cv=100), ValueError, "cv must be at most the number of samples (90), got 100"),
+        (dict(cv=2.5), TypeError, "cv must be an integer >= 2, got 2.5"),
+        (dict(selection="best"), ValueError, "selection must be one of '1se', 'min', got 'best'"),
+        (
+            dict(task="binary", y=np.r_[np.zeros(88), np.ones(2)]),
+            ValueError,
+            "cv must be at most the size of the smallest class (2) for stratified folds, got 3",
+        ),
+        (
+            dict(task="binary", y=np.zeros(90)),
+            ValueError,
+            "y must have at least two classes, got only class 0",
+        ),
+        (dict(X=np.zeros((0, 6)), y=np.zeros(0)), ValueError, "X must be non-empty"),
+        (dict(lambdas=[0.2, 0.1]), ValueError, "lambdas must be a non-empty, strictly increasing sequence"),
+    ],
+)
+def test_bad_input(kwargs, error, message):
+    X, y = _small()
+    args = dict(X=X, y=y, penalty=L1(), cv=3, config=TrainConfig(max_epochs=1))
+    args.update(kwargs)
+    with pytest.raises(error) as info:
+        cross_validate(lambda: MLP(6, (2,)), args.pop("X"), args.pop("y"), **args)
+    assert message in str(info.value)

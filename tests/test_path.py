@@ -1,0 +1,316 @@
+"""Regularization paths: against scikit-learn's paths, and their bookkeeping."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from sklearn.datasets import load_wine
+from sklearn.linear_model import enet_path, lasso_path
+
+from shrinkage import L1, L2, ElasticNet, GroupLasso
+from shrinkage.convert import to_sklearn_enet
+from shrinkage.models import MLP
+from shrinkage.path import lambda_grid, regularization_path
+from shrinkage.train import TrainConfig
+
+# Full-batch proximal gradient (SGD, no momentum) run until the objective changes by
+# less than 1e-12 (relative) for 50 epochs: on these well-conditioned problems that
+# leaves the weights within ~1e-6 of the optimum (measured: 1e-7 to 2e-6), so 1e-4
+# relative to the largest coefficient is a safe bound that still catches any error in
+# the prox, the step or the λ conversion (those show up at 1e-2 and above).
+EXACT = TrainConfig(
+    optimizer="sgd", lr=0.1, batch_size=None, max_epochs=20_000, patience=50, tol=1e-12, monitor="objective"
+)
+
+
+def linear_problem(seed: int = 0):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((100, 10)) + 0.5  # not centered: the intercept matters
+    coef = np.array([3, -2, 0, 0, 1.5, 0, 0, 0, 0.5, 0])
+    y = X @ coef + 0.5 * rng.standard_normal(100) + 2.0
+    return X, y
+
+
+def sklearn_path(penalty, X, y, lambdas):
+    """scikit-learn's coefficients at our λ (ascending), on centered data (its intercept)."""
+    Xc, yc = X - X.mean(0), y - y.mean()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if isinstance(penalty, L1):
+            _, coefs, _ = lasso_path(Xc, yc, alphas=lambdas / 2, tol=1e-14, max_iter=100_000)
+            alpha_max = lasso_path(Xc, yc, n_alphas=1)[0][0]
+            lam_max = 2 * alpha_max
+        else:
+            alphas, ratio = zip(*(to_sklearn_enet(lam, penalty.l1_ratio) for lam in lambdas))
+            _, coefs, _ = enet_path(
+                Xc, yc, l1_ratio=ratio[0], alphas=np.array(alphas), tol=1e-14, max_iter=100_000
+            )
+            alpha_max = enet_path(Xc, yc, l1_ratio=ratio[0], n_alphas=1)[0][0]
+            lam_max = alpha_max * (1 + ratio[0])  # our λ for sklearn's alpha_max
+    return coefs[:, ::-1].T, lam_max  # sklearn orders by decreasing alpha
+
+
+@pytest.mark.parametrize("penalty", [L1(), ElasticNet(l1_ratio=0.5), ElasticNet(l1_ratio=0.2)], ids=repr)
+def test_linear_path_matches_sklearn(penalty):
+    X, y = linear_problem()
+    path = regularization_path(
+        torch.nn.Linear(10, 1).double(),
+        X,
+        y,
+        penalty=penalty,
+        n_lambdas=8,
+        lambda_min_ratio=1e-2,
+        val_fraction=0,
+        config=EXACT,
+        dense_start=False,
+        keep_states=True,
+        extend=0,
+    )
+    theirs, lam_max = sklearn_path(penalty, X, y, path.lambdas)
+    assert path.lambda_max == pytest.approx(lam_max, rel=1e-12)  # the exact λ_max
+    assert path.lambdas[-1] == pytest.approx(lam_max, rel=1e-12)
+    for point, coef in zip(path.points, theirs):
+        ours = point.state["weight"].numpy().ravel()
+        if point.lambda_ < 0.999 * path.lambda_max:
+            assert np.max(np.abs(ours - coef)) < 1e-4 * np.max(np.abs(coef))
+            assert np.array_equal(ours == 0, coef == 0)
+            intercept = y.mean() - X.mean(0) @ coef
+            assert point.state["bias"].item() == pytest.approx(intercept, abs=1e-4)
+        else:  # at λ_max the optimum is 0; the last coordinate reaches its kink slowly
+            assert np.max(np.abs(ours)) < 1e-4
+
+
+def test_grid_is_geometric_and_increasing():
+    grid = lambda_grid(2.0, n_lambdas=5, lambda_min_ratio=1e-4)
+    np.testing.assert_allclose(grid, [2e-4, 2e-3, 2e-2, 2e-1, 2.0])
+
+
+def test_automatic_path_extends_until_all_zero_then_stops():
+    X, y = linear_problem()
+    path = regularization_path(
+        torch.nn.Linear(10, 1).double(),
+        X,
+        y,
+        penalty=L1(),
+        n_lambdas=6,
+        lambda_min_ratio=1e-2,
+        val_fraction=0,
+        config=EXACT.replace(max_epochs=50),
+        dense_start=False,
+    )
+    # 50 epochs leave a weight at its kink alive at λ_max: the path goes one step further
+    assert len(path) == 7 and path.lambdas[-1] > path.lambda_max
+    assert path.points[-1].n_nonzero == 0 and path.points[-2].n_nonzero > 0
+
+
+def test_network_path_records_and_ends_without_features():
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((200, 6))
+    y = np.tanh(2 * X[:, 0]) + X[:, 1] + 0.1 * rng.standard_normal(200)
+    seen = []
+    path = regularization_path(
+        lambda: MLP(6, (8,)),
+        X,
+        y,
+        penalty=GroupLasso(groups="input"),
+        n_lambdas=8,
+        config=TrainConfig(lr=1e-2, batch_size=50, max_epochs=60, patience=5, monitor="objective"),
+        feature_names=list("abcdef"),
+        callback=seen.append,
+    )
+    assert seen == path.points
+    assert path.dense is not None and path.dense.n_features == 6 and path.dense.lambda_ == 0.0
+    assert path.points[-1].n_features == 0  # an automatic path ends with no input left
+    assert all(b > a for a, b in zip(path.lambdas, path.lambdas[1:]))
+    first = path.points[0]
+    assert first.state is None  # weights only when asked
+    assert first.epochs >= 1 and first.seconds > 0 and np.isnan(first.test_loss)
+    assert first.feature_names == [list("abcdef")[j] for j in first.features]
+    record = first.record()
+    assert "state" not in record and record["lambda_"] == first.lambda_
+    exits = path.feature_exit_lambdas()
+    assert np.all(np.isfinite(exits)) and exits.min() >= path.lambdas[0]
+    # the two real inputs are the last to go
+    assert set(np.argsort(exits)[-2:]) == {0, 1}
+
+
+def test_callback_can_stop_the_path():
+    X, y = linear_problem()
+    seen = []
+
+    def stop_at_third(point):
+        seen.append(point)
+        return len(seen) == 3
+
+    path = regularization_path(
+        torch.nn.Linear(10, 1),
+        X,
+        y,
+        penalty=L1(),
+        n_lambdas=10,
+        val_fraction=0,
+        dense_start=False,
+        config=TrainConfig(max_epochs=5),
+        callback=stop_at_third,
+    )
+    assert len(path) == 3
+
+
+def test_user_grid_and_test_scores():
+    X, y = linear_problem()
+    path = regularization_path(
+        torch.nn.Linear(10, 1),
+        X[:80],
+        y[:80],
+        penalty=L2(),
+        lambdas=[0.01, 0.1, 1.0],
+        test=(X[80:], y[80:]),
+        config=TrainConfig(max_epochs=5),
+    )
+    np.testing.assert_allclose(path.lambdas, [0.01, 0.1, 1.0])
+    assert path.lambda_max is None
+    assert all(np.isfinite(p.test_loss) for p in path.points)
+
+
+def test_same_seed_same_path():
+    X, y = linear_problem()
+    kwargs = dict(
+        penalty=L1(), n_lambdas=5, config=TrainConfig(max_epochs=10, lr=1e-2), keep_states=True, seed=3
+    )
+    a = regularization_path(lambda: MLP(10, (4,)), X, y, **kwargs)
+    b = regularization_path(lambda: MLP(10, (4,)), X, y, **kwargs)
+    assert [p.record() | {"seconds": 0} for p in a.points] == [p.record() | {"seconds": 0} for p in b.points]
+    for p, q in zip(a.points, b.points):
+        assert all(torch.equal(p.state[k], q.state[k]) for k in p.state)
+
+
+@pytest.mark.parametrize("task", ["binary", "multiclass"])
+def test_classification_paths(task):
+    X, y = load_wine(return_X_y=True)
+    X = (X - X.mean(0)) / X.std(0)
+    if task == "binary":
+        y = (y == 0).astype(int)
+    out = 1 if task == "binary" else 3
+    path = regularization_path(
+        lambda: MLP(13, (8,), out),
+        X,
+        y,
+        task=task,
+        penalty=L1(),
+        n_lambdas=5,
+        config=TrainConfig(lr=1e-2, max_epochs=30, patience=5, monitor="objective"),
+    )
+    assert path.points[0].val_loss < 0.5  # cross-entropy of a good classifier
+    assert path.points[-1].n_nonzero < path.points[0].n_nonzero
+
+
+def test_relaxed_fit_is_recorded():
+    X, y = linear_problem()
+    path = regularization_path(
+        lambda: MLP(10, (4,)),
+        X[:80],
+        y[:80],
+        penalty=GroupLasso(),
+        lambdas=[0.05, 0.5],
+        relax=True,
+        test=(X[80:], y[80:]),
+        config=TrainConfig(lr=1e-2, max_epochs=20),
+        keep_states=True,
+    )
+    for point in path.points:
+        assert np.isfinite(point.relaxed_val_loss) and np.isfinite(point.relaxed_test_loss)
+        weight = point.relaxed_state["0.weight"]
+        dropped = [j for j in range(10) if j not in point.features]
+        assert torch.all(weight[:, dropped] == 0)  # unused inputs stay exactly zero
+
+
+Xg, yg = linear_problem()
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, message",
+    [
+        (
+            dict(X=np.zeros((0, 3)), y=np.zeros(0)),
+            ValueError,
+            "X must be non-empty, got an array of shape (0, 3)",
+        ),
+        (
+            dict(X=np.ones(5), y=np.ones(5)),
+            ValueError,
+            "X must be a 2-D array (rows × features), got an array of shape (5,)",
+        ),
+        (
+            dict(X=np.array([[1.0, np.nan]] * 4), y=np.ones(4)),
+            ValueError,
+            "X must be free of NaN and infinite values, got 4 such value(s)",
+        ),
+        (
+            dict(X=np.ones((4, 2)), y=np.array([1.0, np.inf, 0, 0])),
+            ValueError,
+            "y must be free of NaN and infinite values, got 1 such value(s)",
+        ),
+        (
+            dict(X=np.ones((4, 2)), y=np.ones(3)),
+            ValueError,
+            "y must have one value per row of X (4), got 3 values",
+        ),
+        (dict(X=[["a", "b"]], y=[1]), TypeError, "X must be a 2-D array of numbers, got"),
+        (
+            dict(lambdas=[0.1, 0.0, 1.0]),
+            ValueError,
+            "lambdas must be a non-empty, strictly increasing sequence of finite numbers > 0",
+        ),
+        (dict(lambdas=[1.0, 0.1]), ValueError, "lambdas must be a non-empty, strictly increasing sequence"),
+        (dict(lambdas=[-1.0]), ValueError, "lambdas must be a non-empty, strictly increasing sequence"),
+        (dict(lambdas=[]), ValueError, "lambdas must be a non-empty"),
+        (dict(penalty="l1"), TypeError, "penalty must be a Penalty (L1(), GroupLasso(), …), got 'l1'"),
+        (
+            dict(task="binary", y=np.zeros(100)),
+            ValueError,
+            "y must have at least two classes, got only class 0",
+        ),
+        (
+            dict(task="binary", y=np.arange(100) % 3),
+            ValueError,
+            "y must be 0 or 1 for task='binary', got classes [0.0, 1.0, 2.0]",
+        ),
+        (
+            dict(task="multiclass", y=np.full(100, 0.5)),
+            ValueError,
+            "y must be integer class indices >= 0 for task='multiclass'",
+        ),
+        (
+            dict(task="ranking"),
+            ValueError,
+            "task must be one of 'regression', 'binary', 'multiclass', got 'ranking'",
+        ),
+        (dict(val_fraction=1.0), ValueError, "val_fraction must be a finite number in [0, 1), got 1.0"),
+        (dict(n_lambdas=0), ValueError, "n_lambdas must be an integer >= 1, got 0"),
+        (
+            dict(lambda_min_ratio=2.0),
+            ValueError,
+            "lambda_min_ratio must be a finite number in (0, 1), got 2.0",
+        ),
+        (dict(model="mlp"), TypeError, "model must be an nn.Module or a callable returning one, got 'mlp'"),
+        (
+            dict(model=lambda: torch.nn.Linear(10, 2)),
+            ValueError,
+            "model must output 1 column(s) per row for task='regression', got output of shape (1, 2)",
+        ),
+        (
+            dict(feature_names=["a"]),
+            ValueError,
+            "feature_names must have one name per column of X (10), got 1 names",
+        ),
+    ],
+)
+def test_bad_input(kwargs, error, message):
+    args = dict(model=torch.nn.Linear(10, 1), X=Xg, y=yg, penalty=L1(), config=TrainConfig(max_epochs=1))
+    args.update(kwargs)
+    with pytest.raises(error) as info:
+        regularization_path(args.pop("model"), args.pop("X"), args.pop("y"), **args)
+    assert message in str(info.value)
