@@ -12,7 +12,9 @@ is built on ``glmnet``:
    processes, Dask, Ray) decides where;
 3. the mean and standard error over folds give ``lambda_min`` (best mean) and
    ``lambda_1se`` (the largest λ whose mean is within one standard error of the
-   best, glmnet's rule);
+   best, glmnet's rule) — among the λ whose full-data refit is consistent with the
+   folds (see :func:`consistent_refits`; a guard for non-convex paths that never
+   binds for linear models);
 4. with ``relax``, each λ's solution is also retrained without penalty on its own
    selected features (the others held at exactly zero), and those relaxed models are
    what is scored and returned.
@@ -39,11 +41,14 @@ from .penalties import Penalty
 from .selection import Selector
 from .train import TrainConfig
 
-__all__ = ["CVResult", "cross_validate", "one_standard_error"]
+__all__ = ["CVResult", "consistent_refits", "cross_validate", "one_standard_error"]
 
 
 def one_standard_error(
-    scores: np.ndarray, lambdas: np.ndarray, weights: np.ndarray | None = None
+    scores: np.ndarray,
+    lambdas: np.ndarray,
+    weights: np.ndarray | None = None,
+    admissible: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, int, int]:
     """glmnet's cross-validation summary of a ``(n_folds, n_lambdas)`` loss matrix.
 
@@ -54,7 +59,8 @@ def one_standard_error(
 
     ``lambda_min`` is the largest λ with the smallest mean; ``lambda_1se`` the largest λ
     whose mean is at most ``mean(λ_min) + se(λ_min)`` (``cv.glmnet``'s ``cvm``,
-    ``cvsd``, ``lambda.min`` and ``lambda.1se``).
+    ``cvsd``, ``lambda.min`` and ``lambda.1se``). With an ``admissible`` mask both are
+    chosen among the admissible λ only (all of them when none is).
 
     Returns
     -------
@@ -70,11 +76,26 @@ def one_standard_error(
     w = np.ones(n_folds) if weights is None else np.asarray(weights, dtype=np.float64)
     mean = (w[:, None] * scores).sum(0) / w.sum()
     se = np.sqrt((w[:, None] * (scores - mean) ** 2).sum(0) / w.sum() / (n_folds - 1))
-    best = np.flatnonzero(mean <= mean.min())
+    allowed = np.ones(len(lambdas), bool) if admissible is None or not np.any(admissible) else admissible
+    candidates = np.where(allowed, mean, np.inf)
+    best = np.flatnonzero(candidates <= candidates.min())
     index_min = int(best[np.argmax(lambdas[best])])
-    within = np.flatnonzero(mean <= mean[index_min] + se[index_min])
+    within = np.flatnonzero(candidates <= mean[index_min] + se[index_min])
     index_1se = int(within[np.argmax(lambdas[within])])
     return mean, se, index_min, index_1se
+
+
+def consistent_refits(scores: np.ndarray, se: np.ndarray, refit_losses: np.ndarray) -> np.ndarray:
+    """Which λ have a full-data refit that looks like the folds: its own validation loss
+    at most the worst fold's held-out loss plus one standard error.
+
+    For a convex model the full-data solution follows the folds' and this holds
+    everywhere; a network's path can fall off a cliff (lose a real feature) at a λ
+    where the folds did not, and that refit must not be the one returned. Refits
+    without a validation loss (NaN) are admissible.
+    """
+    refit_losses = np.asarray(refit_losses, dtype=np.float64)
+    return np.isnan(refit_losses) | (refit_losses <= scores.max(axis=0) + se)
 
 
 @dataclass
@@ -98,6 +119,8 @@ class CVResult:
     model : nn.Module
         The full-data path's model at the selected λ (relaxed, with ``relax``).
     relaxed : bool
+    admissible : ndarray of bool (n_lambdas,)
+        The λ eligible for selection (see :func:`consistent_refits`).
     """
 
     lambdas: np.ndarray
@@ -112,6 +135,7 @@ class CVResult:
     selection: str
     model: nn.Module = field(repr=False)
     relaxed: bool = False
+    admissible: np.ndarray | None = None
 
     @property
     def lambda_min(self) -> float:
@@ -260,10 +284,12 @@ def cross_validate(
             results.append(result)
             bar.advance(1)
     paths = [p for _, p in sorted(results, key=lambda r: r[0])]
-    key = "relaxed_test_loss" if relax else "test_loss"
-    scores = np.array([[getattr(point, key) for point in p.points] for p in paths])
+    held_out, own = ("relaxed_test_loss", "relaxed_val_loss") if relax else ("test_loss", "val_loss")
+    scores = np.array([[getattr(point, held_out) for point in p.points] for p in paths])
     sizes = np.array([len(te) for _, te in folds])
-    mean, se, index_min, index_1se = one_standard_error(scores, grid, sizes)
+    _, se, _, _ = one_standard_error(scores, grid, sizes)
+    admissible = consistent_refits(scores, se, np.array([getattr(point, own) for point in full.points]))
+    mean, se, index_min, index_1se = one_standard_error(scores, grid, sizes, admissible)
 
     chosen = full.points[index_min if selection == "min" else index_1se]
     selected = copy.deepcopy(full_model)
@@ -281,4 +307,5 @@ def cross_validate(
         selection=selection,
         model=selected,
         relaxed=relax,
+        admissible=admissible,
     )

@@ -57,9 +57,9 @@ __all__ = [
 ModelSpec = nn.Module | Callable[[], nn.Module]
 
 #: Training at each λ of a path: warm-started, so short; stops on the objective.
-PATH_CONFIG = TrainConfig(lr=1e-2, batch_size=128, max_epochs=200, patience=10, monitor="objective")
+PATH_CONFIG = TrainConfig(lr=1e-2, batch_size=None, max_epochs=200, patience=10, monitor="objective")
 #: Training from scratch without penalty (dense start, relaxed fits).
-FIT_CONFIG = TrainConfig(lr=3e-2, batch_size=None, max_epochs=1000, patience=30, monitor="loss")
+FIT_CONFIG = TrainConfig(lr=3e-2, batch_size=None, max_epochs=2000, patience=100, monitor="loss")
 
 
 @dataclass
@@ -476,7 +476,7 @@ def regularization_path(
         whole path, so its state carries from λ to λ.
     dense_config : TrainConfig, optional
         Training of the dense start and of relaxed fits, from scratch without penalty
-        (default :data:`FIT_CONFIG`: full-batch Adam, lr 3e-2, patience 30 — on
+        (default :data:`FIT_CONFIG`: full-batch Adam, lr 3e-2, patience 100 — on
         tabular data of a few thousand rows several times faster than mini-batches and
         no worse; pass mini-batches for large data).
     dense_start : bool, default True
