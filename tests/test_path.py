@@ -314,3 +314,11 @@ def test_bad_input(kwargs, error, message):
     with pytest.raises(error) as info:
         regularization_path(args.pop("model"), args.pop("X"), args.pop("y"), **args)
     assert message in str(info.value)
+
+
+def test_progress_is_quiet_unless_asked(capsys):
+    X, y = linear_problem()
+    kwargs = dict(penalty=L1(), lambdas=[0.1, 1.0], config=TrainConfig(max_epochs=2))
+    regularization_path(torch.nn.Linear(10, 1), X, y, **kwargs)  # stderr is not a terminal here
+    assert capsys.readouterr().err == ""
+    regularization_path(torch.nn.Linear(10, 1), X, y, progress=True, **kwargs)  # asked: it runs

@@ -41,7 +41,7 @@ from .penalties import Penalty
 from .regularizer import MODES, Regularizer, Rule
 from .selection import Selector
 from .structure import linear_chain
-from .train import LOSSES, TrainConfig, evaluate, loss_for_task, make_optimizer, train
+from .train import LOSSES, TrainConfig, as_targets, evaluate, loss_for_task, make_optimizer, train
 
 __all__ = [
     "FIT_CONFIG",
@@ -202,8 +202,7 @@ def _data_gradient(model: nn.Module, X: Tensor, y: Tensor, loss: str, params: li
     model.eval()
     for start in range(0, X.shape[0], 4096):
         out = model(X[start : start + 4096])
-        target = y[start : start + 4096]
-        target = target.long() if loss == "cross_entropy" else target.reshape(out.shape).to(out.dtype)
+        target = as_targets(y[start : start + 4096], loss, out.dtype)
         parts = torch.autograd.grad(criterion(out, target) / X.shape[0], params, allow_unused=True)
         for g, part in zip(grads, parts):
             if part is not None:

@@ -24,6 +24,7 @@ __all__ = [
     "OPTIMIZERS",
     "TrainConfig",
     "TrainResult",
+    "as_targets",
     "evaluate",
     "loss_for_task",
     "make_optimizer",
@@ -136,7 +137,7 @@ class TrainResult:
         return self.val_loss[self.best_epoch] if self.val_loss else math.nan
 
 
-def _targets(y: Tensor, loss: str, dtype: torch.dtype) -> Tensor:
+def as_targets(y: Tensor, loss: str, dtype: torch.dtype) -> Tensor:
     """Class indices for cross-entropy; a column of the model's dtype otherwise."""
     if loss == "cross_entropy":
         return y.long()
@@ -156,7 +157,7 @@ def evaluate(model: nn.Module, X: Tensor, y: Tensor, loss: str, batch_size: int 
     total = 0.0
     for start in range(0, X.shape[0], batch_size):
         out = model(X[start : start + batch_size])
-        target = _targets(y[start : start + batch_size], loss, out.dtype)
+        target = as_targets(y[start : start + batch_size], loss, out.dtype)
         total += float(criterion(out, target))
     model.train(was_training)
     return total / X.shape[0]
@@ -218,7 +219,7 @@ def train(
     handle = regularizer.attach(opt) if regularizer is not None else None
     in_loss = regularizer is not None and regularizer.in_loss
     criterion = LOSSES[loss]()
-    target = _targets(y, loss, _dtype(model))
+    target = as_targets(y, loss, _dtype(model))
     n = X.shape[0]
     size = n if config.batch_size is None else min(config.batch_size, n)
     generator = torch.Generator().manual_seed(seed)
