@@ -144,7 +144,7 @@ def test_stratified_binary_cv():
     "kwargs, error, message",
     [
         (dict(cv=1), ValueError, "cv must be an integer >= 2, got 1"),
-        (dict(cv=100), ValueError, "cv must be at most the number of samples (90), got 100"),
+        (dict(cv=100), ValueError, "cv must be at most the number of samples (n_samples=90), got 100"),
         (dict(cv=2.5), TypeError, "cv must be an integer >= 2, got 2.5"),
         (dict(selection="best"), ValueError, "selection must be one of '1se', 'min', got 'best'"),
         (
@@ -155,7 +155,7 @@ def test_stratified_binary_cv():
         (
             dict(task="binary", y=np.zeros(90)),
             ValueError,
-            "y must have at least two classes, got only class 0",
+            "y must have at least two classes, got one class: 0",
         ),
         (dict(X=np.zeros((0, 6)), y=np.zeros(0)), ValueError, "X must be non-empty"),
         (dict(lambdas=[0.2, 0.1]), ValueError, "lambdas must be a non-empty, strictly increasing sequence"),

@@ -266,12 +266,12 @@ Xg, yg = linear_problem()
         ),
         (dict(lambdas=[1.0, 0.1]), ValueError, "lambdas must be a non-empty, strictly increasing sequence"),
         (dict(lambdas=[-1.0]), ValueError, "lambdas must be a non-empty, strictly increasing sequence"),
-        (dict(lambdas=[]), ValueError, "lambdas must be a non-empty"),
+        (dict(lambdas=[], dense_start=False), ValueError, "lambdas must be a non-empty"),
         (dict(penalty="l1"), TypeError, "penalty must be a Penalty (L1(), GroupLasso(), …), got 'l1'"),
         (
             dict(task="binary", y=np.zeros(100)),
             ValueError,
-            "y must have at least two classes, got only class 0",
+            "y must have at least two classes, got one class: 0",
         ),
         (
             dict(task="binary", y=np.arange(100) % 3),

@@ -57,7 +57,7 @@ def check_y(y: Any, task: str, n_rows: int, name: str = "y") -> np.ndarray:
         raise fail(name, f"integer class indices >= 0 for task={task!r}", _describe(np.unique(array)))
     classes = np.unique(array)
     if classes.size < 2:
-        raise fail(name, "at least two classes", Described(f"only class {classes[0]:g}"), verb="have")
+        raise fail(name, "at least two classes", Described(f"one class: {classes[0]:g}"), verb="have")
     if task == "binary" and not set(classes.tolist()) <= {0.0, 1.0}:
         raise fail(name, "0 or 1 for task='binary'", Described(f"classes {classes.tolist()}"))
     return array.astype(np.int64)

@@ -242,7 +242,7 @@ def cross_validate(
     y_np = check_y(y, task, X_np.shape[0])
     cv = check_int("cv", cv, low=2)
     if cv > X_np.shape[0]:
-        raise fail("cv", f"at most the number of samples ({X_np.shape[0]})", cv)
+        raise fail("cv", f"at most the number of samples (n_samples={X_np.shape[0]})", cv)
     check_choice("selection", selection, ("1se", "min"))
     check_bool("relax", relax)
     folds = _folds(y_np, task, cv, seed)

@@ -14,8 +14,8 @@ Elastic net and sparse group lasso are compositions of these (soft-threshold fir
 
 Functions ending in ``_`` change their first argument in place and must run under
 ``torch.no_grad()`` when the tensors are parameters. Element-wise gradients use
-PyTorch's multi-tensor ``torch._foreach_*`` kernels; proxes run one native in-place
-kernel per tensor (``softshrink`` writing into its input, ``mul_``, ``div_``) because
+PyTorch's multi-tensor ``torch._foreach_*`` kernels (fused on CUDA); proxes run one
+native in-place kernel per tensor (``softshrink`` writing into its input, ``mul_``, ``div_``) because
 on CPU every temporary tensor costs page faults and a pass over memory, so the fewest
 passes win. Lists should share one device and dtype (the caller buckets them).
 
@@ -245,7 +245,13 @@ def group_value(tensors: Sequence[Tensor], layouts: Sequence[GroupLayout]) -> Te
 # ------------------------------------------------------------------------ gradients
 def add_l1_grad_(grads: Sequence[Tensor], params: Sequence[Tensor], *, alpha: float) -> None:
     """``grad += alpha · sign(w)`` (the subgradient 0 at w = 0, as autograd gives)."""
-    torch._foreach_add_(list(grads), torch._foreach_sign(list(params)), alpha=alpha)
+    if params and params[0].is_cuda:  # fused multi-tensor kernels
+        torch._foreach_add_(list(grads), torch._foreach_sign(list(params)), alpha=alpha)
+        return
+    # On the CPU ``_foreach_*`` is a loop anyway, and making every sign(w) first costs
+    # all the temporaries at once; one at a time the allocator reuses one block.
+    for grad, w in zip(grads, params, strict=True):
+        grad.add_(w.sign(), alpha=alpha)
 
 
 def add_l2_grad_(grads: Sequence[Tensor], params: Sequence[Tensor], *, alpha: float) -> None:

@@ -41,7 +41,16 @@ from .penalties import Penalty
 from .regularizer import MODES, Regularizer, Rule
 from .selection import Selector
 from .structure import linear_chain
-from .train import LOSSES, TrainConfig, as_targets, evaluate, loss_for_task, make_optimizer, train
+from .train import (
+    LOSSES,
+    TrainConfig,
+    TrainResult,
+    as_targets,
+    evaluate,
+    loss_for_task,
+    make_optimizer,
+    train,
+)
 
 __all__ = [
     "FIT_CONFIG",
@@ -94,6 +103,9 @@ class PathPoint:
         without penalty, the unused input features held at zero (NaN otherwise).
     relaxed_state : dict or None
         The relaxed model's weights, when the path kept states.
+    train_curve, val_curve : list of float
+        Data loss per epoch of this λ's training (training: averaged over the epoch's
+        batches; validation: at the epoch's end).
     """
 
     lambda_: float
@@ -114,6 +126,8 @@ class PathPoint:
     relaxed_val_loss: float = math.nan
     relaxed_test_loss: float = math.nan
     relaxed_state: dict[str, Tensor] | None = field(default=None, repr=False)
+    train_curve: list[float] = field(default_factory=list, repr=False)
+    val_curve: list[float] = field(default_factory=list, repr=False)
 
     @property
     def n_features(self) -> int:
@@ -122,8 +136,8 @@ class PathPoint:
     def record(self) -> dict[str, Any]:
         """The point as a plain dict (no weights), e.g. for a results store."""
         out = asdict(self)
-        out.pop("state")
-        out.pop("relaxed_state")
+        for key in ("state", "relaxed_state", "train_curve", "val_curve"):
+            out.pop(key)
         return out
 
 
@@ -275,12 +289,15 @@ def _check_output(model: nn.Module, X: Tensor, y: Tensor, task: str) -> None:
         )
 
 
-def _check_lambdas(lambdas: Any) -> np.ndarray:
+def _check_lambdas(lambdas: Any, dense_start: bool) -> np.ndarray:
+    """Strictly increasing positive λ; empty only with a dense start (the dense fit alone)."""
     rule = "a non-empty, strictly increasing sequence of finite numbers > 0 (dense → sparse)"
     try:
         array = np.asarray(lambdas, dtype=np.float64)
     except (TypeError, ValueError):
         raise fail("lambdas", rule, lambdas, kind=TypeError) from None
+    if array.ndim == 1 and array.size == 0 and dense_start:
+        return array
     if array.ndim != 1 or array.size == 0 or not np.all(np.isfinite(array)) or np.any(array <= 0):
         raise fail("lambdas", rule, lambdas)
     if np.any(np.diff(array) <= 0):
@@ -291,8 +308,14 @@ def _check_lambdas(lambdas: Any) -> np.ndarray:
 def split_validation(
     X: np.ndarray, y: np.ndarray, task: str, fraction: float, seed: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Hold out ``fraction`` of the rows for early stopping (stratified for classes)."""
-    stratify = y if task != "regression" and np.bincount(y).min() >= 2 else None
+    """Hold out ``fraction`` of the rows for early stopping (stratified for classes, when
+    every class has two rows and the held-out part can hold one of each)."""
+    stratify = None
+    if task != "regression":
+        counts = np.bincount(y)
+        counts = counts[counts > 0]
+        if counts.min() >= 2 and math.ceil(fraction * len(y)) >= len(counts):
+            stratify = y
     X_train, X_val, y_train, y_val = train_test_split(
         X, y, test_size=fraction, random_state=seed, stratify=stratify
     )
@@ -311,7 +334,7 @@ def _point(
     data: dict[str, tuple[Tensor, Tensor] | None],
     loss: str,
     feature_names: list[str],
-    epochs: int,
+    result: TrainResult,
     seconds: float,
     keep_state: bool,
 ) -> PathPoint:
@@ -329,9 +352,11 @@ def _point(
         features=report.features_used,
         feature_names=report.features_used_names,
         dead_units=report.dead_units,
-        epochs=epochs,
+        epochs=result.epochs,
         seconds=seconds,
         state=_state_copy(model) if keep_state else None,
+        train_curve=list(result.train_loss),
+        val_curve=list(result.val_loss),
     )
 
 
@@ -398,6 +423,13 @@ def _prepare(
         arrays["train"] = (X_np, y_np)
         arrays["val"] = (X_val, check_y(validation[1], task, X_val.shape[0], "y_val"))
     elif val_fraction > 0:
+        if X_np.shape[0] < 2:
+            raise fail(
+                "X",
+                "at least 2 rows to hold out a validation fraction",
+                Described("n_samples=1"),
+                verb="have",
+            )
         X_tr, y_tr, X_val, y_val = split_validation(X_np, y_np, task, val_fraction, seed)
         arrays["train"], arrays["val"] = (X_tr, y_tr), (X_val, y_val)
     else:
@@ -454,6 +486,7 @@ def regularization_path(
         Sets the loss: mean squared error, binary or multi-class cross-entropy.
     lambdas : sequence of float, optional
         The grid, strictly increasing. Default: automatic (see the module docstring).
+        Empty (with ``dense_start``): only the dense fit, in ``Path.dense``.
     n_lambdas, lambda_min_ratio : int, float
         The automatic grid: ``n_lambdas`` geometric values from
         ``λ_max·lambda_min_ratio`` to ``λ_max``.
@@ -504,8 +537,10 @@ def regularization_path(
         raise fail("penalty", "a Penalty (L1(), GroupLasso(), …)", penalty, kind=TypeError)
     if mode not in MODES:
         raise fail("mode", "one of " + ", ".join(repr(m) for m in MODES), mode)
-    grid = _check_lambdas(lambdas) if lambdas is not None else None
+    grid = _check_lambdas(lambdas, dense_start) if lambdas is not None else None
     extend = check_int("extend", extend, low=0)
+    if grid is None:  # checked now, used after the dense fit
+        lambda_grid(1.0, n_lambdas=n_lambdas, lambda_min_ratio=lambda_min_ratio)
     val_fraction = check_number("val_fraction", val_fraction, low=0.0, high=1.0, high_open=True)
     for name, flag in (("dense_start", dense_start), ("relax", relax), ("keep_states", keep_states)):
         check_bool(name, flag)
@@ -540,20 +575,14 @@ def regularization_path(
     def regularizer(lam: float) -> Regularizer:
         return Regularizer(net, Rule(penalty.with_lambda(lam), select), mode=mode)
 
+    regularizer(penalty.lambda_)  # a bad selection or mode fails now, not after the dense fit
+
     dense = None
     if dense_start or (grid is None and not _is_linear(net)):
         start = time.perf_counter()
         result = train(net, X_tr, y_tr, loss=loss, validation=data["val"], config=dense_config, seed=seed)
         dense = _point(
-            0.0,
-            net,
-            regularizer(0.0),
-            data,
-            loss,
-            names,
-            result.epochs,
-            time.perf_counter() - start,
-            keep_states,
+            0.0, net, regularizer(0.0), data, loss, names, result, time.perf_counter() - start, keep_states
         )
 
     lam_max = None
@@ -594,7 +623,7 @@ def regularization_path(
                 seed=seed + index + 1,
                 optimizer=optimizer,
             )
-            point = _point(lam, net, reg, data, loss, names, result.epochs, 0.0, keep_states)
+            point = _point(lam, net, reg, data, loss, names, result, 0.0, keep_states)
             if relax:
                 # the relaxed fit depends only on the feature set (same start, same
                 # seed): along a path many λ share one, so each set is fitted once

@@ -43,7 +43,7 @@ from ._validation import check_bool, check_choice, fail
 from .functional import group_norms
 from .penalties import Penalty, make_penalty
 from .selection import Selector, describe_selector, select_parameters, selector_from_config
-from .structure import dead_units, linear_chain, reachable_inputs
+from .structure import dead_units, input_parameter_of, linear_chain, reachable_inputs
 
 __all__ = ["MODES", "Regularizer", "Rule", "SparsityReport", "TensorSparsity", "Term"]
 
@@ -194,22 +194,6 @@ def _as_rules(penalties: Any) -> list[Rule]:
     return rules
 
 
-def _input_parameter(model: nn.Module, given: str | None) -> tuple[str, Tensor] | None:
-    """The weight whose columns are the model's input features."""
-    named = dict(model.named_parameters())
-    if given is not None:
-        if given not in named:
-            raise fail("input_parameter", "the name of a parameter of the model", given)
-        return given, named[given]
-    declared = getattr(model, "input_parameter", None)  # models may declare it
-    if isinstance(declared, str) and declared in named:
-        return declared, named[declared]
-    for name, param in named.items():
-        if param.ndim >= 2:
-            return name, param
-    return None
-
-
 class Regularizer:
     """Penalties bound to a model, applied in one of four modes.
 
@@ -255,7 +239,7 @@ class Regularizer:
         self.mode = check_choice("mode", mode, MODES)
         self.rules = _as_rules(penalties)
         self.input_parameter = input_parameter
-        self._input = _input_parameter(model, input_parameter)
+        self._input = input_parameter_of(model, input_parameter)
         self._terms = self._bind()
         self._handles: list[Any] = []
         self._optimizer: torch.optim.Optimizer | None = None

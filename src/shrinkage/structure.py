@@ -11,7 +11,9 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-__all__ = ["ELEMENTWISE", "dead_units", "linear_chain", "reachable_inputs"]
+from ._validation import fail
+
+__all__ = ["ELEMENTWISE", "dead_units", "input_parameter_of", "linear_chain", "reachable_inputs"]
 
 ELEMENTWISE: tuple[type[nn.Module], ...] = (
     nn.ReLU,
@@ -76,3 +78,21 @@ def reachable_inputs(weights: list[Tensor]) -> list[int]:
 def dead_units(weights: list[Tensor]) -> list[int]:
     """Per hidden layer, the number of units on no input→output path."""
     return [int((~alive).sum()) for alive in _connected(weights)[1:-1]]
+
+
+def input_parameter_of(model: nn.Module, name: str | None = None) -> tuple[str, Tensor] | None:
+    """The weight whose columns (axis 1) are the model's input features.
+
+    ``name`` if given; else the model's own ``input_parameter`` attribute if it declares
+    one (as :class:`~shrinkage.models.MLP` does); else its first parameter with
+    ``ndim >= 2``; ``None`` for a model without one.
+    """
+    named = dict(model.named_parameters())
+    if name is not None:
+        if name not in named:
+            raise fail("input_parameter", "the name of a parameter of the model", name)
+        return name, named[name]
+    declared = getattr(model, "input_parameter", None)
+    if isinstance(declared, str) and declared in named:
+        return declared, named[declared]
+    return next(((n, p) for n, p in named.items() if p.ndim >= 2), None)

@@ -82,8 +82,12 @@ class TrainConfig:
     max_epochs : int, default 200
         Cap on epochs per fit.
     patience : int, default 10
-        Stop after this many epochs without a relative improvement of ``tol``.
+        Stop after this many epochs without an improvement of the monitored value
+        by ``tol·max(|best|, 1)``.
     tol : float, default 1e-4
+        Relative for values above 1, absolute below: a cross-entropy falling toward 0
+        on separable classes stops, while a loss in the thousands still needs a
+        relative gain.
     monitor : {"loss", "objective"}, default "loss"
         What early stopping watches, on the validation data when given (else on the
         training data): the data loss, or the data loss plus the penalty. Paths use
@@ -262,7 +266,7 @@ def train(
             if config.monitor == "objective":
                 score += penalty
             result.epochs = epoch + 1
-            if math.isinf(best_score) or score < best_score - config.tol * abs(best_score):
+            if math.isinf(best_score) or score < best_score - config.tol * max(abs(best_score), 1.0):
                 best_score = score
                 result.best_epoch = epoch
                 waited = 0

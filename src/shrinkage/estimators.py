@@ -1,0 +1,662 @@
+"""scikit-learn estimators: regularized MLPs, their cross-validated variants, feature selection.
+
+Four estimators, built the way scikit-learn builds ``Lasso``/``LassoCV`` on one path
+primitive:
+
+- :class:`ShrinkageMLPRegressor` and :class:`ShrinkageMLPClassifier` fit one λ: they
+  run :func:`~shrinkage.path.regularization_path` with that single λ (a dense start,
+  then the penalized fit from it);
+- :class:`ShrinkageMLPRegressorCV` and :class:`ShrinkageMLPClassifierCV` run
+  :func:`~shrinkage.cv.cross_validate` and keep the model at ``lambda_1se`` (or
+  ``lambda_min``).
+
+Each minimizes ``mean_i ℓ(f(x_i), y_i) + λ·R(W)`` over the weights ``W`` of every layer
+(never biases), with ℓ the squared error (regressors) or the cross-entropy
+(classifiers; one logit for two classes) and ``R`` chosen by ``penalty``:
+
+=================  ==================================================================
+``"none"``         no penalty
+``"l1"``           ``Σ|w|`` — exact zeros (proximal mode)
+``"l2"``           ``Σw²``
+``"elasticnet"``   ``ρ·Σ|w| + (1 − ρ)·Σw²``, ``ρ = l1_ratio``
+``"group"``        ``Σ_g √|g|·‖w_g‖`` over input groups: a column of each weight
+                   matrix, so whole input features (first layer) and whole hidden
+                   units (later layers) drop out
+``"sparse_group"`` ``ρ·Σ|w| + (1 − ρ)·group``
+=================  ==================================================================
+
+They are also feature selectors (``transform`` keeps the input features the network
+still uses, ``SelectFromModel`` works with ``feature_importances_``). Inputs are not
+scaled here: put a ``StandardScaler`` in front, as for any penalized model.
+"""
+
+from __future__ import annotations
+
+import copy
+import numbers
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, _fit_context
+from sklearn.feature_selection import SelectorMixin
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, validate_data
+from torch import nn
+
+from .cv import cross_validate
+from .models import ACTIVATIONS, MLP
+from .path import FIT_CONFIG, regularization_path
+from .penalties import L1, L2, ElasticNet, GroupLasso, Penalty, SparseGroupLasso
+from .regularizer import MODES, Regularizer
+from .structure import input_parameter_of
+from .train import OPTIMIZERS, TrainConfig, loss_for_task, make_optimizer, train
+
+__all__ = [
+    "ShrinkageMLPClassifier",
+    "ShrinkageMLPClassifierCV",
+    "ShrinkageMLPRegressor",
+    "ShrinkageMLPRegressorCV",
+]
+
+PENALTY_NAMES = ("none", "l1", "l2", "elasticnet", "group", "sparse_group")
+
+_COMMON_CONSTRAINTS: dict[str, list] = {
+    "hidden_layer_sizes": ["array-like"],
+    "l1_ratio": [Interval(numbers.Real, 0, 1, closed="both")],
+    "mode": [StrOptions(set(MODES))],
+    "activation": [StrOptions(set(ACTIVATIONS))],
+    "optimizer": [StrOptions(set(OPTIMIZERS))],
+    "learning_rate": [Interval(numbers.Real, 0, None, closed="neither")],
+    "batch_size": [Interval(numbers.Integral, 1, None, closed="left"), None],
+    "max_iter": [Interval(numbers.Integral, 1, None, closed="left")],
+    "early_stopping": ["boolean"],
+    "validation_fraction": [Interval(numbers.Real, 0, 1, closed="neither")],
+    "n_iter_no_change": [Interval(numbers.Integral, 1, None, closed="left")],
+    "tol": [Interval(numbers.Real, 0, None, closed="left")],
+    "random_state": ["random_state"],
+    "device": [str],
+    "verbose": ["verbose"],
+}
+
+
+def _penalty(name: str, lambda_: float, l1_ratio: float) -> Penalty | None:
+    return {
+        "none": lambda: None,
+        "l1": lambda: L1(lambda_),
+        "l2": lambda: L2(lambda_),
+        "elasticnet": lambda: ElasticNet(lambda_, l1_ratio),
+        "group": lambda: GroupLasso(lambda_, groups="input"),
+        "sparse_group": lambda: SparseGroupLasso(lambda_, l1_ratio, groups="input"),
+    }[name]()
+
+
+def _importances(model: nn.Module, selected: np.ndarray) -> np.ndarray:
+    """‖column j of the input weight‖₂ for the selected features, normalized to sum 1.
+
+    With standardized inputs this is the size of feature j's push on the first layer;
+    a feature the network no longer uses (no path of non-zero weights to the output)
+    scores 0, so the ranking agrees with ``selected_features_``.
+    """
+    _, weight = input_parameter_of(model)
+    norms = weight.detach().double().pow(2).sum(dim=[d for d in range(weight.ndim) if d != 1]).sqrt()
+    importances = norms.cpu().numpy() * selected
+    total = importances.sum()
+    return importances / total if total > 0 else importances
+
+
+class _ShrinkageMLP(SelectorMixin, BaseEstimator):
+    """What all four estimators share: data handling, the network, prediction, selection."""
+
+    _task_kind: str  # "regression" or "classification"
+
+    # ----------------------------------------------------------------- configuration
+    def _train_config(self) -> TrainConfig:
+        """Training at the penalized λ: early stopping on the objective."""
+        return TrainConfig(
+            optimizer=self.optimizer,
+            lr=self.learning_rate,
+            batch_size=self.batch_size,
+            max_epochs=self.max_iter,
+            patience=self.n_iter_no_change,
+            tol=self.tol,
+            monitor="objective",
+        )
+
+    def _fit_config(self) -> TrainConfig:
+        """Training without penalty (the dense start, relaxed fits): on the data loss."""
+        return self._train_config().replace(monitor="loss")
+
+    def _seed(self) -> int:
+        return int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
+
+    def _factory(self, n_features: int, n_outputs: int):
+        sizes = self.hidden_layer_sizes
+        sizes = (sizes,) if isinstance(sizes, numbers.Integral) else tuple(sizes)
+        if not all(isinstance(s, numbers.Integral) and not isinstance(s, bool) and s >= 1 for s in sizes):
+            raise ValueError(
+                "The 'hidden_layer_sizes' parameter of "
+                f"{type(self).__name__} must be a sequence of positive integers. "
+                f"Got {self.hidden_layer_sizes!r} instead."
+            )
+        hidden, activation = tuple(int(s) for s in sizes), self.activation
+        return lambda: MLP(n_features, hidden, n_outputs, activation=activation)
+
+    # ----------------------------------------------------------------- data
+    def _validate(self, X, y, *, reset: bool):
+        return validate_data(
+            self, X, y, reset=reset, dtype=np.float64, y_numeric=self._task_kind == "regression"
+        )
+
+    def _encode_y(self, y: np.ndarray) -> tuple[np.ndarray, str, int]:
+        """Targets for the path (values or class indices), the task and the outputs."""
+        if self._task_kind == "regression":
+            return y.astype(np.float64), "regression", 1
+        unknown = ~np.isin(y, self.classes_)
+        if unknown.any():
+            raise ValueError(
+                f"y holds labels not in classes_ {self.classes_.tolist()}: {np.unique(y[unknown])}"
+            )
+        task = "binary" if len(self.classes_) == 2 else "multiclass"
+        return np.searchsorted(self.classes_, y), task, 1 if task == "binary" else len(self.classes_)
+
+    def _set_classes(self, y: np.ndarray) -> None:
+        if self._task_kind == "classification":
+            check_classification_targets(y)
+            self.classes_ = np.unique(y)
+            if len(self.classes_) < 2:
+                raise ValueError(f"y must have at least two classes, got one class: {self.classes_[0]}")
+
+    def _feature_names(self, n_features: int) -> list[str]:
+        names = getattr(self, "feature_names_in_", None)
+        return [str(n) for n in names] if names is not None else [f"x{j}" for j in range(n_features)]
+
+    # ----------------------------------------------------------------- fitted state
+    def _set_fitted(self, model: nn.Module, records: list, features: list[int], n_features: int) -> None:
+        """Fitted attributes from the model and the path records that made it."""
+        self.model_ = model.eval()
+        self.selected_features_ = np.zeros(n_features, dtype=bool)
+        self.selected_features_[features] = True
+        self.feature_importances_ = _importances(model, self.selected_features_)
+        self.loss_curve_ = [loss for r in records for loss in r.train_curve]
+        self.validation_scores_ = [loss for r in records for loss in r.val_curve]
+        self.n_iter_ = sum(r.epochs for r in records)
+
+    def __sklearn_is_fitted__(self) -> bool:
+        return hasattr(self, "model_")
+
+    def _get_support_mask(self) -> np.ndarray:
+        check_is_fitted(self)
+        return self.selected_features_
+
+    @torch.no_grad()
+    def _outputs(self, X: Any) -> np.ndarray:
+        """The network's raw outputs (values or logits), ``(n_samples, n_outputs)``.
+
+        Computed in float64 whatever the training precision: a row's prediction then
+        does not depend on which other rows share its batch (float32 matrix products
+        round differently for different batch sizes).
+        """
+        check_is_fitted(self)
+        X = validate_data(self, X, reset=False, dtype=np.float64)
+        device = next(self.model_.parameters()).device
+        weights = {k: v.double() for k, v in self.model_.state_dict().items()}
+        out = torch.func.functional_call(self.model_, weights, (torch.as_tensor(X, device=device),))
+        return out.cpu().numpy()
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = False
+        tags.target_tags.required = True
+        return tags
+
+
+class _SingleLambda(_ShrinkageMLP):
+    """Fit at one λ: the path with one point (after a dense start)."""
+
+    def fit(self, X, y):
+        """Fit the network at ``lambda_``; see the class docstring for the objective."""
+        self._validate_params()
+        X, y = self._validate(X, y, reset=True)
+        self._set_classes(y)
+        target, task, outputs = self._encode_y(y)
+        penalty = _penalty(self.penalty, self.lambda_, self.l1_ratio)
+        warm = self.warm_start and hasattr(self, "model_")
+        model = copy.deepcopy(self.model_) if warm else self._factory(X.shape[1], outputs)
+        lambdas = [self.lambda_] if penalty is not None and self.lambda_ > 0 else []
+        seed = self._seed()
+        path, fitted = regularization_path(
+            model,
+            X,
+            target,
+            penalty=penalty if penalty is not None else L1(0.0),
+            task=task,
+            lambdas=lambdas,
+            mode=self.mode,
+            val_fraction=self.validation_fraction if self.early_stopping else 0.0,
+            config=self._train_config(),
+            dense_config=self._fit_config(),
+            dense_start=not warm or not lambdas,
+            feature_names=self._feature_names(X.shape[1]),
+            device=self.device,
+            seed=seed,
+            progress=self.verbose > 0,
+            return_model=True,
+        )
+        records = [r for r in (path.dense, *path.points) if r is not None]
+        self.path_ = path
+        self._set_fitted(fitted, records, records[-1].features, X.shape[1])
+        self.penalty_value_ = records[-1].penalty
+        self._optimizer, self._partial_seed = None, seed  # for partial_fit after fit
+        return self
+
+    def _partial_fit(self, X, y, classes=None):
+        first = not hasattr(self, "model_")
+        if self._task_kind == "classification" and first:
+            if classes is None:
+                raise ValueError("classes must be given on the first call to partial_fit")
+            self._set_classes(np.asarray(classes))
+        X, y = self._validate(X, y, reset=first)
+        target, task, outputs = self._encode_y(y)
+        if first:
+            self._partial_seed = self._seed()
+            torch.manual_seed(self._partial_seed)
+            self.model_ = self._factory(X.shape[1], outputs)().to(self.device)
+            self.loss_curve_, self.n_iter_ = [], 0
+        model = self.model_.train()
+        config = self._train_config().replace(max_epochs=1, restore_best=False)
+        if getattr(self, "_optimizer", None) is None:  # kept between calls, like the weights
+            self._optimizer = make_optimizer(config.optimizer, model.parameters(), lr=config.lr)
+        penalty = _penalty(self.penalty, self.lambda_, self.l1_ratio)
+        reg = Regularizer(model, penalty, mode=self.mode) if penalty is not None else None
+        parameter = next(model.parameters())
+        self._partial_seed += 1
+        result = train(
+            model,
+            torch.as_tensor(X, dtype=parameter.dtype, device=parameter.device),
+            torch.as_tensor(target, device=parameter.device),
+            loss=loss_for_task(task),
+            regularizer=reg,
+            config=config,
+            seed=self._partial_seed,
+            optimizer=self._optimizer,
+        )
+        report = (reg if reg is not None else Regularizer(model, L1(0.0))).sparsity()
+        self.model_ = model.eval()
+        self.selected_features_ = np.zeros(X.shape[1], dtype=bool)
+        self.selected_features_[report.features_used] = True
+        self.feature_importances_ = _importances(model, self.selected_features_)
+        self.loss_curve_ = [*self.loss_curve_, *result.train_loss]
+        self.n_iter_ += result.epochs
+        return self
+
+
+class _CrossValidated(_ShrinkageMLP):
+    """λ chosen by K-fold cross-validation on a path (:func:`~shrinkage.cv.cross_validate`)."""
+
+    def fit(self, X, y):
+        """Cross-validate the path and keep the model at the selected λ."""
+        self._validate_params()
+        X, y = self._validate(X, y, reset=True)
+        self._set_classes(y)
+        target, task, outputs = self._encode_y(y)
+        result = cross_validate(
+            self._factory(X.shape[1], outputs),
+            X,
+            target,
+            penalty=_penalty(self.penalty, 1.0, self.l1_ratio),
+            task=task,
+            cv=self.cv,
+            lambdas=self.lambdas,
+            n_lambdas=self.n_lambdas,
+            lambda_min_ratio=self.lambda_min_ratio,
+            mode=self.mode,
+            val_fraction=self.validation_fraction if self.early_stopping else 0.0,
+            config=self._train_config(),
+            dense_config=FIT_CONFIG if self.fit_config == "default" else self._fit_config(),
+            selection=self.selection,
+            relax=self.relax,
+            feature_names=self._feature_names(X.shape[1]),
+            n_jobs=self.n_jobs,
+            device=self.device,
+            seed=self._seed(),
+            progress=self.verbose > 0,
+        )
+        self.cv_result_ = result
+        self.lambdas_ = result.lambdas
+        self.cv_scores_ = result.scores
+        self.cv_mean_ = result.mean
+        self.cv_se_ = result.se
+        self.lambda_min_ = result.lambda_min
+        self.lambda_1se_ = result.lambda_1se
+        self.lambda_ = result.lambda_
+        self.path_ = result.path
+        point = result.path.points[result.index]
+        self._set_fitted(copy.deepcopy(result.model), [point], point.features, X.shape[1])
+        self.penalty_value_ = point.penalty
+        return self
+
+
+# ------------------------------------------------------------------------ concrete
+class _RegressorMethods(RegressorMixin):
+    _task_kind = "regression"
+
+    def predict(self, X) -> np.ndarray:
+        """Predicted values, shape ``(n_samples,)``."""
+        return self._outputs(X)[:, 0]
+
+
+class _ClassifierMethods(ClassifierMixin):
+    _task_kind = "classification"
+
+    def predict_proba(self, X) -> np.ndarray:
+        """Class probabilities, shape ``(n_samples, n_classes)``, columns in ``classes_``."""
+        out = self._outputs(X)
+        if out.shape[1] == 1:
+            p = 1.0 / (1.0 + np.exp(-out[:, 0]))
+            return np.column_stack([1.0 - p, p])
+        out = out - out.max(axis=1, keepdims=True)
+        e = np.exp(out)
+        return e / e.sum(axis=1, keepdims=True)
+
+    def predict(self, X) -> np.ndarray:
+        """The most probable class label of each row."""
+        best = np.argmax(self.predict_proba(X), axis=1)
+        return self.classes_[best]
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.classifier_tags.multi_label = False
+        return tags
+
+
+_SINGLE_CONSTRAINTS = {
+    **_COMMON_CONSTRAINTS,
+    "penalty": [StrOptions(set(PENALTY_NAMES))],
+    "lambda_": [Interval(numbers.Real, 0, None, closed="left")],
+    "warm_start": ["boolean"],
+}
+
+_CV_CONSTRAINTS = {
+    **_COMMON_CONSTRAINTS,
+    "penalty": [StrOptions(set(PENALTY_NAMES) - {"none"})],
+    "lambdas": ["array-like", None],
+    "n_lambdas": [Interval(numbers.Integral, 2, None, closed="left")],
+    "lambda_min_ratio": [Interval(numbers.Real, 0, 1, closed="neither")],
+    "cv": [Interval(numbers.Integral, 2, None, closed="left")],
+    "selection": [StrOptions({"min", "1se"})],
+    "relax": ["boolean"],
+    "fit_config": [StrOptions({"default", "same"})],
+    "n_jobs": [numbers.Integral, None],
+}
+
+_COMMON_DOC = """
+    hidden_layer_sizes : tuple of int, default (64,)
+        Widths of the hidden layers; ``()`` makes a linear model.
+    l1_ratio : float in [0, 1], default 0.5
+        ρ, for ``"elasticnet"`` and ``"sparse_group"``.
+    mode : {"proximal", "loss", "gradient", "decoupled"}, default "proximal"
+        How the penalty reaches the weights; only ``"proximal"`` gives exact zeros.
+    activation : {"relu", "tanh", "gelu", "silu"}, default "relu"
+    optimizer : {"adam", "adamw", "sgd", "rmsprop", "adagrad"}, default "adam"
+    learning_rate : float, default 1e-2
+    batch_size : int or None, default None
+        ``None`` trains full-batch (fast for tabular data of a few thousand rows).
+    max_iter : int, default 500
+        Cap on epochs per fit.
+    early_stopping : bool, default True
+        Hold out ``validation_fraction`` of the training rows and stop when the
+        validation objective stalls; otherwise watch the training objective.
+    validation_fraction : float in (0, 1), default 0.1
+    n_iter_no_change : int, default 30
+        Patience, in epochs.
+    tol : float, default 1e-4
+        Relative improvement that resets the patience.
+    random_state : int, RandomState or None
+        Seeds initialization, splits and mini-batches.
+    device : str, default "cpu"
+        Where the network trains ("cuda", "mps", …).
+    verbose : int, default 0
+        Progress bars when > 0.
+"""
+
+_COMMON_ATTRIBUTES = """
+    model_ : torch.nn.Module
+        The fitted network (an :class:`~shrinkage.models.MLP`).
+    n_features_in_ : int
+    feature_names_in_ : ndarray of str
+        When X had column names (a pandas DataFrame).
+    selected_features_ : ndarray of bool (n_features_in_,)
+        Input features the network uses: a path of non-zero weights to an output.
+    feature_importances_ : ndarray (n_features_in_,)
+        Norm of each selected input's first-layer weights, normalized to sum 1 (0 for
+        unused inputs).
+    loss_curve_, validation_scores_ : list of float
+        Training and validation data loss per epoch.
+    n_iter_ : int
+        Epochs trained.
+    penalty_value_ : float
+        λ·R of the fitted weights.
+    path_ : Path
+        The path record(s) behind the fit.
+"""
+
+
+class ShrinkageMLPRegressor(_RegressorMethods, _SingleLambda):
+    __doc__ = f"""An MLP regressor with an L1, L2, elastic-net or group penalty.
+
+    Minimizes ``(1/n)·Σ_i (y_i − f(x_i))² + lambda_·R(W)`` (see :mod:`shrinkage.estimators`
+    for ``R``). With ``hidden_layer_sizes=()`` and ``penalty="l1"`` this is scikit-learn's
+    ``Lasso(alpha=lambda_/2)``.
+
+    Parameters
+    ----------
+    penalty : {{"l1", "l2", "elasticnet", "group", "sparse_group", "none"}}, default "l1"
+    lambda_ : float >= 0, default 1e-3
+        The strength λ.
+    {_COMMON_DOC}
+    warm_start : bool, default False
+        Start a new ``fit`` from the fitted network (no dense start): stepping
+        ``lambda_`` up by hand traces a path. ``partial_fit`` trains one epoch.
+
+    Attributes
+    ----------
+    {_COMMON_ATTRIBUTES}
+
+    Examples
+    --------
+    >>> from sklearn.datasets import make_regression
+    >>> from shrinkage.estimators import ShrinkageMLPRegressor
+    >>> X, y = make_regression(200, 10, n_informative=3, noise=1.0, random_state=0)
+    >>> reg = ShrinkageMLPRegressor((16,), lambda_=1e-2, random_state=0).fit(X, y / y.std())
+    >>> reg.predict(X[:2]).shape
+    (2,)
+    """
+
+    _parameter_constraints = _SINGLE_CONSTRAINTS
+
+    def __init__(
+        self,
+        hidden_layer_sizes=(64,),
+        *,
+        penalty="l1",
+        lambda_=1e-3,
+        l1_ratio=0.5,
+        mode="proximal",
+        activation="relu",
+        optimizer="adam",
+        learning_rate=1e-2,
+        batch_size=None,
+        max_iter=500,
+        early_stopping=True,
+        validation_fraction=0.1,
+        n_iter_no_change=30,
+        tol=1e-4,
+        warm_start=False,
+        random_state=None,
+        device="cpu",
+        verbose=0,
+    ):
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.penalty = penalty
+        self.lambda_ = lambda_
+        self.l1_ratio = l1_ratio
+        self.mode = mode
+        self.activation = activation
+        self.optimizer = optimizer
+        self.learning_rate = learning_rate
+        self.batch_size = batch_size
+        self.max_iter = max_iter
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.tol = tol
+        self.warm_start = warm_start
+        self.random_state = random_state
+        self.device = device
+        self.verbose = verbose
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def partial_fit(self, X, y):
+        """One epoch on ``(X, y)`` with the penalty, continuing from the last call."""
+        return self._partial_fit(X, y)
+
+
+class ShrinkageMLPClassifier(_ClassifierMethods, _SingleLambda):
+    __doc__ = f"""An MLP classifier with an L1, L2, elastic-net or group penalty.
+
+    Minimizes the mean cross-entropy (one logit for two classes, softmax otherwise)
+    ``+ lambda_·R(W)``. With ``hidden_layer_sizes=()`` and ``penalty="l1"`` on two
+    classes this is scikit-learn's ``LogisticRegression(penalty="l1", C=1/(n·lambda_))``.
+
+    Parameters
+    ----------
+    penalty : {{"l1", "l2", "elasticnet", "group", "sparse_group", "none"}}, default "l1"
+    lambda_ : float >= 0, default 1e-3
+    {_COMMON_DOC}
+    warm_start : bool, default False
+        Start a new ``fit`` from the fitted network (no dense start).
+
+    Attributes
+    ----------
+    classes_ : ndarray
+        The class labels (any sortable type, strings too).
+    {_COMMON_ATTRIBUTES}
+    """
+
+    _parameter_constraints = _SINGLE_CONSTRAINTS
+    __init__ = ShrinkageMLPRegressor.__init__
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def partial_fit(self, X, y, classes=None):
+        """One epoch on ``(X, y)``; ``classes`` (all labels) is required on the first call."""
+        return self._partial_fit(X, y, classes)
+
+
+class ShrinkageMLPRegressorCV(_RegressorMethods, _CrossValidated):
+    __doc__ = f"""An MLP regressor whose λ is chosen by K-fold cross-validation on a path.
+
+    Parameters
+    ----------
+    penalty : {{"l1", "l2", "elasticnet", "group", "sparse_group"}}, default "group"
+    lambdas : array-like, optional
+        The λ grid (strictly increasing); default automatic, from ``n_lambdas`` and
+        ``lambda_min_ratio`` below λ_max.
+    n_lambdas : int, default 20
+    lambda_min_ratio : float in (0, 1), default 1e-2
+    cv : int, default 5
+        Folds (stratified for classifiers).
+    selection : {{"1se", "min"}}, default "1se"
+        Keep the model at ``lambda_1se_`` (sparser, glmnet's rule) or ``lambda_min_``.
+    relax : bool, default False
+        Score and keep relaxed models: each λ's solution retrained without penalty on
+        its own selected features (see :func:`~shrinkage.cv.cross_validate`).
+    fit_config : {{"default", "same"}}, default "default"
+        Unpenalized fits (dense start, relaxed fits) with the library's full-batch
+        defaults, or with this estimator's training parameters.
+    n_jobs : int, optional
+        Folds in parallel through joblib.
+    {_COMMON_DOC}
+    There is no ``partial_fit`` or ``warm_start``: cross-validation needs all the data
+    and retrains every fold from scratch.
+
+    Attributes
+    ----------
+    lambdas_ : ndarray (n_lambdas,)
+    cv_scores_ : ndarray (n_folds, n_lambdas)
+        Held-out data loss of each fold at each λ.
+    cv_mean_, cv_se_ : ndarray (n_lambdas,)
+    lambda_min_, lambda_1se_ : float
+    lambda_ : float
+        The selected λ.
+    cv_result_ : CVResult
+    {_COMMON_ATTRIBUTES}
+    """
+
+    _parameter_constraints = _CV_CONSTRAINTS
+
+    def __init__(
+        self,
+        hidden_layer_sizes=(64,),
+        *,
+        penalty="group",
+        l1_ratio=0.5,
+        lambdas=None,
+        n_lambdas=20,
+        lambda_min_ratio=1e-2,
+        cv=5,
+        selection="1se",
+        relax=False,
+        mode="proximal",
+        activation="relu",
+        optimizer="adam",
+        learning_rate=1e-2,
+        batch_size=None,
+        max_iter=500,
+        early_stopping=True,
+        validation_fraction=0.1,
+        n_iter_no_change=30,
+        tol=1e-4,
+        fit_config="default",
+        n_jobs=None,
+        random_state=None,
+        device="cpu",
+        verbose=0,
+    ):
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.penalty = penalty
+        self.l1_ratio = l1_ratio
+        self.lambdas = lambdas
+        self.n_lambdas = n_lambdas
+        self.lambda_min_ratio = lambda_min_ratio
+        self.cv = cv
+        self.selection = selection
+        self.relax = relax
+        self.mode = mode
+        self.activation = activation
+        self.optimizer = optimizer
+        self.learning_rate = learning_rate
+        self.batch_size = batch_size
+        self.max_iter = max_iter
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.tol = tol
+        self.fit_config = fit_config
+        self.n_jobs = n_jobs
+        self.random_state = random_state
+        self.device = device
+        self.verbose = verbose
+
+
+class ShrinkageMLPClassifierCV(_ClassifierMethods, _CrossValidated):
+    __doc__ = ShrinkageMLPRegressorCV.__doc__.replace(
+        "An MLP regressor whose", "An MLP classifier whose"
+    ).replace(
+        "    Attributes\n    ----------\n", "    Attributes\n    ----------\n    classes_ : ndarray\n", 1
+    )
+
+    _parameter_constraints = _CV_CONSTRAINTS
+    __init__ = ShrinkageMLPRegressorCV.__init__
