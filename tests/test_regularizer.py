@@ -401,3 +401,39 @@ def test_float32_and_float64_parameters_in_one_model():
     with torch.no_grad():
         assert reg.penalty().item() == pytest.approx(expected.item(), rel=1e-6)
     assert math.isfinite(reg.values()["l1"])
+
+
+def test_regularizer_keeps_no_parameter_sized_buffers():
+    """Attached and stepping, the regularizer holds only small tensors of its own."""
+    model = nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 1))
+    reg = Regularizer(
+        model,
+        [
+            Rule(GroupLasso(0.1, groups=[[0, 1]] + [[j] for j in range(2, 64)]), select="0.weight"),
+            Rule(L1(0.1), select="2.weight"),
+        ],
+    )
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    reg.attach(opt)
+    for _ in range(3):
+        opt.zero_grad()
+        model(torch.randn(8, 64)).sum().backward()
+        opt.step()
+    params = {id(p) for p in model.parameters()}
+    seen, own = set(), 0
+    stack = [reg]
+    while stack:  # every tensor reachable from the regularizer's own attributes
+        obj = stack.pop()
+        if id(obj) in seen or obj is model or obj is opt:
+            continue
+        seen.add(id(obj))
+        if isinstance(obj, torch.Tensor):
+            own += 0 if id(obj) in params else obj.numel()
+        elif isinstance(obj, dict):
+            stack.extend(obj.values())
+        elif isinstance(obj, (list, tuple, set)):
+            stack.extend(obj)
+        elif hasattr(obj, "__dict__"):
+            stack.extend(vars(obj).values())
+    # the first layer's column labels (64) and √|g| per group (63); the weights have 8320
+    assert own == 64 + 63
