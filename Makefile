@@ -13,10 +13,13 @@ $(STAMP): pyproject.toml requirements/ci.txt
 
 venv: $(STAMP)
 
+# the main job: compare no penalty / L1 / L2 / elastic net / group lasso on the
+# bundled diabetes data; prints the table and writes shrinkage-study/report.html
 demo: $(STAMP)
-	$(BIN)/shrinkage demo
+	$(BIN)/shrinkage study --dataset diabetes --out shrinkage-study
 
 test: $(STAMP)
+	scripts/ensure-chromium
 	$(BIN)/ruff check src tests benchmarks examples
 	$(BIN)/python -m pytest
 
@@ -32,4 +35,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_step.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache shrinkage-study

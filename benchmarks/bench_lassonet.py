@@ -64,9 +64,7 @@ def lassonet_path(X, y, X_test, y_test, seed: int):
 
 def our_path(X, y, seed: int):
     start = time.perf_counter()
-    path = regularization_path(
-        lambda: MLP(50, (HIDDEN,)), X, y, penalty=GroupLasso(groups="input"), seed=seed
-    )
+    path = regularization_path(lambda: MLP(50, (HIDDEN,)), X, y, penalty=GroupLasso(groups="input"), seed=seed)
     return time.perf_counter() - start, path
 
 
@@ -95,9 +93,7 @@ def our_cv(X, y, X_test, y_test, seed: int):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()

@@ -38,9 +38,7 @@ LAMBDA = 1e-4
 def build(name: str) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
     torch.manual_seed(0)
     if name == "mlp":
-        model = nn.Sequential(
-            nn.Linear(64, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, 1)
-        )
+        model = nn.Sequential(nn.Linear(64, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, 1))
         X, y = torch.randn(256, 64), torch.randn(256, 1)
     else:
         width = 256
@@ -68,9 +66,7 @@ def variant(name: str, model: nn.Module, X: torch.Tensor, y: torch.Tensor) -> St
     """A closure that runs one training step of ``model`` the way ``name`` says."""
     adam = name.startswith("adam")
     make = (
-        (lambda ps: torch.optim.Adam(ps, lr=1e-3))
-        if adam
-        else (lambda ps: torch.optim.SGD(ps, lr=1e-3, momentum=0.9))
+        (lambda ps: torch.optim.Adam(ps, lr=1e-3)) if adam else (lambda ps: torch.optim.SGD(ps, lr=1e-3, momentum=0.9))
     )
     kind = name.removeprefix("adam_")
     extra: Callable[[], torch.Tensor] | None = None
@@ -185,9 +181,7 @@ def peak_memory(model_name: str, names: list[str], repeats: int, steps: int) -> 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", choices=["mlp", "deep", "both"], default="both")
     parser.add_argument("--rounds", type=int, default=21)
     parser.add_argument("--steps", type=int, default=10)
@@ -213,9 +207,7 @@ def main() -> None:
         names = (
             VARIANTS
             if not args.variants
-            else [
-                v for v in VARIANTS if v in args.variants or v in ("none", "adam_none", "torch_weight_decay")
-            ]
+            else [v for v in VARIANTS if v in args.variants or v in ("none", "adam_none", "torch_weight_decay")]
         )
         times = time_variants(model_name, args.rounds, args.steps, names)
         memory = (

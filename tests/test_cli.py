@@ -1,27 +1,125 @@
-"""The command line: output, and usage errors as one line with exit code 2."""
+"""The command line: the study end to end on a small table, and usage errors as one line
+on stderr with exit code 2."""
 
 from __future__ import annotations
 
+import os
+import sqlite3
+
+import numpy as np
+import pandas as pd
+import pytest
 from click.testing import CliRunner
 
 from shrinkage.cli import main
+from shrinkage.store import Store
+
+FAST = ["--hidden", "4", "--cv", "3", "--n-lambdas", "4", "--n-jobs", "1", "--quiet"]
 
 
-def test_demo_prints_one_row_per_penalty():
-    result = CliRunner().invoke(main, ["demo", "--max-epochs", "3"])
+@pytest.fixture
+def table(tmp_path):
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"a": rng.normal(size=90), "b": rng.normal(size=90), "kind": rng.choice(["u", "v"], 90)})
+    frame["y"] = frame["a"] - frame["b"] + (frame["kind"] == "u") + 0.1 * rng.normal(size=90)
+    path = tmp_path / "small.csv"
+    frame.to_csv(path, index=False)
+    return path
+
+
+def run(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def test_study_end_to_end_then_runs_and_report(tmp_path, table):
+    out = tmp_path / "out"
+    result = run("study", "--data", table, "--target", "y", "--penalties", "none,l1,group", "--out", out, *FAST)
     assert result.exit_code == 0, result.output
-    for penalty in ("none", "l1", "l2", "elasticnet"):
+    assert "shrinkage study 1 — small.csv (regression, 90 rows)" in result.output
+    for penalty in ("none", "l1", "group"):
         assert f"│ {penalty}" in result.output
-    assert "weights = 0" in result.output
+    assert (out / "report.html").is_file() and (out / "results.sqlite").is_file()
+    with Store(out / "results.sqlite", create=False) as store:
+        assert [r["penalty"] for r in store.runs(1)] == ["none", "l1", "group"]
+
+    listed = run("runs", out / "results.sqlite")
+    assert listed.exit_code == 0 and "small.csv" in listed.output and "3/3" in listed.output
+    rebuilt = run("report", out / "results.sqlite", "--out", tmp_path / "again.html")
+    assert rebuilt.exit_code == 0 and (tmp_path / "again.html").read_text() == (out / "report.html").read_text()
 
 
-def test_unknown_dataset_is_a_usage_error():
-    result = CliRunner().invoke(main, ["demo", "--dataset", "iris"])
-    assert result.exit_code == 2
-    assert "'iris' is not one of" in result.output
+@pytest.mark.parametrize("suffix", [".png", ".svg"])
+def test_geometry_writes_the_picture(tmp_path, suffix):
+    result = run("geometry", "--out", tmp_path / f"g{suffix}")
+    assert result.exit_code == 0, result.output
+    assert "L1 optimum (" in result.output and ", 0.0000)" in result.output  # a coordinate exactly zero
+    assert (tmp_path / f"g{suffix}").stat().st_size > 1000
 
 
-def test_library_errors_become_one_line_and_exit_2():
-    result = CliRunner().invoke(main, ["demo", "--max-epochs", "0"])
-    assert result.exit_code == 2
-    assert result.output.strip() == "shrinkage: error: max_epochs must be an integer >= 1, got 0"
+def _readonly_folder(tmp_path):
+    if os.geteuid() == 0:  # root writes anywhere but a read-only file system
+        return "/proc/shrinkage-cannot-write-here"
+    folder = tmp_path / "locked"
+    folder.mkdir()
+    folder.chmod(0o555)
+    return folder / "out"
+
+
+def _bad(tmp_path, table):
+    not_ours = tmp_path / "other.sqlite"
+    sqlite3.connect(not_ours).execute("CREATE TABLE t (x)").connection.commit()
+    text = tmp_path / "text.sqlite"
+    text.write_text("not a database")
+    single = tmp_path / "single.csv"
+    single.write_text("a,y\n1,5\n2,5\n3,5\n")
+    nan_target = tmp_path / "nan.csv"
+    nan_target.write_text("a,y\n1,5\n2,\n3,4\n")
+    file_out = tmp_path / "a-file"
+    file_out.write_text("")
+    return [
+        (
+            ["study", "--data", tmp_path / "missing.csv", "--target", "y"],
+            "data file '{tmp}/missing.csv' does not exist",
+        ),
+        (["study", "--dataset", "iris"], "Invalid value for '--dataset': 'iris' is not one of 'diabetes'"),
+        (
+            ["study", "--data", table, "--target", "nope"],
+            "target column 'nope' is not in small.csv; its columns are 'a', 'b', 'kind', 'y'",
+        ),
+        (
+            ["study", "--data", single, "--target", "y"],
+            "target column 'y' must have at least two distinct values, got only 5",
+        ),
+        (["study", "--data", nan_target, "--target", "y"], "target column 'y' must have no missing values, got 1"),
+        (["study", "--data", tmp_path, "--target", "y"], "data file must be a file, got the directory"),
+        (["study", "--data", table], "target must name the target column of the data file, got None"),
+        (
+            ["study", "--data", table, "--target", "y", "--penalties", "lasso"],
+            "penalty must be one of 'none', 'l1', 'l2', 'elasticnet', 'group', got 'lasso'",
+        ),
+        (["study", "--cv", "1"], "cv must be an integer >= 2, got 1"),
+        (["study", "--cv", "many"], "Invalid value for '--cv': 'many' is not a valid integer"),
+        (["study", "--hidden", "8,x"], "--hidden must be comma-separated positive integers, got '8,x'"),
+        (
+            ["study", "--data", table, "--target", "y", "--store", not_ours, "--out", tmp_path / "o1", *FAST],
+            "is an SQLite file but not a shrinkage results store",
+        ),
+        (["runs", text], "is not a shrinkage results store (not an SQLite file)"),
+        (["runs", tmp_path / "none.sqlite"], "store '{tmp}/none.sqlite' does not exist"),
+        (["report", not_ours], "is an SQLite file but not a shrinkage results store"),
+        (["study", "--data", table, "--target", "y", "--out", file_out], "--out must be a folder, got the file"),
+        (["study", "--data", table, "--target", "y", "--out", _readonly_folder(tmp_path)], "cannot be created"),
+        (["geometry", "--out", tmp_path / "g.jpg"], "--out must end in .png or .svg"),
+        (["geometry", "--hessian", "1,2,1"], "hessian must be symmetric positive definite"),
+        (["frobnicate"], "No such command 'frobnicate'"),
+    ]
+
+
+def test_usage_errors_are_one_line_with_exit_code_2(tmp_path, table):
+    for args, message in _bad(tmp_path, table):
+        result = CliRunner().invoke(main, [str(a) for a in args])
+        lines = result.output.strip().splitlines()
+        assert result.exit_code == 2, (args, result.output)
+        assert len(lines) == 1 and lines[0].startswith("shrinkage: error: "), (args, result.output)
+        assert message.format(tmp=tmp_path) in lines[0], (args, lines[0])
+        assert "Traceback" not in result.output

@@ -84,9 +84,7 @@ def _small(seed=0):
 
 def test_results_do_not_depend_on_n_jobs_and_repeat_with_the_seed():
     X, y = _small()
-    kwargs = dict(
-        penalty=L1(), cv=3, n_lambdas=5, config=TrainConfig(lr=1e-2, max_epochs=15, monitor="objective")
-    )
+    kwargs = dict(penalty=L1(), cv=3, n_lambdas=5, config=TrainConfig(lr=1e-2, max_epochs=15, monitor="objective"))
     a = cross_validate(lambda: MLP(6, (4,)), X, y, n_jobs=1, **kwargs)
     b = cross_validate(lambda: MLP(6, (4,)), X, y, n_jobs=2, **kwargs)
     c = cross_validate(lambda: MLP(6, (4,)), X, y, n_jobs=1, **kwargs)
@@ -96,10 +94,7 @@ def test_results_do_not_depend_on_n_jobs_and_repeat_with_the_seed():
         assert (a.index_min, a.index_1se) == (other.index_min, other.index_1se)
         for p, q in zip(a.folds, other.folds):
             assert [r.features for r in p.points] == [r.features for r in q.points]
-        assert all(
-            torch.equal(s, t)
-            for s, t in zip(a.model.state_dict().values(), other.model.state_dict().values())
-        )
+        assert all(torch.equal(s, t) for s, t in zip(a.model.state_dict().values(), other.model.state_dict().values()))
 
 
 def test_cv_result_fields_and_selection():

@@ -197,17 +197,13 @@ def test_warm_start_and_partial_fit():
 
 def test_cv_estimator_attributes():
     X, y = regression()
-    model = ShrinkageMLPRegressorCV(
-        (8,), penalty="group", cv=3, n_lambdas=5, fit_config="same", random_state=0
-    )
+    model = ShrinkageMLPRegressorCV((8,), penalty="group", cv=3, n_lambdas=5, fit_config="same", random_state=0)
     model.fit(X, y)
     n = len(model.lambdas_)
     assert model.cv_scores_.shape == (3, n) and model.cv_mean_.shape == (n,) and model.cv_se_.shape == (n,)
     assert model.lambda_1se_ >= model.lambda_min_ and model.lambda_ == model.lambda_1se_
     assert model.selected_features_[:2].all()  # the two strongest inputs survive
-    chosen = ShrinkageMLPRegressorCV(
-        (8,), cv=3, n_lambdas=5, selection="min", fit_config="same", random_state=0
-    )
+    chosen = ShrinkageMLPRegressorCV((8,), cv=3, n_lambdas=5, selection="min", fit_config="same", random_state=0)
     chosen.fit(X, y)
     assert chosen.lambda_ == chosen.lambda_min_
 

@@ -125,9 +125,7 @@ def test_sparse_group_lasso_satisfies_kkt(optimizer):
         else:
             group_term = lam * (1 - rho) * size * w / np.linalg.norm(w)
             nonzero = w != 0
-            np.testing.assert_allclose(
-                g[nonzero] + lam * rho * np.sign(w[nonzero]) + group_term[nonzero], 0, atol=1e-7
-            )
+            np.testing.assert_allclose(g[nonzero] + lam * rho * np.sign(w[nonzero]) + group_term[nonzero], 0, atol=1e-7)
             assert np.all(np.abs(g[~nonzero] + group_term[~nonzero]) <= lam * rho * (1 + 1e-6))
     assert zero_groups >= 3
 

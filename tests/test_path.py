@@ -45,9 +45,7 @@ def sklearn_path(penalty, X, y, lambdas):
             lam_max = 2 * alpha_max
         else:
             alphas, ratio = zip(*(to_sklearn_enet(lam, penalty.l1_ratio) for lam in lambdas))
-            _, coefs, _ = enet_path(
-                Xc, yc, l1_ratio=ratio[0], alphas=np.array(alphas), tol=1e-14, max_iter=100_000
-            )
+            _, coefs, _ = enet_path(Xc, yc, l1_ratio=ratio[0], alphas=np.array(alphas), tol=1e-14, max_iter=100_000)
             alpha_max = enet_path(Xc, yc, l1_ratio=ratio[0], n_alphas=1)[0][0]
             lam_max = alpha_max * (1 + ratio[0])  # our λ for sklearn's alpha_max
     return coefs[:, ::-1].T, lam_max  # sklearn orders by decreasing alpha
@@ -177,9 +175,7 @@ def test_user_grid_and_test_scores():
 
 def test_same_seed_same_path():
     X, y = linear_problem()
-    kwargs = dict(
-        penalty=L1(), n_lambdas=5, config=TrainConfig(max_epochs=10, lr=1e-2), keep_states=True, seed=3
-    )
+    kwargs = dict(penalty=L1(), n_lambdas=5, config=TrainConfig(max_epochs=10, lr=1e-2), keep_states=True, seed=3)
     a = regularization_path(lambda: MLP(10, (4,)), X, y, **kwargs)
     b = regularization_path(lambda: MLP(10, (4,)), X, y, **kwargs)
     assert [p.record() | {"seconds": 0} for p in a.points] == [p.record() | {"seconds": 0} for p in b.points]
@@ -267,7 +263,7 @@ Xg, yg = linear_problem()
         (dict(lambdas=[1.0, 0.1]), ValueError, "lambdas must be a non-empty, strictly increasing sequence"),
         (dict(lambdas=[-1.0]), ValueError, "lambdas must be a non-empty, strictly increasing sequence"),
         (dict(lambdas=[], dense_start=False), ValueError, "lambdas must be a non-empty"),
-        (dict(penalty="l1"), TypeError, "penalty must be a Penalty (L1(), GroupLasso(), …), got 'l1'"),
+        (dict(penalty="l1"), TypeError, "penalty must be a Penalty (L1(), GroupLasso(), …) or rules, got 'l1'"),
         (
             dict(task="binary", y=np.zeros(100)),
             ValueError,

@@ -45,9 +45,7 @@ def check_y(y: Any, task: str, n_rows: int, name: str = "y") -> np.ndarray:
     if array.ndim != 1:
         raise fail(name, "a 1-D array", Described(f"an array of shape {array.shape}"))
     if array.shape[0] != n_rows:
-        raise fail(
-            name, f"one value per row of X ({n_rows})", Described(f"{array.shape[0]} values"), verb="have"
-        )
+        raise fail(name, f"one value per row of X ({n_rows})", Described(f"{array.shape[0]} values"), verb="have")
     bad = int((~np.isfinite(array)).sum())
     if bad:
         raise fail(name, "free of NaN and infinite values", Described(f"{bad} such value(s)"))

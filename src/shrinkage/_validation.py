@@ -23,6 +23,8 @@ class Described(str):
 def _shown(value: Any) -> str:
     """The received value as the message shows it (``repr``, shortened)."""
     text = repr(value)
+    if isinstance(value, Described):  # composed by us: shown whole
+        return text
     return text if len(text) <= 80 else text[:77] + "..."
 
 

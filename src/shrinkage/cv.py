@@ -37,11 +37,18 @@ from ._arrays import check_X, check_y
 from ._progress import progress_bar
 from ._validation import Described, check_bool, check_choice, check_int, fail
 from .path import ModelSpec, Path, regularization_path
-from .penalties import Penalty
+from .penalties import L1, Penalty
+from .regularizer import Rule
 from .selection import Selector
 from .train import TrainConfig
 
-__all__ = ["CVResult", "consistent_refits", "cross_validate", "one_standard_error"]
+__all__ = [
+    "CVResult",
+    "consistent_refits",
+    "cross_validate",
+    "cross_validate_unpenalized",
+    "one_standard_error",
+]
 
 
 def one_standard_error(
@@ -166,8 +173,7 @@ def _folds(y: np.ndarray, task: str, cv: int, seed: int) -> list[tuple[np.ndarra
         counts = counts[counts > 0]
         if counts.min() < cv:
             raise ValueError(
-                f"cv must be at most the size of the smallest class ({counts.min()}) for "
-                f"stratified folds, got {cv}"
+                f"cv must be at most the size of the smallest class ({counts.min()}) for stratified folds, got {cv}"
             )
         splitter = StratifiedKFold(cv, shuffle=True, random_state=seed)
     else:
@@ -188,12 +194,67 @@ def _fold_path(index: int, train_idx, test_idx, X, y, kwargs: dict[str, Any]) ->
     return index, path
 
 
+def _fold_paths(model, X, y, folds, kwargs: dict[str, Any], n_jobs, bar) -> list[Path]:
+    """Every fold's path through joblib, in fold order."""
+    jobs = (joblib.delayed(_fold_path)(k, tr, te, X, y, {"model": model, **kwargs}) for k, (tr, te) in enumerate(folds))
+    results = []
+    for result in joblib.Parallel(n_jobs=n_jobs, return_as="generator_unordered")(jobs):
+        results.append(result)
+        bar.advance(1)
+    return [p for _, p in sorted(results, key=lambda r: r[0])]
+
+
+def cross_validate_unpenalized(
+    model: ModelSpec,
+    X: Any,
+    y: Any,
+    *,
+    task: str = "regression",
+    cv: int = 5,
+    val_fraction: float = 0.1,
+    dense_config: TrainConfig | None = None,
+    feature_names: Sequence[str] | None = None,
+    n_jobs: int | None = None,
+    device: torch.device | str | None = None,
+    seed: int = 0,
+    progress: bool | None = None,
+) -> tuple[np.ndarray, np.ndarray, Path, nn.Module]:
+    """The same folds without any penalty: the baseline a penalty has to beat.
+
+    Returns the held-out loss of each fold, the fold sizes, the full-data fit (its
+    record in ``Path.dense``) and its model. With the same ``seed`` and ``cv`` these are
+    exactly the dense starts of :func:`cross_validate`'s paths.
+    """
+    X_np = check_X(X)
+    y_np = check_y(y, task, X_np.shape[0])
+    cv = check_int("cv", cv, low=2)
+    if cv > X_np.shape[0]:
+        raise fail("cv", f"at most the number of samples (n_samples={X_np.shape[0]})", cv)
+    folds = _folds(y_np, task, cv, seed)
+    common = dict(
+        penalty=L1(0.0),
+        task=task,
+        lambdas=[],
+        val_fraction=val_fraction,
+        dense_config=dense_config,
+        feature_names=feature_names,
+        device=device,
+        seed=seed,
+    )
+    with progress_bar(cv + 1, "cross-validation (no penalty)", enabled=progress) as bar:
+        full, full_model = regularization_path(model, X_np, y_np, progress=False, return_model=True, **common)
+        bar.advance(1)
+        paths = _fold_paths(model, X_np, y_np, folds, common, n_jobs, bar)
+    scores = np.array([p.dense.test_loss for p in paths])
+    return scores, np.array([len(te) for _, te in folds]), full, full_model
+
+
 def cross_validate(
     model: ModelSpec,
     X: Any,
     y: Any,
     *,
-    penalty: Penalty,
+    penalty: Penalty | Rule | Sequence[Rule],
     task: str = "regression",
     cv: int = 5,
     lambdas: Sequence[float] | None = None,
@@ -275,15 +336,7 @@ def cross_validate(
         )
         bar.advance(1)
         grid = full.lambdas
-        jobs = (
-            joblib.delayed(_fold_path)(k, tr, te, X_np, y_np, {"model": model, "lambdas": grid, **common})
-            for k, (tr, te) in enumerate(folds)
-        )
-        results = []
-        for result in joblib.Parallel(n_jobs=n_jobs, return_as="generator_unordered")(jobs):
-            results.append(result)
-            bar.advance(1)
-    paths = [p for _, p in sorted(results, key=lambda r: r[0])]
+        paths = _fold_paths(model, X_np, y_np, folds, {"lambdas": grid, **common}, n_jobs, bar)
     held_out, own = ("relaxed_test_loss", "relaxed_val_loss") if relax else ("test_loss", "val_loss")
     scores = np.array([[getattr(point, held_out) for point in p.points] for p in paths])
     sizes = np.array([len(te) for _, te in folds])

@@ -48,10 +48,9 @@ from torch import nn
 
 from .cv import cross_validate
 from .models import ACTIVATIONS, MLP
-from .path import FIT_CONFIG, regularization_path
+from .path import FIT_CONFIG, column_norms, regularization_path
 from .penalties import L1, L2, ElasticNet, GroupLasso, Penalty, SparseGroupLasso
 from .regularizer import MODES, Regularizer
-from .structure import input_parameter_of
 from .train import OPTIMIZERS, TrainConfig, loss_for_task, make_optimizer, train
 
 __all__ = [
@@ -100,9 +99,7 @@ def _importances(model: nn.Module, selected: np.ndarray) -> np.ndarray:
     a feature the network no longer uses (no path of non-zero weights to the output)
     scores 0, so the ranking agrees with ``selected_features_``.
     """
-    _, weight = input_parameter_of(model)
-    norms = weight.detach().double().pow(2).sum(dim=[d for d in range(weight.ndim) if d != 1]).sqrt()
-    importances = norms.cpu().numpy() * selected
+    importances = np.asarray(column_norms(model)) * selected
     total = importances.sum()
     return importances / total if total > 0 else importances
 
@@ -146,9 +143,7 @@ class _ShrinkageMLP(SelectorMixin, BaseEstimator):
 
     # ----------------------------------------------------------------- data
     def _validate(self, X, y, *, reset: bool):
-        return validate_data(
-            self, X, y, reset=reset, dtype=np.float64, y_numeric=self._task_kind == "regression"
-        )
+        return validate_data(self, X, y, reset=reset, dtype=np.float64, y_numeric=self._task_kind == "regression")
 
     def _encode_y(self, y: np.ndarray) -> tuple[np.ndarray, str, int]:
         """Targets for the path (values or class indices), the task and the outputs."""
@@ -156,9 +151,7 @@ class _ShrinkageMLP(SelectorMixin, BaseEstimator):
             return y.astype(np.float64), "regression", 1
         unknown = ~np.isin(y, self.classes_)
         if unknown.any():
-            raise ValueError(
-                f"y holds labels not in classes_ {self.classes_.tolist()}: {np.unique(y[unknown])}"
-            )
+            raise ValueError(f"y holds labels not in classes_ {self.classes_.tolist()}: {np.unique(y[unknown])}")
         task = "binary" if len(self.classes_) == 2 else "multiclass"
         return np.searchsorted(self.classes_, y), task, 1 if task == "binary" else len(self.classes_)
 
@@ -652,9 +645,7 @@ class ShrinkageMLPRegressorCV(_RegressorMethods, _CrossValidated):
 
 
 class ShrinkageMLPClassifierCV(_ClassifierMethods, _CrossValidated):
-    __doc__ = ShrinkageMLPRegressorCV.__doc__.replace(
-        "An MLP regressor whose", "An MLP classifier whose"
-    ).replace(
+    __doc__ = ShrinkageMLPRegressorCV.__doc__.replace("An MLP regressor whose", "An MLP classifier whose").replace(
         "    Attributes\n    ----------\n", "    Attributes\n    ----------\n    classes_ : ndarray\n", 1
     )
 

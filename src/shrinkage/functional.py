@@ -175,9 +175,7 @@ def group_layout(
         if index.numel() == 0:
             raise ValueError(f"groups must not contain an empty group, got group {g} empty")
         if index.min() < 0 or index.max() >= n_columns:
-            raise ValueError(
-                f"groups must hold column indices in [0, {n_columns}), got group {g} = {list(members)}"
-            )
+            raise ValueError(f"groups must hold column indices in [0, {n_columns}), got group {g} = {list(members)}")
         if (labels[index] >= 0).any() or index.unique().numel() != index.numel():
             raise ValueError(f"groups must not overlap, got column(s) repeated in group {g}")
         labels[index] = g
@@ -389,23 +387,16 @@ def group_shrink_(
         # division (torch computes float / tensor as a reciprocal times the float), so
         # that ‖w_g‖ = s√|g| gives exactly 0.
         norms = group_norms(x, layout)
-        threshold = torch.as_tensor(
-            float(s) * _weights(layout, norms), dtype=norms.dtype, device=norms.device
-        )
+        threshold = torch.as_tensor(float(s) * _weights(layout, norms), dtype=norms.dtype, device=norms.device)
         factor = torch.rsub(torch.div(threshold, norms), 1.0).clamp_min_(0.0)
         x.mul_(_expand(factor, x, layout))
 
 
-def _group_shrink_scaled_(
-    x: Tensor, layout: GroupLayout, step: ScaledStep | Tensor, *, max_iter: int
-) -> None:
+def _group_shrink_scaled_(x: Tensor, layout: GroupLayout, step: ScaledStep | Tensor, *, max_iter: int) -> None:
     weights = _weights(layout, x)  # √|g| per group
     weights = weights if isinstance(weights, float) else _expand(weights, x, layout)
     # c_i = s_i·√|g|, the per-element threshold
-    if isinstance(step, ScaledStep):
-        c = torch.div(step.numerator * weights, step.denominator)
-    else:
-        c = step * weights
+    c = torch.div(step.numerator * weights, step.denominator) if isinstance(step, ScaledStep) else step * weights
     squares = x.square()
     inverse, work = torch.empty_like(x), torch.empty_like(x)  # scratch, reused by every pass
 

@@ -135,8 +135,7 @@ def check_optimizer(optimizer: Any, mode: str) -> None:
             raise ValueError(f"optimizer param group {index} has maximize=True; penalties minimize")
         if mode == "proximal" and group.get("momentum", 0.0) >= 1.0:
             raise ValueError(
-                f"optimizer param group {index} must have momentum < 1 for mode='proximal', "
-                f"got {group['momentum']}"
+                f"optimizer param group {index} must have momentum < 1 for mode='proximal', got {group['momentum']}"
             )
     if mode == "proximal" and _rule_for(optimizer) is None:
         warnings.warn(
@@ -149,9 +148,7 @@ def check_optimizer(optimizer: Any, mode: str) -> None:
         )
 
 
-def prox_steps(
-    optimizer: Optimizer, group: dict[str, Any], params: Sequence[Tensor]
-) -> list[float] | list[ScaledStep]:
+def prox_steps(optimizer: Optimizer, group: dict[str, Any], params: Sequence[Tensor]) -> list[float] | list[ScaledStep]:
     """The step ``D`` each of ``params`` (all in ``group``) just took, as the prox needs it.
 
     Returns a float per parameter (SGD) or a :class:`~shrinkage.functional.ScaledStep`

@@ -38,9 +38,9 @@ from ._arrays import check_X, check_y, to_tensors
 from ._progress import progress_bar
 from ._validation import Described, check_bool, check_int, check_number, fail
 from .penalties import Penalty
-from .regularizer import MODES, Regularizer, Rule
+from .regularizer import MODES, Regularizer, Rule, as_rules
 from .selection import Selector
-from .structure import linear_chain
+from .structure import input_parameter_of, linear_chain
 from .train import (
     LOSSES,
     TrainConfig,
@@ -57,6 +57,7 @@ __all__ = [
     "PATH_CONFIG",
     "Path",
     "PathPoint",
+    "column_norms",
     "lambda_grid",
     "lambda_max",
     "regularization_path",
@@ -106,6 +107,8 @@ class PathPoint:
     train_curve, val_curve : list of float
         Data loss per epoch of this λ's training (training: averaged over the epoch's
         batches; validation: at the epoch's end).
+    feature_norms : list of float
+        ‖column j‖₂ of the input weight for each input feature: what a path plot draws.
     """
 
     lambda_: float
@@ -128,6 +131,7 @@ class PathPoint:
     relaxed_state: dict[str, Tensor] | None = field(default=None, repr=False)
     train_curve: list[float] = field(default_factory=list, repr=False)
     val_curve: list[float] = field(default_factory=list, repr=False)
+    feature_norms: list[float] = field(default_factory=list, repr=False)
 
     @property
     def n_features(self) -> int:
@@ -136,8 +140,9 @@ class PathPoint:
     def record(self) -> dict[str, Any]:
         """The point as a plain dict (no weights), e.g. for a results store."""
         out = asdict(self)
-        for key in ("state", "relaxed_state", "train_curve", "val_curve"):
+        for key in ("state", "relaxed_state", "train_curve", "val_curve", "feature_norms"):
             out.pop(key)
+        out["n_features"] = self.n_features
         return out
 
 
@@ -146,7 +151,7 @@ class Path:
     """A regularization path: the points in increasing λ and how they were made."""
 
     points: list[PathPoint]
-    penalty: Penalty
+    rules: list[Rule]  # the penalties, at λ = 1; each point scales them by its λ
     lambda_max: float | None
     dense: PathPoint | None
     n_features: int
@@ -181,9 +186,7 @@ def lambda_grid(lambda_max: float, *, n_lambdas: int = 20, lambda_min_ratio: flo
     """``n_lambdas`` values from ``lambda_max·lambda_min_ratio`` to ``lambda_max``, geometric."""
     lambda_max = check_number("lambda_max", lambda_max, low=0.0, low_open=True)
     n = check_int("n_lambdas", n_lambdas, low=1)
-    ratio = check_number(
-        "lambda_min_ratio", lambda_min_ratio, low=0.0, high=1.0, low_open=True, high_open=True
-    )
+    ratio = check_number("lambda_min_ratio", lambda_min_ratio, low=0.0, high=1.0, low_open=True, high_open=True)
     return np.geomspace(lambda_max * ratio, lambda_max, n) if n > 1 else np.array([lambda_max])
 
 
@@ -225,13 +228,17 @@ def _data_gradient(model: nn.Module, X: Tensor, y: Tensor, loss: str, params: li
     return grads
 
 
+def scaled(rules: Sequence[Rule], lambda_: float) -> list[Rule]:
+    """The rules with every penalty at strength ``lambda_`` (a path's point)."""
+    return [Rule(r.penalty.with_lambda(lambda_), r.select, r.mode, r.overlap) for r in rules]
+
+
 def lambda_max(
     model: nn.Module,
     X: Tensor,
     y: Tensor,
     *,
-    penalty: Penalty,
-    select: Selector = None,
+    penalty: Penalty | Rule | Sequence[Rule],
     loss: str = "mse",
 ) -> float:
     """The λ at which the penalized weights of ``model`` become all zero.
@@ -240,11 +247,15 @@ def lambda_max(
     to zero (the others as they are in ``model``), and ``penalty.zero_threshold`` gives
     the λ beyond which zero is optimal for it; the result is the largest. For a linear
     model pass it with its intercept at the optimum (the path does): then this is the
-    exact λ_max (scikit-learn's ``alpha_max`` after conversion). For L2, which never
-    gives zeros, glmnet's convention is used: the value for an elastic net with
-    ``l1_ratio=0.001``.
+    exact λ_max (scikit-learn's ``alpha_max`` after conversion).
+
+    L2 never gives zeros; its λ_max is taken as ten times the L1 value ``10·max|g|``.
+    For a standardized linear model ridge shrinks each direction of curvature ``d`` by
+    ``d / (d + λ)``, and ``max|g| <= 2`` there, so this is where every weight is
+    shrunk about tenfold or more: the over-regularized end. (glmnet's convention,
+    ``max|g| / 0.001``, puts the whole grid beyond that for networks.)
     """
-    reg = Regularizer(model, Rule(penalty, select), mode="loss")
+    reg = Regularizer(model, scaled(as_rules(penalty), 1.0), mode="loss")
     best = 0.0
     for term in reg.terms:
         for i, param in enumerate(term.params):
@@ -256,13 +267,11 @@ def lambda_max(
                 param.copy_(saved)
             layouts = None if term.layouts is None else [term.layouts[i]]
             value = term.penalty.zero_threshold([grad], layouts)
-            if math.isinf(value):  # L2: glmnet's ridge convention, as if l1_ratio = 0.001
-                value = float(grad.abs().max()) / 1e-3
+            if math.isinf(value):  # L2 never zeroes: see the docstring
+                value = 10.0 * float(grad.abs().max())
             best = max(best, value)
     if best <= 0:
-        raise ValueError(
-            "lambda_max is 0: the data loss has zero gradient at zero weights (constant target?)"
-        )
+        raise ValueError("lambda_max is 0: the data loss has zero gradient at zero weights (constant target?)")
     return best
 
 
@@ -316,9 +325,7 @@ def split_validation(
         counts = counts[counts > 0]
         if counts.min() >= 2 and math.ceil(fraction * len(y)) >= len(counts):
             stratify = y
-    X_train, X_val, y_train, y_val = train_test_split(
-        X, y, test_size=fraction, random_state=seed, stratify=stratify
-    )
+    X_train, X_val, y_train, y_val = train_test_split(X, y, test_size=fraction, random_state=seed, stratify=stratify)
     return X_train, y_train, X_val, y_val
 
 
@@ -357,7 +364,17 @@ def _point(
         state=_state_copy(model) if keep_state else None,
         train_curve=list(result.train_loss),
         val_curve=list(result.val_loss),
+        feature_norms=column_norms(model),
     )
+
+
+def column_norms(model: nn.Module) -> list[float]:
+    """‖column j‖₂ of the model's input weight, per input feature (empty without one)."""
+    found = input_parameter_of(model)
+    if found is None:
+        return []
+    weight = found[1].detach()
+    return weight.double().pow(2).sum(dim=[d for d in range(weight.ndim) if d != 1]).sqrt().cpu().tolist()
 
 
 def _score(model: nn.Module, pair: tuple[Tensor, Tensor] | None, loss: str) -> float:
@@ -445,7 +462,7 @@ def regularization_path(
     X: Any,
     y: Any,
     *,
-    penalty: Penalty,
+    penalty: Penalty | Rule | Sequence[Rule],
     task: str = "regression",
     lambdas: Sequence[float] | None = None,
     n_lambdas: int = 20,
@@ -480,8 +497,10 @@ def regularization_path(
     X : array-like of shape (n_samples, n_features)
     y : array-like of shape (n_samples,)
         Values for regression; class indices 0..K-1 otherwise.
-    penalty : Penalty
-        The penalty family; its own λ is ignored (the grid sets it).
+    penalty : Penalty, Rule or list of Rule
+        The penalty family; its own λ is ignored (the grid sets it). Rules put
+        different penalties on different tensors, all scaled by the same λ (e.g. a
+        group lasso over one-hot blocks on the first layer, unit groups after it).
     task : {"regression", "binary", "multiclass"}
         Sets the loss: mean squared error, binary or multi-class cross-entropy.
     lambdas : sequence of float, optional
@@ -494,7 +513,8 @@ def regularization_path(
         How many more λ (same ratio) an automatic path may take past λ_max while
         penalized weights survive.
     select : selector, optional
-        Which tensors the penalty touches (default: layer weights).
+        Which tensors a bare ``penalty`` touches (default: layer weights); rules carry
+        their own.
     mode : str, default "proximal"
     validation : (X_val, y_val), optional
         Early-stopping data. Without it, ``val_fraction`` of the rows are held out.
@@ -533,8 +553,14 @@ def regularization_path(
     -------
     Path, or (Path, nn.Module) with ``return_model``.
     """
-    if not isinstance(penalty, Penalty):
-        raise fail("penalty", "a Penalty (L1(), GroupLasso(), …)", penalty, kind=TypeError)
+    if isinstance(penalty, Penalty):
+        penalty = Rule(penalty, select)
+    elif select is not None:
+        raise ValueError("select applies to a bare penalty; rules carry their own selection")
+    try:
+        rules = as_rules(penalty)
+    except (TypeError, ValueError):
+        raise fail("penalty", "a Penalty (L1(), GroupLasso(), …) or rules", penalty, kind=TypeError) from None
     if mode not in MODES:
         raise fail("mode", "one of " + ", ".join(repr(m) for m in MODES), mode)
     grid = _check_lambdas(lambdas, dense_start) if lambdas is not None else None
@@ -549,9 +575,7 @@ def regularization_path(
     dense_config = dense_config if dense_config is not None else FIT_CONFIG
     arrays = _prepare(X, y, task, validation, val_fraction, test, seed)
     n_features = arrays["all"][0].shape[1]
-    names = (
-        [str(f) for f in feature_names] if feature_names is not None else [f"x{j}" for j in range(n_features)]
-    )
+    names = [str(f) for f in feature_names] if feature_names is not None else [f"x{j}" for j in range(n_features)]
     if len(names) != n_features:
         raise fail(
             "feature_names",
@@ -573,17 +597,15 @@ def regularization_path(
     _check_output(net, X_tr, y_tr, task)
 
     def regularizer(lam: float) -> Regularizer:
-        return Regularizer(net, Rule(penalty.with_lambda(lam), select), mode=mode)
+        return Regularizer(net, scaled(rules, lam), mode=mode)
 
-    regularizer(penalty.lambda_)  # a bad selection or mode fails now, not after the dense fit
+    Regularizer(net, rules, mode=mode)  # a bad selection or mode fails now, not after the dense fit
 
     dense = None
     if dense_start or (grid is None and not _is_linear(net)):
         start = time.perf_counter()
         result = train(net, X_tr, y_tr, loss=loss, validation=data["val"], config=dense_config, seed=seed)
-        dense = _point(
-            0.0, net, regularizer(0.0), data, loss, names, result, time.perf_counter() - start, keep_states
-        )
+        dense = _point(0.0, net, regularizer(0.0), data, loss, names, result, time.perf_counter() - start, keep_states)
 
     lam_max = None
     if grid is None:
@@ -591,9 +613,10 @@ def regularization_path(
         if _is_linear(net):  # exact: weights at 0, intercept at its optimum
             probe = copy.deepcopy(net)
             _intercept_at_zero_(probe if isinstance(probe, nn.Linear) else linear_chain(probe)[0], y_tr, loss)
-        lam_max = lambda_max(probe, X_tr, y_tr, penalty=penalty, select=select, loss=loss)
+        lam_max = lambda_max(probe, X_tr, y_tr, penalty=rules, loss=loss)
         grid = lambda_grid(lam_max, n_lambdas=n_lambdas, lambda_min_ratio=lambda_min_ratio)
     automatic = lam_max is not None
+    sparsifying = any(r.penalty.sparsifying for r in rules)
     ratio = grid[-1] / grid[-2] if len(grid) > 1 else 1.0 / lambda_min_ratio
 
     # one optimizer for the whole path: its state (momentum, Adam's moments) carries
@@ -605,7 +628,7 @@ def regularization_path(
         for index in itertools.count():
             if index < len(grid):
                 lam = float(grid[index])
-            elif automatic and penalty.sparsifying and index < len(grid) + extend and not _ended(points[-1]):
+            elif automatic and sparsifying and index < len(grid) + extend and not _ended(points[-1]):
                 lam = points[-1].lambda_ * ratio  # weights survive past λ_max: go on
                 bar.grow(1)
             else:
@@ -654,7 +677,7 @@ def regularization_path(
                 break
             if automatic and _ended(point):
                 break
-    path = Path(points, penalty, lam_max, dense, n_features, names)
+    path = Path(points, scaled(rules, 1.0), lam_max, dense, n_features, names)
     return (path, net) if return_model else path
 
 

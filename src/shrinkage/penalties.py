@@ -305,9 +305,7 @@ class SparseGroupLasso(GroupLasso):
         return F.sparse_group_zero_threshold(grads, layouts, l1_ratio=self.l1_ratio)
 
 
-PENALTIES: dict[str, type[Penalty]] = {
-    cls.name: cls for cls in (L1, L2, ElasticNet, GroupLasso, SparseGroupLasso)
-}
+PENALTIES: dict[str, type[Penalty]] = {cls.name: cls for cls in (L1, L2, ElasticNet, GroupLasso, SparseGroupLasso)}
 
 
 def make_penalty(spec: Penalty | str | dict[str, Any], **kwargs: Any) -> Penalty:

@@ -45,7 +45,7 @@ from .penalties import Penalty, make_penalty
 from .selection import Selector, describe_selector, select_parameters, selector_from_config
 from .structure import dead_units, input_parameter_of, linear_chain, reachable_inputs
 
-__all__ = ["MODES", "Regularizer", "Rule", "SparsityReport", "TensorSparsity", "Term"]
+__all__ = ["MODES", "Regularizer", "Rule", "SparsityReport", "TensorSparsity", "Term", "as_rules"]
 
 MODES = ("loss", "gradient", "proximal", "decoupled")
 
@@ -176,7 +176,9 @@ class SparsityReport:
         }
 
 
-def _as_rules(penalties: Any) -> list[Rule]:
+def as_rules(penalties: Any) -> list[Rule]:
+    """A penalty, a rule or a list of them as a list of rules (bare penalties get the
+    default selection)."""
     rule = "a Penalty, a Rule or a list of them"
     items = penalties if isinstance(penalties, (list, tuple)) else [penalties]
     if not items:
@@ -237,7 +239,7 @@ class Regularizer:
             raise fail("model", "a torch.nn.Module", model, kind=TypeError)
         self.model = model
         self.mode = check_choice("mode", mode, MODES)
-        self.rules = _as_rules(penalties)
+        self.rules = as_rules(penalties)
         self.input_parameter = input_parameter
         self._input = input_parameter_of(model, input_parameter)
         self._terms = self._bind()
@@ -353,9 +355,7 @@ class Regularizer:
         for term in self._terms:
             missing = [n for n, p in zip(term.names, term.params) if id(p) not in group_of]
             if missing and term.mode != "loss":
-                raise ValueError(
-                    f"parameter(s) {missing} are penalized but not in the optimizer's param groups"
-                )
+                raise ValueError(f"parameter(s) {missing} are penalized but not in the optimizer's param groups")
         self._optimizer = optimizer
         self._group_of = group_of
         self._handles = [
@@ -451,8 +451,7 @@ class Regularizer:
             feature_names = [str(f) for f in feature_names]
             if len(feature_names) != n_features:
                 raise ValueError(
-                    f"feature_names must have one name per input feature ({n_features}), "
-                    f"got {len(feature_names)}"
+                    f"feature_names must have one name per input feature ({n_features}), got {len(feature_names)}"
                 )
         return SparsityReport(list(tensors.values()), groups, name, used, n_features, dead, feature_names)
 

@@ -75,11 +75,7 @@ def _predicate(select: Selector) -> Callable[[str, nn.Parameter, nn.Module], boo
         select = [select]
     if isinstance(select, type) and issubclass(select, nn.Module):
         select = (select,)
-    if (
-        isinstance(select, tuple)
-        and select
-        and all(isinstance(t, type) and issubclass(t, nn.Module) for t in select)
-    ):
+    if isinstance(select, tuple) and select and all(isinstance(t, type) and issubclass(t, nn.Module) for t in select):
         return lambda name, p, m: isinstance(m, select) and not _is_bias(name)
     if isinstance(select, Sequence) and select and all(isinstance(s, str) for s in select):
         patterns = list(select)
@@ -110,8 +106,7 @@ def select_parameters(model: nn.Module, select: Selector = None) -> list[tuple[s
         # names a non-float tensor is a mistake worth stopping on
         if select is not None and not param.dtype.is_floating_point:
             raise TypeError(
-                f"parameter {name!r} must be a real floating-point tensor to be penalized, "
-                f"got dtype {param.dtype}"
+                f"parameter {name!r} must be a real floating-point tensor to be penalized, got dtype {param.dtype}"
             )
     chosen = [(n, p) for n, p in matched if p.requires_grad and p.dtype.is_floating_point]
     names = [n for n, _, _ in owned]
@@ -120,8 +115,7 @@ def select_parameters(model: nn.Module, select: Selector = None) -> list[tuple[s
         for pattern in patterns:
             if isinstance(pattern, str) and not fnmatch.filter(names, pattern):
                 raise ValueError(
-                    f"select pattern {pattern!r} matches no parameter of the model; "
-                    f"its parameters are {_listed(names)}"
+                    f"select pattern {pattern!r} matches no parameter of the model; its parameters are {_listed(names)}"
                 )
     if not chosen:
         raise ValueError(

@@ -1,0 +1,154 @@
+"""Why L1 gives exact zeros and L2 does not, computed rather than drawn by hand.
+
+For a 2-D quadratic loss ``f(w) = ½ (w − c)ᵀ H (w − c)`` (an elliptic bowl centred on
+the unpenalized optimum ``c``) the penalized problems
+
+    min f(w) + λ‖w‖₁        (solved by proximal gradient with this library's prox)
+    min f(w) + λ‖w‖₂²       (closed form: w = (H + 2λI)⁻¹ H c)
+
+have, at each λ, the same solutions as the constrained problems ``min f`` over the L1
+diamond ``‖w‖₁ ≤ t`` and the L2 disc ``‖w‖₂ ≤ r`` whose sizes pass through them. The
+picture shows the loss contours, both regions, and both optima: the ellipse touches
+the diamond at a corner, on an axis — a coordinate exactly zero — and the disc
+anywhere. The track plot follows both solutions as λ grows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from . import functional as F
+from ._validation import check_number, fail
+
+__all__ = ["Quadratic", "l1_solution", "l2_solution", "plot_geometry", "plot_track", "showcase_lambda"]
+
+
+@dataclass(frozen=True)
+class Quadratic:
+    """``f(w) = ½ (w − center)ᵀ hessian (w − center)`` in two dimensions."""
+
+    center: tuple[float, float] = (2.0, 0.8)
+    hessian: tuple[tuple[float, float], tuple[float, float]] = ((1.0, 0.4), (0.4, 0.6))
+
+    def __post_init__(self) -> None:
+        H = np.asarray(self.hessian, dtype=float)
+        if np.asarray(self.center).shape != (2,) or H.shape != (2, 2):
+            raise fail("center/hessian", "a 2-vector and a 2×2 matrix", (self.center, self.hessian))
+        if not np.allclose(H, H.T) or np.linalg.eigvalsh(H).min() <= 0:
+            raise fail("hessian", "symmetric positive definite", self.hessian)
+
+    @property
+    def H(self) -> np.ndarray:
+        return np.asarray(self.hessian, dtype=float)
+
+    @property
+    def c(self) -> np.ndarray:
+        return np.asarray(self.center, dtype=float)
+
+    def __call__(self, w: np.ndarray) -> np.ndarray:
+        """f at points ``w`` of shape ``(..., 2)``."""
+        d = np.asarray(w) - self.c
+        return 0.5 * np.einsum("...i,ij,...j->...", d, self.H, d)
+
+
+def l1_solution(f: Quadratic, lambda_: float, *, iterations: int = 5000) -> np.ndarray:
+    """argmin f(w) + λ‖w‖₁ by proximal gradient, with :func:`~shrinkage.functional.soft_threshold_`."""
+    lambda_ = check_number("lambda_", lambda_, low=0.0)
+    step = 1.0 / np.linalg.eigvalsh(f.H).max()
+    H = torch.tensor(f.H, dtype=torch.float64)
+    c = torch.tensor(f.c, dtype=torch.float64)
+    w = torch.zeros(2, dtype=torch.float64)
+    for _ in range(iterations):
+        previous = w.clone()
+        w = w - step * (H @ (w - c))
+        F.soft_threshold_([w], threshold=[step * lambda_])
+        if torch.equal(w, previous):
+            break
+    return w.numpy()
+
+
+def l2_solution(f: Quadratic, lambda_: float) -> np.ndarray:
+    """argmin f(w) + λ‖w‖₂² = (H + 2λI)⁻¹ H c (no ½ on the penalty, as everywhere here)."""
+    lambda_ = check_number("lambda_", lambda_, low=0.0)
+    return np.linalg.solve(f.H + 2 * lambda_ * np.eye(2), f.H @ f.c)
+
+
+def showcase_lambda(f: Quadratic) -> float:
+    """A λ at which the L1 solution has exactly one zero coordinate (mid-interval)."""
+    lambdas = np.geomspace(1e-3, 1e2, 400) * float(np.abs(f.H @ f.c).max())
+    one_zero = [lam for lam in lambdas if np.sum(l1_solution(f, lam) == 0) == 1]
+    if not one_zero:
+        raise ValueError("this quadratic has no λ with exactly one zero coordinate")
+    return float(np.sqrt(one_zero[0] * one_zero[-1]))
+
+
+def plot_geometry(ax=None, f: Quadratic | None = None, lambda_: float | None = None):
+    """Loss contours, the L1 diamond and L2 disc through the two optima, and the optima."""
+    import matplotlib.pyplot as plt
+
+    f = f or Quadratic()
+    lambda_ = showcase_lambda(f) if lambda_ is None else lambda_
+    ax = ax or plt.figure(figsize=(5.2, 5)).add_subplot()
+    w1, w2 = l1_solution(f, lambda_), l2_solution(f, lambda_)
+    span = 1.25 * max(abs(f.c).max(), 1.0)
+    grid = np.linspace(-span, span, 300)
+    W = np.stack(np.meshgrid(grid, grid), axis=-1)
+    ax.contour(grid, grid, f(W), levels=np.quantile(f(W), [0.005, 0.03, 0.1, 0.25]), colors="0.7", linewidths=0.7)
+    # the level sets through the two optima: each touches its region at the optimum
+    ax.contour(grid, grid, f(W), levels=[float(f(w1))], colors="tab:blue", linestyles="--", linewidths=1)
+    ax.contour(grid, grid, f(W), levels=[float(f(w2))], colors="tab:orange", linestyles="--", linewidths=1)
+    t = np.abs(w1).sum()
+    ax.fill([t, 0, -t, 0], [0, t, 0, -t], color="tab:blue", alpha=0.18, label=f"L1 diamond ‖w‖₁ ≤ {t:.2f}")
+    r = np.linalg.norm(w2)
+    ax.add_patch(plt.Circle((0, 0), r, color="tab:orange", alpha=0.18, label=f"L2 disc ‖w‖₂ ≤ {r:.2f}"))
+    ax.plot(*f.c, "k+", markersize=10, label="unpenalized optimum")
+    ax.plot(*w1, "o", color="tab:blue", label=f"L1 optimum ({w1[0]:.3f}, {w1[1]:.3f})")
+    ax.plot(*w2, "s", color="tab:orange", label=f"L2 optimum ({w2[0]:.3f}, {w2[1]:.3f})")
+    ax.axhline(0, color="0.3", linewidth=0.6)
+    ax.axvline(0, color="0.3", linewidth=0.6)
+    ax.set(
+        xlim=(-span, span),
+        ylim=(-span, span),
+        aspect="equal",
+        xlabel="w₁",
+        ylabel="w₂",
+        title=f"λ = {lambda_:.3g}: the L1 optimum sits on an axis",
+    )
+    ax.legend(loc="lower left", fontsize=7)
+    return ax
+
+
+def plot_track(ax=None, f: Quadratic | None = None, lambdas: Sequence[float] | None = None):
+    """Both solutions as λ grows: L1 reaches an axis and follows it to 0; L2 curves in."""
+    import matplotlib.pyplot as plt
+
+    f = f or Quadratic()
+    if lambdas is None:
+        lambdas = np.geomspace(1e-3, 1e1, 200) * float(np.abs(f.H @ f.c).max())
+    ax = ax or plt.figure(figsize=(5.2, 5)).add_subplot()
+    l1 = np.array([l1_solution(f, lam) for lam in lambdas])
+    l2 = np.array([l2_solution(f, lam) for lam in lambdas])
+    ax.plot(l1[:, 0], l1[:, 1], "-", color="tab:blue", label="L1 solutions")
+    ax.plot(l2[:, 0], l2[:, 1], "-", color="tab:orange", label="L2 solutions")
+    ax.plot(*f.c, "k+", markersize=10, label="λ = 0")
+    ax.plot(0, 0, "k.", label="λ → ∞")
+    on_axis = np.any(l1 == 0, axis=1) & np.any(l1 != 0, axis=1)
+    if on_axis.any():
+        first = np.argmax(on_axis)
+        ax.annotate(
+            f"exact zero from λ = {lambdas[first]:.3g}",
+            l1[first],
+            textcoords="offset points",
+            xytext=(10, 12),
+            fontsize=8,
+            arrowprops={"arrowstyle": "->"},
+        )
+    ax.axhline(0, color="0.3", linewidth=0.6)
+    ax.axvline(0, color="0.3", linewidth=0.6)
+    ax.set(xlabel="w₁", ylabel="w₂", title="the solutions as λ grows")
+    ax.legend(loc="upper left", fontsize=8)
+    return ax

@@ -1,0 +1,152 @@
+"""Plots of a study's runs. Each takes an optional matplotlib ``Axes`` and returns it.
+
+They read plain records (as the store returns them), so a report can be rebuilt from
+the store without retraining.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "plot_cv_curve",
+    "plot_losses",
+    "plot_path",
+    "plot_selected_features",
+    "plot_sparsity",
+    "plot_weight_histogram",
+]
+
+Run = Mapping[str, Any]
+Points = Sequence[Mapping[str, Any]]
+
+
+def _axes(ax, size=(5.0, 3.4)):
+    if ax is not None:
+        return ax
+    import matplotlib.pyplot as plt
+
+    return plt.figure(figsize=size).add_subplot()
+
+
+def _log_lambda(ax) -> None:
+    """A log λ axis with labels on the decades only (minor labels overlap)."""
+    from matplotlib.ticker import NullFormatter
+
+    ax.set_xscale("log")
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
+def _full(points: Points) -> list[Mapping[str, Any]]:
+    """The full-data path's points (fold −1), in λ order, without the dense start."""
+    return [p for p in points if p["fold"] == -1 and p["idx"] >= 0]
+
+
+def plot_cv_curve(run: Run, ax=None):
+    """Mean cross-validated loss ± one standard error against λ, λ_min and λ_1se marked."""
+    ax = _axes(ax)
+    lambdas = np.asarray(run["lambdas"], dtype=float)
+    mean = np.asarray(run["cv_mean"], dtype=float)
+    se = np.asarray(run["cv_se"], dtype=float)
+    ax.errorbar(lambdas, mean, yerr=se, fmt="o-", markersize=3, capsize=2, color="tab:blue", label="CV loss ± SE")
+    ax.axvline(run["lambda_min"], color="tab:green", linestyle="--", label=f"λ_min = {run['lambda_min']:.3g}")
+    ax.axvline(run["lambda_1se"], color="tab:red", linestyle=":", label=f"λ_1se = {run['lambda_1se']:.3g}")
+    ax.set(xlabel="λ", ylabel="held-out loss", title=f"{run['penalty']}: cross-validation")
+    _log_lambda(ax)
+    ax.legend(fontsize=7)
+    return ax
+
+
+def plot_path(run: Run, points: Points, feature_names: Sequence[str], ax=None, highlight: Sequence[str] = ()):
+    """Each input feature's first-layer weight norm against λ: features dropping to zero."""
+    ax = _axes(ax)
+    full = _full(points)
+    lambdas = [p["lambda"] for p in full]
+    norms = np.array([p["feature_norms"] for p in full], dtype=float)
+    if norms.size == 0:
+        return ax
+    highlight = set(highlight)
+    order = np.argsort(-norms[0])
+    for rank, j in enumerate(order):
+        name = feature_names[j] if j < len(feature_names) else f"x{j}"
+        label = name if (rank < 8 or name in highlight) else None
+        style = {"linewidth": 1.6} if name in highlight else {"linewidth": 0.9}
+        ax.plot(lambdas, norms[:, j], label=label, **style)
+    for value, style in ((run["lambda_min"], "--"), (run["lambda_1se"], ":")):
+        ax.axvline(value, color="0.4", linestyle=style, linewidth=0.8)
+    ax.set(xlabel="λ", ylabel="‖input weights‖₂", title=f"{run['penalty']}: path")
+    _log_lambda(ax)
+    ax.legend(fontsize=6, ncol=2)
+    return ax
+
+
+def plot_sparsity(run: Run, points: Points, ax=None):
+    """Share of penalized weights non-zero and of input features used, against λ."""
+    ax = _axes(ax)
+    full = _full(points)
+    lambdas = [p["lambda"] for p in full]
+    nonzero = [p["n_nonzero"] / p["n_penalized"] if p["n_penalized"] else 0 for p in full]
+    n_inputs = max((len(p["feature_norms"]) for p in full), default=1) or 1
+    features = [p["n_features"] / n_inputs for p in full]
+    ax.plot(lambdas, nonzero, "o-", markersize=3, label="weights ≠ 0")
+    ax.plot(lambdas, features, "s-", markersize=3, label="input features used")
+    ax.set(xscale="log", xlabel="λ", ylabel="fraction", ylim=(-0.03, 1.03), title=f"{run['penalty']}: sparsity")
+    ax.legend(fontsize=7)
+    return ax
+
+
+def plot_losses(run: Run, points: Points, ax=None):
+    """Training and validation data loss against λ: over-fitting at small λ, under-fitting
+    at large λ."""
+    ax = _axes(ax)
+    full = _full(points)
+    lambdas = [p["lambda"] for p in full]
+    ax.plot(lambdas, [p["train_loss"] for p in full], "o-", markersize=3, label="training")
+    ax.plot(lambdas, [p["val_loss"] for p in full], "s-", markersize=3, label="validation")
+    ax.set(xlabel="λ", ylabel="data loss", title=f"{run['penalty']}: fit")
+    _log_lambda(ax)
+    ax.legend(fontsize=7)
+    return ax
+
+
+def plot_weight_histogram(run: Run, ax=None):
+    """The chosen model's layer weights; exact zeros drawn as their own bar."""
+    ax = _axes(ax, size=(3.2, 2.8))
+    weights = np.asarray(run["weights"], dtype=float)
+    zeros = weights == 0
+    nonzero = weights[~zeros]
+    if nonzero.size:
+        ax.hist(nonzero, bins=60, color="tab:blue", alpha=0.8, label="non-zero")
+    if zeros.any():
+        ax.bar(
+            [0.0],
+            [zeros.sum()],
+            width=(np.ptp(weights) or 1.0) / 60,
+            color="tab:red",
+            label=f"exactly 0: {100 * zeros.mean():.1f}%",
+        )
+    ax.set(xlabel="weight", ylabel="count", title=run["penalty"])
+    ax.set_yscale("symlog", linthresh=10)
+    ax.legend(fontsize=6)
+    return ax
+
+
+def plot_selected_features(runs: Sequence[Run], columns: Sequence[str], ax=None, truth: Sequence[str] = ()):
+    """Which original columns each penalty's chosen model keeps."""
+    ax = _axes(ax, size=(max(4.0, 0.35 * len(columns) + 1.5), 0.45 * len(runs) + 1.4))
+    kept = np.array([[column in set(run["features"]) for column in columns] for run in runs], dtype=float)
+    ax.imshow(kept, aspect="auto", cmap="Blues", vmin=0, vmax=1.3)
+    ax.set_xticks(np.arange(len(columns) + 1) - 0.5, minor=True)
+    ax.set_yticks(np.arange(len(runs) + 1) - 0.5, minor=True)
+    ax.grid(which="minor", color="white", linewidth=1.5)
+    ax.tick_params(which="minor", length=0)
+    ax.set_yticks(range(len(runs)), [run["penalty"] for run in runs])
+    ax.set_xticks(range(len(columns)), columns, rotation=70, fontsize=7, ha="right")
+    for label in ax.get_xticklabels():
+        if label.get_text() in set(truth):
+            label.set_fontweight("bold")
+    ax.set_title("input features kept" + (" (true ones in bold)" if truth else ""))
+    return ax

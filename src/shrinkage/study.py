@@ -1,0 +1,355 @@
+"""The main job: compare no penalty, L1, L2, elastic net and group lasso on one data set.
+
+:func:`run_study` reads the data (a bundled set, a synthetic set with known truth, or a
+CSV/Parquet file), holds out a test split, encodes the features on the training rows
+only, then for each penalty chooses λ by K-fold cross-validation on a path
+(:func:`~shrinkage.cv.cross_validate`; relaxed for the sparsifying penalties), keeps
+the model at λ_1se (or λ_min) and scores it on the test split. Everything lands in a
+:class:`~shrinkage.store.Store` as it finishes: the config, the data summary, every
+fold's and the full data's path points, the chosen models' metrics, features and
+weights. The report is built from the store alone.
+
+The group lasso acts on input features: the one-hot columns of one categorical
+feature form one group (kept or dropped whole), and the hidden layers' units form the
+groups of the later layers.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.model_selection import train_test_split
+from torch import nn
+
+from ._validation import check_bool, check_choice, check_int, check_number, fail
+from .cv import cross_validate, cross_validate_unpenalized, one_standard_error
+from .data import BUNDLED, load_dataset
+from .models import MLP
+from .path import Path, PathPoint
+from .penalties import L1, L2, ElasticNet, GroupLasso
+from .regularizer import Rule
+from .store import Store
+from .tabular import Encoder, Table, read_table, table_from_dataset
+from .train import evaluate, loss_for_task
+
+__all__ = ["PENALTY_CHOICES", "StudyConfig", "load_table", "prepare_study", "run_study", "study_rules"]
+
+PENALTY_CHOICES = ("none", "l1", "l2", "elasticnet", "group")
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    """What a study compares and how (every field is a CLI flag of ``shrinkage study``).
+
+    Parameters
+    ----------
+    dataset : str, optional
+        A bundled set (``diabetes`` by default; see :data:`shrinkage.data.BUNDLED`).
+    data, target : str, optional
+        A CSV or Parquet file and its target column (instead of ``dataset``).
+    task : {"auto", "regression", "binary", "multiclass"}
+    missing : {"impute", "error"}
+        Missing feature values: median (numeric) or their own level (categorical), or
+        refuse the data.
+    penalties : tuple of str
+        Among ``none``, ``l1``, ``l2``, ``elasticnet``, ``group``.
+    hidden : tuple of int
+        Hidden layer widths of the MLP.
+    l1_ratio : float
+        ρ of the elastic net.
+    cv, n_lambdas, lambda_min_ratio, selection, relax
+        As for :func:`~shrinkage.cv.cross_validate` (relax applies to the penalties
+        that select: L1, elastic net, group). L2, whose grid has no natural end where
+        weights vanish, spans ``lambda_min_ratio²``: twice the decades.
+    test_size : float
+        Fraction of rows held out for the test score (stratified for classes).
+    seed : int
+    n_jobs : int or None
+        Folds in parallel (joblib); -1 uses every core.
+    """
+
+    dataset: str | None = "diabetes"
+    data: str | None = None
+    target: str | None = None
+    task: str = "auto"
+    missing: str = "impute"
+    penalties: tuple[str, ...] = PENALTY_CHOICES
+    hidden: tuple[int, ...] = (32,)
+    l1_ratio: float = 0.5
+    cv: int = 5
+    n_lambdas: int = 20
+    lambda_min_ratio: float = 1e-2
+    selection: str = "1se"
+    relax: bool = True
+    test_size: float = 0.2
+    seed: int = 0
+    n_jobs: int | None = -1
+
+    def __post_init__(self) -> None:
+        if self.data is None:
+            check_choice("dataset", self.dataset, BUNDLED)
+        elif self.target is None:
+            raise ValueError("target must name the target column of the data file, got None")
+        check_choice("task", self.task, ("auto", "regression", "binary", "multiclass"))
+        check_choice("missing", self.missing, ("impute", "error"))
+        if not self.penalties:
+            raise fail("penalties", "a non-empty list of " + ", ".join(PENALTY_CHOICES), self.penalties)
+        for name in self.penalties:
+            check_choice("penalty", name, PENALTY_CHOICES)
+        for width in self.hidden:
+            check_int("hidden", width, low=1)
+        check_number("l1_ratio", self.l1_ratio, low=0.0, high=1.0, low_open=True)
+        check_int("cv", self.cv, low=2)
+        check_int("n_lambdas", self.n_lambdas, low=2)
+        check_number("lambda_min_ratio", self.lambda_min_ratio, low=0.0, high=1.0, low_open=True, high_open=True)
+        check_choice("selection", self.selection, ("1se", "min"))
+        check_bool("relax", self.relax)
+        check_number("test_size", self.test_size, low=0.0, high=1.0, low_open=True, high_open=True)
+        check_int("seed", self.seed)
+        if self.n_jobs is not None:
+            check_int("n_jobs", self.n_jobs)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def load_table(config: StudyConfig) -> Table:
+    """The study's data as a :class:`~shrinkage.tabular.Table`."""
+    if config.data is not None:
+        return read_table(config.data, config.target, task=config.task)
+    table = table_from_dataset(load_dataset(config.dataset))
+    if config.task not in ("auto", table.task):
+        raise fail("task", f"'{table.task}' (or 'auto') for the bundled set {config.dataset!r}", config.task)
+    return table
+
+
+def study_rules(name: str, groups: list[list[int]], model: nn.Module, l1_ratio: float) -> list[Rule] | None:
+    """The penalties of one study arm, at λ = 1 (the path scales them)."""
+    if name == "none":
+        return None
+    if name != "group":
+        penalty = {"l1": L1(1.0), "l2": L2(1.0), "elasticnet": ElasticNet(1.0, l1_ratio)}[name]
+        return [Rule(penalty)]
+    weights = [n for n, p in model.named_parameters() if p.ndim >= 2]
+    rules = [Rule(GroupLasso(1.0, groups=groups), select=weights[0])]  # input features, one-hot blocks whole
+    if len(weights) > 1:  # hidden units: so the first layer cannot shrink by rescaling into the next
+        rules.append(Rule(GroupLasso(1.0, groups="input"), select=weights[1:]))
+    return rules
+
+
+def _fingerprint(table: Table) -> str:
+    digest = hashlib.sha256()
+    digest.update(table.features.to_csv(index=False).encode())
+    digest.update(table.target.astype(str).str.cat(sep="\n").encode())
+    return digest.hexdigest()[:16]
+
+
+@dataclass
+class _Prepared:
+    table: Table
+    encoder: Encoder
+    X_train: np.ndarray
+    y_train: np.ndarray
+    X_test: np.ndarray
+    y_test: np.ndarray
+    y_scale: tuple[float, float] = (0.0, 1.0)
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+def prepare_study(config: StudyConfig) -> _Prepared:
+    """Read, split and encode the study's data (every data error surfaces here)."""
+    table = load_table(config)
+    y = table.y()
+    stratify = y if table.task != "regression" and np.bincount(y).min() >= 2 else None
+    rows = np.arange(table.n_samples)
+    train_rows, test_rows = train_test_split(
+        rows, test_size=config.test_size, random_state=config.seed, stratify=stratify
+    )
+    encoder = Encoder(config.missing).fit(table.features.iloc[train_rows])
+    X_train = encoder.transform(table.features.iloc[train_rows])
+    X_test = encoder.transform(table.features.iloc[test_rows])
+    y_train, y_test = y[train_rows], y[test_rows]
+    scale = (0.0, 1.0)
+    if table.task == "regression":  # standardized, so that λ means the same on any data
+        scale = (float(y_train.mean()), float(y_train.std()) or 1.0)
+        y_train, y_test = (y_train - scale[0]) / scale[1], (y_test - scale[0]) / scale[1]
+    summary = {
+        "name": table.name,
+        "task": table.task,
+        "n_samples": table.n_samples,
+        "n_train": len(train_rows),
+        "n_test": len(test_rows),
+        "columns": encoder.group_names,
+        "encoded_features": encoder.feature_names,
+        "groups": encoder.groups,
+        "classes": [str(c) for c in table.classes] if table.classes else None,
+        "true_features": table.true_features,
+        "target_scale": list(scale),
+        "notes": table.notes,
+        "fingerprint": _fingerprint(table),
+    }
+    return _Prepared(table, encoder, X_train, y_train, X_test, y_test, scale, summary)
+
+
+def _test_metrics(model: nn.Module, prepared: _Prepared, task: str) -> tuple[float, float]:
+    """(test loss, test score): standardized MSE and R², or cross-entropy and accuracy."""
+    X = torch.as_tensor(prepared.X_test, dtype=torch.float32)
+    y = torch.as_tensor(prepared.y_test)
+    loss = evaluate(model, X, y if task != "regression" else y.float(), loss_for_task(task))
+    with torch.no_grad():
+        out = model.eval()(X).double().numpy()
+    if task == "regression":
+        residual = prepared.y_test - out[:, 0]
+        return loss, float(1.0 - residual @ residual / np.sum((prepared.y_test - prepared.y_test.mean()) ** 2))
+    predicted = (out[:, 0] > 0).astype(int) if out.shape[1] == 1 else out.argmax(axis=1)
+    return loss, float(np.mean(predicted == prepared.y_test))
+
+
+def _columns_kept(features: Sequence[int], groups: list[list[int]], names: list[str]) -> list[str]:
+    used = set(features)
+    return [name for name, members in zip(names, groups) if used.intersection(members)]
+
+
+def _point_rows(path: Path, fold: int, include_dense: bool = False) -> list[dict[str, Any]]:
+    rows = []
+    points: list[tuple[int, PathPoint]] = list(enumerate(path.points))
+    if include_dense and path.dense is not None:
+        points = [(-1, path.dense), *points]
+    for idx, point in points:
+        record = point.record()
+        record["lambda"] = record.pop("lambda_")
+        record.pop("feature_names")
+        record.update(fold=fold, idx=idx, features=point.features, feature_norms=point.feature_norms)
+        rows.append(record)
+    return rows
+
+
+def _weights(model: nn.Module) -> np.ndarray:
+    return torch.cat([p.detach().flatten() for p in model.parameters() if p.ndim >= 2]).float().numpy()
+
+
+def run_study(
+    config: StudyConfig,
+    store: Store,
+    *,
+    prepared: _Prepared | None = None,
+    progress: bool | None = None,
+    on_run: Callable[[dict[str, Any]], None] | None = None,
+) -> int:
+    """Run (or resume) a study into ``store``; returns its id.
+
+    A study is identified by its config and a fingerprint of its data: running the
+    same study again continues it, skipping the penalties already stored.
+    ``prepared`` is :func:`prepare_study`'s result when the caller made it already;
+    ``on_run`` is called with each run's stored summary as it finishes.
+    """
+    prepared = prepared if prepared is not None else prepare_study(config)
+    table, task = prepared.table, prepared.table.task
+    key = hashlib.sha256(
+        json.dumps([config.to_dict(), prepared.summary["fingerprint"]], sort_keys=True).encode()
+    ).hexdigest()[:20]
+    study_id = store.find_study(key)
+    if study_id is None:
+        study_id = store.add_study(key=key, name=table.name, config=config.to_dict(), data=prepared.summary)
+    done = {run["penalty"] for run in store.runs(study_id)}
+    n_features = prepared.X_train.shape[1]
+    outputs = len(table.classes) if task == "multiclass" else 1
+    torch.manual_seed(config.seed)
+
+    def factory() -> nn.Module:
+        return MLP(n_features, config.hidden, outputs)
+
+    common = dict(
+        task=task,
+        cv=config.cv,
+        feature_names=prepared.encoder.feature_names,
+        n_jobs=config.n_jobs,
+        seed=config.seed,
+        progress=progress,
+    )
+    for name in config.penalties:
+        if name in done:
+            continue
+        start = time.perf_counter()
+        rules = study_rules(name, prepared.encoder.groups, factory(), config.l1_ratio)
+        if rules is None:
+            scores, sizes, full, model = cross_validate_unpenalized(
+                factory, prepared.X_train, prepared.y_train, **common
+            )
+            penalized = model
+            mean, se, _, _ = one_standard_error(scores[:, None], np.array([0.0]), sizes)
+            record = full.dense
+            run = dict(
+                penalty="none",
+                rules=[],
+                lambdas=[0.0],
+                cv_mean=mean,
+                cv_se=se,
+                admissible=[True],
+                lambda_min=0.0,
+                lambda_1se=0.0,
+                lambda_chosen=0.0,
+                selection=config.selection,
+                cv_loss=mean[0],
+                cv_loss_se=se[0],
+            )
+            points = _point_rows(full, -1, include_dense=True)
+            points += [dict(fold=k, idx=-1, **{"lambda": 0.0, "test_loss": float(s)}) for k, s in enumerate(scores)]
+        else:
+            sparsifying = any(r.penalty.sparsifying for r in rules)
+            result = cross_validate(
+                factory,
+                prepared.X_train,
+                prepared.y_train,
+                penalty=rules,
+                n_lambdas=config.n_lambdas,
+                # L2 has no λ where weights vanish to end its grid: it gets twice the decades
+                lambda_min_ratio=config.lambda_min_ratio if sparsifying else config.lambda_min_ratio**2,
+                selection=config.selection,
+                relax=config.relax and sparsifying,
+                **common,
+            )
+            model, record = result.model, result.path.points[result.index]
+            penalized = copy.deepcopy(result.model)  # the penalized fit (result.model may be relaxed)
+            penalized.load_state_dict(record.state)
+            run = dict(
+                penalty=name,
+                rules=[{"penalty": r.penalty.get_config(), "select": r.select} for r in rules],
+                lambdas=result.lambdas,
+                cv_mean=result.mean,
+                cv_se=result.se,
+                admissible=result.admissible,
+                lambda_min=result.lambda_min,
+                lambda_1se=result.lambda_1se,
+                lambda_chosen=result.lambda_,
+                selection=config.selection,
+                cv_loss=result.mean[result.index],
+                cv_loss_se=result.se[result.index],
+            )
+            points = _point_rows(result.path, -1, include_dense=True)
+            for k, fold in enumerate(result.folds):
+                points += _point_rows(fold, k)
+        test_loss, test_score = _test_metrics(model, prepared, task)
+        weights = _weights(penalized)
+        run.update(
+            test_loss=test_loss,
+            test_score=test_score,
+            fraction_zero=float(np.mean(weights == 0)) if weights.size else 0.0,
+            features=_columns_kept(record.features, prepared.encoder.groups, prepared.encoder.group_names),
+            n_features=len(_columns_kept(record.features, prepared.encoder.groups, prepared.encoder.group_names)),
+            weights=weights,
+            seconds=time.perf_counter() - start,
+        )
+        store.add_run(study_id, run, points)
+        if on_run is not None:
+            on_run(run)
+    store.set_status(study_id, "complete")
+    return study_id

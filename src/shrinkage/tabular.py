@@ -1,0 +1,262 @@
+"""Tables in, model-ready arrays out: reading CSV/Parquet, the task, encoding, groups.
+
+A :class:`Table` is data as the user has it: named columns of any type and a target.
+An :class:`Encoder`, fitted on training rows only, turns its features into numbers —
+numeric columns imputed (median) and standardized, other columns one-hot encoded
+(missing values as their own level) — and remembers which encoded columns came from
+which original column. Those blocks are the *groups* of a group lasso on input
+features, so a categorical feature is kept or dropped whole, under its own name.
+
+Files are read as data: a cell holding ``=SUM(A1:A9)`` is the string it is, never
+evaluated.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ._validation import Described, check_choice, fail
+from .data import Dataset
+
+__all__ = ["Encoder", "Table", "infer_task", "read_table", "table_from_dataset"]
+
+TASKS = ("auto", "regression", "binary", "multiclass")
+
+
+@dataclass
+class Table:
+    """Features and target as read (a pandas DataFrame and Series)."""
+
+    features: Any  # pandas.DataFrame
+    target: Any  # pandas.Series
+    name: str
+    task: str
+    classes: list | None = None  # sorted labels, for classification
+    true_features: list[str] | None = None  # known truth (synthetic data)
+    notes: list[str] = field(default_factory=list)  # what was dropped or changed, and why
+
+    @property
+    def n_samples(self) -> int:
+        return len(self.target)
+
+    def y(self) -> np.ndarray:
+        """Target values (regression) or class indices into ``classes``."""
+        values = self.target.to_numpy()
+        if self.task == "regression":
+            return values.astype(np.float64)
+        index = {label: k for k, label in enumerate(self.classes)}
+        return np.array([index[v] for v in values], dtype=np.int64)
+
+
+def infer_task(target: Any) -> str:
+    """``regression`` for real-valued targets; ``binary``/``multiclass`` for labels.
+
+    Non-numeric targets are labels. A numeric target is labels when it holds whole
+    numbers only and at most 10 distinct values (e.g. 0/1, ratings 1–5).
+    """
+    import pandas as pd
+
+    values = target.dropna()
+    n_unique = values.nunique()
+    numeric = pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)
+    if numeric and not (n_unique <= 10 and np.all(np.mod(values.to_numpy(dtype=float), 1) == 0)):
+        return "regression"
+    return "binary" if n_unique == 2 else "multiclass"
+
+
+def _finish(features, target, name: str, task: str, true_features=None) -> Table:
+    """Checks every table passes, from a file or a bundled set."""
+    import pandas as pd
+
+    check_choice("task", task, TASKS)
+    target_name = str(target.name)
+    missing = int(target.isna().sum())
+    if missing:
+        raise ValueError(
+            f"target column {target_name!r} must have no missing values, got {missing}; drop or fill those rows first"
+        )
+    if target.nunique() < 2:
+        raise fail(
+            f"target column {target_name!r}",
+            "at least two distinct values",
+            Described(f"only {target.iloc[0]}"),
+            verb="have",
+        )
+    if features.shape[1] == 0:
+        raise ValueError(f"the table must have feature columns besides the target {target_name!r}, got none")
+    notes = []
+    constant = [str(c) for c in features.columns if features[c].nunique(dropna=False) <= 1]
+    if constant:
+        note = f"dropped {len(constant)} constant column(s): {', '.join(constant)}"
+        warnings.warn(note, UserWarning, stacklevel=3)
+        notes.append(note)
+        features = features.drop(columns=constant)
+        if features.shape[1] == 0:
+            raise ValueError("every feature column is constant: nothing to learn from")
+    task = infer_task(target) if task == "auto" else task
+    classes = None
+    if task == "regression":
+        if not pd.api.types.is_numeric_dtype(target) or pd.api.types.is_bool_dtype(target):
+            raise fail("task", "'binary' or 'multiclass' for a non-numeric target", "regression")
+        target = target.astype(np.float64)
+        if not np.all(np.isfinite(target.to_numpy())):
+            raise ValueError(f"target column {target_name!r} must hold finite numbers")
+    else:
+        classes = sorted(target.astype(object).unique().tolist(), key=str)
+        if task == "binary" and len(classes) != 2:
+            raise fail("task", f"'multiclass' for a target with {len(classes)} classes", "binary")
+        target = target.astype(object)
+    return Table(
+        features.reset_index(drop=True),
+        target.reset_index(drop=True),
+        name,
+        task,
+        classes,
+        true_features,
+        notes,
+    )
+
+
+def read_table(path: str | Path, target: str, *, task: str = "auto") -> Table:
+    """Read a CSV or Parquet file with a ``target`` column.
+
+    Raises a ``ValueError`` or ``FileNotFoundError`` naming the problem for a missing
+    file, a directory, an unreadable or empty file, an unknown target column, a target
+    with missing values or a single value.
+    """
+    import pandas as pd
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"data file {str(path)!r} does not exist")
+    if path.is_dir():
+        raise fail("data file", "a file", Described(f"the directory {str(path)!r}"))
+    suffix = path.suffix.lower()
+    try:
+        if suffix in (".parquet", ".pq"):
+            frame = pd.read_parquet(path)
+        elif suffix in (".csv", ".txt", ".tsv", ""):
+            frame = _read_csv(path, sep="\t" if suffix == ".tsv" else ",")
+        else:
+            raise fail("data file", "a .csv, .tsv or .parquet file", Described(repr(path.name)))
+    except (pd.errors.EmptyDataError, pd.errors.ParserError) as error:
+        raise ValueError(f"data file {str(path)!r} cannot be read as a table: {str(error).splitlines()[0]}") from None
+    except (OSError, ValueError) as error:
+        if isinstance(error, FileNotFoundError) or "must be" in str(error):
+            raise
+        raise ValueError(f"data file {str(path)!r} cannot be read: {str(error).splitlines()[0]}") from None
+    if frame.shape[0] == 0:
+        raise ValueError(f"data file {str(path)!r} has no rows")
+    columns = [str(c) for c in frame.columns]
+    frame.columns = columns
+    if target not in columns:
+        shown = ", ".join(repr(c) for c in columns[:12]) + (", …" if len(columns) > 12 else "")
+        raise ValueError(f"target column {target!r} is not in {path.name}; its columns are {shown}")
+    return _finish(frame.drop(columns=[target]), frame[target], path.name, task)
+
+
+def _read_csv(path: Path, sep: str):
+    """CSV as plain data: UTF-8 (with or without BOM), else Latin-1; nothing evaluated."""
+    import pandas as pd
+
+    for encoding in ("utf-8-sig", "latin-1"):
+        try:
+            return pd.read_csv(path, sep=sep, encoding=encoding, low_memory=False)
+        except UnicodeDecodeError:
+            continue
+    raise ValueError(f"data file {str(path)!r} is neither UTF-8 nor Latin-1 text")
+
+
+def table_from_dataset(data: Dataset) -> Table:
+    """A bundled or synthetic :class:`~shrinkage.data.Dataset` as a table."""
+    import pandas as pd
+
+    features = pd.DataFrame(data.X, columns=data.feature_names)
+    if data.task == "regression":
+        target = pd.Series(data.y, name="target")
+    else:
+        labels = np.asarray(data.classes, dtype=object)[data.y] if data.classes else data.y
+        target = pd.Series(labels, name="target")
+    truth = [data.feature_names[j] for j in data.true_features] if data.true_features else None
+    return _finish(features, target, data.name, data.task, truth)
+
+
+class Encoder:
+    """Impute, one-hot encode and standardize a table's features; fitted on training rows.
+
+    Attributes (after :meth:`fit`)
+    ------------------------------
+    feature_names : list of str
+        Encoded columns: a numeric column keeps its name, a level of a categorical
+        column is ``"column=level"``.
+    groups : list of list of int
+        For each original column, its encoded columns (in ``group_names`` order).
+    group_names : list of str
+        The original column names.
+    """
+
+    def __init__(self, missing: str = "impute"):
+        self.missing = check_choice("missing", missing, ("impute", "error"))
+
+    def fit(self, frame) -> Encoder:
+        import pandas as pd
+        from sklearn.compose import ColumnTransformer
+        from sklearn.impute import SimpleImputer
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+        if self.missing == "error":
+            counts = frame.isna().sum()
+            bad = counts[counts > 0]
+            if len(bad):
+                listed = ", ".join(f"{c!r} ({n})" for c, n in bad.items())
+                raise ValueError(f"feature columns must have no missing values with missing='error', got {listed}")
+        self.numeric = [
+            c
+            for c in frame.columns
+            if pd.api.types.is_numeric_dtype(frame[c]) and not pd.api.types.is_bool_dtype(frame[c])
+        ]
+        self.categorical = [c for c in frame.columns if c not in self.numeric]
+        self.transformer = ColumnTransformer(
+            [
+                ("numeric", make_pipeline(SimpleImputer(strategy="median"), StandardScaler()), self.numeric),
+                (
+                    "categorical",
+                    make_pipeline(
+                        SimpleImputer(strategy="constant", fill_value="(missing)"),
+                        OneHotEncoder(handle_unknown="ignore", sparse_output=False),
+                    ),
+                    self.categorical,
+                ),
+            ],
+            sparse_threshold=0.0,
+        )
+        self.transformer.fit(self._as_columns(frame))
+        self.feature_names = list(self.numeric)
+        self.groups = [[j] for j in range(len(self.numeric))]
+        self.group_names = list(self.numeric)
+        if self.categorical:
+            encoder = self.transformer.named_transformers_["categorical"][-1]
+            start = len(self.numeric)
+            for column, levels in zip(self.categorical, encoder.categories_):
+                self.feature_names += [f"{column}={level}" for level in levels]
+                self.groups.append(list(range(start, start + len(levels))))
+                self.group_names.append(column)
+                start += len(levels)
+        return self
+
+    def _as_columns(self, frame):
+        """Numeric columns as they are; categorical values as strings, missing as NaN."""
+        import pandas as pd
+
+        values = frame[self.categorical].astype(object)
+        values = values.where(values.isna(), values.astype(str))
+        return pd.concat([frame[self.numeric], values], axis=1)
+
+    def transform(self, frame) -> np.ndarray:
+        return np.asarray(self.transformer.transform(self._as_columns(frame)), dtype=np.float64)

@@ -1,0 +1,42 @@
+"""The main job: what a study stores, on data with known truth."""
+
+from __future__ import annotations
+
+from shrinkage.store import Store
+from shrinkage.study import run_study
+
+
+def test_sparse_penalties_keep_exactly_the_true_features(truth_study):
+    with Store(truth_study["store"], create=False) as store:
+        runs = {run["penalty"]: run for run in store.runs(truth_study["study"])}
+    assert set(runs) == {"none", "l1", "l2", "group"}
+    for name in ("l1", "group"):  # the stored selection at λ_1se
+        assert runs[name]["features"] == truth_study["truth"], name
+        assert runs[name]["lambda_chosen"] == runs[name]["lambda_1se"] >= runs[name]["lambda_min"]
+        assert runs[name]["fraction_zero"] > 0.5
+    assert runs["none"]["features"] == truth_study["columns"]  # no penalty keeps all, colour included
+    assert runs["l2"]["fraction_zero"] == 0.0
+    assert runs["group"]["test_score"] > 0.9 and runs["group"]["test_score"] > runs["none"]["test_score"]
+
+
+def test_every_fold_and_lambda_is_stored(truth_study):
+    with Store(truth_study["store"], create=False) as store:
+        for run in store.runs(truth_study["study"]):
+            points = store.points(run["id"])
+            folds = {p["fold"] for p in points}
+            assert folds == {-1, 0, 1, 2, 3, 4}, run["penalty"]
+            if run["penalty"] != "none":
+                full = [p for p in points if p["fold"] == -1 and p["idx"] >= 0]
+                assert [p["lambda"] for p in full] == run["lambdas"]
+                assert all(len(p["feature_norms"]) == 49 + 3 for p in full)  # 49 numeric, 3 one-hot columns
+                for fold in range(5):
+                    assert len([p for p in points if p["fold"] == fold]) == len(run["lambdas"])
+
+
+def test_running_the_same_study_again_resumes_it(truth_study):
+    with Store(truth_study["store"]) as store:
+        before = store.runs(truth_study["study"])
+        again = run_study(truth_study["config"], store, progress=False)  # everything stored: nothing to do
+        assert again == truth_study["study"]
+        assert [r["id"] for r in store.runs(again)] == [r["id"] for r in before]
+        assert store.study(again)["status"] == "complete"

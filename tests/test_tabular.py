@@ -1,0 +1,137 @@
+"""Reading user tables: tasks, encoding, groups, missing values, bad files."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from shrinkage.tabular import Encoder, infer_task, read_table
+
+
+@pytest.fixture
+def frame(rng):
+    n = 60
+    return pd.DataFrame(
+        {
+            "age": rng.integers(20, 70, n).astype(float),
+            "city": rng.choice(["Oslo", "Lima", "Pune"], n),
+            "income": rng.normal(50, 10, n),
+            "constant": 1.0,
+            "y": rng.normal(size=n),
+        }
+    )
+
+
+def test_csv_one_hot_groups_and_constant_column(tmp_path, frame):
+    frame.loc[3, "age"] = np.nan
+    frame.loc[5, "city"] = np.nan
+    path = tmp_path / "data.csv"
+    frame.to_csv(path, index=False)
+    with pytest.warns(UserWarning, match=r"dropped 1 constant column\(s\): constant"):
+        table = read_table(path, "y")
+    assert table.task == "regression" and list(table.features.columns) == ["age", "city", "income"]
+    assert table.notes == ["dropped 1 constant column(s): constant"]
+    encoder = Encoder().fit(table.features)
+    X = encoder.transform(table.features)
+    assert encoder.group_names == ["age", "income", "city"]
+    assert encoder.feature_names == ["age", "income", "city=(missing)", "city=Lima", "city=Oslo", "city=Pune"]
+    assert encoder.groups == [[0], [1], [2, 3, 4, 5]]
+    assert X.shape == (60, 6) and np.isfinite(X).all()
+    np.testing.assert_allclose(X[:, :2].mean(0), 0, atol=1e-12)  # standardized after median imputation
+    assert X[5, 2] == 1.0  # the missing city is its own level
+    with pytest.raises(
+        ValueError,
+        match=r"feature columns must have no missing values with missing='error', got 'age' \(1\), 'city' \(1\)",
+    ):
+        Encoder("error").fit(table.features)
+
+
+def test_parquet_and_classification_targets(tmp_path, frame):
+    frame["label"] = np.where(frame["income"] > 50, "high", "low")
+    path = tmp_path / "data.parquet"
+    frame.drop(columns=["y", "constant"]).to_parquet(path)
+    table = read_table(path, "label")
+    assert table.task == "binary" and table.classes == ["high", "low"]
+    assert set(table.y()) == {0, 1}
+    assert table.y()[frame["label"].to_numpy() == "low"].tolist() == [1] * int((frame["label"] == "low").sum())
+
+
+@pytest.mark.parametrize(
+    "values, task",
+    [
+        ([1.5, 2.25, 3.0, 4.5], "regression"),
+        ([0, 1, 1, 0], "binary"),
+        ([1, 2, 3, 1, 2, 3], "multiclass"),
+        (list(range(50)), "regression"),
+        (["a", "b", "c"], "multiclass"),
+        ([True, False], "binary"),
+    ],
+)
+def test_task_inference(values, task):
+    assert infer_task(pd.Series(values)) == task
+
+
+def test_formulas_and_latin1_are_read_as_data(tmp_path):
+    path = tmp_path / "odd.csv"
+    path.write_bytes("note,x,y\n=SUM(A1:A9),1,2.5\n@cmd,2,3.5\ncaf\xe9,3,1.0\n=1+1,4,0.5\n".encode("latin-1"))
+    table = read_table(path, "y")
+    assert table.features["note"].tolist() == ["=SUM(A1:A9)", "@cmd", "café", "=1+1"]
+
+
+@pytest.mark.parametrize(
+    "setup, target, error, message",
+    [
+        (lambda p: None, "y", FileNotFoundError, "data file '{path}' does not exist"),
+        (lambda p: p.mkdir(), "y", ValueError, "data file must be a file, got the directory '{path}'"),
+        (lambda p: p.write_text(""), "y", ValueError, "data file '{path}' cannot be read as a table"),
+        (lambda p: p.write_text("a,b\n"), "b", ValueError, "data file '{path}' has no rows"),
+        (
+            lambda p: p.write_text("a,b\n1,2\n3,4\n"),
+            "c",
+            ValueError,
+            "target column 'c' is not in data.csv; its columns are 'a', 'b'",
+        ),
+        (
+            lambda p: p.write_text("a,b\n1,2\n3,2\n"),
+            "b",
+            ValueError,
+            "target column 'b' must have at least two distinct values, got only 2",
+        ),
+        (
+            lambda p: p.write_text("a,b\n1,2\n3,\n5,1\n"),
+            "b",
+            ValueError,
+            "target column 'b' must have no missing values, got 1",
+        ),
+        (
+            lambda p: p.write_text("b\n1\n2\n"),
+            "b",
+            ValueError,
+            "the table must have feature columns besides the target 'b', got none",
+        ),
+        (
+            lambda p: p.write_text("a,b\n1,1\n1,2\n"),
+            "b",
+            ValueError,
+            "every feature column is constant: nothing to learn from",
+        ),
+    ],
+)
+def test_bad_files(tmp_path, setup, target, error, message):
+    path = tmp_path / "data.csv"
+    setup(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(error) as info:
+            read_table(path, target)
+    assert message.format(path=path) in str(info.value)
+
+
+def test_unknown_extension(tmp_path):
+    path = tmp_path / "data.xlsx"
+    path.write_text("x")
+    with pytest.raises(ValueError, match=r"data file must be a .csv, .tsv or .parquet file, got 'data.xlsx'"):
+        read_table(path, "y")
