@@ -12,6 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from shrinkage.cli import main
+from shrinkage.prune import load_model
 from shrinkage.store import Store
 
 FAST = ["--hidden", "4", "--cv", "3", "--n-lambdas", "4", "--n-jobs", "1", "--quiet"]
@@ -22,6 +23,7 @@ def table(tmp_path):
     rng = np.random.default_rng(0)
     frame = pd.DataFrame({"a": rng.normal(size=90), "b": rng.normal(size=90), "kind": rng.choice(["u", "v"], 90)})
     frame["y"] = frame["a"] - frame["b"] + (frame["kind"] == "u") + 0.1 * rng.normal(size=90)
+    frame["const"] = 3.0  # dropped with a warning
     path = tmp_path / "small.csv"
     frame.to_csv(path, index=False)
     return path
@@ -35,6 +37,7 @@ def test_study_end_to_end_then_runs_and_report(tmp_path, table):
     out = tmp_path / "out"
     result = run("study", "--data", table, "--target", "y", "--penalties", "none,l1,group", "--out", out, *FAST)
     assert result.exit_code == 0, result.output
+    assert "shrinkage: warning: dropped 1 constant column(s): const" in result.stderr
     assert "shrinkage study 1 — small.csv (regression, 90 rows)" in result.output
     for penalty in ("none", "l1", "group"):
         assert f"│ {penalty}" in result.output
@@ -46,6 +49,15 @@ def test_study_end_to_end_then_runs_and_report(tmp_path, table):
     assert listed.exit_code == 0 and "small.csv" in listed.output and "3/3" in listed.output
     rebuilt = run("report", out / "results.sqlite", "--out", tmp_path / "again.html")
     assert rebuilt.exit_code == 0 and (tmp_path / "again.html").read_text() == (out / "report.html").read_text()
+
+    pruned_path = tmp_path / "l1.safetensors"
+    pruned = run("prune", out / "results.sqlite", "--penalty", "l1", "--out", pruned_path)
+    assert pruned.exit_code == 0, pruned.output
+    assert "kept features:" in pruned.output and "parameters" in pruned.output
+    model, metadata = load_model(pruned_path)
+    kept = metadata["features"]
+    assert metadata["pruned"] and set(kept) <= {"a", "b", "kind=u", "kind=v"}
+    assert next(model.parameters()).shape[1] == len(kept)
 
 
 @pytest.mark.parametrize("suffix", [".png", ".svg"])
@@ -84,7 +96,7 @@ def _bad(tmp_path, table):
         (["study", "--dataset", "iris"], "Invalid value for '--dataset': 'iris' is not one of 'diabetes'"),
         (
             ["study", "--data", table, "--target", "nope"],
-            "target column 'nope' is not in small.csv; its columns are 'a', 'b', 'kind', 'y'",
+            "target column 'nope' is not in small.csv; its columns are 'a', 'b', 'kind', 'y', 'const'",
         ),
         (
             ["study", "--data", single, "--target", "y"],
@@ -112,13 +124,15 @@ def _bad(tmp_path, table):
         (["geometry", "--out", tmp_path / "g.jpg"], "--out must end in .png or .svg"),
         (["geometry", "--hessian", "1,2,1"], "hessian must be symmetric positive definite"),
         (["frobnicate"], "No such command 'frobnicate'"),
+        (["prune", tmp_path / "none.sqlite", "--penalty", "l1"], "store '{tmp}/none.sqlite' does not exist"),
+        (["prune", not_ours, "--penalty", "l1"], "is an SQLite file but not a shrinkage results store"),
     ]
 
 
 def test_usage_errors_are_one_line_with_exit_code_2(tmp_path, table):
     for args, message in _bad(tmp_path, table):
         result = CliRunner().invoke(main, [str(a) for a in args])
-        lines = result.output.strip().splitlines()
+        lines = [line for line in result.output.strip().splitlines() if not line.startswith("shrinkage: warning: ")]
         assert result.exit_code == 2, (args, result.output)
         assert len(lines) == 1 and lines[0].startswith("shrinkage: error: "), (args, result.output)
         assert message.format(tmp=tmp_path) in lines[0], (args, lines[0])

@@ -101,7 +101,7 @@ def test_config_round_trip(penalty):
 
 def test_make_penalty_by_name():
     assert make_penalty("elasticnet", lambda_=0.1, l1_ratio=0.2) == ElasticNet(0.1, 0.2)
-    assert sorted(PENALTIES) == ["elasticnet", "group", "l1", "l2", "sparse_group"]
+    assert sorted(PENALTIES) == ["elasticnet", "group", "hierarchical", "l1", "l2", "sparse_group"]
 
 
 @pytest.mark.parametrize(
@@ -139,7 +139,7 @@ def test_make_penalty_by_name():
         (
             lambda: make_penalty("lasso"),
             ValueError,
-            "penalty must be one of 'l1', 'l2', 'elasticnet', 'group', 'sparse_group', got 'lasso'",
+            "penalty must be one of 'l1', 'l2', 'elasticnet', 'group', 'sparse_group', 'hierarchical', got 'lasso'",
         ),
         (lambda: make_penalty(3), TypeError, "penalty must be one of"),
         (lambda: make_penalty("l1", rho=2), TypeError, "penalty 'l1' got an unknown argument"),

@@ -28,6 +28,9 @@ class _Parse(HTMLParser):
             self.images.append(attrs.get("src", ""))
         if tag in ("a", "link", "script", "iframe"):
             self.links.append((tag, attrs))
+        if tag == "tr" and "data-pruned" in attrs:
+            self._row = "pruned:" + attrs["data-pruned"]
+            self.cells[self._row] = {}
         if tag == "tr" and "data-penalty" in attrs:
             self._row = attrs["data-penalty"]
             self.cells[self._row] = {}
@@ -70,7 +73,7 @@ def test_numbers_match_the_store(truth_study):
     report = _parsed(truth_study["report"])
     with Store(truth_study["store"], create=False) as store:
         runs = store.runs(truth_study["study"])
-    assert set(report.cells) == {run["penalty"] for run in runs}
+    assert {name for name in report.cells if not name.startswith("pruned:")} == {run["penalty"] for run in runs}
     for run in runs:
         cells = report.cells[run["penalty"]]
         assert cells["lambda_chosen"] == f"{run['lambda_chosen']:.4g}"
@@ -139,3 +142,20 @@ def test_report_renders_in_headless_chromium(truth_study, tmp_path):
         assert re.search(r"group\s", text) and "x0, x1, x2, x3, x4" in text
     finally:
         browser.quit()
+
+
+def test_pruned_sizes_follow_the_kept_features(truth_study):
+    """The size table: the chosen model keeps as many inputs as the run selected, and
+    the sparse penalties' pruned models are smaller than the dense ones."""
+    report = _parsed(truth_study["report"])
+    with Store(truth_study["store"], create=False) as store:
+        runs = {run["penalty"]: run for run in store.runs(truth_study["study"])}
+        encoded = store.study(truth_study["study"])["data"]["encoded_features"]
+    assert {name for name in report.cells if name.startswith("pruned:")} == {f"pruned:{p}" for p in runs}
+    for penalty, run in runs.items():
+        cells = report.cells[f"pruned:{penalty}"]
+        kept, total = (int(v) for v in cells["inputs"].split(" / "))
+        columns_kept = [name for name in encoded if name.split("=")[0] in run["features"]]  # colour=red, …
+        assert kept == len(columns_kept) and total == len(encoded) == len(truth_study["columns"]) + 2
+        before, after = (int(v) for v in cells["model_params"].split(" → "))
+        assert (after < before) == (penalty in ("l1", "group")), (penalty, before, after)

@@ -7,7 +7,7 @@
 >>> _ = reg.attach(optimizer)                                    # that's all
 """
 
-from .penalties import L1, L2, ElasticNet, GroupLasso, Penalty, SparseGroupLasso, make_penalty
+from .penalties import L1, L2, ElasticNet, GroupLasso, HierarchicalLasso, Penalty, SparseGroupLasso, make_penalty
 from .regularizer import MODES, Regularizer, Rule, SparsityReport
 
 __all__ = [
@@ -16,6 +16,7 @@ __all__ = [
     "MODES",
     "ElasticNet",
     "GroupLasso",
+    "HierarchicalLasso",
     "Penalty",
     "Regularizer",
     "Rule",

@@ -199,9 +199,11 @@ def study(
         seed=seed,
         n_jobs=n_jobs,
     )
+    store_path = store_path or out_dir / "results.sqlite"
+    if store_path.exists():  # someone else's file fails before the data are read
+        Store(store_path, create=False).close()
     prepared = prepare_study(config)  # data errors before anything is written
     _writable_folder(out_dir)
-    store_path = store_path or out_dir / "results.sqlite"
     console = Console(stderr=True, quiet=quiet)
     with Store(store_path) as store:
 
@@ -306,6 +308,47 @@ def report(store_path: Path, study_id: int | None, out_path: Path) -> None:
 
     with Store(store_path, create=False) as store:
         click.echo(f"report: {build_report(store, study_id, out_path)}")
+
+
+@main.command("prune")
+@click.argument("store_path", type=click.Path(path_type=Path))
+@click.option("--penalty", required=True, help="Whose chosen model to export (l1, group, …).")
+@click.option("--study", "study_id", type=int, default=None, help="Study id [default: the latest].")
+@click.option("--penalized", is_flag=True, help="Export the penalized fit rather than the chosen (relaxed) model.")
+@click.option(
+    "--out",
+    "out_path",
+    type=click.Path(path_type=Path),
+    default=Path("pruned.safetensors"),
+    show_default=True,
+    help="Weights-only model file (safetensors).",
+)
+def prune_command(store_path: Path, penalty: str, study_id: int | None, penalized: bool, out_path: Path) -> None:
+    """Export a study's model without its unused inputs and dead units.
+
+    Prints the features it keeps and its size, FLOPs and CPU latency before and after;
+    writes a weights-only file that shrinkage.prune.load_model reads back.
+    """
+    from .prune import load_model, prune, save_model
+    from .store import Store
+
+    with Store(store_path, create=False) as store:
+        studies = store.studies()
+        if not studies:
+            raise ValueError(f"store {str(store_path)!r} holds no study yet")
+        study = store.study(study_id if study_id is not None else studies[-1]["id"])
+        runs = {run["penalty"]: run for run in store.runs(study["id"])}
+    if penalty not in runs:
+        raise ValueError(f"penalty must be one of the study's runs ({', '.join(runs)}), got {penalty!r}")
+    blob = runs[penalty]["penalized" if penalized else "model"]
+    if blob is None:
+        raise ValueError(f"the {penalty!r} run of study {study['id']} has no stored model")
+    model, metadata = load_model(bytes(blob))
+    pruned, report = prune(model, feature_names=metadata.get("features"))
+    save_model(pruned, out_path, metadata={**metadata, "features": report.kept_feature_names, "pruned": True})
+    click.echo(report.summary())
+    click.echo(f"kept features: {', '.join(report.kept_feature_names) or 'none'}")
+    click.echo(f"written {out_path} (reads the kept features, in this order)")
 
 
 @main.command()

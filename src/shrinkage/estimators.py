@@ -23,6 +23,9 @@ Each minimizes ``mean_i ℓ(f(x_i), y_i) + λ·R(W)`` over the weights ``W`` of 
                    matrix, so whole input features (first layer) and whole hidden
                    units (later layers) drop out
 ``"sparse_group"`` ``ρ·Σ|w| + (1 − ρ)·group``
+``"hierarchical"`` LassoNet: a :class:`~shrinkage.models.SkipMLP` whose features enter
+                   the hidden layers only through their linear skip weight (bound
+                   ``M``), selected by ``λ·Σ_j ‖skip_j‖`` (:class:`~shrinkage.HierarchicalLasso`)
 =================  ==================================================================
 
 They are also feature selectors (``transform`` keeps the input features the network
@@ -47,10 +50,11 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from torch import nn
 
 from .cv import cross_validate
-from .models import ACTIVATIONS, MLP
+from .models import ACTIVATIONS, MLP, SkipMLP
 from .path import FIT_CONFIG, column_norms, regularization_path
-from .penalties import L1, L2, ElasticNet, GroupLasso, Penalty, SparseGroupLasso
-from .regularizer import MODES, Regularizer
+from .penalties import L1, L2, ElasticNet, GroupLasso, HierarchicalLasso, SparseGroupLasso
+from .prune import PruneReport, prune
+from .regularizer import MODES, Regularizer, Rule
 from .train import OPTIMIZERS, TrainConfig, loss_for_task, make_optimizer, train
 
 __all__ = [
@@ -60,11 +64,12 @@ __all__ = [
     "ShrinkageMLPRegressorCV",
 ]
 
-PENALTY_NAMES = ("none", "l1", "l2", "elasticnet", "group", "sparse_group")
+PENALTY_NAMES = ("none", "l1", "l2", "elasticnet", "group", "sparse_group", "hierarchical")
 
 _COMMON_CONSTRAINTS: dict[str, list] = {
     "hidden_layer_sizes": ["array-like"],
     "l1_ratio": [Interval(numbers.Real, 0, 1, closed="both")],
+    "M": [Interval(numbers.Real, 0, None, closed="neither")],
     "mode": [StrOptions(set(MODES))],
     "activation": [StrOptions(set(ACTIVATIONS))],
     "optimizer": [StrOptions(set(OPTIMIZERS))],
@@ -81,15 +86,20 @@ _COMMON_CONSTRAINTS: dict[str, list] = {
 }
 
 
-def _penalty(name: str, lambda_: float, l1_ratio: float) -> Penalty | None:
-    return {
-        "none": lambda: None,
+def _penalty(name: str, lambda_: float, l1_ratio: float, M: float) -> list[Rule] | None:
+    """The rules of a penalty name (None for "none"), over every layer weight."""
+    if name == "none":
+        return None
+    if name == "hierarchical":  # LassoNet: on a SkipMLP's skip and first-layer weights
+        return [Rule(HierarchicalLasso(lambda_, M=M), select=["skip.weight", "body.0.weight"])]
+    penalty = {
         "l1": lambda: L1(lambda_),
         "l2": lambda: L2(lambda_),
         "elasticnet": lambda: ElasticNet(lambda_, l1_ratio),
         "group": lambda: GroupLasso(lambda_, groups="input"),
         "sparse_group": lambda: SparseGroupLasso(lambda_, l1_ratio, groups="input"),
     }[name]()
+    return [Rule(penalty)]
 
 
 def _importances(model: nn.Module, selected: np.ndarray) -> np.ndarray:
@@ -139,7 +149,8 @@ class _ShrinkageMLP(SelectorMixin, BaseEstimator):
                 f"Got {self.hidden_layer_sizes!r} instead."
             )
         hidden, activation = tuple(int(s) for s in sizes), self.activation
-        return lambda: MLP(n_features, hidden, n_outputs, activation=activation)
+        model = SkipMLP if self.penalty == "hierarchical" else MLP
+        return lambda: model(n_features, hidden, n_outputs, activation=activation)
 
     # ----------------------------------------------------------------- data
     def _validate(self, X, y, *, reset: bool):
@@ -180,6 +191,14 @@ class _ShrinkageMLP(SelectorMixin, BaseEstimator):
     def __sklearn_is_fitted__(self) -> bool:
         return hasattr(self, "model_")
 
+    def prune(self, *, measure: bool = True) -> tuple[nn.Module, PruneReport]:
+        """The fitted network without its unused inputs and dead units (see
+        :func:`shrinkage.prune.prune`): a smaller module that reads
+        ``X[:, report.kept_features]`` and predicts the same, and a report of the size,
+        FLOPs and (with ``measure``) CPU latency before and after."""
+        check_is_fitted(self)
+        return prune(self.model_, feature_names=self._feature_names(self.n_features_in_), measure=measure)
+
     def _get_support_mask(self) -> np.ndarray:
         check_is_fitted(self)
         return self.selected_features_
@@ -215,16 +234,16 @@ class _SingleLambda(_ShrinkageMLP):
         X, y = self._validate(X, y, reset=True)
         self._set_classes(y)
         target, task, outputs = self._encode_y(y)
-        penalty = _penalty(self.penalty, self.lambda_, self.l1_ratio)
+        rules = _penalty(self.penalty, self.lambda_, self.l1_ratio, self.M)
         warm = self.warm_start and hasattr(self, "model_")
         model = copy.deepcopy(self.model_) if warm else self._factory(X.shape[1], outputs)
-        lambdas = [self.lambda_] if penalty is not None and self.lambda_ > 0 else []
+        lambdas = [self.lambda_] if rules is not None and self.lambda_ > 0 else []
         seed = self._seed()
         path, fitted = regularization_path(
             model,
             X,
             target,
-            penalty=penalty if penalty is not None else L1(0.0),
+            penalty=rules if rules is not None else L1(0.0),
             task=task,
             lambdas=lambdas,
             mode=self.mode,
@@ -262,8 +281,8 @@ class _SingleLambda(_ShrinkageMLP):
         config = self._train_config().replace(max_epochs=1, restore_best=False)
         if getattr(self, "_optimizer", None) is None:  # kept between calls, like the weights
             self._optimizer = make_optimizer(config.optimizer, model.parameters(), lr=config.lr)
-        penalty = _penalty(self.penalty, self.lambda_, self.l1_ratio)
-        reg = Regularizer(model, penalty, mode=self.mode) if penalty is not None else None
+        rules = _penalty(self.penalty, self.lambda_, self.l1_ratio, self.M)
+        reg = Regularizer(model, rules, mode=self.mode) if rules is not None else None
         parameter = next(model.parameters())
         self._partial_seed += 1
         result = train(
@@ -299,7 +318,7 @@ class _CrossValidated(_ShrinkageMLP):
             self._factory(X.shape[1], outputs),
             X,
             target,
-            penalty=_penalty(self.penalty, 1.0, self.l1_ratio),
+            penalty=_penalty(self.penalty, 1.0, self.l1_ratio, self.M),
             task=task,
             cv=self.cv,
             lambdas=self.lambdas,
@@ -390,6 +409,9 @@ _COMMON_DOC = """
         Widths of the hidden layers; ``()`` makes a linear model.
     l1_ratio : float in [0, 1], default 0.5
         ρ, for ``"elasticnet"`` and ``"sparse_group"``.
+    M : float > 0, default 10
+        The hierarchy bound of ``"hierarchical"`` (LassoNet): a feature's first-layer
+        weights stay within ``M`` times its skip weight. Exact with ``optimizer="sgd"``.
     mode : {"proximal", "loss", "gradient", "decoupled"}, default "proximal"
         How the penalty reaches the weights; only ``"proximal"`` gives exact zeros.
     activation : {"relu", "tanh", "gelu", "silu"}, default "relu"
@@ -446,7 +468,7 @@ class ShrinkageMLPRegressor(_RegressorMethods, _SingleLambda):
 
     Parameters
     ----------
-    penalty : {{"l1", "l2", "elasticnet", "group", "sparse_group", "none"}}, default "l1"
+    penalty : {{"l1", "l2", "elasticnet", "group", "sparse_group", "hierarchical", "none"}}, default "l1"
     lambda_ : float >= 0, default 1e-3
         The strength λ.
     {_COMMON_DOC}
@@ -477,6 +499,7 @@ class ShrinkageMLPRegressor(_RegressorMethods, _SingleLambda):
         penalty="l1",
         lambda_=1e-3,
         l1_ratio=0.5,
+        M=10.0,
         mode="proximal",
         activation="relu",
         optimizer="adam",
@@ -496,6 +519,7 @@ class ShrinkageMLPRegressor(_RegressorMethods, _SingleLambda):
         self.penalty = penalty
         self.lambda_ = lambda_
         self.l1_ratio = l1_ratio
+        self.M = M
         self.mode = mode
         self.activation = activation
         self.optimizer = optimizer
@@ -526,7 +550,7 @@ class ShrinkageMLPClassifier(_ClassifierMethods, _SingleLambda):
 
     Parameters
     ----------
-    penalty : {{"l1", "l2", "elasticnet", "group", "sparse_group", "none"}}, default "l1"
+    penalty : {{"l1", "l2", "elasticnet", "group", "sparse_group", "hierarchical", "none"}}, default "l1"
     lambda_ : float >= 0, default 1e-3
     {_COMMON_DOC}
     warm_start : bool, default False
@@ -553,7 +577,7 @@ class ShrinkageMLPRegressorCV(_RegressorMethods, _CrossValidated):
 
     Parameters
     ----------
-    penalty : {{"l1", "l2", "elasticnet", "group", "sparse_group"}}, default "group"
+    penalty : {{"l1", "l2", "elasticnet", "group", "sparse_group", "hierarchical"}}, default "group"
     lambdas : array-like, optional
         The λ grid (strictly increasing); default automatic, from ``n_lambdas`` and
         ``lambda_min_ratio`` below λ_max.
@@ -596,6 +620,7 @@ class ShrinkageMLPRegressorCV(_RegressorMethods, _CrossValidated):
         *,
         penalty="group",
         l1_ratio=0.5,
+        M=10.0,
         lambdas=None,
         n_lambdas=20,
         lambda_min_ratio=1e-2,
@@ -621,6 +646,7 @@ class ShrinkageMLPRegressorCV(_RegressorMethods, _CrossValidated):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.penalty = penalty
         self.l1_ratio = l1_ratio
+        self.M = M
         self.lambdas = lambdas
         self.n_lambdas = n_lambdas
         self.lambda_min_ratio = lambda_min_ratio

@@ -65,6 +65,8 @@ __all__ = [
     "group_shrink_",
     "group_value",
     "group_zero_threshold",
+    "hier_prox_",
+    "hier_zero_threshold",
     "l1_value",
     "l1_zero_threshold",
     "l2_value",
@@ -425,3 +427,55 @@ def _group_shrink_scaled_(x: Tensor, layout: GroupLayout, step: ScaledStep | Ten
             break
     r = _expand(radius, x, layout)
     x.mul_(r / (r + c))
+
+
+# ------------------------------------------------------------------ hierarchical prox
+def hier_prox_(skip: Tensor, first: Tensor, *, step: float, M: float, ratio: float = 1.0) -> None:
+    """LassoNet's hierarchical prox (Lemhadri et al., JMLR 2021, Algorithm 2), in place.
+
+    For each input feature j, with ``b = skip[:, j]`` (its weights in a linear skip
+    connection, one per output) and ``w = first[:, j]`` (its weights into the first
+    hidden layer), solves::
+
+        argmin_{b, w}  ½‖b − b₀‖² + ½‖w − w₀‖² + s·‖b‖₂   subject to  ‖w‖∞ <= M·‖b‖₂
+
+    A feature may reach the hidden layers only as much as its linear part uses it, and
+    leaves the model as a whole. The solution shrinks ``b₀`` radially to ``‖b‖ = r`` and
+    clips ``w₀`` at ``M·r``, where, with ``|w₀|`` sorted decreasingly and ``m`` the number
+    of its entries above the clip, ``r = max(0, ‖b₀‖ − s + M·Σ_{i≤m}|w₀|₍ᵢ₎) / (1 + m·M²)``
+    (the stationary point of a convex function of r: the unique consistent m is found
+    for all features at once). ``skip`` has shape ``(outputs, features)`` and ``first``
+    ``(hidden, features)``.
+
+    ``ratio`` is the first layer's step over the skip's, when they differ: the prox in
+    the metric ``diag(1/s_skip, 1/s_first)`` is the plain one on ``w/√ratio`` with
+    ``M/√ratio``, mapped back.
+    """
+    if skip.shape[1] != first.shape[1]:
+        raise ValueError(f"skip and first weights must share their input features, got {skip.shape} and {first.shape}")
+    if ratio != 1.0:
+        root = math.sqrt(ratio)
+        first.div_(root)
+        hier_prox_(skip, first, step=step, M=M / root)
+        first.mul_(root)
+        return
+    hidden = first.shape[0]
+    sorted_abs = first.abs().sort(dim=0, descending=True).values  # (K, p)
+    prefix = torch.cat([torch.zeros_like(sorted_abs[:1]), sorted_abs.cumsum(dim=0)])  # Σ of the top m, m = 0..K
+    m = torch.arange(hidden + 1, dtype=first.dtype, device=first.device).unsqueeze(1)  # (K+1, 1)
+    norm_b = torch.linalg.vector_norm(skip, dim=0)  # (p,)
+    radius = (norm_b - step + M * prefix).clamp_min(0.0) / (1.0 + m * M * M)  # (K+1, p)
+    clip = M * radius
+    # m is consistent when the (m+1)-th largest |w₀| lies below the clip (0 past the end)
+    next_value = torch.cat([sorted_abs, torch.zeros_like(sorted_abs[:1])])
+    index = (next_value <= clip).to(torch.int8).argmax(dim=0, keepdim=True)  # the first consistent m
+    r = radius.gather(0, index)  # (1, p)
+    scale = torch.where(norm_b > 0, r[0] / norm_b, torch.zeros_like(norm_b))
+    skip.mul_(scale)
+    first.copy_(first.sign() * torch.minimum(first.abs(), M * r))
+
+
+def hier_zero_threshold(skip_grad: Tensor, first_grad: Tensor, *, M: float) -> float:
+    """Smallest s at which zero is optimal for the hierarchical penalty:
+    ``max_j ‖g_skip[:, j]‖₂ + M·‖g_first[:, j]‖₁``."""
+    return float((torch.linalg.vector_norm(skip_grad, dim=0) + M * first_grad.abs().sum(dim=0)).max())

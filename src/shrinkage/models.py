@@ -12,7 +12,7 @@ from torch import nn
 
 from ._validation import check_choice, check_int, check_number, fail
 
-__all__ = ["ACTIVATIONS", "MLP"]
+__all__ = ["ACTIVATIONS", "MLP", "SkipMLP"]
 
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU, "silu": nn.SiLU}
 
@@ -65,3 +65,48 @@ class MLP(nn.Sequential):
         self.in_features = in_features
         self.out_features = out_features
         self.hidden = tuple(widths)
+
+
+class SkipMLP(nn.Module):
+    """``f(x) = skip(x) + body(x)``: an :class:`MLP` beside a linear skip connection.
+
+    LassoNet's architecture: with :class:`~shrinkage.HierarchicalLasso` on
+    ``skip.weight`` and ``body.0.weight``, an input reaches the hidden layers only
+    through (and as much as) its linear part. Its input features are the columns of
+    ``skip.weight``; :meth:`input_usage` counts what the whole model uses.
+
+    Parameters
+    ----------
+    in_features, hidden, out_features, activation, dropout
+        As for :class:`MLP` (the body); the skip has no bias (the body's last layer has).
+    """
+
+    input_parameter = "skip.weight"
+    input_parameters = ("skip.weight", "body.0.weight")
+
+    def __init__(
+        self,
+        in_features: int,
+        hidden: Sequence[int] = (64,),
+        out_features: int = 1,
+        *,
+        activation: str = "relu",
+        dropout: float = 0.0,
+    ):
+        super().__init__()
+        self.body = MLP(in_features, hidden, out_features, activation=activation, dropout=dropout)
+        self.skip = nn.Linear(in_features, out_features, bias=False)
+        self.in_features, self.out_features, self.hidden = in_features, out_features, self.body.hidden
+
+    def forward(self, x):
+        return self.skip(x) + self.body(x)
+
+    def input_usage(self) -> tuple[list[int], int]:
+        """Input features used (by the skip or on a non-zero path through the body) and
+        the body's dead units."""
+        from .structure import dead_units, reachable_inputs
+
+        weights = [m.weight for m in self.body if isinstance(m, nn.Linear)]
+        through_body = set(reachable_inputs(weights))
+        through_skip = set((self.skip.weight.detach() != 0).any(dim=0).nonzero().flatten().tolist())
+        return sorted(through_body | through_skip), sum(dead_units(weights))

@@ -32,7 +32,7 @@ from torch.optim import SGD, Adagrad, Adam, Adamax, Optimizer, RMSprop
 
 from .functional import ScaledStep
 
-__all__ = ["ExactStepWarning", "check_optimizer", "prox_steps"]
+__all__ = ["ExactStepWarning", "check_optimizer", "is_adaptive", "prox_steps"]
 
 
 class ExactStepWarning(UserWarning):
@@ -119,6 +119,11 @@ def _rule_for(optimizer: Optimizer) -> StepRule | None:
 
 def _lr_only(group, params, optimizer):
     return [float(group["lr"])] * len(params)
+
+
+def is_adaptive(optimizer: Optimizer) -> bool:
+    """Whether the optimizer's step differs per element (anything but SGD)."""
+    return not isinstance(optimizer, SGD)
 
 
 def check_optimizer(optimizer: Any, mode: str) -> None:

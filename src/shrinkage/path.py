@@ -40,7 +40,7 @@ from ._validation import Described, check_bool, check_int, check_number, fail
 from .penalties import Penalty
 from .regularizer import MODES, Regularizer, Rule, as_rules
 from .selection import Selector
-from .structure import input_parameter_of, linear_chain
+from .structure import input_parameter_of, input_parameters_of, linear_chain
 from .train import (
     LOSSES,
     TrainConfig,
@@ -255,20 +255,29 @@ def lambda_max(
     shrunk about tenfold or more: the over-regularized end. (glmnet's convention,
     ``max|g| / 0.001``, puts the whole grid beyond that for networks.)
     """
-    reg = Regularizer(model, scaled(as_rules(penalty), 1.0), mode="loss")
+    rules = [
+        Rule(r.penalty, r.select, "proximal" if r.penalty.proximal_only else "loss", r.overlap)
+        for r in scaled(as_rules(penalty), 1.0)
+    ]
+    reg = Regularizer(model, rules, mode="loss")
     best = 0.0
     for term in reg.terms:
-        for i, param in enumerate(term.params):
-            saved = param.detach().clone()
+        # a coupled penalty's tensors are zero together; the others one at a time
+        sets = [list(range(len(term.params)))] if term.penalty.coupled else [[i] for i in range(len(term.params))]
+        for members in sets:
+            params = [term.params[i] for i in members]
+            saved = [p.detach().clone() for p in params]
             with torch.no_grad():
-                param.zero_()
-            (grad,) = _data_gradient(model, X, y, loss, [param])
+                for p in params:
+                    p.zero_()
+            grads = _data_gradient(model, X, y, loss, params)
             with torch.no_grad():
-                param.copy_(saved)
-            layouts = None if term.layouts is None else [term.layouts[i]]
-            value = term.penalty.zero_threshold([grad], layouts)
+                for p, s in zip(params, saved):
+                    p.copy_(s)
+            layouts = None if term.layouts is None else [term.layouts[i] for i in members]
+            value = term.penalty.zero_threshold(grads, layouts)
             if math.isinf(value):  # L2 never zeroes: see the docstring
-                value = 10.0 * float(grad.abs().max())
+                value = 10.0 * max(float(g.abs().max()) for g in grads)
             best = max(best, value)
     if best <= 0:
         raise ValueError("lambda_max is 0: the data loss has zero gradient at zero weights (constant target?)")
@@ -387,7 +396,6 @@ def relaxed_fit(
     y: Tensor,
     *,
     features: Sequence[int],
-    input_parameter: str,
     loss: str,
     validation: tuple[Tensor, Tensor] | None,
     config: TrainConfig,
@@ -395,7 +403,8 @@ def relaxed_fit(
     start: dict[str, Tensor] | None = None,
 ) -> nn.Module:
     """The relaxed (debiased) model: ``model`` retrained without penalty, the input
-    features not in ``features`` held at exactly zero.
+    features not in ``features`` held at exactly zero (their columns in every weight
+    that reads the inputs, see :func:`~shrinkage.structure.input_parameters_of`).
 
     Shrinkage that selects features also biases the kept weights toward zero; the
     relaxed fit keeps the selection and drops the bias (Meinshausen's relaxed lasso,
@@ -407,13 +416,14 @@ def relaxed_fit(
     relaxed = copy.deepcopy(model)
     if start is not None:
         relaxed.load_state_dict(start)
-    weight = dict(relaxed.named_parameters())[input_parameter]
+    weights = [w for _, w in input_parameters_of(relaxed)]  # every weight that reads the inputs
     keep = set(features)
-    dropped = [j for j in range(weight.shape[1]) if j not in keep]
+    dropped = [j for j in range(weights[0].shape[1]) if j not in keep]
 
     @torch.no_grad()
     def hold_dropped_at_zero() -> None:
-        weight[:, dropped] = 0.0
+        for weight in weights:
+            weight[:, dropped] = 0.0
 
     hold_dropped_at_zero()
     train(
@@ -659,7 +669,6 @@ def regularization_path(
                         features=point.features,
                         loss=loss,
                         validation=data["val"],
-                        input_parameter=reg.sparsity().input_parameter,
                         config=dense_config,
                         seed=seed,
                         start=initial,

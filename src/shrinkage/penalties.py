@@ -18,6 +18,7 @@ import math
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
+import torch
 from torch import Tensor
 
 from . import functional as F
@@ -29,6 +30,7 @@ __all__ = [
     "PENALTIES",
     "ElasticNet",
     "GroupLasso",
+    "HierarchicalLasso",
     "Penalty",
     "SparseGroupLasso",
     "make_penalty",
@@ -46,6 +48,12 @@ class Penalty:
     name: ClassVar[str]
     #: True when the penalty is in the L2 family and may be applied as decoupled decay.
     decouplable: ClassVar[bool] = False
+    #: True when its tensors are bound together (their zero point is joint, not per tensor).
+    coupled: ClassVar[bool] = False
+    #: True when only the prox can apply it (a constraint no subgradient enforces).
+    proximal_only: ClassVar[bool] = False
+    #: True when its prox is exact for per-element (adaptive-optimizer) steps.
+    exact_scaled_prox: ClassVar[bool] = True
 
     @property
     def sparsifying(self) -> bool:
@@ -305,7 +313,84 @@ class SparseGroupLasso(GroupLasso):
         return F.sparse_group_zero_threshold(grads, layouts, l1_ratio=self.l1_ratio)
 
 
-PENALTIES: dict[str, type[Penalty]] = {cls.name: cls for cls in (L1, L2, ElasticNet, GroupLasso, SparseGroupLasso)}
+class HierarchicalLasso(Penalty):
+    """LassoNet's hierarchical penalty: ``λ·Σ_j ‖b_j‖₂`` subject to ``‖W₁[:, j]‖∞ <= M·‖b_j‖₂``.
+
+    For a network with a linear skip connection (:class:`~shrinkage.models.SkipMLP`),
+    ``b_j`` is input j's column of the skip weight and ``W₁[:, j]`` its column of the
+    first hidden layer: a feature reaches the hidden layers only as much as its linear
+    part uses it, so features leave the whole model at once, and ``M`` bounds how
+    nonlinear a feature may be (``M → 0``: a linear model; ``M → ∞``: no hierarchy).
+    Lemhadri, Ruan, Abraham & Tibshirani, *LassoNet*, JMLR 22 (2021); the prox is their
+    Algorithm 2 (:func:`shrinkage.functional.hier_prox_`).
+
+    Select exactly the two weights (their names are ``skip`` and ``first``). Only mode
+    ``proximal`` can enforce the constraint. The prox takes one step per tensor: exact
+    with SGD (also with a learning rate per tensor); with adaptive optimizers it uses
+    each tensor's mean per-element step (a warning says so).
+    """
+
+    name = "hierarchical"
+    coupled = True
+    proximal_only = True
+    exact_scaled_prox = False
+
+    def __init__(self, lambda_: float = 1e-3, M: float = 10.0, skip: str = "skip.weight", first: str = "body.0.weight"):
+        super().__init__(lambda_)
+        self.M = check_number("M", M, low=0.0, low_open=True)
+        if not isinstance(skip, str) or not isinstance(first, str):
+            raise fail("skip/first", "parameter names", (skip, first), kind=TypeError)
+        self.skip, self.first = skip, first
+
+    def get_config(self):
+        return {**super().get_config(), "M": self.M, "skip": self.skip, "first": self.first}
+
+    def layouts(self, named):
+        names = [n for n, _ in named]
+        if sorted(names) != sorted([self.skip, self.first]):
+            raise ValueError(
+                f"HierarchicalLasso must select exactly the weights {self.skip!r} and {self.first!r}, got {names}"
+            )
+        shapes = {n: t.shape for n, t in named}
+        if len(shapes[self.skip]) != 2 or len(shapes[self.first]) != 2 or shapes[self.skip][1] != shapes[self.first][1]:
+            raise ValueError(f"HierarchicalLasso needs 2-D weights with the same input features, got {dict(shapes)}")
+        return ["skip" if n == self.skip else "first" for n in names]  # each tensor's role
+
+    @staticmethod
+    def _pair(tensors, roles):
+        by_role = dict(zip(roles, tensors))
+        return by_role["skip"], by_role["first"]
+
+    def value(self, tensors, layouts=None):
+        skip, _ = self._pair(tensors, layouts)
+        dtype = torch.promote_types(skip.dtype, torch.float32)
+        return self.lambda_ * torch.linalg.vector_norm(skip, dim=0, dtype=dtype).sum()
+
+    def add_grad_(self, params, layouts=None):
+        raise ValueError("HierarchicalLasso is a constraint that only mode='proximal' enforces")
+
+    def prox_(self, tensors, layouts=None, *, step):
+        skip, first = self._pair(tensors, layouts)
+        s_skip, s_first = (_mean_step(s) for s in self._pair(step, layouts))
+        F.hier_prox_(skip, first, step=self.lambda_ * s_skip, M=self.M, ratio=s_first / s_skip)
+
+    def zero_threshold(self, grads, layouts=None):
+        g_skip, g_first = self._pair(grads, layouts)
+        return F.hier_zero_threshold(g_skip, g_first, M=self.M)
+
+
+def _mean_step(step) -> float:
+    """One step for a tensor: the float, or the mean of per-element steps."""
+    if isinstance(step, F.ScaledStep):
+        return float((step.numerator / step.denominator).mean())
+    if isinstance(step, Tensor):
+        return float(step.mean())
+    return float(step)
+
+
+PENALTIES: dict[str, type[Penalty]] = {
+    cls.name: cls for cls in (L1, L2, ElasticNet, GroupLasso, SparseGroupLasso, HierarchicalLasso)
+}
 
 
 def make_penalty(spec: Penalty | str | dict[str, Any], **kwargs: Any) -> Penalty:

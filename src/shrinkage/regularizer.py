@@ -30,6 +30,7 @@ gradient, so adding it to the loss cannot apply the penalty twice.
 
 from __future__ import annotations
 
+import warnings
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -40,10 +41,10 @@ from torch import Tensor, nn
 
 from . import optim
 from ._validation import check_bool, check_choice, fail
-from .functional import group_norms
+from .functional import GroupLayout, group_norms
 from .penalties import Penalty, make_penalty
 from .selection import Selector, describe_selector, select_parameters, selector_from_config
-from .structure import dead_units, input_parameter_of, linear_chain, reachable_inputs
+from .structure import input_parameter_of, input_usage
 
 __all__ = ["MODES", "Regularizer", "Rule", "SparsityReport", "TensorSparsity", "Term", "as_rules"]
 
@@ -255,6 +256,9 @@ class Regularizer:
         for index, rule in enumerate(self.rules):
             mode = self.mode if rule.mode is None else check_choice("Rule.mode", rule.mode, MODES)
             check_bool("Rule.overlap", rule.overlap)
+            if rule.penalty.proximal_only and mode != "proximal":
+                name = type(rule.penalty).__name__
+                raise ValueError(f"{name} is a constraint that only mode='proximal' enforces, got mode={mode!r}")
             if mode == "decoupled" and not rule.penalty.decouplable:
                 raise ValueError(
                     f"mode='decoupled' is weight decay and supports only L2, got {rule.penalty!r}; "
@@ -347,6 +351,15 @@ class Regularizer:
         modes = {t.mode for t in self._terms}
         for mode in modes - {"loss"}:
             optim.check_optimizer(optimizer, mode)
+        inexact = [t.penalty for t in self._terms if t.mode == "proximal" and not t.penalty.exact_scaled_prox]
+        if inexact and optim.is_adaptive(optimizer):
+            warnings.warn(
+                f"{type(inexact[0]).__name__}'s prox takes one step per tensor; with {type(optimizer).__name__}'s "
+                "per-element steps it uses their mean, so the fixed point is not exactly the regularized "
+                "optimum (exact with SGD)",
+                optim.ExactStepWarning,
+                stacklevel=2,
+            )
         if not isinstance(optimizer, torch.optim.Optimizer):
             raise fail("optimizer", "a torch.optim.Optimizer", optimizer, kind=TypeError)
         if self._optimizer is not None:
@@ -408,12 +421,16 @@ class Regularizer:
         for term in self._terms:
             if term.mode != "proximal" or term.penalty.lambda_ == 0.0:
                 continue
-            for group, indices in self._groups(term):
+            # the step each tensor took (from its own param group), then one prox over
+            # them all, so that a coupled penalty sees its tensors together
+            indices, steps = [], []
+            for group, members in self._groups(term):
                 if float(group["lr"]) == 0.0:
                     continue
-                params = [term.params[i] for i in indices]
-                layouts = None if term.layouts is None else [term.layouts[i] for i in indices]
-                steps = optim.prox_steps(optimizer, group, params)
+                indices += members
+                steps += optim.prox_steps(optimizer, group, [term.params[i] for i in members])
+            if indices:
+                params, layouts = term.bucket(indices)
                 term.penalty.prox_(params, layouts, step=steps)
 
     # ------------------------------------------------------------------ reporting
@@ -426,7 +443,7 @@ class Regularizer:
             for name, p in zip(term.names, term.params):
                 if name not in tensors:
                     tensors[name] = _tensor_sparsity(name, p)
-            if term.layouts is not None:
+            if term.layouts is not None and all(isinstance(lay, GroupLayout) for lay in term.layouts):
                 norms = [group_norms(p, lay) for p, lay in zip(term.params, term.layouts)]
                 groups[term.label] = (
                     sum(int((n == 0).sum()) for n in norms),
@@ -435,16 +452,14 @@ class Regularizer:
         used: list[int] = []
         n_features = 0
         name = None
-        chain = linear_chain(self.model)
         if self._input is not None:
             name, weight = self._input
             n_features = weight.shape[1]
             columns = weight.detach().abs().sum(dim=[d for d in range(weight.ndim) if d != 1])
             used = torch.nonzero(columns).flatten().tolist()
-        if chain is not None and self.input_parameter is None:
-            # an MLP: count paths, not just first-layer columns
-            used = reachable_inputs([layer.weight for layer in chain])
-            dead = sum(dead_units([layer.weight for layer in chain]))
+        usage = input_usage(self.model) if self.input_parameter is None else None
+        if usage is not None:  # an MLP (or a model that says): count paths, not just columns
+            used, dead = usage
         else:
             dead = sum(t.zero_rows or 0 for t in tensors.values())
         if feature_names is not None:

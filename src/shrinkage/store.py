@@ -1,9 +1,9 @@
 """The results store: one SQLite file that holds studies, their runs and every path point.
 
-Schema (version 1)::
+Schema (version 2)::
 
     meta    (key TEXT PRIMARY KEY, value TEXT)
-            -- format = 'shrinkage-store', schema_version = '1'
+            -- format = 'shrinkage-store', schema_version = '2'
     studies (id INTEGER PRIMARY KEY, key TEXT UNIQUE, name TEXT, created TEXT,
              config TEXT,   -- JSON: the StudyConfig
              data TEXT,     -- JSON: data set summary (task, rows, features, groups, notes)
@@ -20,6 +20,8 @@ Schema (version 1)::
              features TEXT,                   -- JSON: original columns kept
              n_features INTEGER,
              weights BLOB,                    -- float32: the penalized fit's layer weights
+             model BLOB, penalized BLOB,      -- safetensors: the chosen model (relaxed when
+                                              -- relaxed) and the penalized fit
              seconds REAL,
              UNIQUE (study_id, penalty))
     points  (run_id INTEGER, fold INTEGER,    -- fold -1: the full-data path
@@ -52,7 +54,7 @@ import numpy as np
 
 __all__ = ["SCHEMA_VERSION", "Store", "StoreError"]
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
@@ -64,8 +66,8 @@ CREATE TABLE IF NOT EXISTS runs (
     rules TEXT, lambdas TEXT, cv_mean TEXT, cv_se TEXT, admissible TEXT,
     lambda_min REAL, lambda_1se REAL, lambda_chosen REAL, selection TEXT,
     cv_loss REAL, cv_loss_se REAL, test_loss REAL, test_score REAL,
-    fraction_zero REAL, features TEXT, n_features INTEGER, weights BLOB, seconds REAL,
-    UNIQUE (study_id, penalty));
+    fraction_zero REAL, features TEXT, n_features INTEGER, weights BLOB, model BLOB, penalized BLOB,
+    seconds REAL, UNIQUE (study_id, penalty));
 CREATE TABLE IF NOT EXISTS points (
     run_id INTEGER REFERENCES runs(id), fold INTEGER, idx INTEGER, lambda REAL,
     train_loss REAL, val_loss REAL, test_loss REAL,
@@ -253,6 +255,8 @@ class Store:
             "features",
             "n_features",
             "weights",
+            "model",
+            "penalized",
             "seconds",
         ]
         values = []

@@ -13,7 +13,16 @@ from torch import Tensor, nn
 
 from ._validation import fail
 
-__all__ = ["ELEMENTWISE", "dead_units", "input_parameter_of", "linear_chain", "reachable_inputs"]
+__all__ = [
+    "ELEMENTWISE",
+    "dead_units",
+    "input_parameter_of",
+    "input_parameters_of",
+    "input_usage",
+    "linear_chain",
+    "path_masks",
+    "reachable_inputs",
+]
 
 ELEMENTWISE: tuple[type[nn.Module], ...] = (
     nn.ReLU,
@@ -54,12 +63,11 @@ def linear_chain(model: nn.Module) -> list[nn.Linear] | None:
     return layers or None
 
 
-def _connected(weights: list[Tensor]) -> list[Tensor]:
-    """For each layer boundary, which units lie on an input→output path of non-zeros.
-
-    Returns boolean vectors: ``[inputs, hidden_1, …, outputs]``.
-    """
-    masks = [w.detach() != 0 for w in weights]  # each (out, in)
+def path_masks(weights: list[Tensor]) -> tuple[list[Tensor], list[Tensor]]:
+    """For each layer boundary ``[inputs, hidden_1, …, outputs]``, as boolean vectors:
+    which units some input reaches through non-zero weights, and which reach some output.
+    ``weights`` are the chain's Linear weights, each ``(out, in)``."""
+    masks = [w.detach() != 0 for w in weights]
     forward = [masks[0].new_ones(masks[0].shape[1])]
     for m in masks:  # reachable from some input
         forward.append((m & forward[-1]).any(dim=1))
@@ -67,6 +75,12 @@ def _connected(weights: list[Tensor]) -> list[Tensor]:
     for m in reversed(masks):  # reaches some output
         backward.append((m & backward[-1][:, None]).any(dim=0))
     backward.reverse()
+    return forward, backward
+
+
+def _connected(weights: list[Tensor]) -> list[Tensor]:
+    """Units on an input→output path of non-zeros, per boundary."""
+    forward, backward = path_masks(weights)
     return [f & b for f, b in zip(forward, backward)]
 
 
@@ -96,3 +110,32 @@ def input_parameter_of(model: nn.Module, name: str | None = None) -> tuple[str, 
     if isinstance(declared, str) and declared in named:
         return declared, named[declared]
     return next(((n, p) for n, p in named.items() if p.ndim >= 2), None)
+
+
+def input_usage(model: nn.Module) -> tuple[list[int], int] | None:
+    """(input features used, dead hidden units) counted along paths of non-zero weights.
+
+    Known for models that say (an ``input_usage()`` method, as
+    :class:`~shrinkage.models.SkipMLP` has) and for chains of Linear layers with
+    element-wise layers between them; ``None`` otherwise.
+    """
+    if callable(getattr(model, "input_usage", None)):
+        return model.input_usage()
+    chain = linear_chain(model)
+    if chain is None:
+        return None
+    weights = [layer.weight for layer in chain]
+    return reachable_inputs(weights), sum(dead_units(weights))
+
+
+def input_parameters_of(model: nn.Module) -> list[tuple[str, Tensor]]:
+    """Every weight that reads the input features by column: the model's own
+    ``input_parameters`` names if it declares them (a :class:`~shrinkage.models.SkipMLP`
+    has two), else :func:`input_parameter_of`. Zeroing column j of all of them removes
+    feature j from the model."""
+    declared = getattr(model, "input_parameters", None)
+    named = dict(model.named_parameters())
+    if declared and all(n in named for n in declared):
+        return [(n, named[n]) for n in declared]
+    found = input_parameter_of(model)
+    return [] if found is None else [found]

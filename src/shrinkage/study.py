@@ -35,6 +35,7 @@ from .data import BUNDLED, load_dataset
 from .models import MLP
 from .path import Path, PathPoint
 from .penalties import L1, L2, ElasticNet, GroupLasso
+from .prune import model_bytes
 from .regularizer import Rule
 from .store import Store
 from .tabular import Encoder, Table, read_table, table_from_dataset
@@ -339,7 +340,17 @@ def run_study(
                 points += _point_rows(fold, k)
         test_loss, test_score = _test_metrics(model, prepared, task)
         weights = _weights(penalized)
+        metadata = {
+            "penalty": name,
+            "lambda": run["lambda_chosen"],
+            "features": prepared.encoder.feature_names,
+            "task": task,
+            "classes": prepared.summary["classes"],
+            "target_scale": list(prepared.y_scale),
+        }
         run.update(
+            model=model_bytes(model, metadata=metadata),
+            penalized=model_bytes(penalized, metadata=metadata),
             test_loss=test_loss,
             test_score=test_score,
             fraction_zero=float(np.mean(weights == 0)) if weights.size else 0.0,

@@ -63,6 +63,24 @@ def _answers(runs: list[dict[str, Any]], data: dict[str, Any], score_name: str) 
     return out
 
 
+def _pruned_sizes(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Parameters and FLOPs of each stored model before and after pruning."""
+    from ..prune import load_model, prune
+
+    rows = []
+    for run in runs:
+        row = {"penalty": run["penalty"]}
+        for key in ("penalized", "model"):
+            if run.get(key) is None:
+                break
+            model, metadata = load_model(bytes(run[key]))
+            _, report = prune(model, feature_names=metadata.get("features"), measure=False)
+            row[key] = report
+        else:
+            rows.append(row)
+    return rows
+
+
 def build_report(store: Store, study_id: int | None = None, path: str | Path = "report.html") -> Path:
     """Write the HTML report of study ``study_id`` (default: the latest) to ``path``."""
     import matplotlib
@@ -204,6 +222,7 @@ def build_report(store: Store, study_id: int | None = None, path: str | Path = "
             ],
         },
     ]
+    pruned = _pruned_sizes(runs)
     from jinja2 import StrictUndefined
 
     environment = Environment(
@@ -221,6 +240,7 @@ def build_report(store: Store, study_id: int | None = None, path: str | Path = "
         answers=_answers(runs, data, score_name),
         version=__version__,
         store_path=str(store.path),
+        pruned=pruned,
     )
     path = Path(path)
     try:
