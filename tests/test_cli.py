@@ -100,7 +100,7 @@ def _bad(tmp_path, table):
         ),
         (
             ["study", "--data", single, "--target", "y"],
-            "target column 'y' must have at least two distinct values, got only 5",
+            "target column 'y' must have at least two distinct values, got only the value 5 (3 row(s))",
         ),
         (["study", "--data", nan_target, "--target", "y"], "target column 'y' must have no missing values, got 1"),
         (["study", "--data", tmp_path, "--target", "y"], "data file must be a file, got the directory"),

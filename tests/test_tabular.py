@@ -98,7 +98,7 @@ def test_formulas_and_latin1_are_read_as_data(tmp_path):
             lambda p: p.write_text("a,b\n1,2\n3,2\n"),
             "b",
             ValueError,
-            "target column 'b' must have at least two distinct values, got only 2",
+            "target column 'b' must have at least two distinct values, got only the value 2 (2 row(s))",
         ),
         (
             lambda p: p.write_text("a,b\n1,2\n3,\n5,1\n"),

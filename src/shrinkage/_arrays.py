@@ -72,5 +72,7 @@ def to_tensors(
 
 
 def _describe(value: Any) -> str:
-    text = repr(value)
+    if isinstance(value, np.ndarray):
+        return Described(f"an array of shape {value.shape} and dtype {value.dtype}")
+    text = " ".join(repr(value).split())
     return Described(text if len(text) <= 60 else text[:57] + "...")

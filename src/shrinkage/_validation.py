@@ -22,7 +22,7 @@ class Described(str):
 
 def _shown(value: Any) -> str:
     """The received value as the message shows it (``repr``, shortened)."""
-    text = repr(value)
+    text = " ".join(repr(value).split())  # one line, whatever the value's repr spans
     if isinstance(value, Described):  # composed by us: shown whole
         return text
     return text if len(text) <= 80 else text[:77] + "..."

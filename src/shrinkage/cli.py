@@ -51,6 +51,9 @@ class _Group(click.Group):
                 return super().invoke(ctx)
         except (ValueError, TypeError, OSError, sqlite3.Error, ImportError) as error:
             raise click.UsageError(_one_line(error)) from None
+        except FloatingPointError as error:  # training diverged: not a usage mistake, still one line
+            click.echo(f"shrinkage: error: {_one_line(error)}", err=True)
+            sys.exit(1)
 
 
 def _one_line(error: BaseException | str) -> str:
@@ -147,6 +150,13 @@ def main() -> None:
     type=click.Path(path_type=Path),
     help="SQLite results store [default: OUT/results.sqlite].",
 )
+@click.option(
+    "--on-divergence",
+    type=click.Choice(["raise", "skip"]),
+    default=_DEFAULTS.on_divergence,
+    show_default=True,
+    help="A fit whose loss turns NaN/inf: stop with an error, or record that λ as failed and go on.",
+)
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def study(
     dataset,
@@ -167,6 +177,7 @@ def study(
     n_jobs,
     out_dir,
     store_path,
+    on_divergence,
     quiet,
 ) -> None:
     """Compare no penalty / L1 / L2 / elastic net / group lasso on a data set.
@@ -198,6 +209,7 @@ def study(
         test_size=test_size,
         seed=seed,
         n_jobs=n_jobs,
+        on_divergence=on_divergence,
     )
     store_path = store_path or out_dir / "results.sqlite"
     if store_path.exists():  # someone else's file fails before the data are read

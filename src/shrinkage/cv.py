@@ -40,7 +40,7 @@ from .path import ModelSpec, Path, regularization_path
 from .penalties import L1, Penalty
 from .regularizer import Rule
 from .selection import Selector
-from .train import TrainConfig
+from .train import Diverged, TrainConfig
 
 __all__ = [
     "CVResult",
@@ -84,7 +84,7 @@ def one_standard_error(
     mean = (w[:, None] * scores).sum(0) / w.sum()
     se = np.sqrt((w[:, None] * (scores - mean) ** 2).sum(0) / w.sum() / (n_folds - 1))
     allowed = np.ones(len(lambdas), bool) if admissible is None or not np.any(admissible) else admissible
-    candidates = np.where(allowed, mean, np.inf)
+    candidates = np.where(allowed & np.isfinite(mean), mean, np.inf)  # a diverged λ scores NaN
     best = np.flatnonzero(candidates <= candidates.min())
     index_min = int(best[np.argmax(lambdas[best])])
     within = np.flatnonzero(candidates <= mean[index_min] + se[index_min])
@@ -185,18 +185,31 @@ def _fold_path(index: int, train_idx, test_idx, X, y, kwargs: dict[str, Any]) ->
     """One fold's path, on one torch thread (so results do not depend on n_jobs)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
+    n_folds = kwargs.pop("cv")
     try:
         path = regularization_path(
             kwargs.pop("model"), X[train_idx], y[train_idx], test=(X[test_idx], y[test_idx]), **kwargs
         )
+    except Diverged as error:
+        raise error.within(f"fold {index + 1} of {n_folds}") from None
     finally:
         torch.set_num_threads(threads)
     return index, path
 
 
+def _full_path(model, X, y, **kwargs) -> tuple[Path, nn.Module]:
+    try:
+        return regularization_path(model, X, y, **kwargs)
+    except Diverged as error:
+        raise error.within("the full data") from None
+
+
 def _fold_paths(model, X, y, folds, kwargs: dict[str, Any], n_jobs, bar) -> list[Path]:
     """Every fold's path through joblib, in fold order."""
-    jobs = (joblib.delayed(_fold_path)(k, tr, te, X, y, {"model": model, **kwargs}) for k, (tr, te) in enumerate(folds))
+    jobs = (
+        joblib.delayed(_fold_path)(k, tr, te, X, y, {"model": model, "cv": len(folds), **kwargs})
+        for k, (tr, te) in enumerate(folds)
+    )
     results = []
     for result in joblib.Parallel(n_jobs=n_jobs, return_as="generator_unordered")(jobs):
         results.append(result)
@@ -242,7 +255,7 @@ def cross_validate_unpenalized(
         seed=seed,
     )
     with progress_bar(cv + 1, "cross-validation (no penalty)", enabled=progress) as bar:
-        full, full_model = regularization_path(model, X_np, y_np, progress=False, return_model=True, **common)
+        full, full_model = _full_path(model, X_np, y_np, progress=False, return_model=True, **common)
         bar.advance(1)
         paths = _fold_paths(model, X_np, y_np, folds, common, n_jobs, bar)
     scores = np.array([p.dense.test_loss for p in paths])
@@ -268,6 +281,7 @@ def cross_validate(
     selection: str = "1se",
     relax: bool = False,
     feature_names: Sequence[str] | None = None,
+    on_divergence: str = "raise",
     n_jobs: int | None = None,
     device: torch.device | str | None = None,
     seed: int = 0,
@@ -278,8 +292,10 @@ def cross_validate(
     Parameters
     ----------
     model, X, y, penalty, task, lambdas, n_lambdas, lambda_min_ratio, select, mode,
-    val_fraction, config, dense_config, feature_names, device, seed
-        As for :func:`~shrinkage.path.regularization_path`. Inside every fold,
+    val_fraction, config, dense_config, feature_names, on_divergence, device, seed
+        As for :func:`~shrinkage.path.regularization_path` (a divergence names its
+        fold, or "the full data"; with ``"skip"``, a λ that diverged on any fold or on
+        the full data is never selected). Inside every fold,
         ``val_fraction`` of the fold's training rows serve for early stopping; the
         fold's held-out rows are only scored.
     cv : int, default 5
@@ -319,10 +335,11 @@ def cross_validate(
         device=device,
         seed=seed,
         relax=relax,
+        on_divergence=on_divergence,
     )
 
     with progress_bar(cv + 1, "cross-validation (paths)", enabled=progress) as bar:
-        full, full_model = regularization_path(
+        full, full_model = _full_path(
             model,
             X_np,
             y_np,
@@ -342,6 +359,12 @@ def cross_validate(
     sizes = np.array([len(te) for _, te in folds])
     _, se, _, _ = one_standard_error(scores, grid, sizes)
     admissible = consistent_refits(scores, se, np.array([getattr(point, own) for point in full.points]))
+    failed = np.array([[point.diverged for point in path.points] for path in [full, *paths]]).any(axis=0)
+    if failed.all():
+        raise FloatingPointError("training diverged at every λ of the grid (on some fold or on the full data)")
+    admissible &= ~failed
+    if not admissible.any():  # no consistent refit left: any λ that did not diverge
+        admissible = ~failed
     mean, se, index_min, index_1se = one_standard_error(scores, grid, sizes, admissible)
 
     chosen = full.points[index_min if selection == "min" else index_1se]

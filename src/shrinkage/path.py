@@ -26,7 +26,7 @@ import itertools
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -36,13 +36,14 @@ from torch import Tensor, nn
 
 from ._arrays import check_X, check_y, to_tensors
 from ._progress import progress_bar
-from ._validation import Described, check_bool, check_int, check_number, fail
+from ._validation import Described, check_bool, check_choice, check_int, check_number, fail
 from .penalties import Penalty
 from .regularizer import MODES, Regularizer, Rule, as_rules
 from .selection import Selector
 from .structure import input_parameter_of, input_parameters_of, linear_chain
 from .train import (
     LOSSES,
+    Diverged,
     TrainConfig,
     TrainResult,
     as_targets,
@@ -128,6 +129,7 @@ class PathPoint:
     state: dict[str, Tensor] | None = field(default=None, repr=False)
     relaxed_val_loss: float = math.nan
     relaxed_test_loss: float = math.nan
+    diverged: bool = False
     relaxed_state: dict[str, Tensor] | None = field(default=None, repr=False)
     train_curve: list[float] = field(default_factory=list, repr=False)
     val_curve: list[float] = field(default_factory=list, repr=False)
@@ -297,8 +299,14 @@ def _fresh_model(model: ModelSpec) -> nn.Module:
 
 
 def _check_output(model: nn.Module, X: Tensor, y: Tensor, task: str) -> None:
-    with torch.no_grad():
-        out = model(X[:1])
+    try:
+        with torch.no_grad():
+            out = model(X[:1])
+    except RuntimeError as error:  # most often: the model expects another number of inputs
+        raise ValueError(
+            f"model must accept X's rows ({X.shape[1]} features), got an error from its forward pass: "
+            + " ".join(str(error).split())
+        ) from None
     expected = int(y.max()) + 1 if task == "multiclass" else 1
     if out.ndim != 2 or out.shape[1] < expected or (task != "multiclass" and out.shape[1] != 1):
         raise ValueError(
@@ -490,6 +498,7 @@ def regularization_path(
     feature_names: Sequence[str] | None = None,
     keep_states: bool = False,
     callback: Callable[[PathPoint], bool | None] | None = None,
+    on_divergence: str = "raise",
     device: torch.device | str | None = None,
     seed: int = 0,
     progress: bool | None = None,
@@ -551,6 +560,12 @@ def regularization_path(
         Keep each λ's ``state_dict`` (on the CPU): memory grows with the path.
     callback : callable, optional
         Called with each :class:`PathPoint`; return ``True`` to stop the path.
+    on_divergence : {"raise", "skip"}, default "raise"
+        When a fit's loss or weights stop being finite (:class:`~shrinkage.train.Diverged`):
+        ``"raise"`` stops with an error naming λ and the epoch; ``"skip"`` records the
+        λ as a failed point (``diverged=True``, losses NaN, the weights it started
+        from), resets the optimizer's state and goes on to the next λ. The dense fit
+        always raises.
     device : torch device, optional
     seed : int, default 0
         Seeds the model's initialization (for factories), splits and mini-batches.
@@ -581,6 +596,7 @@ def regularization_path(
     for name, flag in (("dense_start", dense_start), ("relax", relax), ("keep_states", keep_states)):
         check_bool(name, flag)
     seed = check_int("seed", seed)
+    check_choice("on_divergence", on_divergence, ("raise", "skip"))
     config = config if config is not None else PATH_CONFIG
     dense_config = dense_config if dense_config is not None else FIT_CONFIG
     arrays = _prepare(X, y, task, validation, val_fraction, test, seed)
@@ -614,7 +630,10 @@ def regularization_path(
     dense = None
     if dense_start or (grid is None and not _is_linear(net)):
         start = time.perf_counter()
-        result = train(net, X_tr, y_tr, loss=loss, validation=data["val"], config=dense_config, seed=seed)
+        try:
+            result = train(net, X_tr, y_tr, loss=loss, validation=data["val"], config=dense_config, seed=seed)
+        except Diverged as error:
+            raise error.within("the dense fit (λ=0)") from None
         dense = _point(0.0, net, regularizer(0.0), data, loss, names, result, time.perf_counter() - start, keep_states)
 
     lam_max = None
@@ -645,17 +664,30 @@ def regularization_path(
                 break
             reg = regularizer(lam)
             start = time.perf_counter()
-            result = train(
-                net,
-                X_tr,
-                y_tr,
-                loss=loss,
-                regularizer=reg,
-                validation=data["val"],
-                config=config,
-                seed=seed + index + 1,
-                optimizer=optimizer,
-            )
+            try:
+                result = train(
+                    net,
+                    X_tr,
+                    y_tr,
+                    loss=loss,
+                    regularizer=reg,
+                    validation=data["val"],
+                    config=config,
+                    seed=seed + index + 1,
+                    optimizer=optimizer,
+                )
+            except Diverged as error:
+                if on_divergence == "raise":
+                    raise error.within(f"λ={lam:.4g}") from None
+                # the net is back at its last finite weights; the optimizer's state may not be
+                optimizer = make_optimizer(config.optimizer, net.parameters(), lr=config.lr, **config.optimizer_kwargs)
+                kept = _point(lam, net, reg, data, loss, names, TrainResult(error.epoch + 1, 0), 0.0, False)
+                nan = math.nan  # what the kept weights score says nothing of this λ
+                point = replace(kept, train_loss=nan, val_loss=nan, test_loss=nan, penalty=nan)
+                point.diverged, point.seconds = True, time.perf_counter() - start
+                points.append(point)
+                bar.advance(1)
+                continue
             point = _point(lam, net, reg, data, loss, names, result, 0.0, keep_states)
             if relax:
                 # the relaxed fit depends only on the feature set (same start, same

@@ -221,8 +221,8 @@ def _check_groups(groups: Any) -> str | tuple[tuple[int, ...], ...]:
         parsed = tuple(tuple(int(i) for i in g) for g in groups)
     except TypeError:
         raise fail("groups", rule, groups, kind=TypeError) from None
-    if not parsed:
-        raise fail("groups", rule, groups)
+    if not parsed or not all(parsed):
+        raise fail("groups", rule + " (none empty)", groups)
     return parsed
 
 

@@ -32,6 +32,7 @@ Schema (version 2)::
              zero_groups INTEGER, n_groups INTEGER, n_features INTEGER,
              features TEXT, feature_norms TEXT,  -- JSON
              epochs INTEGER, seconds REAL,
+             diverged INTEGER,                -- 1: the fit at this λ diverged (losses NULL)
              PRIMARY KEY (run_id, fold, idx))
 
 Every run is written in one transaction (with its points), in WAL mode, so a reader
@@ -54,7 +55,7 @@ import numpy as np
 
 __all__ = ["SCHEMA_VERSION", "Store", "StoreError"]
 
-SCHEMA_VERSION = "2"
+SCHEMA_VERSION = "3"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
@@ -74,7 +75,7 @@ CREATE TABLE IF NOT EXISTS points (
     relaxed_val_loss REAL, relaxed_test_loss REAL,
     penalty REAL, n_nonzero INTEGER, n_penalized INTEGER, zero_groups INTEGER,
     n_groups INTEGER, n_features INTEGER, features TEXT, feature_norms TEXT,
-    epochs INTEGER, seconds REAL,
+    epochs INTEGER, seconds REAL, diverged INTEGER,
     PRIMARY KEY (run_id, fold, idx));
 """
 
@@ -96,6 +97,7 @@ _POINT_FIELDS = (
     "feature_norms",
     "epochs",
     "seconds",
+    "diverged",
 )
 
 
@@ -141,7 +143,8 @@ class Store:
             raise StoreError(f"store must be a file, got the directory {str(self.path)!r}")
         exists = self.path.exists() and self.path.stat().st_size > 0
         if not exists and not create:
-            raise FileNotFoundError(f"store {str(self.path)!r} does not exist")
+            state = "is empty" if self.path.exists() else "does not exist"
+            raise FileNotFoundError(f"store {str(self.path)!r} {state}")
         if exists:
             self._check_ours()
         try:
@@ -200,13 +203,16 @@ class Store:
         return None if row is None else int(row["id"])
 
     def add_study(self, *, key: str, name: str, config: dict, data: dict) -> int:
+        """The study with ``key``, added unless it is there (two processes starting the
+        same study at once get the same id)."""
         created = datetime.now(timezone.utc).isoformat(timespec="seconds")
         with self._transaction() as db:
-            cursor = db.execute(
-                "INSERT INTO studies (key, name, created, config, data, status) VALUES (?, ?, ?, ?, ?, 'running')",
+            db.execute(
+                "INSERT OR IGNORE INTO studies (key, name, created, config, data, status) "
+                "VALUES (?, ?, ?, ?, ?, 'running')",
                 (key, name, created, _json(config), _json(data)),
             )
-        return int(cursor.lastrowid)
+            return int(db.execute("SELECT id FROM studies WHERE key = ?", (key,)).fetchone()["id"])
 
     def set_status(self, study_id: int, status: str) -> None:
         with self._transaction() as db:

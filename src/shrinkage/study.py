@@ -20,7 +20,8 @@ import copy
 import hashlib
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -39,7 +40,7 @@ from .prune import model_bytes
 from .regularizer import Rule
 from .store import Store
 from .tabular import Encoder, Table, read_table, table_from_dataset
-from .train import evaluate, loss_for_task
+from .train import Diverged, evaluate, loss_for_task
 
 __all__ = ["PENALTY_CHOICES", "StudyConfig", "load_table", "prepare_study", "run_study", "study_rules"]
 
@@ -75,6 +76,11 @@ class StudyConfig:
     seed : int
     n_jobs : int or None
         Folds in parallel (joblib); -1 uses every core.
+    on_divergence : {"raise", "skip"}
+        A fit whose loss or weights stop being finite stops the study with an error
+        naming penalty, fold, λ and epoch (penalties already stored stay), or is
+        recorded as a failed λ that is never selected (see
+        :func:`~shrinkage.path.regularization_path`).
     """
 
     dataset: str | None = "diabetes"
@@ -93,6 +99,7 @@ class StudyConfig:
     test_size: float = 0.2
     seed: int = 0
     n_jobs: int | None = -1
+    on_divergence: str = "raise"
 
     def __post_init__(self) -> None:
         if self.data is None:
@@ -101,6 +108,7 @@ class StudyConfig:
             raise ValueError("target must name the target column of the data file, got None")
         check_choice("task", self.task, ("auto", "regression", "binary", "multiclass"))
         check_choice("missing", self.missing, ("impute", "error"))
+        check_choice("on_divergence", self.on_divergence, ("raise", "skip"))
         if not self.penalties:
             raise fail("penalties", "a non-empty list of " + ", ".join(PENALTY_CHOICES), self.penalties)
         for name in self.penalties:
@@ -237,6 +245,14 @@ def _weights(model: nn.Module) -> np.ndarray:
     return torch.cat([p.detach().flatten() for p in model.parameters() if p.ndim >= 2]).float().numpy()
 
 
+@contextmanager
+def _naming_divergence(where: str) -> Iterator[None]:
+    try:
+        yield
+    except Diverged as error:
+        raise error.within(where) from None
+
+
 def run_study(
     config: StudyConfig,
     store: Store,
@@ -254,9 +270,9 @@ def run_study(
     """
     prepared = prepared if prepared is not None else prepare_study(config)
     table, task = prepared.table, prepared.table.task
-    key = hashlib.sha256(
-        json.dumps([config.to_dict(), prepared.summary["fingerprint"]], sort_keys=True).encode()
-    ).hexdigest()[:20]
+    identity = {k: v for k, v in config.to_dict().items() if k != "n_jobs"}  # results do not depend on n_jobs
+    fingerprint = json.dumps([identity, prepared.summary["fingerprint"]], sort_keys=True)
+    key = hashlib.sha256(fingerprint.encode()).hexdigest()[:20]
     study_id = store.find_study(key)
     if study_id is None:
         study_id = store.add_study(key=key, name=table.name, config=config.to_dict(), data=prepared.summary)
@@ -280,64 +296,65 @@ def run_study(
         if name in done:
             continue
         start = time.perf_counter()
-        rules = study_rules(name, prepared.encoder.groups, factory(), config.l1_ratio)
-        if rules is None:
-            scores, sizes, full, model = cross_validate_unpenalized(
-                factory, prepared.X_train, prepared.y_train, **common
-            )
-            penalized = model
-            mean, se, _, _ = one_standard_error(scores[:, None], np.array([0.0]), sizes)
-            record = full.dense
-            run = dict(
-                penalty="none",
-                rules=[],
-                lambdas=[0.0],
-                cv_mean=mean,
-                cv_se=se,
-                admissible=[True],
-                lambda_min=0.0,
-                lambda_1se=0.0,
-                lambda_chosen=0.0,
-                selection=config.selection,
-                cv_loss=mean[0],
-                cv_loss_se=se[0],
-            )
-            points = _point_rows(full, -1, include_dense=True)
-            points += [dict(fold=k, idx=-1, **{"lambda": 0.0, "test_loss": float(s)}) for k, s in enumerate(scores)]
-        else:
-            sparsifying = any(r.penalty.sparsifying for r in rules)
-            result = cross_validate(
-                factory,
-                prepared.X_train,
-                prepared.y_train,
-                penalty=rules,
-                n_lambdas=config.n_lambdas,
-                # L2 has no λ where weights vanish to end its grid: it gets twice the decades
-                lambda_min_ratio=config.lambda_min_ratio if sparsifying else config.lambda_min_ratio**2,
-                selection=config.selection,
-                relax=config.relax and sparsifying,
-                **common,
-            )
-            model, record = result.model, result.path.points[result.index]
-            penalized = copy.deepcopy(result.model)  # the penalized fit (result.model may be relaxed)
-            penalized.load_state_dict(record.state)
-            run = dict(
-                penalty=name,
-                rules=[{"penalty": r.penalty.get_config(), "select": r.select} for r in rules],
-                lambdas=result.lambdas,
-                cv_mean=result.mean,
-                cv_se=result.se,
-                admissible=result.admissible,
-                lambda_min=result.lambda_min,
-                lambda_1se=result.lambda_1se,
-                lambda_chosen=result.lambda_,
-                selection=config.selection,
-                cv_loss=result.mean[result.index],
-                cv_loss_se=result.se[result.index],
-            )
-            points = _point_rows(result.path, -1, include_dense=True)
-            for k, fold in enumerate(result.folds):
-                points += _point_rows(fold, k)
+        with _naming_divergence(f"penalty {name!r}"):
+            rules = study_rules(name, prepared.encoder.groups, factory(), config.l1_ratio)
+            if rules is None:
+                scores, sizes, full, model = cross_validate_unpenalized(
+                    factory, prepared.X_train, prepared.y_train, **common
+                )
+                penalized = model
+                mean, se, _, _ = one_standard_error(scores[:, None], np.array([0.0]), sizes)
+                record = full.dense
+                run = dict(
+                    penalty="none",
+                    rules=[],
+                    lambdas=[0.0],
+                    cv_mean=mean,
+                    cv_se=se,
+                    admissible=[True],
+                    lambda_min=0.0,
+                    lambda_1se=0.0,
+                    lambda_chosen=0.0,
+                    selection=config.selection,
+                    cv_loss=mean[0],
+                    cv_loss_se=se[0],
+                )
+                points = _point_rows(full, -1, include_dense=True)
+                points += [dict(fold=k, idx=-1, **{"lambda": 0.0, "test_loss": float(s)}) for k, s in enumerate(scores)]
+            else:
+                sparsifying = any(r.penalty.sparsifying for r in rules)
+                result = cross_validate(
+                    factory,
+                    prepared.X_train,
+                    prepared.y_train,
+                    penalty=rules,
+                    n_lambdas=config.n_lambdas,
+                    # L2 has no λ where weights vanish to end its grid: it gets twice the decades
+                    lambda_min_ratio=config.lambda_min_ratio if sparsifying else config.lambda_min_ratio**2,
+                    selection=config.selection,
+                    relax=config.relax and sparsifying,
+                    **common,
+                )
+                model, record = result.model, result.path.points[result.index]
+                penalized = copy.deepcopy(result.model)  # the penalized fit (result.model may be relaxed)
+                penalized.load_state_dict(record.state)
+                run = dict(
+                    penalty=name,
+                    rules=[{"penalty": r.penalty.get_config(), "select": r.select} for r in rules],
+                    lambdas=result.lambdas,
+                    cv_mean=result.mean,
+                    cv_se=result.se,
+                    admissible=result.admissible,
+                    lambda_min=result.lambda_min,
+                    lambda_1se=result.lambda_1se,
+                    lambda_chosen=result.lambda_,
+                    selection=config.selection,
+                    cv_loss=result.mean[result.index],
+                    cv_loss_se=result.se[result.index],
+                )
+                points = _point_rows(result.path, -1, include_dense=True)
+                for k, fold in enumerate(result.folds):
+                    points += _point_rows(fold, k)
         test_loss, test_score = _test_metrics(model, prepared, task)
         weights = _weights(penalized)
         metadata = {

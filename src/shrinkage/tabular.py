@@ -84,7 +84,7 @@ def _finish(features, target, name: str, task: str, true_features=None) -> Table
         raise fail(
             f"target column {target_name!r}",
             "at least two distinct values",
-            Described(f"only {target.iloc[0]}"),
+            Described(f"only the value {target.iloc[0]} ({len(target)} row(s))"),
             verb="have",
         )
     if features.shape[1] == 0:

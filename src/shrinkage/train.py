@@ -22,6 +22,7 @@ from .regularizer import Regularizer
 __all__ = [
     "LOSSES",
     "OPTIMIZERS",
+    "Diverged",
     "TrainConfig",
     "TrainResult",
     "as_targets",
@@ -44,6 +45,30 @@ LOSSES: dict[str, Callable[[], nn.Module]] = {
     "bce": nn.BCEWithLogitsLoss,
     "cross_entropy": nn.CrossEntropyLoss,
 }
+
+
+class Diverged(FloatingPointError):
+    """A fit produced a non-finite loss or non-finite weights.
+
+    When it is raised, the model already holds the best weights of that fit (or, when
+    none was finite, those it started from). The message says where: ``where`` lists
+    the context, outermost first (``("fold 2", "λ=0.3")``), ``epoch`` the epoch.
+    """
+
+    def __init__(self, reason: str, epoch: int, where: tuple[str, ...] = ()):
+        self.reason, self.epoch, self.where = reason, epoch, tuple(where)
+        at = ", ".join((*self.where, f"epoch {epoch}"))
+        super().__init__(
+            f"training diverged at {at}: {reason}; the fit's best weights are kept. "
+            "Lower lr or λ, or check the data for extreme values"
+        )
+
+    def within(self, where: str) -> Diverged:
+        """The same error, placed inside ``where`` (e.g. ``"fold 2"``)."""
+        return Diverged(self.reason, self.epoch, (where, *self.where))
+
+    def __reduce__(self):  # crosses process boundaries (joblib workers) intact
+        return Diverged, (self.reason, self.epoch, self.where)
 
 
 def loss_for_task(task: str) -> str:
@@ -231,6 +256,7 @@ def train(
     result = TrainResult(epochs=0, best_epoch=0)
     best_score = math.inf
     best_state = None
+    start_state = copy.deepcopy(model.state_dict())  # what a divergence falls back to if no epoch is kept
     waited = 0
     try:
         model.train()
@@ -249,20 +275,20 @@ def train(
                 total += float(data_loss.detach()) * (min(start + size, n) - start)
             train_loss = total / n
             if not math.isfinite(train_loss):
-                raise FloatingPointError(
-                    f"training diverged: the data loss is {train_loss} at epoch {epoch}; "
-                    "lower lr or check the data for extreme values"
-                )
-            result.train_loss.append(train_loss)
+                raise Diverged(f"the data loss is {train_loss}", epoch)
             penalty = sum(regularizer.values().values()) if regularizer is not None else 0.0
-            result.penalty.append(penalty)
             # the monitored loss is measured at the epoch's end, like the penalty (the
             # running training loss above lags one step behind the weights)
             if validation is not None:
                 score = evaluate(model, validation[0], validation[1], loss)
-                result.val_loss.append(score)
             else:
                 score = evaluate(model, X, y, loss)
+            if not (math.isfinite(score) and math.isfinite(penalty)):
+                raise Diverged("the weights are no longer finite (the loss after the last step is not)", epoch)
+            result.train_loss.append(train_loss)
+            result.penalty.append(penalty)
+            if validation is not None:
+                result.val_loss.append(score)
             if config.monitor == "objective":
                 score += penalty
             result.epochs = epoch + 1
@@ -277,6 +303,9 @@ def train(
                 if waited >= config.patience:
                     result.stopped_early = True
                     break
+    except Diverged:
+        model.load_state_dict(best_state if best_state is not None else start_state)
+        raise
     finally:
         if handle is not None:
             handle.remove()

@@ -1,0 +1,115 @@
+"""Interrupted studies resume: a study process killed with SIGKILL at several points
+and started again ends with exactly the rows of an uninterrupted run, and recomputes
+nothing it had stored. Same command, same seed: identical stored results. Two
+processes writing one store at once leave it whole."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+PENALTIES = "none,l1,l2,elasticnet,group"
+ARGS = ["--penalties", PENALTIES, "--hidden", "4", "--cv", "3", "--n-lambdas", "4", "--n-jobs", "1", "--quiet"]
+# what differs between two runs of one command: row ids, timings, dates
+VOLATILE = {"id", "run_id", "study_id", "seconds", "created"}
+
+
+def _study(out: Path, store: Path) -> subprocess.Popen:
+    command = [sys.executable, "-m", "shrinkage", "study", *ARGS, "--out", str(out), "--store", str(store)]
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+
+
+def _runs(store: Path) -> list[tuple[int, str, float]]:
+    """(id, penalty, seconds) of the stored runs, read while another process may write."""
+    if not store.exists():
+        return []
+    try:
+        with sqlite3.connect(f"file:{store}?mode=ro", uri=True, timeout=30) as db:
+            return db.execute("SELECT id, penalty, seconds FROM runs ORDER BY id").fetchall()
+    except sqlite3.OperationalError:  # schema not there yet
+        return []
+
+
+def _kill_after(store: Path, out: Path, n_runs: int) -> list[tuple[int, str, float]]:
+    """Start the study, SIGKILL it as soon as ``n_runs`` runs are stored; the runs then."""
+    process = _study(out, store)
+    deadline = time.monotonic() + 300
+    while len(_runs(store)) < n_runs and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert process.poll() is None, "the study ended before it could be killed"
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    return _runs(store)
+
+
+def _finish(store: Path, out: Path) -> None:
+    process = _study(out, store)
+    _, err = process.communicate(timeout=600)
+    assert process.returncode == 0, err.decode()
+
+
+def _content(store: Path) -> dict[str, list[tuple]]:
+    """Every stored row, less what legitimately differs between runs."""
+    with sqlite3.connect(store) as db:
+        db.row_factory = sqlite3.Row
+        tables = {}
+        for table, order in (("studies", "key"), ("runs", "penalty"), ("points", "run_id, fold, idx")):
+            rows = [dict(r) for r in db.execute(f"SELECT * FROM {table} ORDER BY {order}")]
+            kept = [tuple(v for k, v in r.items() if k not in VOLATILE) for r in rows]
+            if table == "points":  # run ids differ; name each point's run by its penalty
+                names = dict(db.execute("SELECT id, penalty FROM runs").fetchall())
+                kept = sorted((names[r["run_id"]], *k) for r, k in zip(rows, kept))
+            tables[table] = kept
+        return tables
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> dict[str, list[tuple]]:
+    folder = tmp_path_factory.mktemp("reference")
+    _finish(folder / "results.sqlite", folder)
+    return _content(folder / "results.sqlite")
+
+
+def test_killed_study_resumes_to_exactly_the_uninterrupted_rows(tmp_path, reference):
+    store = tmp_path / "results.sqlite"
+    seen: dict[str, tuple[int, float]] = {}
+    for n_runs in (0, 1, 3):  # killed: before any run is stored, after the first, after the third
+        runs = _kill_after(store, tmp_path, n_runs)
+        assert len(runs) >= n_runs
+        for run_id, penalty, seconds in runs:
+            if penalty in seen:  # stored before an earlier kill: not recomputed since
+                assert seen[penalty] == (run_id, seconds), penalty
+            seen[penalty] = (run_id, seconds)
+    assert len(seen) < 5, "every penalty was stored before the last kill: nothing left to resume"
+    _finish(store, tmp_path)
+    for run_id, penalty, seconds in _runs(store):
+        if penalty in seen:
+            assert seen[penalty] == (run_id, seconds), penalty  # resumed, not redone
+    assert _content(store) == reference
+    with sqlite3.connect(store) as db:
+        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert db.execute("SELECT status FROM studies").fetchall() == [("complete",)]
+
+
+def test_same_command_same_seed_same_results(tmp_path, reference):
+    _finish(tmp_path / "again.sqlite", tmp_path)
+    assert _content(tmp_path / "again.sqlite") == reference
+
+
+def test_two_processes_writing_one_store(tmp_path, reference):
+    store = tmp_path / "shared.sqlite"
+    first, second = _study(tmp_path / "a", store), _study(tmp_path / "b", store)
+    for process in (first, second):
+        _, err = process.communicate(timeout=600)
+        assert process.returncode == 0, err.decode()
+    with sqlite3.connect(store) as db:
+        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    assert _content(store) == reference  # one study, each penalty once, the same numbers
