@@ -197,6 +197,22 @@ def as_rules(penalties: Any) -> list[Rule]:
     return rules
 
 
+_LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+def _prox_in_safe_precision(penalty: Penalty, params: list[Tensor], layouts, steps) -> None:
+    """The prox in place; float16/bfloat16 tensors go through float32 and are rounded
+    once, so a multi-operation prox (elastic net, groups) is as exact as their storage."""
+    if not any(p.dtype in _LOW_PRECISION for p in params):
+        penalty.prox_(params, layouts, step=steps)
+        return
+    work = [p.float() if p.dtype in _LOW_PRECISION else p for p in params]
+    penalty.prox_(work, layouts, step=steps)
+    for p, w in zip(params, work):
+        if w is not p:
+            p.copy_(w)
+
+
 class Regularizer:
     """Penalties bound to a model, applied in one of four modes.
 
@@ -431,7 +447,7 @@ class Regularizer:
                 steps += optim.prox_steps(optimizer, group, [term.params[i] for i in members])
             if indices:
                 params, layouts = term.bucket(indices)
-                term.penalty.prox_(params, layouts, step=steps)
+                _prox_in_safe_precision(term.penalty, params, layouts, steps)
 
     # ------------------------------------------------------------------ reporting
     @torch.no_grad()
