@@ -394,6 +394,9 @@ def group_shrink_(
         x.mul_(_expand(factor, x, layout))
 
 
+_DEVICE_NEWTON_ITERATIONS = 30
+
+
 def _group_shrink_scaled_(x: Tensor, layout: GroupLayout, step: ScaledStep | Tensor, *, max_iter: int) -> None:
     weights = _weights(layout, x)  # √|g| per group
     weights = weights if isinstance(weights, float) else _expand(weights, x, layout)
@@ -418,12 +421,16 @@ def _group_shrink_scaled_(x: Tensor, layout: GroupLayout, step: ScaledStep | Ten
     weighted_c = _group_sum(torch.mul(squares, c, out=work), layout) / torch.where(keep, total, 1.0)
     radius = torch.where(keep, (total.sqrt() - weighted_c).clamp_min_(0.0), radius)
     tolerance = 16 * torch.finfo(x.dtype).eps
-    for _ in range(max_iter):
+    # on an accelerator, testing convergence would stop the host at every iteration:
+    # there a fixed count runs instead (Newton from below converges quadratically; at
+    # the root its step is 0, so extra iterations change nothing)
+    on_host = x.device.type == "cpu"
+    for _ in range(max_iter if on_host else min(max_iter, _DEVICE_NEWTON_ITERATIONS)):
         s_sum, t_sum = sums(radius)
         # Newton step on S^(-1/2) − 1: r ← r + S(√S − 1)/T
         delta = torch.where(keep, s_sum * (s_sum.sqrt() - 1.0) / t_sum, 0.0)
         radius += delta
-        if not bool((delta > tolerance * radius).any()):
+        if on_host and not bool((delta > tolerance * radius).any()):
             break
     r = _expand(radius, x, layout)
     x.mul_(r / (r + c))

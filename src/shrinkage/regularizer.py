@@ -410,10 +410,30 @@ class Regularizer:
             by_group.setdefault(id(group), (group, []))[1].append(i)
         return list(by_group.values())
 
+    def _before_step(self, optimizer, args, kwargs):
+        closure = kwargs.get("closure", args[1] if len(args) > 1 else None)  # args[0] is the optimizer
+        if closure is None:
+            self._apply_before_update()
+            return None
+        calls = []
+
+        # step(closure): the gradients exist only once the optimizer has called the
+        # closure (as PyTorch Lightning does), so apply the penalty then — the gradient
+        # at every call (LBFGS calls it several times), the decay and check once a step
+        def closure_then_penalty():
+            with torch.enable_grad():
+                loss = closure()
+            self._apply_before_update(once=not calls)
+            calls.append(1)
+            return loss
+
+        return args[:1], {**kwargs, "closure": closure_then_penalty}
+
     @torch.no_grad()
-    def _before_step(self, optimizer, args, kwargs) -> None:
+    def _apply_before_update(self, once: bool = True) -> None:
+        """Mode ``gradient``: add the (sub)gradient; ``decoupled``: decay; ``loss``: check."""
         for term in self._terms:
-            if term.mode == "loss":
+            if term.mode == "loss" and once:
                 if not self._penalty_since_step:
                     raise RuntimeError(
                         "mode='loss': reg.penalty() was not added to the loss since the last "
@@ -425,7 +445,7 @@ class Regularizer:
                         p.grad = torch.zeros_like(p)
                 for bucket in term.buckets:
                     term.penalty.add_grad_(*term.bucket(bucket))
-            elif term.mode == "decoupled":
+            elif term.mode == "decoupled" and once:
                 for group, indices in self._groups(term):
                     # AdamW's own update: w ← w·(1 − lr·wd) with wd = 2λ
                     factor = 1.0 - float(group["lr"]) * (2.0 * term.penalty.lambda_)

@@ -1,0 +1,47 @@
+"""Devices: no hidden host synchronisation in a training step. On the ``meta`` device
+every value lookup (``.item()``, ``float(t)``, ``bool(t)``) raises, so a step that
+passes there never waits for (or copies to) the host — what keeps a GPU step
+asynchronous. Every penalty, optimizer and mode is stepped there."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from shrinkage import L1, L2, ElasticNet, GroupLasso, Regularizer, SparseGroupLasso
+from shrinkage.models import MLP
+
+PENALTIES = [L1(1e-2), L2(1e-2), ElasticNet(1e-2, 0.5), GroupLasso(1e-2), SparseGroupLasso(1e-2, 0.5)]
+OPTIMIZERS = {
+    "sgd": lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9, nesterov=True),
+    "adam": lambda p: torch.optim.Adam(p, lr=1e-2),
+    "adamw": lambda p: torch.optim.AdamW(p, lr=1e-2),
+    "rmsprop": lambda p: torch.optim.RMSprop(p, lr=1e-2),
+    "adagrad": lambda p: torch.optim.Adagrad(p, lr=1e-2),
+}
+
+
+CASES = [
+    pytest.param(penalty, optimizer, mode, id=f"{type(penalty).__name__}-{optimizer}-{mode}")
+    for penalty in PENALTIES
+    for optimizer in OPTIMIZERS
+    for mode in ("proximal", "gradient", "loss", "decoupled")
+    if mode != "decoupled" or isinstance(penalty, L2)  # decoupled is weight decay: L2 only
+]
+
+
+@pytest.mark.parametrize("penalty, optimizer, mode", CASES)
+def test_a_step_never_synchronizes_with_the_host(penalty, optimizer, mode):
+    model = MLP(6, (8,)).to("meta")
+    opt = OPTIMIZERS[optimizer](model.parameters())
+    reg = Regularizer(model, penalty, mode=mode)
+    reg.attach(opt)
+    X = torch.randn(4, 6, device="meta")
+    for _ in range(2):
+        opt.zero_grad()
+        loss = model(X).square().mean()
+        if mode == "loss":
+            loss = loss + reg.penalty()
+        loss.backward()
+        opt.step()
+    assert all(p.device.type == "meta" for p in model.parameters())  # nothing moved
