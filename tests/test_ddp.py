@@ -91,6 +91,7 @@ def _worker(rank, port, mode, folder):
                  "zeros": reg.sparsity().zeros},
                 f"{folder}/result.pt",
             )  # fmt: skip
+        dist.barrier()  # both ranks are done communicating before either tears down
     finally:
         dist.destroy_process_group()
 

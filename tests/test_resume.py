@@ -99,12 +99,10 @@ def test_killed_study_resumes_to_exactly_the_uninterrupted_rows(tmp_path, refere
         assert db.execute("SELECT status FROM studies").fetchall() == [("complete",)]
 
 
-def test_same_command_same_seed_same_results(tmp_path, reference):
-    _finish(tmp_path / "again.sqlite", tmp_path)
-    assert _content(tmp_path / "again.sqlite") == reference
-
-
-def test_two_processes_writing_one_store(tmp_path, reference):
+def test_two_processes_writing_one_store_and_the_same_seed_gives_the_same_rows(tmp_path, reference):
+    """Two processes run the same study into one store at once; it stays whole, and
+    every row equals the reference run's: the same command and seed, other processes,
+    identical stored results."""
     store = tmp_path / "shared.sqlite"
     first, second = _study(tmp_path / "a", store), _study(tmp_path / "b", store)
     for process in (first, second):
