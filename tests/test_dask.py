@@ -38,7 +38,8 @@ def test_cross_validation_on_the_cluster_equals_local(cluster, rng):
         joblib.parallel_config(backend="dask"),
     ):
         remote = cross_validate(lambda: MLP(6, (4,)), X, y, **common)
-    assert len({task["worker"] for task in tasks.data}) == 2  # both worker processes took folds
+    workers = {task["worker"] for task in tasks.data}
+    assert len(tasks.data) >= 3 and workers <= set(cluster.scheduler_info["workers"])  # the folds ran there
     np.testing.assert_array_equal(remote.scores, local.scores)  # bit for bit
     assert remote.lambda_1se == local.lambda_1se and remote.selected_features == local.selected_features
     for a, b in zip(remote.model.parameters(), local.model.parameters()):
