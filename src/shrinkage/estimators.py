@@ -199,6 +199,14 @@ class _ShrinkageMLP(SelectorMixin, BaseEstimator):
         check_is_fitted(self)
         return prune(self.model_, feature_names=self._feature_names(self.n_features_in_), measure=measure)
 
+    def _fit_data(self, X, y) -> tuple[np.ndarray, np.ndarray, str, int]:
+        """Checked parameters and data for a new fit: X, the encoded target, the task and
+        the number of network outputs."""
+        self._validate_params()
+        X, y = self._validate(X, y, reset=True)
+        self._set_classes(y)
+        return (X, *self._encode_y(y))
+
     def _get_support_mask(self) -> np.ndarray:
         check_is_fitted(self)
         return self.selected_features_
@@ -230,10 +238,7 @@ class _SingleLambda(_ShrinkageMLP):
 
     def fit(self, X, y):
         """Fit the network at ``lambda_``; see the class docstring for the objective."""
-        self._validate_params()
-        X, y = self._validate(X, y, reset=True)
-        self._set_classes(y)
-        target, task, outputs = self._encode_y(y)
+        X, target, task, outputs = self._fit_data(X, y)
         rules = _penalty(self.penalty, self.lambda_, self.l1_ratio, self.M)
         warm = self.warm_start and hasattr(self, "model_")
         model = copy.deepcopy(self.model_) if warm else self._factory(X.shape[1], outputs)
@@ -310,10 +315,7 @@ class _CrossValidated(_ShrinkageMLP):
 
     def fit(self, X, y):
         """Cross-validate the path and keep the model at the selected λ."""
-        self._validate_params()
-        X, y = self._validate(X, y, reset=True)
-        self._set_classes(y)
-        target, task, outputs = self._encode_y(y)
+        X, target, task, outputs = self._fit_data(X, y)
         result = cross_validate(
             self._factory(X.shape[1], outputs),
             X,

@@ -127,75 +127,47 @@ def build_report(store: Store, study_id: int | None = None, path: str | Path = "
         draw(ax)
         return {"id": figid, "alt": alt, "caption": caption, "png": _png(fig)}
 
+    def per_run(slug: str, what: str, draw, among=penalized, size=(5.0, 3.4)) -> list[dict[str, str]]:
+        """One figure per run, ``draw(run, ax)``, with id ``<slug>-<penalty>``."""
+        figures = []
+        for run in among:
+            name = run["penalty"]
+            figures.append(figure_of(lambda ax, r=run: draw(r, ax), f"{slug}-{name}", f"{what} for {name}", size=size))
+        return figures
+
     sections = [
         {
             "id": "cv",
             "title": "Cross-validation curves",
             "text": "Mean held-out loss over the folds at each λ, with one standard error; λ grows to the right.",
-            "figures": [
-                figure_of(
-                    lambda ax, r=run: plots.plot_cv_curve(r, ax),
-                    f"cv-{run['penalty']}",
-                    f"CV curve for {run['penalty']}",
-                )
-                for run in penalized
-            ],
+            "figures": per_run("cv", "CV curve", plots.plot_cv_curve),
         },
         {
             "id": "paths",
             "title": "Regularization paths",
             "text": "The norm of each input feature's first-layer weights along the full-data path: "
             "features leave the model when their line reaches zero.",
-            "figures": [
-                figure_of(
-                    lambda ax, r=run: plots.plot_path(r, points[r["id"]], names, ax, truth),
-                    f"path-{run['penalty']}",
-                    f"path for {run['penalty']}",
-                )
-                for run in penalized
-            ],
+            "figures": per_run("path", "path", lambda r, ax: plots.plot_path(r, points[r["id"]], names, ax, truth)),
         },
         {
             "id": "sparsity",
             "title": "Sparsity along the path",
             "text": "Share of penalized weights that are not exactly zero, and of input features still used.",
-            "figures": [
-                figure_of(
-                    lambda ax, r=run: plots.plot_sparsity(r, points[r["id"]], ax),
-                    f"sparsity-{run['penalty']}",
-                    f"sparsity for {run['penalty']}",
-                )
-                for run in penalized
-            ],
+            "figures": per_run("sparsity", "sparsity", lambda r, ax: plots.plot_sparsity(r, points[r["id"]], ax)),
         },
         {
             "id": "fit",
             "title": "Training and validation loss along the path",
             "text": "Small λ: the training loss is far below the validation loss (over-fitting). Large λ: both "
             "rise together (under-fitting).",
-            "figures": [
-                figure_of(
-                    lambda ax, r=run: plots.plot_losses(r, points[r["id"]], ax),
-                    f"fit-{run['penalty']}",
-                    f"losses for {run['penalty']}",
-                )
-                for run in penalized
-            ],
+            "figures": per_run("fit", "losses", lambda r, ax: plots.plot_losses(r, points[r["id"]], ax)),
         },
         {
             "id": "weights",
             "title": "Weights of the penalized fits at the chosen λ",
             "text": "L1 and group lasso (proximal steps) leave a spike of weights that are exactly zero (red); "
             "L2 shrinks every weight but leaves them all non-zero.",
-            "figures": [
-                figure_of(
-                    lambda ax, r=run: plots.plot_weight_histogram(r, ax),
-                    f"weights-{run['penalty']}",
-                    f"weight histogram for {run['penalty']}",
-                    size=(3.4, 2.8),
-                )
-                for run in runs
-            ],
+            "figures": per_run("weights", "weight histogram", plots.plot_weight_histogram, runs, (3.4, 2.8)),
         },
         {
             "id": "features",
