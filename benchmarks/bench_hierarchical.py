@@ -27,9 +27,9 @@ import torch
 
 from shrinkage import GroupLasso, HierarchicalLasso, Rule
 from shrinkage.cv import cross_validate
-from shrinkage.data import make_synthetic
 from shrinkage.models import MLP, SkipMLP
 from shrinkage.path import PATH_CONFIG
+from shrinkage.study.datasets import make_synthetic
 from shrinkage.train import evaluate
 
 TRUTH = [0, 1, 2, 3, 4]

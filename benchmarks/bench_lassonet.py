@@ -29,9 +29,9 @@ import torch
 
 from shrinkage import GroupLasso
 from shrinkage.cv import cross_validate
-from shrinkage.data import make_synthetic
 from shrinkage.models import MLP
 from shrinkage.path import regularization_path
+from shrinkage.study.datasets import make_synthetic
 from shrinkage.train import evaluate
 
 HIDDEN = 32

@@ -10,8 +10,8 @@ import torch
 
 from shrinkage import L1, GroupLasso
 from shrinkage.cv import cross_validate, one_standard_error
-from shrinkage.data import make_synthetic
 from shrinkage.models import MLP
+from shrinkage.study.datasets import make_synthetic
 from shrinkage.train import TrainConfig, evaluate
 
 

@@ -14,9 +14,9 @@ from click.testing import CliRunner
 distributed = pytest.importorskip("distributed", reason="Dask is the optional extra shrinkage[distributed]")
 
 from shrinkage import GroupLasso  # noqa: E402
-from shrinkage.cli import main  # noqa: E402
 from shrinkage.cv import cross_validate  # noqa: E402
 from shrinkage.models import MLP  # noqa: E402
+from shrinkage.study.cli import main  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -13,11 +13,11 @@ import torch
 from click.testing import CliRunner
 
 from shrinkage import L2
-from shrinkage.cli import main
 from shrinkage.cv import _fold_path, cross_validate
 from shrinkage.models import MLP
 from shrinkage.path import regularization_path
-from shrinkage.store import Store
+from shrinkage.study.cli import main
+from shrinkage.study.store import Store
 from shrinkage.train import Diverged, TrainConfig, train
 
 # L2 as a plain gradient under SGD: w ← w·(1 − 2·lr·λ) diverges once 2·lr·λ > 2, i.e.
@@ -102,7 +102,7 @@ def test_a_fold_names_itself(data):
 
 
 def test_study_stops_with_one_line_and_keeps_finished_penalties(tmp_path, monkeypatch):
-    import shrinkage.study as study
+    import shrinkage.study.runner as study
 
     def diverging(*args, **kwargs):
         raise Diverged("the data loss is nan", 3, ("fold 2 of 3", "λ=0.05"))

@@ -51,7 +51,7 @@ def test_readme_command_lines_run(tmp_path, monkeypatch):
 
     from click.testing import CliRunner
 
-    from shrinkage.cli import main
+    from shrinkage.study.cli import main
 
     commands = _shell_commands(ROOT / "README.md")
     assert commands, "the README shows the command line"

@@ -9,12 +9,12 @@ from scipy.optimize import minimize
 
 from shrinkage import GroupLasso, HierarchicalLasso, Regularizer, Rule
 from shrinkage.cv import cross_validate
-from shrinkage.data import make_synthetic
 from shrinkage.estimators import ShrinkageMLPRegressor
 from shrinkage.functional import hier_prox_, hier_zero_threshold
 from shrinkage.models import MLP, SkipMLP
 from shrinkage.optim import ExactStepWarning
 from shrinkage.path import PATH_CONFIG
+from shrinkage.study.datasets import make_synthetic
 from shrinkage.train import evaluate
 
 

@@ -17,7 +17,7 @@ from torch import nn
 
 from shrinkage import L1, L2, ElasticNet, GroupLasso, Regularizer, Rule
 from shrinkage._arrays import check_X
-from shrinkage.tabular import read_table
+from shrinkage.study.tabular import read_table
 
 lambdas = st.floats(0.0, 10.0, allow_nan=False)
 seeds = st.integers(0, 2**31 - 1)

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from shrinkage import L1, Regularizer
-from shrinkage.data import make_synthetic
 from shrinkage.models import MLP
+from shrinkage.study.datasets import make_synthetic
 from shrinkage.train import TrainConfig, train
 
 

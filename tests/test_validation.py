@@ -19,16 +19,16 @@ import torch
 from click.testing import CliRunner
 
 from shrinkage import L1, L2, ElasticNet, GroupLasso, HierarchicalLasso, Regularizer, Rule, make_penalty
-from shrinkage.cli import main
 from shrinkage.convert import from_sklearn_lasso, from_torch_weight_decay
 from shrinkage.cv import cross_validate
-from shrinkage.data import load_dataset, make_synthetic
 from shrinkage.models import MLP
 from shrinkage.path import regularization_path
 from shrinkage.prune import load_model, prune, save_model
-from shrinkage.store import Store, StoreError
+from shrinkage.study.cli import main
+from shrinkage.study.datasets import load_dataset, make_synthetic
 from shrinkage.study import StudyConfig
-from shrinkage.tabular import read_table
+from shrinkage.study.store import Store, StoreError
+from shrinkage.study.tabular import read_table
 from shrinkage.train import TrainConfig
 
 RNG = np.random.default_rng(0)

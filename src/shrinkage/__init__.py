@@ -9,6 +9,7 @@
 
 from .penalties import L1, L2, ElasticNet, GroupLasso, HierarchicalLasso, Penalty, SparseGroupLasso, make_penalty
 from .regularizer import MODES, Regularizer, Rule, SparsityReport
+from .validation import InputError
 
 __all__ = [
     "L1",
@@ -17,6 +18,7 @@ __all__ = [
     "ElasticNet",
     "GroupLasso",
     "HierarchicalLasso",
+    "InputError",
     "Penalty",
     "Regularizer",
     "Rule",
@@ -25,4 +27,4 @@ __all__ = [
     "make_penalty",
 ]
 
-__version__ = "0.1.0"
+from ._version import __version__

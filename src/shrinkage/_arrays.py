@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ._validation import Described, check_choice, fail
+from .validation import Described, check_choice, fail
 
 TASKS = ("regression", "binary", "multiclass")
 

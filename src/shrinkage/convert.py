@@ -8,7 +8,7 @@ other library's solver or optimizer.
 
 from __future__ import annotations
 
-from ._validation import check_int, check_number
+from .validation import check_int, check_number
 
 __all__ = [
     "from_keras_l1l2",

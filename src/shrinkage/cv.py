@@ -35,12 +35,12 @@ from torch import nn
 
 from ._arrays import check_X, check_y
 from ._progress import progress_bar
-from ._validation import Described, check_bool, check_choice, check_int, fail
 from .path import ModelSpec, Path, regularization_path
 from .penalties import L1, Penalty
 from .regularizer import Rule
 from .selection import Selector
 from .train import Diverged, TrainConfig
+from .validation import Described, check_bool, check_choice, check_int, fail
 
 __all__ = [
     "CVResult",

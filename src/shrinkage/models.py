@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 from torch import nn
 
-from ._validation import check_choice, check_int, check_number, fail
+from .validation import check_choice, check_int, check_number, fail
 
 __all__ = ["ACTIVATIONS", "MLP", "SkipMLP"]
 

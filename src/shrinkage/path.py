@@ -36,7 +36,6 @@ from torch import Tensor, nn
 
 from ._arrays import check_X, check_y, to_tensors
 from ._progress import progress_bar
-from ._validation import Described, check_bool, check_choice, check_int, check_number, fail
 from .penalties import Penalty
 from .regularizer import MODES, Regularizer, Rule, as_rules
 from .selection import Selector
@@ -52,6 +51,7 @@ from .train import (
     make_optimizer,
     train,
 )
+from .validation import Described, check_bool, check_choice, check_int, check_number, fail
 
 __all__ = [
     "FIT_CONFIG",

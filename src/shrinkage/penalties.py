@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from . import functional as F
-from ._validation import check_choice, check_number, fail
+from .validation import check_choice, check_number, fail
 
 __all__ = [
     "L1",

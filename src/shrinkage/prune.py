@@ -30,9 +30,9 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from ._validation import fail
 from .models import SkipMLP
 from .structure import linear_chain, path_masks, reachable_inputs
+from .validation import fail
 
 __all__ = ["PruneReport", "flops_per_sample", "load_model", "model_bytes", "prune", "save_model"]
 

@@ -40,11 +40,11 @@ import torch
 from torch import Tensor, nn
 
 from . import optim
-from ._validation import check_bool, check_choice, fail
 from .functional import GroupLayout, group_norms
 from .penalties import Penalty, make_penalty
 from .selection import Selector, describe_selector, select_parameters, selector_from_config
 from .structure import input_parameter_of, input_usage
+from .validation import check_bool, check_choice, fail
 
 __all__ = ["MODES", "Regularizer", "Rule", "SparsityReport", "TensorSparsity", "Term", "as_rules"]
 

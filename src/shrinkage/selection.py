@@ -25,7 +25,7 @@ from typing import Any
 
 from torch import nn
 
-from ._validation import fail
+from .validation import fail
 
 __all__ = ["NORM_LAYERS", "Selector", "describe_selector", "select_parameters", "selector_from_config"]
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from ._validation import fail
+from .validation import fail
 
 __all__ = [
     "ELEMENTWISE",

@@ -16,8 +16,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ._validation import check_bool, check_choice, check_int, check_number, fail
 from .regularizer import Regularizer
+from .validation import check_bool, check_choice, check_int, check_number, fail
 
 __all__ = [
     "LOSSES",

@@ -1,8 +1,17 @@
-"""Validation at the public boundary: one message shape for every bad input.
+"""Validation at the public boundary: one exception type and one message shape for every bad input.
 
-Every check raises ``ValueError`` (a value of the right kind but outside the rule) or
-``TypeError`` (a value of the wrong kind), with the message
-``"<parameter> must be <rule>, got <value received>"``.
+Every bad input raises :class:`InputError` (a ``ValueError``: a value outside the rule)
+or :class:`InputTypeError` (also a ``TypeError``: a value of the wrong kind), with the
+message ``"<parameter> must be <rule>, got <value received>"``. Catch ``InputError`` to
+catch both; anything else raised from shrinkage is a bug or an error of the numerics
+(:class:`~shrinkage.train.Diverged`).
+
+>>> import shrinkage
+>>> try:
+...     shrinkage.L1(-1.0)
+... except shrinkage.InputError as error:
+...     print(error)
+lambda_ must be a finite number >= 0, got -1.0
 """
 
 from __future__ import annotations
@@ -11,6 +20,21 @@ import math
 import numbers
 from collections.abc import Iterable
 from typing import Any
+
+
+__all__ = ["Described", "InputError", "InputTypeError", "check_bool", "check_choice", "check_int", "check_number", "fail"]
+
+
+class InputError(ValueError):
+    """A bad input: a parameter, an argument or a file that breaks a documented rule.
+
+    The message names the parameter, the rule and the value received. The command line
+    reports it in one line with exit code 2.
+    """
+
+
+class InputTypeError(InputError, TypeError):
+    """A bad input of the wrong kind (a ``TypeError`` too, as Python's own checks raise)."""
 
 
 class Described(str):
@@ -28,9 +52,13 @@ def _shown(value: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def fail(name: str, rule: str, value: Any, *, kind: type[Exception] = ValueError, verb: str = "be"):
+def fail(name: str, rule: str, value: Any, *, kind: type[Exception] = InputError, verb: str = "be") -> Exception:
     """Return the standard exception for ``name`` breaking ``rule`` (caller raises it):
-    ``"<name> must <verb> <rule>, got <value>"``."""
+    ``"<name> must <verb> <rule>, got <value>"``.
+
+    ``kind`` is :class:`InputError` (or ``TypeError``, which gives :class:`InputTypeError`).
+    """
+    kind = {ValueError: InputError, TypeError: InputTypeError}.get(kind, kind)
     return kind(f"{name} must {verb} {rule}, got {_shown(value)}")
 
 

@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from shrinkage.cli import main
 from shrinkage.prune import load_model
-from shrinkage.store import Store
+from shrinkage.study.cli import main
+from shrinkage.study.store import Store
 
 FAST = ["--hidden", "4", "--cv", "3", "--n-lambdas", "4", "--n-jobs", "1", "--quiet"]
 

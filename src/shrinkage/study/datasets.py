@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ._validation import check_choice, check_int, check_number
+from shrinkage.validation import check_choice, check_int, check_number
 
 __all__ = ["BUNDLED", "Dataset", "load_dataset", "make_synthetic"]
 

@@ -20,8 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from ._validation import Described, check_choice, fail
-from .data import Dataset
+from shrinkage.validation import Described, check_choice, fail
+
+from .datasets import Dataset
 
 __all__ = ["Encoder", "Table", "infer_task", "read_table", "table_from_dataset"]
 

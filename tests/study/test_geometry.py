@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy.optimize import minimize
 
-from shrinkage.geometry import Quadratic, l1_solution, l2_solution, plot_geometry, plot_track, showcase_lambda
+from shrinkage.study.geometry import Quadratic, l1_solution, l2_solution, plot_geometry, plot_track, showcase_lambda
 
 QUADRATICS = [
     Quadratic(),

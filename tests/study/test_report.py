@@ -10,8 +10,8 @@ from html.parser import HTMLParser
 
 import pytest
 
-from shrinkage.report import build_report
-from shrinkage.store import Store
+from shrinkage.study.report import build_report
+from shrinkage.study.store import Store
 
 
 class _Parse(HTMLParser):

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from shrinkage.tabular import Encoder, infer_task, read_table
+from shrinkage.study.tabular import Encoder, infer_task, read_table
 
 
 @pytest.fixture

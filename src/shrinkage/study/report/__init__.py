@@ -65,7 +65,7 @@ def _answers(runs: list[dict[str, Any]], data: dict[str, Any], score_name: str) 
 
 def _pruned_sizes(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Parameters and FLOPs of each stored model before and after pruning."""
-    from ..prune import load_model, prune
+    from shrinkage.prune import load_model, prune
 
     rows = []
     for run in runs:
@@ -89,7 +89,8 @@ def build_report(store: Store, study_id: int | None = None, path: str | Path = "
     import matplotlib.pyplot as plt
     from jinja2 import Environment, PackageLoader, select_autoescape
 
-    from .. import __version__
+    from shrinkage import __version__
+
     from ..geometry import plot_geometry, plot_track
     from . import plots
 
@@ -198,7 +199,7 @@ def build_report(store: Store, study_id: int | None = None, path: str | Path = "
     from jinja2 import StrictUndefined
 
     environment = Environment(
-        loader=PackageLoader("shrinkage", "report"),
+        loader=PackageLoader("shrinkage.study.report", "."),
         autoescape=select_autoescape(default=True),
         undefined=StrictUndefined,
     )

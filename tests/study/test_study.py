@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from shrinkage.store import Store
-from shrinkage.study import run_study
+from shrinkage.study.runner import run_study
+from shrinkage.study.store import Store
 
 
 def test_sparse_penalties_keep_exactly_the_true_features(truth_study):

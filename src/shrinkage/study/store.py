@@ -53,6 +53,8 @@ from typing import Any
 
 import numpy as np
 
+from shrinkage.validation import InputError
+
 __all__ = ["SCHEMA_VERSION", "Store", "StoreError"]
 
 SCHEMA_VERSION = "3"
@@ -101,7 +103,7 @@ _POINT_FIELDS = (
 )
 
 
-class StoreError(ValueError):
+class StoreError(InputError):
     """The file is not a results store this version can use."""
 
 

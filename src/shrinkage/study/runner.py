@@ -22,7 +22,7 @@ import json
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -30,105 +30,21 @@ import torch
 from sklearn.model_selection import train_test_split
 from torch import nn
 
-from ._validation import check_bool, check_choice, check_int, check_number, fail
-from .cv import cross_validate, cross_validate_unpenalized, one_standard_error
-from .data import BUNDLED, load_dataset
-from .models import MLP
-from .path import Path, PathPoint
-from .penalties import L1, L2, ElasticNet, GroupLasso
-from .prune import model_bytes
-from .regularizer import Rule
+from shrinkage.cv import cross_validate, cross_validate_unpenalized, one_standard_error
+from shrinkage.models import MLP
+from shrinkage.path import Path, PathPoint
+from shrinkage.penalties import L1, L2, ElasticNet, GroupLasso
+from shrinkage.prune import model_bytes
+from shrinkage.regularizer import Rule
+from shrinkage.train import Diverged, evaluate, loss_for_task
+from shrinkage.validation import fail
+
+from .config import StudyConfig
+from .datasets import load_dataset
 from .store import Store
 from .tabular import Encoder, Table, read_table, table_from_dataset
-from .train import Diverged, evaluate, loss_for_task
 
-__all__ = ["PENALTY_CHOICES", "StudyConfig", "load_table", "prepare_study", "run_study", "study_rules"]
-
-PENALTY_CHOICES = ("none", "l1", "l2", "elasticnet", "group")
-
-
-@dataclass(frozen=True)
-class StudyConfig:
-    """What a study compares and how (every field is a CLI flag of ``shrinkage study``).
-
-    Parameters
-    ----------
-    dataset : str, optional
-        A bundled set (``diabetes`` by default; see :data:`shrinkage.data.BUNDLED`).
-    data, target : str, optional
-        A CSV or Parquet file and its target column (instead of ``dataset``).
-    task : {"auto", "regression", "binary", "multiclass"}
-    missing : {"impute", "error"}
-        Missing feature values: median (numeric) or their own level (categorical), or
-        refuse the data.
-    penalties : tuple of str
-        Among ``none``, ``l1``, ``l2``, ``elasticnet``, ``group``.
-    hidden : tuple of int
-        Hidden layer widths of the MLP.
-    l1_ratio : float
-        ρ of the elastic net.
-    cv, n_lambdas, lambda_min_ratio, selection, relax
-        As for :func:`~shrinkage.cv.cross_validate` (relax applies to the penalties
-        that select: L1, elastic net, group). L2, whose grid has no natural end where
-        weights vanish, spans ``lambda_min_ratio²``: twice the decades.
-    test_size : float
-        Fraction of rows held out for the test score (stratified for classes).
-    seed : int
-    n_jobs : int or None
-        Folds in parallel (joblib); -1 uses every core.
-    on_divergence : {"raise", "skip"}
-        A fit whose loss or weights stop being finite stops the study with an error
-        naming penalty, fold, λ and epoch (penalties already stored stay), or is
-        recorded as a failed λ that is never selected (see
-        :func:`~shrinkage.path.regularization_path`).
-    """
-
-    dataset: str | None = "diabetes"
-    data: str | None = None
-    target: str | None = None
-    task: str = "auto"
-    missing: str = "impute"
-    penalties: tuple[str, ...] = PENALTY_CHOICES
-    hidden: tuple[int, ...] = (32,)
-    l1_ratio: float = 0.5
-    cv: int = 5
-    n_lambdas: int = 20
-    lambda_min_ratio: float = 1e-2
-    selection: str = "1se"
-    relax: bool = True
-    test_size: float = 0.2
-    seed: int = 0
-    n_jobs: int | None = -1
-    on_divergence: str = "raise"
-
-    def __post_init__(self) -> None:
-        if self.data is None:
-            check_choice("dataset", self.dataset, BUNDLED)
-        elif self.target is None:
-            raise ValueError("target must name the target column of the data file, got None")
-        check_choice("task", self.task, ("auto", "regression", "binary", "multiclass"))
-        check_choice("missing", self.missing, ("impute", "error"))
-        check_choice("on_divergence", self.on_divergence, ("raise", "skip"))
-        if not self.penalties:
-            raise fail("penalties", "a non-empty list of " + ", ".join(PENALTY_CHOICES), self.penalties)
-        for name in self.penalties:
-            check_choice("penalty", name, PENALTY_CHOICES)
-        for width in self.hidden:
-            check_int("hidden", width, low=1)
-        check_number("l1_ratio", self.l1_ratio, low=0.0, high=1.0, low_open=True)
-        check_int("cv", self.cv, low=2)
-        check_int("n_lambdas", self.n_lambdas, low=2)
-        check_number("lambda_min_ratio", self.lambda_min_ratio, low=0.0, high=1.0, low_open=True, high_open=True)
-        check_choice("selection", self.selection, ("1se", "min"))
-        check_bool("relax", self.relax)
-        check_number("test_size", self.test_size, low=0.0, high=1.0, low_open=True, high_open=True)
-        check_int("seed", self.seed)
-        if self.n_jobs is not None:
-            check_int("n_jobs", self.n_jobs)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
+__all__ = ["StudyConfig", "load_table", "prepare_study", "run_study", "study_rules"]
 
 def load_table(config: StudyConfig) -> Table:
     """The study's data as a :class:`~shrinkage.tabular.Table`."""

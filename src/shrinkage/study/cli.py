@@ -20,8 +20,8 @@ from pathlib import Path
 
 import click
 
-from .data import BUNDLED
-from .study import PENALTY_CHOICES, StudyConfig
+from .config import PENALTY_CHOICES, StudyConfig
+from .datasets import BUNDLED
 
 __all__ = ["main"]
 
@@ -199,8 +199,8 @@ def study(
     from rich.console import Console
 
     from .report import build_report
+    from .runner import prepare_study, run_study
     from .store import Store
-    from .study import prepare_study, run_study
 
     config = StudyConfig(
         dataset=dataset,
@@ -374,7 +374,8 @@ def prune_command(store_path: Path, penalty: str, study_id: int | None, penalize
     Prints the features it keeps and its size, FLOPs and CPU latency before and after;
     writes a weights-only file that shrinkage.prune.load_model reads back.
     """
-    from .prune import load_model, prune, save_model
+    from shrinkage.prune import load_model, prune, save_model
+
     from .store import Store
 
     with Store(store_path, create=False) as store:

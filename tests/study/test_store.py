@@ -7,7 +7,7 @@ import sqlite3
 import numpy as np
 import pytest
 
-from shrinkage.store import Store, StoreError
+from shrinkage.study.store import Store, StoreError
 
 
 def _run(penalty="l1"):

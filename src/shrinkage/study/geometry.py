@@ -21,8 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from . import functional as F
-from ._validation import check_number, fail
+from shrinkage import functional as F
+from shrinkage.validation import check_number, fail
 
 __all__ = ["Quadratic", "l1_solution", "l2_solution", "plot_geometry", "plot_track", "showcase_lambda"]
 

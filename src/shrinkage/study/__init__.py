@@ -1,0 +1,35 @@
+"""The study application: ``shrinkage study`` and its store, report and CLI.
+
+This subpackage is built on the library (:mod:`shrinkage`) through its public API
+only. It needs the ``study`` extra (``pip install 'shrinkage[study]'``: pandas,
+matplotlib, Jinja2, click) for tables, plots, the HTML report and the command line;
+``import shrinkage`` never imports it.
+
+=====================================  ==============================================
+:mod:`shrinkage.study.config`          :class:`StudyConfig`, the options of a study
+:mod:`shrinkage.study.runner`          :func:`run_study`: data, CV per penalty, store
+:mod:`shrinkage.study.datasets`        bundled and synthetic data sets
+:mod:`shrinkage.study.tabular`         CSV/Parquet reading, one-hot encoding
+:mod:`shrinkage.study.store`           the SQLite store of studies, runs and points
+:mod:`shrinkage.study.report`          the HTML report built from a store
+:mod:`shrinkage.study.geometry`        the L1-diamond / L2-circle figure
+:mod:`shrinkage.study.cli`             the ``shrinkage`` command line
+=====================================  ==============================================
+"""
+
+from .config import StudyConfig
+from .datasets import BUNDLED, Dataset, load_dataset, make_synthetic
+from .runner import prepare_study, run_study
+from .store import Store, StoreError
+
+__all__ = [
+    "BUNDLED",
+    "Dataset",
+    "Store",
+    "StoreError",
+    "StudyConfig",
+    "load_dataset",
+    "make_synthetic",
+    "prepare_study",
+    "run_study",
+]

@@ -1,0 +1,101 @@
+"""The options of a study: :class:`StudyConfig`, one frozen dataclass.
+
+Every field is a flag of ``shrinkage study``; the command line is generated from the
+fields and the Parameters section of the docstring below.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from shrinkage.validation import check_bool, check_choice, check_int, check_number, fail
+
+from .datasets import BUNDLED
+
+__all__ = ["PENALTY_CHOICES", "StudyConfig"]
+
+PENALTY_CHOICES = ("none", "l1", "l2", "elasticnet", "group")
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    """What a study compares and how (every field is a CLI flag of ``shrinkage study``).
+
+    Parameters
+    ----------
+    dataset : str, optional
+        A bundled set (``diabetes`` by default; see :data:`shrinkage.data.BUNDLED`).
+    data, target : str, optional
+        A CSV or Parquet file and its target column (instead of ``dataset``).
+    task : {"auto", "regression", "binary", "multiclass"}
+    missing : {"impute", "error"}
+        Missing feature values: median (numeric) or their own level (categorical), or
+        refuse the data.
+    penalties : tuple of str
+        Among ``none``, ``l1``, ``l2``, ``elasticnet``, ``group``.
+    hidden : tuple of int
+        Hidden layer widths of the MLP.
+    l1_ratio : float
+        ρ of the elastic net.
+    cv, n_lambdas, lambda_min_ratio, selection, relax
+        As for :func:`~shrinkage.cv.cross_validate` (relax applies to the penalties
+        that select: L1, elastic net, group). L2, whose grid has no natural end where
+        weights vanish, spans ``lambda_min_ratio²``: twice the decades.
+    test_size : float
+        Fraction of rows held out for the test score (stratified for classes).
+    seed : int
+    n_jobs : int or None
+        Folds in parallel (joblib); -1 uses every core.
+    on_divergence : {"raise", "skip"}
+        A fit whose loss or weights stop being finite stops the study with an error
+        naming penalty, fold, λ and epoch (penalties already stored stay), or is
+        recorded as a failed λ that is never selected (see
+        :func:`~shrinkage.path.regularization_path`).
+    """
+
+    dataset: str | None = "diabetes"
+    data: str | None = None
+    target: str | None = None
+    task: str = "auto"
+    missing: str = "impute"
+    penalties: tuple[str, ...] = PENALTY_CHOICES
+    hidden: tuple[int, ...] = (32,)
+    l1_ratio: float = 0.5
+    cv: int = 5
+    n_lambdas: int = 20
+    lambda_min_ratio: float = 1e-2
+    selection: str = "1se"
+    relax: bool = True
+    test_size: float = 0.2
+    seed: int = 0
+    n_jobs: int | None = -1
+    on_divergence: str = "raise"
+
+    def __post_init__(self) -> None:
+        if self.data is None:
+            check_choice("dataset", self.dataset, BUNDLED)
+        elif self.target is None:
+            raise ValueError("target must name the target column of the data file, got None")
+        check_choice("task", self.task, ("auto", "regression", "binary", "multiclass"))
+        check_choice("missing", self.missing, ("impute", "error"))
+        check_choice("on_divergence", self.on_divergence, ("raise", "skip"))
+        if not self.penalties:
+            raise fail("penalties", "a non-empty list of " + ", ".join(PENALTY_CHOICES), self.penalties)
+        for name in self.penalties:
+            check_choice("penalty", name, PENALTY_CHOICES)
+        for width in self.hidden:
+            check_int("hidden", width, low=1)
+        check_number("l1_ratio", self.l1_ratio, low=0.0, high=1.0, low_open=True)
+        check_int("cv", self.cv, low=2)
+        check_int("n_lambdas", self.n_lambdas, low=2)
+        check_number("lambda_min_ratio", self.lambda_min_ratio, low=0.0, high=1.0, low_open=True, high_open=True)
+        check_choice("selection", self.selection, ("1se", "min"))
+        check_bool("relax", self.relax)
+        check_number("test_size", self.test_size, low=0.0, high=1.0, low_open=True, high_open=True)
+        check_int("seed", self.seed)
+        if self.n_jobs is not None:
+            check_int("n_jobs", self.n_jobs)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
