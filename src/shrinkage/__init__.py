@@ -27,4 +27,4 @@ __all__ = [
     "make_penalty",
 ]
 
-from ._version import __version__
+from ._version import __version__ as __version__

@@ -8,9 +8,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .train import TASKS
 from .validation import Described, check_choice, fail
-
-TASKS = ("regression", "binary", "multiclass")
 
 
 def check_X(X: Any, name: str = "X") -> np.ndarray:

@@ -52,7 +52,8 @@ from torch import nn
 from .cv import cross_validate
 from .models import ACTIVATIONS, MLP, SkipMLP
 from .path import FIT_CONFIG, column_norms, regularization_path
-from .penalties import L1, L2, ElasticNet, GroupLasso, HierarchicalLasso, SparseGroupLasso
+from .penalties import L1
+from .presets import PRESETS, get_preset
 from .prune import PruneReport, prune
 from .regularizer import MODES, Regularizer, Rule
 from .train import OPTIMIZERS, TrainConfig, loss_for_task, make_optimizer, train
@@ -64,7 +65,7 @@ __all__ = [
     "ShrinkageMLPRegressorCV",
 ]
 
-PENALTY_NAMES = ("none", "l1", "l2", "elasticnet", "group", "sparse_group", "hierarchical")
+PENALTY_NAMES = tuple(PRESETS)
 
 _COMMON_CONSTRAINTS: dict[str, list] = {
     "hidden_layer_sizes": ["array-like"],
@@ -86,20 +87,10 @@ _COMMON_CONSTRAINTS: dict[str, list] = {
 }
 
 
-def _penalty(name: str, lambda_: float, l1_ratio: float, M: float) -> list[Rule] | None:
-    """The rules of a penalty name (None for "none"), over every layer weight."""
-    if name == "none":
-        return None
-    if name == "hierarchical":  # LassoNet: on a SkipMLP's skip and first-layer weights
-        return [Rule(HierarchicalLasso(lambda_, M=M), select=["skip.weight", "body.0.weight"])]
-    penalty = {
-        "l1": lambda: L1(lambda_),
-        "l2": lambda: L2(lambda_),
-        "elasticnet": lambda: ElasticNet(lambda_, l1_ratio),
-        "group": lambda: GroupLasso(lambda_, groups="input"),
-        "sparse_group": lambda: SparseGroupLasso(lambda_, l1_ratio, groups="input"),
-    }[name]()
-    return [Rule(penalty)]
+def _rules(estimator, model: nn.Module, lambda_: float) -> list[Rule] | None:
+    """The rules of the estimator's penalty preset (:mod:`shrinkage.presets`) on ``model``."""
+    preset = get_preset(estimator.penalty)
+    return preset.rules(model, lambda_, l1_ratio=estimator.l1_ratio, M=estimator.M)
 
 
 def _importances(model: nn.Module, selected: np.ndarray) -> np.ndarray:
@@ -149,7 +140,7 @@ class _ShrinkageMLP(SelectorMixin, BaseEstimator):
                 f"Got {self.hidden_layer_sizes!r} instead."
             )
         hidden, activation = tuple(int(s) for s in sizes), self.activation
-        model = SkipMLP if self.penalty == "hierarchical" else MLP
+        model = SkipMLP if get_preset(self.penalty).model == "skip_mlp" else MLP
         return lambda: model(n_features, hidden, n_outputs, activation=activation)
 
     # ----------------------------------------------------------------- data
@@ -239,9 +230,9 @@ class _SingleLambda(_ShrinkageMLP):
     def fit(self, X, y):
         """Fit the network at ``lambda_``; see the class docstring for the objective."""
         X, target, task, outputs = self._fit_data(X, y)
-        rules = _penalty(self.penalty, self.lambda_, self.l1_ratio, self.M)
         warm = self.warm_start and hasattr(self, "model_")
         model = copy.deepcopy(self.model_) if warm else self._factory(X.shape[1], outputs)
+        rules = _rules(self, model if warm else model(), self.lambda_)
         lambdas = [self.lambda_] if rules is not None and self.lambda_ > 0 else []
         seed = self._seed()
         path, fitted = regularization_path(
@@ -286,7 +277,7 @@ class _SingleLambda(_ShrinkageMLP):
         config = self._train_config().replace(max_epochs=1, restore_best=False)
         if getattr(self, "_optimizer", None) is None:  # kept between calls, like the weights
             self._optimizer = make_optimizer(config.optimizer, model.parameters(), lr=config.lr)
-        rules = _penalty(self.penalty, self.lambda_, self.l1_ratio, self.M)
+        rules = _rules(self, model, self.lambda_)
         reg = Regularizer(model, rules, mode=self.mode) if rules is not None else None
         parameter = next(model.parameters())
         self._partial_seed += 1
@@ -316,11 +307,12 @@ class _CrossValidated(_ShrinkageMLP):
     def fit(self, X, y):
         """Cross-validate the path and keep the model at the selected λ."""
         X, target, task, outputs = self._fit_data(X, y)
+        factory = self._factory(X.shape[1], outputs)
         result = cross_validate(
-            self._factory(X.shape[1], outputs),
+            factory,
             X,
             target,
-            penalty=_penalty(self.penalty, 1.0, self.l1_ratio, self.M),
+            penalty=_rules(self, factory(), 1.0),
             task=task,
             cv=self.cv,
             lambdas=self.lambdas,

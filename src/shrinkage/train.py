@@ -22,6 +22,7 @@ from .validation import check_bool, check_choice, check_int, check_number, fail
 __all__ = [
     "LOSSES",
     "OPTIMIZERS",
+    "TASKS",
     "Diverged",
     "TrainConfig",
     "TrainResult",
@@ -71,9 +72,13 @@ class Diverged(FloatingPointError):
         return Diverged, (self.reason, self.epoch, self.where)
 
 
+#: The learning tasks, each with its loss (:func:`loss_for_task`): the one list of them.
+TASKS = ("regression", "binary", "multiclass")
+
+
 def loss_for_task(task: str) -> str:
     """``mse`` for regression, ``bce`` (one logit) for binary, ``cross_entropy`` otherwise."""
-    task = check_choice("task", task, ("regression", "binary", "multiclass"))
+    task = check_choice("task", task, TASKS)
     return {"regression": "mse", "binary": "bce", "multiclass": "cross_entropy"}[task]
 
 

@@ -21,8 +21,16 @@ import numbers
 from collections.abc import Iterable
 from typing import Any
 
-
-__all__ = ["Described", "InputError", "InputTypeError", "check_bool", "check_choice", "check_int", "check_number", "fail"]
+__all__ = [
+    "Described",
+    "InputError",
+    "InputTypeError",
+    "check_bool",
+    "check_choice",
+    "check_int",
+    "check_number",
+    "fail",
+]
 
 
 class InputError(ValueError):

@@ -107,7 +107,7 @@ def _bad(tmp_path, table):
         (["study", "--data", table], "target must name the target column of the data file, got None"),
         (
             ["study", "--data", table, "--target", "y", "--penalties", "lasso"],
-            "penalty must be one of 'none', 'l1', 'l2', 'elasticnet', 'group', got 'lasso'",
+            "penalty must be one of 'none', 'l1', 'l2', 'elasticnet', 'group', 'sparse_group', 'hierarchical', got 'lasso'",
         ),
         (["study", "--cv", "1"], "cv must be an integer >= 2, got 1"),
         (["study", "--cv", "many"], "Invalid value for '--cv': 'many' is not a valid integer"),

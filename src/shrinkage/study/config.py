@@ -9,13 +9,18 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from shrinkage.presets import PRESETS
+from shrinkage.train import TASKS
 from shrinkage.validation import check_bool, check_choice, check_int, check_number, fail
 
 from .datasets import BUNDLED
 
-__all__ = ["PENALTY_CHOICES", "StudyConfig"]
+__all__ = ["DEFAULT_PENALTIES", "PENALTY_CHOICES", "StudyConfig"]
 
-PENALTY_CHOICES = ("none", "l1", "l2", "elasticnet", "group")
+#: The penalties a study can compare: every preset of :mod:`shrinkage.presets`.
+PENALTY_CHOICES = tuple(PRESETS)
+#: What ``shrinkage study`` compares when not told.
+DEFAULT_PENALTIES = ("none", "l1", "l2", "elasticnet", "group")
 
 
 @dataclass(frozen=True)
@@ -33,7 +38,8 @@ class StudyConfig:
         Missing feature values: median (numeric) or their own level (categorical), or
         refuse the data.
     penalties : tuple of str
-        Among ``none``, ``l1``, ``l2``, ``elasticnet``, ``group``.
+        Presets of :mod:`shrinkage.presets` (``none``, ``l1``, ``l2``, ``elasticnet``,
+        ``group``, ``sparse_group``, ``hierarchical``); by default the first five.
     hidden : tuple of int
         Hidden layer widths of the MLP.
     l1_ratio : float
@@ -59,7 +65,7 @@ class StudyConfig:
     target: str | None = None
     task: str = "auto"
     missing: str = "impute"
-    penalties: tuple[str, ...] = PENALTY_CHOICES
+    penalties: tuple[str, ...] = DEFAULT_PENALTIES
     hidden: tuple[int, ...] = (32,)
     l1_ratio: float = 0.5
     cv: int = 5
@@ -77,7 +83,7 @@ class StudyConfig:
             check_choice("dataset", self.dataset, BUNDLED)
         elif self.target is None:
             raise ValueError("target must name the target column of the data file, got None")
-        check_choice("task", self.task, ("auto", "regression", "binary", "multiclass"))
+        check_choice("task", self.task, ("auto", *TASKS))
         check_choice("missing", self.missing, ("impute", "error"))
         check_choice("on_divergence", self.on_divergence, ("raise", "skip"))
         if not self.penalties:

@@ -13,7 +13,6 @@ from shrinkage.validation import check_choice, check_int, check_number
 
 __all__ = ["BUNDLED", "Dataset", "load_dataset", "make_synthetic"]
 
-TASKS = ("regression", "binary", "multiclass")
 
 
 @dataclass

@@ -31,11 +31,10 @@ from sklearn.model_selection import train_test_split
 from torch import nn
 
 from shrinkage.cv import cross_validate, cross_validate_unpenalized, one_standard_error
-from shrinkage.models import MLP
+from shrinkage.models import MLP, SkipMLP
 from shrinkage.path import Path, PathPoint
-from shrinkage.penalties import L1, L2, ElasticNet, GroupLasso
+from shrinkage.presets import get_preset
 from shrinkage.prune import model_bytes
-from shrinkage.regularizer import Rule
 from shrinkage.train import Diverged, evaluate, loss_for_task
 from shrinkage.validation import fail
 
@@ -44,7 +43,7 @@ from .datasets import load_dataset
 from .store import Store
 from .tabular import Encoder, Table, read_table, table_from_dataset
 
-__all__ = ["StudyConfig", "load_table", "prepare_study", "run_study", "study_rules"]
+__all__ = ["StudyConfig", "load_table", "prepare_study", "run_study"]
 
 def load_table(config: StudyConfig) -> Table:
     """The study's data as a :class:`~shrinkage.tabular.Table`."""
@@ -54,20 +53,6 @@ def load_table(config: StudyConfig) -> Table:
     if config.task not in ("auto", table.task):
         raise fail("task", f"'{table.task}' (or 'auto') for the bundled set {config.dataset!r}", config.task)
     return table
-
-
-def study_rules(name: str, groups: list[list[int]], model: nn.Module, l1_ratio: float) -> list[Rule] | None:
-    """The penalties of one study arm, at λ = 1 (the path scales them)."""
-    if name == "none":
-        return None
-    if name != "group":
-        penalty = {"l1": L1(1.0), "l2": L2(1.0), "elasticnet": ElasticNet(1.0, l1_ratio)}[name]
-        return [Rule(penalty)]
-    weights = [n for n, p in model.named_parameters() if p.ndim >= 2]
-    rules = [Rule(GroupLasso(1.0, groups=groups), select=weights[0])]  # input features, one-hot blocks whole
-    if len(weights) > 1:  # hidden units: so the first layer cannot shrink by rescaling into the next
-        rules.append(Rule(GroupLasso(1.0, groups="input"), select=weights[1:]))
-    return rules
 
 
 def _fingerprint(table: Table) -> str:
@@ -197,8 +182,11 @@ def run_study(
     outputs = len(table.classes) if task == "multiclass" else 1
     torch.manual_seed(config.seed)
 
-    def factory() -> nn.Module:
-        return MLP(n_features, config.hidden, outputs)
+    def network(kind: str) -> Callable[[], nn.Module]:
+        def factory() -> nn.Module:
+            return (SkipMLP if kind == "skip_mlp" else MLP)(n_features, config.hidden, outputs)
+
+        return factory
 
     common = dict(
         task=task,
@@ -213,7 +201,9 @@ def run_study(
             continue
         start = time.perf_counter()
         with _naming_divergence(f"penalty {name!r}"):
-            rules = study_rules(name, prepared.encoder.groups, factory(), config.l1_ratio)
+            preset = get_preset(name)
+            factory = network(preset.model)
+            rules = preset.rules(factory(), 1.0, l1_ratio=config.l1_ratio, feature_groups=prepared.encoder.groups)
             if rules is None:
                 scores, sizes, full, model = cross_validate_unpenalized(
                     factory, prepared.X_train, prepared.y_train, **common
@@ -238,7 +228,7 @@ def run_study(
                 points = _point_rows(full, -1, include_dense=True)
                 points += [dict(fold=k, idx=-1, **{"lambda": 0.0, "test_loss": float(s)}) for k, s in enumerate(scores)]
             else:
-                sparsifying = any(r.penalty.sparsifying for r in rules)
+                sparsifying = preset.sparsifying(l1_ratio=config.l1_ratio)
                 result = cross_validate(
                     factory,
                     prepared.X_train,

@@ -20,13 +20,14 @@ from typing import Any
 
 import numpy as np
 
+from shrinkage.train import TASKS as LEARNING_TASKS
 from shrinkage.validation import Described, check_choice, fail
 
 from .datasets import Dataset
 
 __all__ = ["Encoder", "Table", "infer_task", "read_table", "table_from_dataset"]
 
-TASKS = ("auto", "regression", "binary", "multiclass")
+TASKS = ("auto", *LEARNING_TASKS)  # "auto": inferred from the target column
 
 
 @dataclass

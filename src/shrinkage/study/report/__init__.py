@@ -13,6 +13,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from shrinkage.penalties import make_penalty
+
 from ..store import Store
 
 __all__ = ["build_report"]
@@ -52,7 +54,7 @@ def _answers(runs: list[dict[str, Any]], data: dict[str, Any], score_name: str) 
         f"{best['penalty']} has the lowest CV loss, at λ = {best['lambda_chosen']:.4g} "
         f"(λ_min = {best['lambda_min']:.4g}, λ_1se = {best['lambda_1se']:.4g})."
     )
-    sparse = [run for run in penalized if run["penalty"] in ("l1", "elasticnet", "group")]
+    sparse = [run for run in penalized if _sparsifying(run)]
     if sparse:
         n = len(data["columns"])
         each = "; ".join(f"{run['penalty']} keeps {run['n_features']} of {n}" for run in sparse)
@@ -61,6 +63,11 @@ def _answers(runs: list[dict[str, Any]], data: dict[str, Any], score_name: str) 
             f" (the true ones: {', '.join(data['true_features'])})." if data.get("true_features") else "."
         )
     return out
+
+
+def _sparsifying(run: dict[str, Any]) -> bool:
+    """Whether a run's penalty makes weights exactly zero, as its penalties answer it."""
+    return any(make_penalty(rule["penalty"]).sparsifying for rule in run["rules"])
 
 
 def _pruned_sizes(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
