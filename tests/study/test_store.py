@@ -1,13 +1,17 @@
-"""The SQLite results store: round trips, atomic runs, refusing files that are not ours."""
+"""The SQLite results store: round trips, atomic runs, refusing files that are not ours,
+the declared columns against the live schema, and upgrading stores of older releases."""
 
 from __future__ import annotations
 
 import sqlite3
+import threading
+from contextlib import closing
 
 import numpy as np
 import pytest
+from old_stores import DIVERGED, MODELS, make_old_store
 
-from shrinkage.study.store import Store, StoreError
+from shrinkage.study.store import _TABLES, SCHEMA_VERSION, Store, StoreError
 
 
 def _run(penalty="l1"):
@@ -114,6 +118,10 @@ def test_wal_mode(tmp_path):
             lambda p: sqlite3.connect(p).execute("CREATE TABLE x (a)").connection.commit(),
             "is an SQLite file but not a shrinkage results store",
         ),
+        (
+            lambda p: sqlite3.connect(p).execute("CREATE TABLE meta (key, value)").connection.commit(),
+            "is an SQLite file but not a shrinkage results store",
+        ),
         (lambda p: p.mkdir(), "store must be a file, got the directory"),
     ],
 )
@@ -132,3 +140,133 @@ def test_missing_store_is_not_created_when_reading(tmp_path):
     with pytest.raises(FileNotFoundError, match="store '.*nothing.sqlite' does not exist"):
         Store(tmp_path / "nothing.sqlite", create=False)
     assert not (tmp_path / "nothing.sqlite").exists()
+
+
+def _versions(path) -> tuple[int, str]:
+    """The file's ``PRAGMA user_version`` and the version in its ``meta`` table."""
+    with closing(sqlite3.connect(path)) as db:
+        user_version = db.execute("PRAGMA user_version").fetchone()[0]
+        return user_version, db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0]
+
+
+def _live_columns(path) -> dict[str, list[tuple[str, str, str | None]]]:
+    """Each table's (name, type, default) as SQLite reports them."""
+    with closing(sqlite3.connect(path)) as db:
+        return {
+            table.name: [row[1:3] + row[4:5] for row in db.execute(f"PRAGMA table_info({table.name})")]
+            for table in _TABLES
+        }
+
+
+# ---------------------------------------------------------------------------- schema
+def test_the_declared_columns_are_the_live_schema(tmp_path):
+    path = tmp_path / "s.sqlite"
+    Store(path).close()
+    assert _live_columns(path) == {
+        table.name: [(c.name, c.sql_type, None if c.default is None else str(c.default)) for c in table.columns]
+        for table in _TABLES
+    }
+    assert SCHEMA_VERSION == 4 and _versions(path) == (4, "4")
+
+
+def test_version_4_has_the_columns_of_version_3(tmp_path):
+    # the oracle: the schema of the last release that wrote it, by hand (only the default is new)
+    make_old_store(tmp_path / "v3.sqlite", 3)
+    Store(tmp_path / "v4.sqlite").close()
+    old, new = _live_columns(tmp_path / "v3.sqlite"), _live_columns(tmp_path / "v4.sqlite")
+    assert old["points"][-1] == ("diverged", "INTEGER", None) and new["points"][-1] == ("diverged", "INTEGER", "0")
+    old["points"][-1] = new["points"][-1]
+    assert old == new
+
+
+# ---------------------------------------------------------------------------- older stores
+@pytest.mark.parametrize("version", [1, 2, 3])
+def test_an_older_store_is_upgraded_in_place(tmp_path, version):
+    path = tmp_path / f"v{version}.sqlite"
+    make_old_store(path, version)
+    assert _versions(path) == (0, str(version))
+    with Store(path) as store:
+        (study,) = store.studies()
+        assert (study["key"], study["name"], study["status"], study["n_runs"]) == ("old-key", "diabetes", "complete", 1)
+        assert (study["config"], study["data"]) == ({"cv": 5}, {"task": "regression"})
+        (run,) = store.runs(study["id"])
+        assert run["rules"] == [{"penalty": {"name": "l1", "lambda_": 1.0}, "select": None}]
+        assert run["cv_mean"] == [0.5, None] and run["admissible"] == [True, False]
+        assert run["features"] == ["age", "bmi"]
+        assert (run["lambda_chosen"], run["n_features"], run["seconds"]) == (0.2, 2, 2.5)
+        np.testing.assert_array_equal(run["weights"], [0.0, 1.5])
+        models = (None, None) if version == 1 else (MODELS["model"], MODELS["penalized"])
+        assert (run["model"], run["penalized"]) == models  # version 1 stored no model
+        points = store.points(run["id"])
+        assert [(p["fold"], p["idx"]) for p in points] == [(-1, 0), (-1, 1), (0, 0), (0, 1)]
+        assert points[0]["features"] == [1] and points[0]["feature_norms"] == [0.0, 1.5]
+        assert [p["diverged"] for p in points] == (DIVERGED if version == 3 else [0, 0, 0, 0])  # before 3: none did
+
+        new_run = {**_run("group"), "model": b"m", "penalized": b"p"}
+        new_id = store.add_run(study["id"], new_run, [{**_points()[0], "diverged": True}])
+        assert [r["penalty"] for r in store.runs(study["id"])] == ["l1", "group"]
+        assert (store.runs(study["id"])[1]["model"], store.points(new_id)[0]["diverged"]) == (b"m", 1)
+        assert store.add_study(key="new", name="d", config={}, data={}) == 2
+    assert _versions(path) == (4, "4")
+    declared = {table.name: {c.name: c.sql_type for c in table.columns} for table in _TABLES}
+    assert {name: {c[0]: c[1] for c in columns} for name, columns in _live_columns(path).items()} == declared
+    with Store(path) as store:  # opened again: nothing left to do
+        assert len(store.runs(1)) == 2
+
+
+@pytest.mark.parametrize("version", [1, 2, 3])
+def test_an_older_store_opened_read_only_is_read_as_it_is(tmp_path, version):
+    path = tmp_path / f"v{version}.sqlite"
+    make_old_store(path, version)
+    before = path.read_bytes()
+    with Store(path, read_only=True) as store:
+        (run,) = store.runs(1)
+        assert run["lambdas"] == [0.1, 0.2] and run["model"] == (None if version == 1 else MODELS["model"])
+        assert [p["diverged"] for p in store.points(run["id"])] == (DIVERGED if version == 3 else [0, 0, 0, 0])
+        with pytest.raises(StoreError) as info:
+            store.set_status(1, "running")
+        assert str(info.value) == f"store {str(path)!r}: attempt to write a readonly database"
+    assert path.read_bytes() == before and _versions(path) == (0, str(version))
+
+
+def test_read_only_never_creates(tmp_path):
+    with pytest.raises(FileNotFoundError, match="store '.*nothing.sqlite' does not exist"):
+        Store(tmp_path / "nothing.sqlite", read_only=True)
+    assert not (tmp_path / "nothing.sqlite").exists()
+
+
+def test_openers_at_once_upgrade_an_older_store_once(tmp_path):
+    path = tmp_path / "v1.sqlite"
+    make_old_store(path, 1)
+    errors = []
+
+    def open_it():
+        try:
+            Store(path).close()
+        except Exception as error:  # reported below, in the test's thread
+            errors.append(error)
+
+    threads = [threading.Thread(target=open_it) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == [] and _versions(path) == (4, "4")
+    with Store(path, read_only=True) as store:
+        assert store.runs(1)[0]["model"] is None
+
+
+@pytest.mark.parametrize("read_only", [False, True])
+def test_a_newer_store_is_refused_untouched(tmp_path, read_only):
+    path = tmp_path / "future.sqlite"
+    Store(path).close()
+    with closing(sqlite3.connect(path)) as db:
+        db.execute("PRAGMA user_version = 5")
+    before = path.read_bytes()
+    with pytest.raises(StoreError) as info:
+        Store(path, read_only=read_only)
+    assert str(info.value) == (
+        f"store {str(path)!r} has schema version 5; this version of shrinkage reads versions 1 to 4 "
+        "(upgrade shrinkage to open it)"
+    )
+    assert path.read_bytes() == before

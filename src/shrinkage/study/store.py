@@ -1,43 +1,24 @@
 """The results store: one SQLite file that holds studies, their runs and every path point.
 
-Schema (version 2)::
+Four tables, each declared once below as a tuple of columns (``_META``, ``_STUDIES``,
+``_RUNS``, ``_POINTS``); the ``CREATE TABLE`` statements, the inserts and the decoding of
+rows read back (JSON parsed, float32 blobs as arrays) are all built from those tuples::
 
-    meta    (key TEXT PRIMARY KEY, value TEXT)
-            -- format = 'shrinkage-store', schema_version = '2'
-    studies (id INTEGER PRIMARY KEY, key TEXT UNIQUE, name TEXT, created TEXT,
-             config TEXT,   -- JSON: the StudyConfig
-             data TEXT,     -- JSON: data set summary (task, rows, features, groups, notes)
-             status TEXT)   -- 'running' or 'complete'
-    runs    (id INTEGER PRIMARY KEY, study_id INTEGER, penalty TEXT,
-             rules TEXT,                      -- JSON: the penalties at λ = 1
-             lambdas TEXT,                    -- JSON: the λ grid
-             cv_mean TEXT, cv_se TEXT,        -- JSON: mean and SE of the CV loss per λ
-             admissible TEXT,                 -- JSON: λ eligible for selection
-             lambda_min REAL, lambda_1se REAL, lambda_chosen REAL, selection TEXT,
-             cv_loss REAL, cv_loss_se REAL,   -- at the chosen λ
-             test_loss REAL, test_score REAL, -- held-out test split
-             fraction_zero REAL,              -- penalized weights exactly zero
-             features TEXT,                   -- JSON: original columns kept
-             n_features INTEGER,
-             weights BLOB,                    -- float32: the penalized fit's layer weights
-             model BLOB, penalized BLOB,      -- safetensors: the chosen model (relaxed when
-                                              -- relaxed) and the penalized fit
-             seconds REAL,
-             UNIQUE (study_id, penalty))
-    points  (run_id INTEGER, fold INTEGER,    -- fold -1: the full-data path
-             idx INTEGER, lambda REAL,
-             train_loss REAL, val_loss REAL, test_loss REAL,
-             relaxed_val_loss REAL, relaxed_test_loss REAL,
-             penalty REAL, n_nonzero INTEGER, n_penalized INTEGER,
-             zero_groups INTEGER, n_groups INTEGER, n_features INTEGER,
-             features TEXT, feature_norms TEXT,  -- JSON
-             epochs INTEGER, seconds REAL,
-             diverged INTEGER,                -- 1: the fit at this λ diverged (losses NULL)
-             PRIMARY KEY (run_id, fold, idx))
+    meta     format = 'shrinkage-store', schema_version (for older shrinkage releases)
+    studies  one per data set and configuration
+    runs     one per penalty of a study, UNIQUE (study_id, penalty)
+    points   one per λ of the full-data path (fold -1) and of each CV fold
+
+The schema version is ``PRAGMA user_version`` (4). Stores written before it carry their
+version only in ``meta`` (user_version 0): version 1 lacks ``runs.model`` and
+``runs.penalized``, versions 1 and 2 lack ``points.diverged``. Such a store is upgraded in place,
+one named step per version, in one transaction, when it is opened for writing; opened
+with ``read_only=True`` it is left as it is and a column it lacks reads as that column's
+default. A store newer than this code is refused, and so is a file that lacks the
+``meta`` marker: it is not ours, and we write nothing to it.
 
 Every run is written in one transaction (with its points), in WAL mode, so a reader
-never sees half a run. A file that lacks the ``meta`` marker is refused: it is not
-ours, and we write nothing to it.
+never sees half a run.
 """
 
 from __future__ import annotations
@@ -45,8 +26,9 @@ from __future__ import annotations
 import json
 import math
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -57,56 +39,15 @@ from shrinkage.validation import InputError
 
 __all__ = ["SCHEMA_VERSION", "Store", "StoreError"]
 
-SCHEMA_VERSION = "3"
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
-CREATE TABLE IF NOT EXISTS studies (
-    id INTEGER PRIMARY KEY, key TEXT UNIQUE, name TEXT, created TEXT,
-    config TEXT, data TEXT, status TEXT);
-CREATE TABLE IF NOT EXISTS runs (
-    id INTEGER PRIMARY KEY, study_id INTEGER REFERENCES studies(id), penalty TEXT,
-    rules TEXT, lambdas TEXT, cv_mean TEXT, cv_se TEXT, admissible TEXT,
-    lambda_min REAL, lambda_1se REAL, lambda_chosen REAL, selection TEXT,
-    cv_loss REAL, cv_loss_se REAL, test_loss REAL, test_score REAL,
-    fraction_zero REAL, features TEXT, n_features INTEGER, weights BLOB, model BLOB, penalized BLOB,
-    seconds REAL, UNIQUE (study_id, penalty));
-CREATE TABLE IF NOT EXISTS points (
-    run_id INTEGER REFERENCES runs(id), fold INTEGER, idx INTEGER, lambda REAL,
-    train_loss REAL, val_loss REAL, test_loss REAL,
-    relaxed_val_loss REAL, relaxed_test_loss REAL,
-    penalty REAL, n_nonzero INTEGER, n_penalized INTEGER, zero_groups INTEGER,
-    n_groups INTEGER, n_features INTEGER, features TEXT, feature_norms TEXT,
-    epochs INTEGER, seconds REAL, diverged INTEGER,
-    PRIMARY KEY (run_id, fold, idx));
-"""
-
-_RUN_JSON = ("rules", "lambdas", "cv_mean", "cv_se", "admissible", "features")
-_POINT_FIELDS = (
-    "lambda",
-    "train_loss",
-    "val_loss",
-    "test_loss",
-    "relaxed_val_loss",
-    "relaxed_test_loss",
-    "penalty",
-    "n_nonzero",
-    "n_penalized",
-    "zero_groups",
-    "n_groups",
-    "n_features",
-    "features",
-    "feature_norms",
-    "epochs",
-    "seconds",
-    "diverged",
-)
+SCHEMA_VERSION = 4
+_FORMAT = "shrinkage-store"
 
 
 class StoreError(InputError):
     """The file is not a results store this version can use."""
 
 
+# ---------------------------------------------------------------------------- values
 def _json(value: Any) -> str:
     """JSON with NaN/inf as null (SQLite and browsers read it) and NumPy values as plain."""
 
@@ -130,37 +71,265 @@ def _real(value: Any) -> float | None:
     return float(value) if value is not None and math.isfinite(float(value)) else None
 
 
+def _int(value: Any) -> int | float | None:
+    # a float (NaN included) is kept as a float, as SQLite's INTEGER affinity would keep it
+    return _real(value) if isinstance(value, (float, np.floating)) else int(value)
+
+
+def _float32(value: Any) -> bytes:
+    return np.asarray(value, dtype=np.float32).tobytes()
+
+
+def _array(raw: bytes) -> np.ndarray:
+    return np.frombuffer(raw, dtype=np.float32) if raw else np.zeros(0)
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+# kind: (SQL type, Python value → stored value, stored value → Python value); None stays NULL
+_KINDS: dict[str, tuple[str, Callable[[Any], Any], Callable[[Any], Any]]] = {
+    "int": ("INTEGER", _int, _same),
+    "float": ("REAL", _real, _same),
+    "text": ("TEXT", _same, _same),
+    "json": ("TEXT", _json, json.loads),
+    "blob": ("BLOB", _same, _same),  # bytes as they are (safetensors files)
+    "float32": ("BLOB", _float32, _array),  # a float32 array; empty when NULL
+}
+
+
+# ---------------------------------------------------------------------------- schema
+@dataclass(frozen=True)
+class _Column:
+    """One column: its name, the kind of value it holds (a key of ``_KINDS``), an SQL
+    constraint, and the default that rows written before the column existed read as."""
+
+    name: str
+    kind: str
+    constraint: str = ""
+    default: int | None = None
+
+    @property
+    def sql_type(self) -> str:
+        return _KINDS[self.kind][0]
+
+    @property
+    def definition(self) -> str:
+        default = "" if self.default is None else f"DEFAULT {self.default}"
+        return " ".join(part for part in (self.name, self.sql_type, self.constraint, default) if part)
+
+    def encode(self, value: Any) -> Any:
+        if value is None and self.kind != "json":  # JSON keeps None as 'null'
+            return None
+        return _KINDS[self.kind][1](value)
+
+    def decode(self, raw: Any) -> Any:
+        if raw is None and self.kind != "float32":
+            return None
+        return _KINDS[self.kind][2](raw)
+
+
+@dataclass(frozen=True)
+class _Table:
+    """A table's columns and table constraints. ``id``, where there is one, is the row id
+    SQLite assigns; every other column is written by :meth:`row`."""
+
+    name: str
+    columns: tuple[_Column, ...]
+    constraints: tuple[str, ...] = ()
+
+    def column(self, name: str) -> _Column:
+        return next(column for column in self.columns if column.name == name)
+
+    def create(self) -> str:
+        return f"CREATE TABLE {self.name} ({', '.join([c.definition for c in self.columns] + list(self.constraints))})"
+
+    def add_column(self, name: str) -> str:
+        return f"ALTER TABLE {self.name} ADD COLUMN {self.column(name).definition}"
+
+    def insert(self, verb: str = "INSERT") -> str:
+        names = [c.name for c in self.columns if c.name != "id"]
+        return f"{verb} INTO {self.name} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})"
+
+    def row(self, record: Mapping[str, Any], **keys: Any) -> tuple[Any, ...]:
+        """The values :meth:`insert` takes: ``keys`` as they are (the parent's id), the
+        other columns encoded from ``record`` (a missing one is NULL)."""
+        return tuple(
+            keys[c.name] if c.name in keys else c.encode(record.get(c.name)) for c in self.columns if c.name != "id"
+        )
+
+    def decode(self, row: sqlite3.Row) -> dict[str, Any]:
+        """``row`` as a dict, its columns decoded; a column the file lacks is its default."""
+        found = dict(row)
+        return {**found, **{c.name: c.decode(found.get(c.name, c.default)) for c in self.columns}}
+
+
+_META = _Table("meta", (_Column("key", "text", "PRIMARY KEY"), _Column("value", "text")))
+
+_STUDIES = _Table(
+    "studies",
+    (
+        _Column("id", "int", "PRIMARY KEY"),
+        _Column("key", "text", "UNIQUE"),  # hash of the config and the data
+        _Column("name", "text"),
+        _Column("created", "text"),  # ISO 8601, UTC
+        _Column("config", "json"),  # the StudyConfig
+        _Column("data", "json"),  # data set summary (task, rows, features, groups, notes)
+        _Column("status", "text"),  # 'running' or 'complete'
+    ),
+)
+
+_RUNS = _Table(
+    "runs",
+    (
+        _Column("id", "int", "PRIMARY KEY"),
+        _Column("study_id", "int", "REFERENCES studies(id)"),
+        _Column("penalty", "text"),
+        _Column("rules", "json"),  # the penalties at λ = 1
+        _Column("lambdas", "json"),  # the λ grid
+        _Column("cv_mean", "json"),  # mean of the CV loss per λ
+        _Column("cv_se", "json"),  # its standard error per λ
+        _Column("admissible", "json"),  # λ eligible for selection
+        _Column("lambda_min", "float"),
+        _Column("lambda_1se", "float"),
+        _Column("lambda_chosen", "float"),
+        _Column("selection", "text"),
+        _Column("cv_loss", "float"),  # at the chosen λ
+        _Column("cv_loss_se", "float"),
+        _Column("test_loss", "float"),  # held-out test split
+        _Column("test_score", "float"),
+        _Column("fraction_zero", "float"),  # penalized weights exactly zero
+        _Column("features", "json"),  # original columns kept
+        _Column("n_features", "int"),
+        _Column("weights", "float32"),  # the penalized fit's layer weights
+        _Column("model", "blob"),  # safetensors: the chosen model (relaxed when relaxed); v2
+        _Column("penalized", "blob"),  # safetensors: the penalized fit; v2
+        _Column("seconds", "float"),
+    ),
+    ("UNIQUE (study_id, penalty)",),
+)
+
+_POINTS = _Table(
+    "points",
+    (
+        _Column("run_id", "int", "REFERENCES runs(id)"),
+        _Column("fold", "int"),  # -1: the full-data path
+        _Column("idx", "int"),
+        _Column("lambda", "float"),
+        _Column("train_loss", "float"),
+        _Column("val_loss", "float"),
+        _Column("test_loss", "float"),
+        _Column("relaxed_val_loss", "float"),
+        _Column("relaxed_test_loss", "float"),
+        _Column("penalty", "float"),
+        _Column("n_nonzero", "int"),
+        _Column("n_penalized", "int"),
+        _Column("zero_groups", "int"),
+        _Column("n_groups", "int"),
+        _Column("n_features", "int"),
+        _Column("features", "json"),
+        _Column("feature_norms", "json"),
+        _Column("epochs", "int"),
+        _Column("seconds", "float"),
+        _Column("diverged", "int", default=0),  # 1: the fit at this λ diverged (losses NULL); v3
+    ),
+    ("PRIMARY KEY (run_id, fold, idx)",),
+)
+
+_TABLES = (_META, _STUDIES, _RUNS, _POINTS)
+
+
+# ---------------------------------------------------------------------------- migrations
+def _add_models(db: sqlite3.Connection) -> None:
+    """Version 1 → 2: the chosen model and the penalized fit (NULL: not stored)."""
+    db.execute(_RUNS.add_column("model"))
+    db.execute(_RUNS.add_column("penalized"))
+
+
+def _add_diverged(db: sqlite3.Connection) -> None:
+    """Version 2 → 3: which fits diverged (0 for older points: a divergence stopped the study)."""
+    db.execute(_POINTS.add_column("diverged"))
+
+
+def _version_in_header(db: sqlite3.Connection) -> None:
+    """Version 3 → 4: the version moves to ``PRAGMA user_version``; the tables stay as they are."""
+
+
+_MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
+    1: _add_models,
+    2: _add_diverged,
+    3: _version_in_header,
+}  # version → the step to version + 1
+
+
+def _set_version(db: sqlite3.Connection, version: int) -> None:
+    db.execute(f"PRAGMA user_version = {int(version)}")
+    # mirrored in meta, where shrinkage before version 4 looks (and refuses a newer store)
+    db.execute(_META.insert("INSERT OR REPLACE"), ("schema_version", str(version)))
+
+
+# ---------------------------------------------------------------------------- the store
 class Store:
-    """A results store at ``path`` (created if missing).
+    """A results store at ``path``: studies, their runs and every path point.
+
+    Parameters
+    ----------
+    path : str or Path
+        The SQLite file.
+    create : bool, default=True
+        Create the store if ``path`` is missing or empty; otherwise that is an error.
+    read_only : bool, default=False
+        Open without writing anything: an older store is read as it is (a column it lacks
+        reads as that column's default) rather than upgraded. Implies ``create=False``.
 
     Raises
     ------
     StoreError
-        ``path`` exists but is not a shrinkage store (or has another schema version).
+        ``path`` is a folder, is not a shrinkage store, or holds a store newer than this
+        version of shrinkage.
+    FileNotFoundError
+        ``path`` is missing or empty and the store is not to be created.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "results.sqlite"
+    >>> with Store(path) as store:
+    ...     study = store.add_study(key="k", name="diabetes", config={}, data={})
+    ...     [row["name"] for row in store.studies()]
+    ['diabetes']
     """
 
-    def __init__(self, path: str | Path, *, create: bool = True):
+    def __init__(self, path: str | Path, *, create: bool = True, read_only: bool = False):
         self.path = Path(path)
         if self.path.is_dir():
             raise StoreError(f"store must be a file, got the directory {str(self.path)!r}")
         exists = self.path.exists() and self.path.stat().st_size > 0
-        if not exists and not create:
+        if not exists and (read_only or not create):
             state = "is empty" if self.path.exists() else "does not exist"
             raise FileNotFoundError(f"store {str(self.path)!r} {state}")
         if exists:
-            self._check_ours()
+            self._check_sqlite()
         try:
-            self._connection = sqlite3.connect(self.path, timeout=30)
+            if read_only:
+                uri = f"{self.path.resolve().as_uri()}?mode=ro"
+                self._connection = sqlite3.connect(uri, uri=True, timeout=30)
+            else:
+                self._connection = sqlite3.connect(self.path, timeout=30)
         except sqlite3.Error as error:
             raise StoreError(f"store {str(self.path)!r} cannot be opened: {error}") from None
         self._connection.row_factory = sqlite3.Row
-        with self._transaction() as db:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.executescript(_SCHEMA)
-            db.execute("INSERT OR IGNORE INTO meta VALUES ('format', 'shrinkage-store')")
-            db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (SCHEMA_VERSION,))
+        try:
+            if read_only:
+                self._version(self._connection)
+            else:
+                self._set_up(new=not exists)
+        except BaseException:
+            self._connection.close()
+            raise
 
-    def _check_ours(self) -> None:
+    def _check_sqlite(self) -> None:
         try:
             with open(self.path, "rb") as f:
                 header = f.read(16)
@@ -168,19 +337,38 @@ class Store:
             raise StoreError(f"store {str(self.path)!r} cannot be read: {error.strerror}") from None
         if header != b"SQLite format 3\x00":
             raise StoreError(f"{str(self.path)!r} is not a shrinkage results store (not an SQLite file)")
+
+    def _version(self, db: sqlite3.Connection) -> int:
+        """The schema version of the open file; StoreError unless this code reads it."""
+        not_ours = StoreError(f"{str(self.path)!r} is an SQLite file but not a shrinkage results store")
         try:
-            connection = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
-            rows = dict(connection.execute("SELECT key, value FROM meta").fetchall())
-            connection.close()
-        except sqlite3.Error:
-            raise StoreError(f"{str(self.path)!r} is an SQLite file but not a shrinkage results store") from None
-        if rows.get("format") != "shrinkage-store":
-            raise StoreError(f"{str(self.path)!r} is an SQLite file but not a shrinkage results store")
-        if rows.get("schema_version") != SCHEMA_VERSION:
+            meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
+            version = db.execute("PRAGMA user_version").fetchone()[0] or int(meta.get("schema_version", 0))
+        except (sqlite3.Error, TypeError, ValueError):
+            raise not_ours from None
+        if meta.get("format") != _FORMAT or version < 1:
+            raise not_ours
+        if version > SCHEMA_VERSION:
             raise StoreError(
-                f"store {str(self.path)!r} has schema version {rows.get('schema_version')!r}; "
-                f"this version of shrinkage reads version {SCHEMA_VERSION!r}"
+                f"store {str(self.path)!r} has schema version {version}; this version of shrinkage "
+                f"reads versions 1 to {SCHEMA_VERSION} (upgrade shrinkage to open it)"
             )
+        return version
+
+    def _set_up(self, *, new: bool) -> None:
+        """Create the tables of a new store, or upgrade an older one, in one transaction."""
+        with self._transaction() as db:
+            db.execute("BEGIN IMMEDIATE")  # a second process opening the file waits, then finds it done
+            if new and not db.execute("SELECT 1 FROM sqlite_master WHERE name = 'meta'").fetchone():
+                for table in _TABLES:
+                    db.execute(table.create())
+                db.execute(_META.insert(), ("format", _FORMAT))
+                _set_version(db, SCHEMA_VERSION)
+            for version in range(self._version(db), SCHEMA_VERSION):
+                _MIGRATIONS[version](db)
+                _set_version(db, version + 1)
+        with self._transaction() as db:
+            db.execute("PRAGMA journal_mode=WAL")  # not inside a transaction
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
@@ -191,6 +379,7 @@ class Store:
             raise StoreError(f"store {str(self.path)!r}: {error}") from None
 
     def close(self) -> None:
+        """Close the file."""
         self._connection.close()
 
     def __enter__(self) -> Store:
@@ -201,133 +390,96 @@ class Store:
 
     # -------------------------------------------------------------------- studies
     def find_study(self, key: str) -> int | None:
+        """The id of the study with ``key``, or None."""
         row = self._connection.execute("SELECT id FROM studies WHERE key = ?", (key,)).fetchone()
         return None if row is None else int(row["id"])
 
     def add_study(self, *, key: str, name: str, config: dict, data: dict) -> int:
         """The study with ``key``, added unless it is there (two processes starting the
-        same study at once get the same id)."""
+        same study at once get the same id).
+
+        Parameters
+        ----------
+        key : str
+            What identifies the study (a hash of its config and data).
+        name : str
+            The data set's name.
+        config, data : dict
+            The study's configuration and the data set summary, stored as JSON.
+
+        Returns
+        -------
+        int
+            The study's id.
+        """
         created = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        study = dict(key=key, name=name, created=created, config=config, data=data, status="running")
         with self._transaction() as db:
-            db.execute(
-                "INSERT OR IGNORE INTO studies (key, name, created, config, data, status) "
-                "VALUES (?, ?, ?, ?, ?, 'running')",
-                (key, name, created, _json(config), _json(data)),
-            )
+            db.execute(_STUDIES.insert("INSERT OR IGNORE"), _STUDIES.row(study))
             return int(db.execute("SELECT id FROM studies WHERE key = ?", (key,)).fetchone()["id"])
 
     def set_status(self, study_id: int, status: str) -> None:
+        """Mark a study ``'running'`` or ``'complete'``."""
         with self._transaction() as db:
             db.execute("UPDATE studies SET status = ? WHERE id = ?", (status, study_id))
 
     def studies(self) -> list[dict[str, Any]]:
+        """Every study, oldest first, each with ``n_runs``, its number of stored runs."""
         rows = self._connection.execute(
             "SELECT s.*, (SELECT COUNT(*) FROM runs r WHERE r.study_id = s.id) AS n_runs FROM studies s ORDER BY id"
         ).fetchall()
-        return [self._study(row) for row in rows]
+        return [_STUDIES.decode(row) for row in rows]
 
     def study(self, study_id: int) -> dict[str, Any]:
+        """The study with id ``study_id``, with ``n_runs`` (ValueError if there is none)."""
         row = self._connection.execute(
             "SELECT s.*, (SELECT COUNT(*) FROM runs r WHERE r.study_id = s.id) AS n_runs FROM studies s WHERE id = ?",
             (study_id,),
         ).fetchone()
         if row is None:
             raise ValueError(f"study must be the id of a study in {str(self.path)!r}, got {study_id}")
-        return self._study(row)
-
-    @staticmethod
-    def _study(row: sqlite3.Row) -> dict[str, Any]:
-        out = dict(row)
-        out["config"], out["data"] = json.loads(out["config"]), json.loads(out["data"])
-        return out
+        return _STUDIES.decode(row)
 
     # -------------------------------------------------------------------- runs
     def add_run(self, study_id: int, run: dict[str, Any], points: list[dict[str, Any]]) -> int:
-        """Store one penalty's run and its path points (fold -1: the full data) at once."""
-        columns = [
-            "penalty",
-            "rules",
-            "lambdas",
-            "cv_mean",
-            "cv_se",
-            "admissible",
-            "lambda_min",
-            "lambda_1se",
-            "lambda_chosen",
-            "selection",
-            "cv_loss",
-            "cv_loss_se",
-            "test_loss",
-            "test_score",
-            "fraction_zero",
-            "features",
-            "n_features",
-            "weights",
-            "model",
-            "penalized",
-            "seconds",
-        ]
-        values = []
-        for column in columns:
-            value = run.get(column)
-            if column in _RUN_JSON:
-                value = _json(value)
-            elif column == "weights":
-                value = np.asarray(value, dtype=np.float32).tobytes() if value is not None else None
-            elif isinstance(value, (float, np.floating)):
-                value = _real(value)
-            values.append(value)
+        """Store one penalty's run and its path points (fold -1: the full data) at once.
+
+        Parameters
+        ----------
+        study_id : int
+            The study the run belongs to; a run of the same penalty there is replaced.
+        run : dict
+            The run's columns (``penalty``, ``lambdas``, ``weights``, ``model``, …); a
+            missing one is stored as NULL, a non-finite float as NULL.
+        points : list of dict
+            One per λ and fold (``fold``, ``idx``, ``lambda``, the losses, …).
+
+        Returns
+        -------
+        int
+            The run's id.
+        """
+        run_row = _RUNS.row(run, study_id=study_id)
         with self._transaction() as db:
             db.execute(
                 "DELETE FROM points WHERE run_id IN (SELECT id FROM runs WHERE study_id = ? AND penalty = ?)",
                 (study_id, run["penalty"]),
             )
             db.execute("DELETE FROM runs WHERE study_id = ? AND penalty = ?", (study_id, run["penalty"]))
-            cursor = db.execute(
-                f"INSERT INTO runs (study_id, {', '.join(columns)}) VALUES (?, {', '.join('?' * len(columns))})",
-                (study_id, *values),
-            )
-            run_id = int(cursor.lastrowid)
-            db.executemany(
-                f"INSERT INTO points (run_id, fold, idx, {', '.join(_POINT_FIELDS)}) "
-                f"VALUES ({', '.join('?' * (len(_POINT_FIELDS) + 3))})",
-                [
-                    (
-                        run_id,
-                        int(p["fold"]),
-                        int(p["idx"]),
-                        *(
-                            _json(p.get(f))
-                            if f in ("features", "feature_norms")
-                            else (_real(p.get(f)) if isinstance(p.get(f), (float, np.floating)) else p.get(f))
-                            for f in _POINT_FIELDS
-                        ),
-                    )
-                    for p in points
-                ],
-            )
+            run_id = int(db.execute(_RUNS.insert(), run_row).lastrowid)
+            db.executemany(_POINTS.insert(), [_POINTS.row(point, run_id=run_id) for point in points])
         return run_id
 
     def runs(self, study_id: int) -> list[dict[str, Any]]:
+        """The study's runs in the order they were stored; JSON columns parsed,
+        ``weights`` a float32 array, ``model`` and ``penalized`` bytes (or None)."""
         rows = self._connection.execute("SELECT * FROM runs WHERE study_id = ? ORDER BY id", (study_id,)).fetchall()
-        out = []
-        for row in rows:
-            run = dict(row)
-            for key in _RUN_JSON:
-                run[key] = json.loads(run[key]) if run[key] is not None else None
-            run["weights"] = np.frombuffer(run["weights"], dtype=np.float32) if run["weights"] else np.zeros(0)
-            out.append(run)
-        return out
+        return [_RUNS.decode(row) for row in rows]
 
     def points(self, run_id: int, fold: int | None = None) -> list[dict[str, Any]]:
+        """The run's path points (only ``fold``'s if given), by fold then λ index."""
         query, args = "SELECT * FROM points WHERE run_id = ?", [run_id]
         if fold is not None:
             query, args = query + " AND fold = ?", [run_id, fold]
         rows = self._connection.execute(query + " ORDER BY fold, idx", args).fetchall()
-        out = []
-        for row in rows:
-            point = dict(row)
-            point["features"] = json.loads(point["features"]) if point["features"] else []
-            point["feature_norms"] = json.loads(point["feature_norms"]) if point["feature_norms"] else []
-            out.append(point)
-        return out
+        return [_POINTS.decode(row) for row in rows]
