@@ -1,18 +1,22 @@
-"""The command line: the study end to end on a small table, and usage errors as one line
-on stderr with exit code 2."""
+"""The command line: the study's options generated from StudyConfig, the study end to end
+on a small table, and usage errors as one line on stderr with exit code 2."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sqlite3
+from collections import Counter
 
+import click
 import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
 
 from shrinkage.prune import load_model
-from shrinkage.study.cli import main
+from shrinkage.study.cli import main, study
+from shrinkage.study.config import StudyConfig
 from shrinkage.study.store import Store
 
 FAST = ["--hidden", "4", "--cv", "3", "--n-lambdas", "4", "--n-jobs", "1", "--quiet"]
@@ -31,6 +35,63 @@ def table(tmp_path):
 
 def run(*args):
     return CliRunner().invoke(main, [str(a) for a in args])
+
+
+CLI_ONLY = {"out_dir", "store_path", "cluster", "quiet"}  # the options of `study` that are not StudyConfig fields
+
+
+def test_every_config_field_is_exactly_one_study_option_with_the_same_default():
+    fields = [field.name for field in dataclasses.fields(StudyConfig)]
+    options = Counter(param.name for param in study.params if isinstance(param, click.Option))
+    assert {name: options[name] for name in fields} == dict.fromkeys(fields, 1)
+    assert set(options) - set(fields) == CLI_ONLY and all(options[name] == 1 for name in CLI_ONLY)
+    parsed = study.make_context("study", []).params  # the defaults, converted as the command line converts them
+    assert {name: parsed[name] for name in fields} == dataclasses.asdict(StudyConfig())
+
+
+def test_study_options_convert_to_the_config_fields():
+    args = "--no-relax --penalties none,l1,sparse_group --hidden 8,4 --n-jobs 1 --lambda-min-ratio 0.1 --task binary"
+    parsed = study.make_context("study", args.split()).params
+    config = StudyConfig(**{field.name: parsed[field.name] for field in dataclasses.fields(StudyConfig)})
+    assert config == StudyConfig(
+        relax=False,
+        penalties=("none", "l1", "sparse_group"),
+        hidden=(8, 4),
+        n_jobs=1,
+        lambda_min_ratio=0.1,
+        task="binary",
+    )
+
+
+def test_choices_of_the_options_are_the_values_the_config_accepts():
+    for field in dataclasses.fields(StudyConfig):
+        for choice in field.metadata.get("choices", ()):
+            value = (choice,) if field.name == "penalties" else choice
+            assert getattr(StudyConfig(**{field.name: value}), field.name) == value
+
+
+def test_study_help_comes_from_the_config_docstring_and_shows_the_defaults():
+    result = run("study", "--help")
+    assert result.exit_code == 0
+    text = " ".join(result.output.split())  # click wraps the help to the terminal's width
+    for shown in (
+        "--lambda-min-ratio FLOAT The path's smallest λ as a fraction of its largest, in (0, 1).",
+        "[default: 0.01]",
+        "--penalties NAME,… Presets of shrinkage.presets to compare",
+        "Among: none, l1, l2, elasticnet, group, sparse_group, hierarchical. [default: none,l1,l2,elasticnet,group]",
+        "--hidden INT,… Hidden layer widths of the MLP",
+        "--relax / --no-relax Score, select and keep relaxed models",
+        "[default: relax]",
+        "--cv INTEGER Cross-validation folds (shrinkage.cv.cross_validate). [default: 5]",
+        "--selection [1se|min] The λ chosen:",
+        "[default: 1se]",
+        "--n-jobs INTEGER Folds in parallel (joblib); -1 uses every core. [default: -1]",
+        "--out PATH Folder for the store and the report. [default: shrinkage-study]",
+    ):
+        assert shown in text, shown
+    # fields documented together share their text
+    data, target = (param for param in study.params if param.name in ("data", "target"))
+    assert data.help == target.help == "A CSV or Parquet file to study instead of a bundled set, and its target column."
 
 
 def test_study_end_to_end_then_runs_and_report(tmp_path, table):
@@ -111,7 +172,8 @@ def _bad(tmp_path, table):
         ),
         (["study", "--cv", "1"], "cv must be an integer >= 2, got 1"),
         (["study", "--cv", "many"], "Invalid value for '--cv': 'many' is not a valid integer"),
-        (["study", "--hidden", "8,x"], "--hidden must be comma-separated positive integers, got '8,x'"),
+        (["study", "--hidden", "8,x"], "Invalid value for '--hidden': '8,x' is not a comma-separated list of integers"),
+        (["study", "--hidden", "8,0"], "hidden must be an integer >= 1, got 0"),
         (
             ["study", "--data", table, "--target", "y", "--store", not_ours, "--out", tmp_path / "o1", *FAST],
             "is an SQLite file but not a shrinkage results store",

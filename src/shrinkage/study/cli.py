@@ -5,45 +5,74 @@ group lasso on a data set, stores everything in an SQLite file and writes an HTM
 report. ``shrinkage runs`` lists a store's studies, ``shrinkage report`` rebuilds a
 report from a store, ``shrinkage geometry`` draws the L1-diamond / L2-disc picture.
 
-Usage mistakes (bad values, missing files, a store that is not ours) print one line on
-stderr and exit with code 2, never a traceback.
+The options of ``shrinkage study`` that set the study are generated from
+:class:`~shrinkage.study.config.StudyConfig`: one option per field, its help text from
+the field's entry in the class docstring. Only the options that are not part of a
+study (``--out``, ``--store``, ``--cluster``, ``--quiet``) are written here.
+
+Errors print one line on stderr, never a traceback:
+
+- a bad input (:class:`~shrinkage.validation.InputError`, a store that is not ours), a
+  file problem (``OSError``), an SQLite error, a click usage mistake or a missing
+  optional package: ``shrinkage: error: …``, exit code 2;
+- a fit that diverged (:class:`~shrinkage.train.Diverged`): ``shrinkage: error: …``,
+  exit code 1;
+- anything else is a bug: ``shrinkage: internal error (a bug, please report it): …``,
+  exit code 1, with the traceback saved to a log file that the line names.
+
+``shrinkage --debug …`` prints the traceback of any of these above its line (and saves no log).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
+import re
 import sqlite3
 import sys
+import tempfile
+import traceback
+import types
+import typing
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import click
 
-from .config import PENALTY_CHOICES, StudyConfig
-from .datasets import BUNDLED
+from shrinkage import __version__
+from shrinkage.__main__ import missing_extra
+from shrinkage.train import Diverged
+from shrinkage.validation import InputError
+
+from .config import StudyConfig
 
 __all__ = ["main"]
 
-_DEFAULTS = StudyConfig()
+_LOG_FOLDER = "shrinkage.log_folder"  # ctx.meta key: the folder for an internal error's traceback
+_LOG_NAME = "shrinkage-error.log"
+
+
+# ---------------------------------------------------------------------------
+# Errors
 
 
 class _Group(click.Group):
-    """Usage errors — click's own and the library's — as one line on stderr, exit code 2."""
+    """Every error as one line on stderr with its exit code (see the module docstring)."""
 
     def main(self, *args, **kwargs):
         kwargs["standalone_mode"] = False
         try:
             result = super().main(*args, **kwargs)
-        except click.exceptions.Exit as done:  # --help, --version
-            sys.exit(done.exit_code)
         except click.exceptions.Abort:
             click.echo("shrinkage: aborted", err=True)
             sys.exit(1)
-        except click.UsageError as error:
+        except click.ClickException as error:  # click's usage errors: exit code 2
             click.echo(f"shrinkage: error: {_one_line(error.format_message())}", err=True)
-            sys.exit(2)
-        sys.exit(result if isinstance(result, int) else 0)
+            sys.exit(error.exit_code)
+        sys.exit(result if isinstance(result, int) else 0)  # --help and --version return 0
 
     def invoke(self, ctx: click.Context):
         try:
@@ -51,16 +80,58 @@ class _Group(click.Group):
                 warnings.simplefilter("ignore", category=FutureWarning)
                 warnings.showwarning = _show_warning
                 return super().invoke(ctx)
-        except (ValueError, TypeError, OSError, sqlite3.Error, ImportError) as error:
-            raise click.UsageError(_one_line(error)) from None
-        except FloatingPointError as error:  # training diverged: not a usage mistake, still one line
-            click.echo(f"shrinkage: error: {_one_line(error)}", err=True)
-            sys.exit(1)
+        except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except Exception as error:
+            if ctx.params.get("debug"):
+                traceback.print_exception(type(error), error, error.__traceback__, file=sys.stderr)
+            code, line = _error_line(error, ctx)
+            click.echo(line, err=True)
+            sys.exit(code)
+
+
+def _error_line(error: Exception, ctx: click.Context) -> tuple[int, str]:
+    """The exit code and the one line that report ``error`` (an internal one's traceback saved)."""
+    if isinstance(error, (InputError, OSError, sqlite3.Error)):
+        return 2, f"shrinkage: error: {_one_line(error)}"
+    if isinstance(error, Diverged):  # the numerics, not a usage mistake
+        return 1, f"shrinkage: error: {_one_line(error)}"
+    command = f"the {ctx.invoked_subcommand} command" if ctx.invoked_subcommand else "the command line"
+    missing = missing_extra(error, needs=command)
+    if missing is not None:
+        return 2, missing
+    kind = type(error)
+    name = kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
+    message = " ".join(str(error).split())
+    line = f"shrinkage: internal error (a bug, please report it): {name}" + (f": {message}" if message else "")
+    if ctx.params.get("debug"):  # the traceback is already on stderr
+        return 1, line
+    log = _save_traceback(error, ctx.meta.get(_LOG_FOLDER))
+    return 1, f"{line}; rerun with --debug for the traceback" + (f" (saved to {log})" if log else "")
+
+
+def _save_traceback(error: Exception, folder: Path | None) -> Path | None:
+    """Write ``error``'s traceback to ``folder``/shrinkage-error.log, else to a temporary file; its path."""
+    text = f"shrinkage {__version__}, Python {sys.version.split()[0]} on {sys.platform}\n\n" + "".join(
+        traceback.format_exception(type(error), error, error.__traceback__)
+    )
+    if folder is not None and folder.is_dir():
+        try:
+            (folder / _LOG_NAME).write_text(text, encoding="utf-8")
+            return folder / _LOG_NAME
+        except OSError:
+            pass  # a temporary file instead
+    try:
+        with tempfile.NamedTemporaryFile(
+            "w", prefix="shrinkage-error-", suffix=".log", delete=False, encoding="utf-8"
+        ) as file:
+            file.write(text)
+        return Path(file.name)
+    except OSError:
+        return None
 
 
 def _one_line(error: BaseException | str) -> str:
-    if isinstance(error, ImportError) and "pip install" not in str(error):
-        return f"{error}; install the study tools with: pip install 'shrinkage[study]'"
     text = str(error).strip() or type(error).__name__
     return " ".join(text.split())
 
@@ -69,74 +140,127 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
     click.echo(f"shrinkage: warning: {message}", err=True)
 
 
-def _widths(text: str) -> tuple[int, ...]:
-    try:
-        widths = tuple(int(w) for w in text.split(",") if w.strip())
-    except ValueError:
-        raise ValueError(f"--hidden must be comma-separated positive integers, got {text!r}") from None
-    return widths
+# ---------------------------------------------------------------------------
+# The options of `shrinkage study`, generated from StudyConfig
 
 
-def _penalties(text: str) -> tuple[str, ...]:
-    return tuple(p.strip() for p in text.split(",") if p.strip())
+def _parameter_docs(doc: str) -> dict[str, str]:
+    """Each name of a numpydoc Parameters section → its description, as one line of plain text.
+
+    Names documented together (``data, target : str``) share their description.
+
+    >>> _parameter_docs('''Title.
+    ...
+    ...     Parameters
+    ...     ----------
+    ...     data, target : str
+    ...         A file and its
+    ...         ``target`` column.
+    ...     seed : int
+    ...         See :func:`~numpy.sort`.
+    ...
+    ...     Examples
+    ...     --------
+    ...     ''')
+    {'data': 'A file and its target column.', 'target': 'A file and its target column.', 'seed': 'See numpy.sort.'}
+    """
+    lines = inspect.cleandoc(doc).splitlines()
+    start = next(i + 2 for i, line in enumerate(lines[:-1]) if line == "Parameters" and lines[i + 1] == "-" * 10)
+    docs: dict[str, str] = {}
+    names: list[str] = []
+    for i, line in enumerate(lines[start:], start):
+        if not line.strip():
+            continue
+        if line[0].isspace():  # the description of the names above it
+            docs.update((name, f"{docs[name]} {line.strip()}") for name in names)
+        elif i + 1 < len(lines) and lines[i + 1].strip() and set(lines[i + 1]) == {"-"}:  # the next section
+            break
+        else:  # "name : type" or "name, other : type"
+            names = [name.strip() for name in line.partition(" : ")[0].split(",")]
+            docs.update((name, "") for name in names)
+    return {name: _plain(text) for name, text in docs.items()}
+
+
+def _plain(text: str) -> str:
+    """reStructuredText as plain text: ``x`` → x, :func:`~a.b` → a.b (the full name, for a reader without links)."""
+    text = re.sub(r":\w+:`~?([^`]+)`", r"\1", text)
+    return " ".join(text.replace("``", "").split())
+
+
+class _CommaSeparated(click.ParamType):
+    """``"a,b"`` → ``("a", "b")``, each item converted by ``item`` (StudyConfig checks the values)."""
+
+    def __init__(self, item: type):
+        self.item = item
+        self.name = f"comma-separated {item.__name__}"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> tuple:
+        if isinstance(value, tuple):
+            return value
+        try:
+            return tuple(self.item(part.strip()) for part in str(value).split(",") if part.strip())
+        except ValueError:
+            kind = {int: "integers", float: "numbers"}.get(self.item, "values")
+            self.fail(f"{value!r} is not a comma-separated list of {kind}", param, ctx)
+
+
+def _bare(hint: Any) -> Any:
+    """``X | None`` → ``X``."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        (hint,) = [arg for arg in typing.get_args(hint) if arg is not type(None)]
+    return hint
+
+
+def _option(field: dataclasses.Field, hint: Any, default: Any, help: str) -> tuple[tuple[str, ...], dict[str, Any]]:
+    """The arguments of ``click.option`` for one field of StudyConfig."""
+    flag = "--" + field.name.replace("_", "-")
+    choices = field.metadata.get("choices")
+    settings: dict[str, Any] = dict(default=default, show_default=default is not None, help=help)
+    hint = _bare(hint)
+    if hint is bool:
+        return (f"{flag}/--no-{flag[2:]}", field.name), settings
+    if typing.get_origin(hint) is tuple:  # tuple[T, ...]: comma-separated text
+        item = typing.get_args(hint)[0]
+        settings.update(type=_CommaSeparated(item), default=",".join(map(str, default)))
+        settings["metavar"] = f"{'NAME' if choices else item.__name__.upper()},…"
+        if choices:
+            settings["help"] = f"{help} Among: {', '.join(choices)}."
+    else:
+        settings["type"] = click.Choice(choices) if choices else hint
+    if "metavar" in field.metadata:
+        settings["metavar"] = field.metadata["metavar"]
+    return (flag, field.name), settings
+
+
+def _config_options(command: Callable) -> Callable:
+    """Decorator: one option per field of StudyConfig, in the fields' order."""
+    docs = _parameter_docs(StudyConfig.__doc__ or "")
+    hints = typing.get_type_hints(StudyConfig)
+    defaults = StudyConfig()
+    for field in reversed(dataclasses.fields(StudyConfig)):  # click lists the last-applied option first
+        default = getattr(defaults, field.name)
+        declarations, settings = _option(field, hints[field.name], default, docs[field.name])
+        command = click.option(*declarations, **settings)(command)
+    return command
+
+
+# ---------------------------------------------------------------------------
+# Commands
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="shrinkage")
-def main() -> None:
+@click.option(
+    "--debug",
+    is_flag=True,
+    help="Print the traceback of an error above its line (an internal error's is otherwise saved to a log file).",
+)
+def main(debug: bool) -> None:
     """L1, L2, elastic-net and group regularization for PyTorch networks."""
 
 
 @main.command()
-@click.option(
-    "--dataset",
-    default=_DEFAULTS.dataset,
-    show_default=True,
-    type=click.Choice(BUNDLED),
-    help="A bundled data set (ignored with --data).",
-)
-@click.option(
-    "--data",
-    "data_file",
-    type=click.Path(path_type=str),
-    default=None,
-    help="A CSV or Parquet file to study instead.",
-)
-@click.option("--target", default=None, help="The target column of --data.")
-@click.option(
-    "--task",
-    default=_DEFAULTS.task,
-    show_default=True,
-    type=click.Choice(["auto", "regression", "binary", "multiclass"]),
-)
-@click.option(
-    "--missing",
-    default=_DEFAULTS.missing,
-    show_default=True,
-    type=click.Choice(["impute", "error"]),
-    help="Missing feature values: impute (median / own level) or refuse.",
-)
-@click.option(
-    "--penalties",
-    default=",".join(_DEFAULTS.penalties),
-    show_default=True,
-    help=f"Comma-separated, among {', '.join(PENALTY_CHOICES)}.",
-)
-@click.option("--hidden", default="32", show_default=True, help="Hidden layer widths, comma-separated.")
-@click.option("--l1-ratio", default=_DEFAULTS.l1_ratio, show_default=True, type=float, help="ρ of the elastic net.")
-@click.option("--cv", default=_DEFAULTS.cv, show_default=True, type=int, help="Cross-validation folds.")
-@click.option("--n-lambdas", default=_DEFAULTS.n_lambdas, show_default=True, type=int)
-@click.option("--lambda-min-ratio", default=_DEFAULTS.lambda_min_ratio, show_default=True, type=float)
-@click.option("--selection", default=_DEFAULTS.selection, show_default=True, help="1se or min.")
-@click.option(
-    "--relax/--no-relax",
-    default=_DEFAULTS.relax,
-    show_default=True,
-    help="Score and keep relaxed models for the sparsifying penalties.",
-)
-@click.option("--test-size", default=_DEFAULTS.test_size, show_default=True, type=float)
-@click.option("--seed", default=_DEFAULTS.seed, show_default=True, type=int)
-@click.option("--n-jobs", default=_DEFAULTS.n_jobs, show_default=True, type=int, help="Parallel folds (-1: all cores).")
+@_config_options
 @click.option(
     "--out",
     "out_dir",
@@ -153,13 +277,6 @@ def main() -> None:
     help="SQLite results store [default: OUT/results.sqlite].",
 )
 @click.option(
-    "--on-divergence",
-    type=click.Choice(["raise", "skip"]),
-    default=_DEFAULTS.on_divergence,
-    show_default=True,
-    help="A fit whose loss turns NaN/inf: stop with an error, or record that λ as failed and go on.",
-)
-@click.option(
     "--cluster",
     default=None,
     metavar="ADDRESS",
@@ -167,28 +284,9 @@ def main() -> None:
     "results are identical to a local run.",
 )
 @click.option("--quiet", is_flag=True, help="No progress bars.")
+@click.pass_context
 def study(
-    dataset,
-    data_file,
-    target,
-    task,
-    missing,
-    penalties,
-    hidden,
-    l1_ratio,
-    cv,
-    n_lambdas,
-    lambda_min_ratio,
-    selection,
-    relax,
-    test_size,
-    seed,
-    n_jobs,
-    out_dir,
-    store_path,
-    on_divergence,
-    cluster,
-    quiet,
+    ctx: click.Context, out_dir: Path, store_path: Path | None, cluster: str | None, quiet: bool, **fields
 ) -> None:
     """Compare no penalty / L1 / L2 / elastic net / group lasso on a data set.
 
@@ -202,25 +300,8 @@ def study(
     from .runner import prepare_study, run_study
     from .store import Store
 
-    config = StudyConfig(
-        dataset=dataset,
-        data=data_file,
-        target=target,
-        task=task,
-        missing=missing,
-        penalties=_penalties(penalties),
-        hidden=_widths(hidden),
-        l1_ratio=l1_ratio,
-        cv=cv,
-        n_lambdas=n_lambdas,
-        lambda_min_ratio=lambda_min_ratio,
-        selection=selection,
-        relax=relax,
-        test_size=test_size,
-        seed=seed,
-        n_jobs=n_jobs,
-        on_divergence=on_divergence,
-    )
+    ctx.meta[_LOG_FOLDER] = out_dir
+    config = StudyConfig(**fields)
     store_path = store_path or out_dir / "results.sqlite"
     if store_path.exists():  # someone else's file fails before the data are read
         Store(store_path, create=False).close()
@@ -249,23 +330,20 @@ def _cluster(address: str | None) -> Iterator[None]:
     if address is None:
         yield
         return
-    try:
-        from distributed import Client
-    except ImportError:
-        raise ImportError("--cluster needs Dask: pip install 'shrinkage[distributed]'") from None
     import joblib
+    from distributed import Client  # without it: "the study command needs the distributed extra: …"
 
     try:
         client = Client(address, timeout="10s")
     except (OSError, TimeoutError, ValueError) as error:
-        raise ValueError(f"--cluster: no Dask scheduler answers at {address!r} ({type(error).__name__})") from None
+        raise InputError(f"--cluster: no Dask scheduler answers at {address!r} ({type(error).__name__})") from None
     with client, joblib.parallel_config(backend="dask"):
         yield
 
 
 def _writable_folder(folder: Path) -> None:
     if folder.exists() and not folder.is_dir():
-        raise ValueError(f"--out must be a folder, got the file {str(folder)!r}")
+        raise InputError(f"--out must be a folder, got the file {str(folder)!r}")
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as error:
@@ -381,14 +459,14 @@ def prune_command(store_path: Path, penalty: str, study_id: int | None, penalize
     with Store(store_path, create=False) as store:
         studies = store.studies()
         if not studies:
-            raise ValueError(f"store {str(store_path)!r} holds no study yet")
+            raise InputError(f"store {str(store_path)!r} holds no study yet")
         study = store.study(study_id if study_id is not None else studies[-1]["id"])
         runs = {run["penalty"]: run for run in store.runs(study["id"])}
     if penalty not in runs:
-        raise ValueError(f"penalty must be one of the study's runs ({', '.join(runs)}), got {penalty!r}")
+        raise InputError(f"penalty must be one of the study's runs ({', '.join(runs)}), got {penalty!r}")
     blob = runs[penalty]["penalized" if penalized else "model"]
     if blob is None:
-        raise ValueError(f"the {penalty!r} run of study {study['id']} has no stored model")
+        raise InputError(f"the {penalty!r} run of study {study['id']} has no stored model")
     model, metadata = load_model(bytes(blob))
     pruned, report = prune(model, feature_names=metadata.get("features"))
     save_model(pruned, out_path, metadata={**metadata, "features": report.kept_feature_names, "pruned": True})
@@ -424,12 +502,12 @@ def geometry(out_path: Path, center: str, hessian: str, lambda_: float | None) -
     from .geometry import Quadratic, l1_solution, plot_geometry, plot_track, showcase_lambda
 
     if out_path.suffix.lower() not in (".png", ".svg"):
-        raise ValueError(f"--out must end in .png or .svg, got {str(out_path)!r}")
+        raise InputError(f"--out must end in .png or .svg, got {str(out_path)!r}")
     try:
         c = tuple(float(v) for v in center.split(","))
         a, b, d = (float(v) for v in hessian.split(","))
     except ValueError:
-        raise ValueError(f"--center needs 'x,y' and --hessian 'a,b,c', got {center!r} and {hessian!r}") from None
+        raise InputError(f"--center needs 'x,y' and --hessian 'a,b,c', got {center!r} and {hessian!r}") from None
     f = Quadratic(c, ((a, b), (b, d)))
     lam = showcase_lambda(f) if lambda_ is None else lambda_
     fig, axes = plt.subplots(1, 2, figsize=(10.5, 5))

@@ -1,12 +1,14 @@
 """The options of a study: :class:`StudyConfig`, one frozen dataclass.
 
-Every field is a flag of ``shrinkage study``; the command line is generated from the
-fields and the Parameters section of the docstring below.
+Every field is an option of ``shrinkage study``: :mod:`shrinkage.study.cli` generates
+the command line from the fields (name, type, default), their metadata (``choices``:
+the values a field takes, or each item of a tuple takes; ``metavar``: the placeholder
+``--help`` shows) and the Parameters section of the docstring below (the help text).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from shrinkage.presets import PRESETS
@@ -25,32 +27,46 @@ DEFAULT_PENALTIES = ("none", "l1", "l2", "elasticnet", "group")
 
 @dataclass(frozen=True)
 class StudyConfig:
-    """What a study compares and how (every field is a CLI flag of ``shrinkage study``).
+    """What a study compares and how (every field is an option of ``shrinkage study``).
 
     Parameters
     ----------
     dataset : str, optional
-        A bundled set (``diabetes`` by default; see :data:`shrinkage.data.BUNDLED`).
+        A bundled data set (:mod:`shrinkage.study.datasets`), used when no ``data``
+        file is given.
     data, target : str, optional
-        A CSV or Parquet file and its target column (instead of ``dataset``).
+        A CSV or Parquet file to study instead of a bundled set, and its target column.
     task : {"auto", "regression", "binary", "multiclass"}
+        What the target is; ``auto`` infers it from the values
+        (:func:`shrinkage.study.tabular.infer_task`).
     missing : {"impute", "error"}
-        Missing feature values: median (numeric) or their own level (categorical), or
-        refuse the data.
+        Missing feature values: impute them (the median of a numeric column, a level
+        of its own in a categorical one), or refuse the data.
     penalties : tuple of str
-        Presets of :mod:`shrinkage.presets` (``none``, ``l1``, ``l2``, ``elasticnet``,
-        ``group``, ``sparse_group``, ``hierarchical``); by default the first five.
+        Presets of :mod:`shrinkage.presets` to compare (comma-separated on the command
+        line).
     hidden : tuple of int
-        Hidden layer widths of the MLP.
+        Hidden layer widths of the MLP (comma-separated on the command line).
     l1_ratio : float
-        ρ of the elastic net.
-    cv, n_lambdas, lambda_min_ratio, selection, relax
-        As for :func:`~shrinkage.cv.cross_validate` (relax applies to the penalties
-        that select: L1, elastic net, group). L2, whose grid has no natural end where
-        weights vanish, spans ``lambda_min_ratio²``: twice the decades.
+        ρ of the elastic net: the share of L1 in its penalty, in (0, 1].
+    cv : int
+        Cross-validation folds (:func:`shrinkage.cv.cross_validate`).
+    n_lambdas : int
+        λ values on each penalty's path.
+    lambda_min_ratio : float
+        The path's smallest λ as a fraction of its largest, in (0, 1). L2, whose grid
+        has no natural end where weights vanish, spans ``lambda_min_ratio²``: twice
+        the decades.
+    selection : {"1se", "min"}
+        The λ chosen: the largest within one standard error of the best CV loss
+        (``1se``), or the best (``min``).
+    relax : bool
+        Score, select and keep relaxed models (refit without penalty on the features
+        each λ selects) for the penalties that select features.
     test_size : float
         Fraction of rows held out for the test score (stratified for classes).
     seed : int
+        Seed of the split, the folds and the initial weights.
     n_jobs : int or None
         Folds in parallel (joblib); -1 uses every core.
     on_divergence : {"raise", "skip"}
@@ -60,23 +76,23 @@ class StudyConfig:
         :func:`~shrinkage.path.regularization_path`).
     """
 
-    dataset: str | None = "diabetes"
-    data: str | None = None
-    target: str | None = None
-    task: str = "auto"
-    missing: str = "impute"
-    penalties: tuple[str, ...] = DEFAULT_PENALTIES
+    dataset: str | None = field(default="diabetes", metadata={"choices": BUNDLED})
+    data: str | None = field(default=None, metadata={"metavar": "FILE"})
+    target: str | None = field(default=None, metadata={"metavar": "COLUMN"})
+    task: str = field(default="auto", metadata={"choices": ("auto", *TASKS)})
+    missing: str = field(default="impute", metadata={"choices": ("impute", "error")})
+    penalties: tuple[str, ...] = field(default=DEFAULT_PENALTIES, metadata={"choices": PENALTY_CHOICES})
     hidden: tuple[int, ...] = (32,)
     l1_ratio: float = 0.5
     cv: int = 5
     n_lambdas: int = 20
     lambda_min_ratio: float = 1e-2
-    selection: str = "1se"
+    selection: str = field(default="1se", metadata={"choices": ("1se", "min")})
     relax: bool = True
     test_size: float = 0.2
     seed: int = 0
     n_jobs: int | None = -1
-    on_divergence: str = "raise"
+    on_divergence: str = field(default="raise", metadata={"choices": ("raise", "skip")})
 
     def __post_init__(self) -> None:
         if self.data is None:
