@@ -51,7 +51,7 @@ def fit(kind: str, X, y, seed: int):
     start = time.perf_counter()
     if kind == "hierarchical":
         rule = Rule(HierarchicalLasso(M=10), select=["skip.weight", "body.0.weight"])
-        result = cross_validate(lambda: SkipMLP(50, (16,)), X, y, penalty=rule, config=SGD, **common)
+        result = cross_validate(lambda: SkipMLP(50, (16,)), X, y, penalty=rule, train_config=SGD, **common)
     else:
         result = cross_validate(lambda: MLP(50, (16,)), X, y, penalty=GroupLasso(groups="input"), **common)
     return result, time.perf_counter() - start

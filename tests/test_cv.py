@@ -84,7 +84,7 @@ def _small(seed=0):
 
 def test_results_do_not_depend_on_n_jobs_and_repeat_with_the_seed():
     X, y = _small()
-    kwargs = dict(penalty=L1(), cv=3, n_lambdas=5, config=TrainConfig(lr=1e-2, max_epochs=15, monitor="objective"))
+    kwargs = dict(penalty=L1(), cv=3, n_lambdas=5, train_config=TrainConfig(lr=1e-2, max_epochs=15, monitor="objective"))
     a = cross_validate(lambda: MLP(6, (4,)), X, y, n_jobs=1, **kwargs)
     b = cross_validate(lambda: MLP(6, (4,)), X, y, n_jobs=2, **kwargs)
     c = cross_validate(lambda: MLP(6, (4,)), X, y, n_jobs=1, **kwargs)
@@ -107,7 +107,7 @@ def test_cv_result_fields_and_selection():
         cv=3,
         n_lambdas=5,
         selection="min",
-        config=TrainConfig(lr=1e-2, max_epochs=15, monitor="objective"),
+        train_config=TrainConfig(lr=1e-2, max_epochs=15, monitor="objective"),
     )
     assert result.scores.shape == (3, len(result.lambdas))
     assert result.fold_sizes.tolist() == [30, 30, 30]
@@ -130,7 +130,7 @@ def test_stratified_binary_cv():
         penalty=L1(),
         cv=4,
         n_lambdas=4,
-        config=TrainConfig(lr=1e-2, max_epochs=10, monitor="objective"),
+        train_config=TrainConfig(lr=1e-2, max_epochs=10, monitor="objective"),
     )
     assert np.all(np.isfinite(result.scores))
 
@@ -158,7 +158,7 @@ def test_stratified_binary_cv():
 )
 def test_bad_input(kwargs, error, message):
     X, y = _small()
-    args = dict(X=X, y=y, penalty=L1(), cv=3, config=TrainConfig(max_epochs=1))
+    args = dict(X=X, y=y, penalty=L1(), cv=3, train_config=TrainConfig(max_epochs=1))
     args.update(kwargs)
     with pytest.raises(error) as info:
         cross_validate(lambda: MLP(6, (2,)), args.pop("X"), args.pop("y"), **args)

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from shrinkage import L2
 from shrinkage.cv import _fold_path, cross_validate
 from shrinkage.models import MLP
-from shrinkage.path import regularization_path
+from shrinkage.path import PathConfig, regularization_path
 from shrinkage.study.cli import main
 from shrinkage.study.store import Store
 from shrinkage.train import Diverged, TrainConfig, train
@@ -58,15 +58,16 @@ def test_the_error_crosses_process_boundaries_intact():
 def test_path_raises_naming_lambda(data):
     X, y = data
     with pytest.raises(Diverged, match=r"training diverged at λ=30, epoch \d+"):
-        regularization_path(lambda: MLP(4, (8,)), X, y, penalty=L2(), mode="gradient", lambdas=GRID, config=SGD)
+        regularization_path(lambda: MLP(4, (8,)), X, y, penalty=L2(), mode="gradient", lambdas=GRID, train_config=SGD)
 
 
 def test_path_can_record_the_failed_lambda_and_go_on(data):
     X, y = data
-    path, model = regularization_path(
-        lambda: MLP(4, (8,)), X, y, penalty=L2(), mode="gradient", lambdas=GRID, config=SGD,
-        on_divergence="skip", return_model=True,
+    path = regularization_path(
+        lambda: MLP(4, (8,)), X, y, penalty=L2(), mode="gradient", lambdas=GRID, train_config=SGD,
+        on_divergence="skip",
     )  # fmt: skip
+    model = path.model
     assert [p.lambda_ for p in path.points] == GRID  # every λ has its point
     assert [p.diverged for p in path.points] == [False, False, True, True]
     for point in path.points[:2]:
@@ -80,7 +81,7 @@ def test_path_can_record_the_failed_lambda_and_go_on(data):
 def test_cv_never_selects_a_failed_lambda(data):
     X, y = data
     result = cross_validate(
-        lambda: MLP(4, (8,)), X, y, penalty=L2(), mode="gradient", lambdas=GRID, config=SGD,
+        lambda: MLP(4, (8,)), X, y, penalty=L2(), mode="gradient", lambdas=GRID, train_config=SGD,
         on_divergence="skip", cv=3, n_jobs=1,
     )  # fmt: skip
     assert result.lambda_min in GRID[:2] and result.lambda_1se in GRID[:2]
@@ -88,17 +89,16 @@ def test_cv_never_selects_a_failed_lambda(data):
     assert _finite(result.model)
     with pytest.raises(Diverged, match="training diverged at the full data, λ=30, epoch"):
         cross_validate(
-            lambda: MLP(4, (8,)), X, y, penalty=L2(), mode="gradient", lambdas=GRID, config=SGD, cv=3, n_jobs=1
+            lambda: MLP(4, (8,)), X, y, penalty=L2(), mode="gradient", lambdas=GRID, train_config=SGD, cv=3, n_jobs=1
         )
 
 
 def test_a_fold_names_itself(data):
     X, y = data
-    kwargs = dict(
-        model=lambda: MLP(4, (8,)), penalty=L2(), mode="gradient", lambdas=GRID, config=SGD, cv=3, progress=False
-    )
+    config = PathConfig(mode="gradient", lambdas=GRID, train_config=SGD)
+    job = {"model": lambda: MLP(4, (8,)), "path": dict(penalty=L2(), config=config, progress=False)}
     with pytest.raises(Diverged, match=r"training diverged at fold 2 of 3, λ=30, epoch \d+"):
-        _fold_path(1, np.arange(60), np.arange(60, 80), X, y, kwargs)
+        _fold_path(1, 3, np.arange(60), np.arange(60, 80), X, y, job)
 
 
 def test_study_stops_with_one_line_and_keeps_finished_penalties(tmp_path, monkeypatch):

@@ -124,7 +124,7 @@ def test_hierarchical_selection_recovers_the_truth_and_is_no_worse_than_group_la
         X,
         y,
         penalty=Rule(HierarchicalLasso(M=10), select=["skip.weight", "body.0.weight"]),
-        config=PATH_CONFIG.replace(optimizer="sgd", lr=0.05, optimizer_kwargs={"momentum": 0.9}),
+        train_config=PATH_CONFIG.replace(optimizer="sgd", lr=0.05, optimizer_kwargs={"momentum": 0.9}),
         **common,
     )
     group = cross_validate(lambda: MLP(50, (16,)), X, y, penalty=GroupLasso(groups="input"), **common)

@@ -62,7 +62,7 @@ def test_linear_path_matches_sklearn(penalty):
         n_lambdas=8,
         lambda_min_ratio=1e-2,
         val_fraction=0,
-        config=EXACT,
+        train_config=EXACT,
         dense_start=False,
         keep_states=True,
         extend=0,
@@ -96,7 +96,7 @@ def test_automatic_path_extends_until_all_zero_then_stops():
         n_lambdas=6,
         lambda_min_ratio=1e-2,
         val_fraction=0,
-        config=EXACT.replace(max_epochs=50),
+        train_config=EXACT.replace(max_epochs=50),
         dense_start=False,
     )
     # 50 epochs leave a weight at its kink alive at λ_max: the path goes one step further
@@ -115,7 +115,7 @@ def test_network_path_records_and_ends_without_features():
         y,
         penalty=GroupLasso(groups="input"),
         n_lambdas=8,
-        config=TrainConfig(lr=1e-2, batch_size=50, max_epochs=60, patience=5, monitor="objective"),
+        train_config=TrainConfig(lr=1e-2, batch_size=50, max_epochs=60, patience=5, monitor="objective"),
         feature_names=list("abcdef"),
         callback=seen.append,
     )
@@ -151,7 +151,7 @@ def test_callback_can_stop_the_path():
         n_lambdas=10,
         val_fraction=0,
         dense_start=False,
-        config=TrainConfig(max_epochs=5),
+        train_config=TrainConfig(max_epochs=5),
         callback=stop_at_third,
     )
     assert len(path) == 3
@@ -166,7 +166,7 @@ def test_user_grid_and_test_scores():
         penalty=L2(),
         lambdas=[0.01, 0.1, 1.0],
         test=(X[80:], y[80:]),
-        config=TrainConfig(max_epochs=5),
+        train_config=TrainConfig(max_epochs=5),
     )
     np.testing.assert_allclose(path.lambdas, [0.01, 0.1, 1.0])
     assert path.lambda_max is None
@@ -175,7 +175,7 @@ def test_user_grid_and_test_scores():
 
 def test_same_seed_same_path():
     X, y = linear_problem()
-    kwargs = dict(penalty=L1(), n_lambdas=5, config=TrainConfig(max_epochs=10, lr=1e-2), keep_states=True, seed=3)
+    kwargs = dict(penalty=L1(), n_lambdas=5, train_config=TrainConfig(max_epochs=10, lr=1e-2), keep_states=True, seed=3)
     a = regularization_path(lambda: MLP(10, (4,)), X, y, **kwargs)
     b = regularization_path(lambda: MLP(10, (4,)), X, y, **kwargs)
     assert [p.record() | {"seconds": 0} for p in a.points] == [p.record() | {"seconds": 0} for p in b.points]
@@ -197,7 +197,7 @@ def test_classification_paths(task):
         task=task,
         penalty=L1(),
         n_lambdas=5,
-        config=TrainConfig(lr=1e-2, max_epochs=30, patience=5, monitor="objective"),
+        train_config=TrainConfig(lr=1e-2, max_epochs=30, patience=5, monitor="objective"),
     )
     assert path.points[0].val_loss < 0.5  # cross-entropy of a good classifier
     assert path.points[-1].n_nonzero < path.points[0].n_nonzero
@@ -213,7 +213,7 @@ def test_relaxed_fit_is_recorded():
         lambdas=[0.05, 0.5],
         relax=True,
         test=(X[80:], y[80:]),
-        config=TrainConfig(lr=1e-2, max_epochs=20),
+        train_config=TrainConfig(lr=1e-2, max_epochs=20),
         keep_states=True,
     )
     for point in path.points:
@@ -305,7 +305,7 @@ Xg, yg = linear_problem()
     ],
 )
 def test_bad_input(kwargs, error, message):
-    args = dict(model=torch.nn.Linear(10, 1), X=Xg, y=yg, penalty=L1(), config=TrainConfig(max_epochs=1))
+    args = dict(model=torch.nn.Linear(10, 1), X=Xg, y=yg, penalty=L1(), train_config=TrainConfig(max_epochs=1))
     args.update(kwargs)
     with pytest.raises(error) as info:
         regularization_path(args.pop("model"), args.pop("X"), args.pop("y"), **args)
@@ -314,7 +314,7 @@ def test_bad_input(kwargs, error, message):
 
 def test_progress_is_quiet_unless_asked(capsys):
     X, y = linear_problem()
-    kwargs = dict(penalty=L1(), lambdas=[0.1, 1.0], config=TrainConfig(max_epochs=2))
+    kwargs = dict(penalty=L1(), lambdas=[0.1, 1.0], train_config=TrainConfig(max_epochs=2))
     regularization_path(torch.nn.Linear(10, 1), X, y, **kwargs)  # stderr is not a terminal here
     assert capsys.readouterr().err == ""
     regularization_path(torch.nn.Linear(10, 1), X, y, progress=True, **kwargs)  # asked: it runs

@@ -35,12 +35,11 @@ from torch import nn
 
 from ._arrays import check_X, check_y
 from ._progress import progress_bar
-from .path import ModelSpec, Path, regularization_path
+from .path import ModelSpec, PathConfig, RegularizationPath, regularization_path, resolve_config
 from .penalties import L1, Penalty
 from .regularizer import Rule
-from .selection import Selector
-from .train import Diverged, TrainConfig
-from .validation import Described, check_bool, check_choice, check_int, fail
+from .train import Diverged
+from .validation import Described, InputError, check_choice, check_int, fail
 
 __all__ = [
     "CVResult",
@@ -118,9 +117,9 @@ class CVResult:
     mean, se : ndarray (n_lambdas,)
     lambda_min, lambda_1se : float
     index_min, index_1se : int
-    path : Path
+    path : RegularizationPath
         The full-data path (with each λ's weights).
-    folds : list of Path
+    folds : list of RegularizationPath
         Each fold's path (without weights).
     selection : {"min", "1se"}
     model : nn.Module
@@ -137,8 +136,8 @@ class CVResult:
     se: np.ndarray
     index_min: int
     index_1se: int
-    path: Path
-    folds: list[Path]
+    path: RegularizationPath
+    folds: list[RegularizationPath]
     selection: str
     model: nn.Module = field(repr=False)
     relaxed: bool = False
@@ -172,7 +171,7 @@ def _folds(y: np.ndarray, task: str, cv: int, seed: int) -> list[tuple[np.ndarra
         counts = np.bincount(y)
         counts = counts[counts > 0]
         if counts.min() < cv:
-            raise ValueError(
+            raise InputError(
                 f"cv must be at most the size of the smallest class ({counts.min()}) for stratified folds, got {cv}"
             )
         splitter = StratifiedKFold(cv, shuffle=True, random_state=seed)
@@ -181,33 +180,35 @@ def _folds(y: np.ndarray, task: str, cv: int, seed: int) -> list[tuple[np.ndarra
     return list(splitter.split(np.zeros((len(y), 1)), y))
 
 
-def _fold_path(index: int, train_idx, test_idx, X, y, kwargs: dict[str, Any]) -> tuple[int, Path]:
+def _fold_path(
+    index: int, n_folds: int, train_idx, test_idx, X, y, job: dict[str, Any]
+) -> tuple[int, RegularizationPath]:
     """One fold's path, on one torch thread (so results do not depend on n_jobs)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    n_folds = kwargs.pop("cv")
     try:
         path = regularization_path(
-            kwargs.pop("model"), X[train_idx], y[train_idx], test=(X[test_idx], y[test_idx]), **kwargs
+            job["model"], X[train_idx], y[train_idx], test=(X[test_idx], y[test_idx]), **job["path"]
         )
     except Diverged as error:
         raise error.within(f"fold {index + 1} of {n_folds}") from None
     finally:
         torch.set_num_threads(threads)
+    path.model = None  # the folds' models are not kept: only their scores are
     return index, path
 
 
-def _full_path(model, X, y, **kwargs) -> tuple[Path, nn.Module]:
+def _full_path(model: ModelSpec, X, y, **kwargs: Any) -> RegularizationPath:
     try:
         return regularization_path(model, X, y, **kwargs)
     except Diverged as error:
         raise error.within("the full data") from None
 
 
-def _fold_paths(model, X, y, folds, kwargs: dict[str, Any], n_jobs, bar) -> list[Path]:
+def _fold_paths(model: ModelSpec, X, y, folds, kwargs: dict[str, Any], n_jobs, bar) -> list[RegularizationPath]:
     """Every fold's path through joblib, in fold order."""
     jobs = (
-        joblib.delayed(_fold_path)(k, tr, te, X, y, {"model": model, "cv": len(folds), **kwargs})
+        joblib.delayed(_fold_path)(k, len(folds), tr, te, X, y, {"model": model, "path": kwargs})
         for k, (tr, te) in enumerate(folds)
     )
     results = []
@@ -217,6 +218,15 @@ def _fold_paths(model, X, y, folds, kwargs: dict[str, Any], n_jobs, bar) -> list
     return [p for _, p in sorted(results, key=lambda r: r[0])]
 
 
+def _check_data(X: Any, y: Any, task: str, cv: int) -> tuple[np.ndarray, np.ndarray, int]:
+    X_np = check_X(X)
+    y_np = check_y(y, task, X_np.shape[0])
+    cv = check_int("cv", cv, low=2)
+    if cv > X_np.shape[0]:
+        raise fail("cv", f"at most the number of samples (n_samples={X_np.shape[0]})", cv)
+    return X_np, y_np, cv
+
+
 def cross_validate_unpenalized(
     model: ModelSpec,
     X: Any,
@@ -224,42 +234,30 @@ def cross_validate_unpenalized(
     *,
     task: str = "regression",
     cv: int = 5,
-    val_fraction: float = 0.1,
-    dense_config: TrainConfig | None = None,
+    config: PathConfig | None = None,
     feature_names: Sequence[str] | None = None,
     n_jobs: int | None = None,
-    device: torch.device | str | None = None,
-    seed: int = 0,
     progress: bool | None = None,
-) -> tuple[np.ndarray, np.ndarray, Path, nn.Module]:
+    **options: Any,
+) -> tuple[np.ndarray, np.ndarray, RegularizationPath]:
     """The same folds without any penalty: the baseline a penalty has to beat.
 
-    Returns the held-out loss of each fold, the fold sizes, the full-data fit (its
-    record in ``Path.dense``) and its model. With the same ``seed`` and ``cv`` these are
-    exactly the dense starts of :func:`cross_validate`'s paths.
+    ``config`` and ``options`` as for :func:`cross_validate` (only ``val_fraction``,
+    ``dense_config``, ``device`` and ``seed`` matter here). Returns the held-out loss
+    of each fold, the fold sizes and the full-data fit (its record in
+    ``RegularizationPath.dense``, its model in ``.model``). With the same ``seed`` and
+    ``cv`` these are exactly the dense starts of :func:`cross_validate`'s paths.
     """
-    X_np = check_X(X)
-    y_np = check_y(y, task, X_np.shape[0])
-    cv = check_int("cv", cv, low=2)
-    if cv > X_np.shape[0]:
-        raise fail("cv", f"at most the number of samples (n_samples={X_np.shape[0]})", cv)
-    folds = _folds(y_np, task, cv, seed)
-    common = dict(
-        penalty=L1(0.0),
-        task=task,
-        lambdas=[],
-        val_fraction=val_fraction,
-        dense_config=dense_config,
-        feature_names=feature_names,
-        device=device,
-        seed=seed,
-    )
+    X_np, y_np, cv = _check_data(X, y, task, cv)
+    config = resolve_config(config, options).replace(lambdas=(), dense_start=True, relax=False, keep_states=False)
+    folds = _folds(y_np, task, cv, config.seed)
+    common = dict(penalty=L1(0.0), task=task, config=config, feature_names=feature_names)
     with progress_bar(cv + 1, "cross-validation (no penalty)", enabled=progress) as bar:
-        full, full_model = _full_path(model, X_np, y_np, progress=False, return_model=True, **common)
+        full = _full_path(model, X_np, y_np, progress=False, **common)
         bar.advance(1)
         paths = _fold_paths(model, X_np, y_np, folds, common, n_jobs, bar)
     scores = np.array([p.dense.test_loss for p in paths])
-    return scores, np.array([len(te) for _, te in folds]), full, full_model
+    return scores, np.array([len(te) for _, te in folds]), full
 
 
 def cross_validate(
@@ -270,90 +268,58 @@ def cross_validate(
     penalty: Penalty | Rule | Sequence[Rule],
     task: str = "regression",
     cv: int = 5,
-    lambdas: Sequence[float] | None = None,
-    n_lambdas: int = 20,
-    lambda_min_ratio: float = 1e-3,
-    select: Selector = None,
-    mode: str = "proximal",
-    val_fraction: float = 0.1,
-    config: TrainConfig | None = None,
-    dense_config: TrainConfig | None = None,
     selection: str = "1se",
-    relax: bool = False,
+    config: PathConfig | None = None,
     feature_names: Sequence[str] | None = None,
-    on_divergence: str = "raise",
     n_jobs: int | None = None,
-    device: torch.device | str | None = None,
-    seed: int = 0,
     progress: bool | None = None,
+    **options: Any,
 ) -> CVResult:
     """K-fold cross-validation of a regularization path; see the module docstring.
 
     Parameters
     ----------
-    model, X, y, penalty, task, lambdas, n_lambdas, lambda_min_ratio, select, mode,
-    val_fraction, config, dense_config, feature_names, on_divergence, device, seed
-        As for :func:`~shrinkage.path.regularization_path` (a divergence names its
-        fold, or "the full data"; with ``"skip"``, a λ that diverged on any fold or on
-        the full data is never selected). Inside every fold,
-        ``val_fraction`` of the fold's training rows serve for early stopping; the
-        fold's held-out rows are only scored.
+    model, X, y, penalty, task, feature_names
+        As for :func:`~shrinkage.path.regularization_path`.
     cv : int, default 5
         Number of folds K >= 2 (stratified for classification).
     selection : {"1se", "min"}, default "1se"
         Which λ the returned model has.
-    relax : bool, default False
-        Score, select and return *relaxed* models: at each λ, the solution retrained
-        without penalty on its selected features only (the unused inputs held at
-        zero). Shrinkage biases the kept weights; the relaxed fit removes that bias,
-        so the CV curve then rewards the right feature set rather than the right
-        amount of shrinkage (glmnet's ``relax=TRUE``, LassoNet's debiasing). Costs
-        one more fit per λ and fold.
+    config : PathConfig, optional
+        The paths' settings, as for :func:`~shrinkage.path.regularization_path` (a
+        divergence names its fold, or "the full data"; with
+        ``on_divergence="skip"``, a λ that diverged on any fold or on the full data is
+        never selected). Inside every fold, ``val_fraction`` of the fold's training
+        rows serve for early stopping; the fold's held-out rows are only scored. With
+        ``relax=True``, relaxed models are scored, selected and returned: at each λ,
+        the solution retrained without penalty on its selected features only (the
+        unused inputs held at zero). Shrinkage biases the kept weights; the relaxed
+        fit removes that bias, so the CV curve then rewards the right feature set
+        rather than the right amount of shrinkage (glmnet's ``relax=TRUE``,
+        LassoNet's debiasing). It costs one more fit per feature set and fold.
     n_jobs : int, optional
-        Folds in parallel through joblib (``-1``: all cores). Each fold trains on one
-        torch thread, so results do not depend on ``n_jobs``.
+        Folds in parallel through joblib (``-1``: all cores; the active joblib backend,
+        e.g. Dask, decides where). Each fold trains on one torch thread, so results do
+        not depend on ``n_jobs``.
     progress : bool, optional
         Progress bars; default only when stderr is a terminal.
+    **options
+        Fields of :class:`~shrinkage.path.PathConfig` (``n_lambdas=30``, ``relax=True``,
+        …), applied over ``config``.
     """
-    X_np = check_X(X)
-    y_np = check_y(y, task, X_np.shape[0])
-    cv = check_int("cv", cv, low=2)
-    if cv > X_np.shape[0]:
-        raise fail("cv", f"at most the number of samples (n_samples={X_np.shape[0]})", cv)
+    X_np, y_np, cv = _check_data(X, y, task, cv)
     check_choice("selection", selection, ("1se", "min"))
-    check_bool("relax", relax)
-    folds = _folds(y_np, task, cv, seed)
-    common = dict(
-        penalty=penalty,
-        task=task,
-        select=select,
-        mode=mode,
-        val_fraction=val_fraction,
-        config=config,
-        dense_config=dense_config,
-        feature_names=feature_names,
-        device=device,
-        seed=seed,
-        relax=relax,
-        on_divergence=on_divergence,
-    )
+    config = resolve_config(config, options)
+    folds = _folds(y_np, task, cv, config.seed)
+    common = dict(penalty=penalty, task=task, feature_names=feature_names)
 
     with progress_bar(cv + 1, "cross-validation (paths)", enabled=progress) as bar:
-        full, full_model = _full_path(
-            model,
-            X_np,
-            y_np,
-            lambdas=lambdas,
-            n_lambdas=n_lambdas,
-            lambda_min_ratio=lambda_min_ratio,
-            keep_states=True,
-            progress=False,
-            return_model=True,
-            **common,
-        )
+        full = _full_path(model, X_np, y_np, config=config.replace(keep_states=True), progress=False, **common)
         bar.advance(1)
         grid = full.lambdas
-        paths = _fold_paths(model, X_np, y_np, folds, {"lambdas": grid, **common}, n_jobs, bar)
+        fold_config = config.replace(lambdas=tuple(grid), keep_states=False)
+        paths = _fold_paths(model, X_np, y_np, folds, {"config": fold_config, **common}, n_jobs, bar)
+    relax = config.relax
     held_out, own = ("relaxed_test_loss", "relaxed_val_loss") if relax else ("test_loss", "val_loss")
     scores = np.array([[getattr(point, held_out) for point in p.points] for p in paths])
     sizes = np.array([len(te) for _, te in folds])
@@ -368,7 +334,7 @@ def cross_validate(
     mean, se, index_min, index_1se = one_standard_error(scores, grid, sizes, admissible)
 
     chosen = full.points[index_min if selection == "min" else index_1se]
-    selected = copy.deepcopy(full_model)
+    selected = copy.deepcopy(full.model)
     selected.load_state_dict(chosen.relaxed_state if relax else chosen.state)
     return CVResult(
         lambdas=grid,

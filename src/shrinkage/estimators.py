@@ -51,7 +51,7 @@ from torch import nn
 
 from .cv import cross_validate
 from .models import ACTIVATIONS, MLP, SkipMLP
-from .path import FIT_CONFIG, column_norms, regularization_path
+from .path import FIT_CONFIG, PathConfig, column_norms, regularization_path
 from .penalties import L1
 from .presets import PRESETS, get_preset
 from .prune import PruneReport, prune
@@ -126,6 +126,17 @@ class _ShrinkageMLP(SelectorMixin, BaseEstimator):
     def _fit_config(self) -> TrainConfig:
         """Training without penalty (the dense start, relaxed fits): on the data loss."""
         return self._train_config().replace(monitor="loss")
+
+    def _path_config(self, **fields: Any) -> PathConfig:
+        """The path settings the estimator's parameters give (``fields`` added)."""
+        return PathConfig(
+            mode=self.mode,
+            val_fraction=self.validation_fraction if self.early_stopping else 0.0,
+            train_config=self._train_config(),
+            dense_config=self._fit_config(),
+            device=self.device,
+            **fields,
+        )
 
     def _seed(self) -> int:
         return int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
@@ -235,27 +246,19 @@ class _SingleLambda(_ShrinkageMLP):
         rules = _rules(self, model if warm else model(), self.lambda_)
         lambdas = [self.lambda_] if rules is not None and self.lambda_ > 0 else []
         seed = self._seed()
-        path, fitted = regularization_path(
+        path = regularization_path(
             model,
             X,
             target,
             penalty=rules if rules is not None else L1(0.0),
             task=task,
-            lambdas=lambdas,
-            mode=self.mode,
-            val_fraction=self.validation_fraction if self.early_stopping else 0.0,
-            config=self._train_config(),
-            dense_config=self._fit_config(),
-            dense_start=not warm or not lambdas,
+            config=self._path_config(lambdas=tuple(lambdas), dense_start=not warm or not lambdas, seed=seed),
             feature_names=self._feature_names(X.shape[1]),
-            device=self.device,
-            seed=seed,
             progress=self.verbose > 0,
-            return_model=True,
         )
         records = [r for r in (path.dense, *path.points) if r is not None]
         self.path_ = path
-        self._set_fitted(fitted, records, records[-1].features, X.shape[1])
+        self._set_fitted(path.model, records, records[-1].features, X.shape[1])
         self.penalty_value_ = records[-1].penalty
         self._optimizer, self._partial_seed = None, seed  # for partial_fit after fit
         return self
@@ -315,20 +318,18 @@ class _CrossValidated(_ShrinkageMLP):
             penalty=_rules(self, factory(), 1.0),
             task=task,
             cv=self.cv,
-            lambdas=self.lambdas,
-            n_lambdas=self.n_lambdas,
-            lambda_min_ratio=self.lambda_min_ratio,
-            mode=self.mode,
-            val_fraction=self.validation_fraction if self.early_stopping else 0.0,
-            config=self._train_config(),
-            dense_config=FIT_CONFIG if self.fit_config == "default" else self._fit_config(),
             selection=self.selection,
-            relax=self.relax,
+            config=self._path_config(
+                lambdas=None if self.lambdas is None else tuple(self.lambdas),
+                n_lambdas=self.n_lambdas,
+                lambda_min_ratio=self.lambda_min_ratio,
+                relax=self.relax,
+                seed=self._seed(),
+            ),
             feature_names=self._feature_names(X.shape[1]),
             n_jobs=self.n_jobs,
-            device=self.device,
-            seed=self._seed(),
             progress=self.verbose > 0,
+            **({"dense_config": FIT_CONFIG} if self.fit_config == "default" else {}),
         )
         self.cv_result_ = result
         self.lambdas_ = result.lambdas
@@ -448,7 +449,7 @@ _COMMON_ATTRIBUTES = """
         Epochs trained.
     penalty_value_ : float
         λ·R of the fitted weights.
-    path_ : Path
+    path_ : RegularizationPath
         The path record(s) behind the fit.
 """
 

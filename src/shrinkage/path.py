@@ -22,7 +22,6 @@ still used, epochs and wall time — and the weights, when ``keep_states`` asks.
 from __future__ import annotations
 
 import copy
-import itertools
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -38,7 +37,6 @@ from ._arrays import check_X, check_y, to_tensors
 from ._progress import progress_bar
 from .penalties import Penalty
 from .regularizer import MODES, Regularizer, Rule, as_rules
-from .selection import Selector
 from .structure import input_parameter_of, input_parameters_of, linear_chain
 from .train import (
     LOSSES,
@@ -51,16 +49,18 @@ from .train import (
     make_optimizer,
     train,
 )
-from .validation import Described, check_bool, check_choice, check_int, check_number, fail
+from .validation import Described, InputError, check_bool, check_choice, check_int, check_number, fail, replace_fields
 
 __all__ = [
     "FIT_CONFIG",
     "PATH_CONFIG",
-    "Path",
+    "PathConfig",
     "PathPoint",
+    "RegularizationPath",
     "column_norms",
     "lambda_grid",
     "lambda_max",
+    "next_lambda",
     "regularization_path",
     "relaxed_fit",
 ]
@@ -71,6 +71,112 @@ ModelSpec = nn.Module | Callable[[], nn.Module]
 PATH_CONFIG = TrainConfig(lr=1e-2, batch_size=None, max_epochs=200, patience=10, monitor="objective")
 #: Training from scratch without penalty (dense start, relaxed fits).
 FIT_CONFIG = TrainConfig(lr=3e-2, batch_size=None, max_epochs=2000, patience=100, monitor="loss")
+
+ON_DIVERGENCE = ("raise", "skip")
+
+
+@dataclass(frozen=True)
+class PathConfig:
+    """How a path is made: everything but the model, the data and the penalty.
+
+    :func:`regularization_path` and :func:`~shrinkage.cv.cross_validate` take one
+    (``config=``) and any of its fields as keyword arguments, which override it::
+
+        config = PathConfig(n_lambdas=30, relax=True)
+        regularization_path(model, X, y, penalty=L1(), config=config, seed=1)
+
+    Parameters
+    ----------
+    lambdas : sequence of float, optional
+        The grid, strictly increasing. Default: automatic (see the module docstring).
+        Empty (with ``dense_start``): only the dense fit, in ``RegularizationPath.dense``.
+    n_lambdas : int, default 20
+    lambda_min_ratio : float in (0, 1), default 1e-3
+        The automatic grid: ``n_lambdas`` geometric values from
+        ``λ_max·lambda_min_ratio`` to ``λ_max``.
+    extend : int, default 10
+        How many more λ (same ratio) an automatic path may take past λ_max while
+        penalized weights survive.
+    mode : str, default "proximal"
+        How the penalty reaches the optimizer (:data:`~shrinkage.regularizer.MODES`).
+    val_fraction : float in [0, 1), default 0.1
+        Rows held out for early stopping when no ``validation`` data is given; 0
+        trains on all rows and stops early on the training objective.
+    train_config : TrainConfig, default :data:`PATH_CONFIG`
+        Training at each λ (Adam, lr 1e-2, full batch, early stopping on the
+        validation objective). One optimizer serves the whole path, so its state
+        carries from λ to λ.
+    dense_config : TrainConfig, default :data:`FIT_CONFIG`
+        Training of the dense start and of relaxed fits, from scratch without penalty
+        (full-batch Adam, lr 3e-2, patience 100 — on tabular data of a few thousand
+        rows several times faster than mini-batches and no worse; pass mini-batches
+        for large data).
+    dense_start : bool, default True
+        Train without penalty first. An automatic grid for a network needs it.
+    relax : bool, default False
+        At each λ also fit the relaxed model (see :func:`relaxed_fit`) and record its
+        losses.
+    keep_states : bool, default False
+        Keep each λ's ``state_dict`` (on the CPU): memory grows with the path.
+    on_divergence : {"raise", "skip"}, default "raise"
+        When a fit's loss or weights stop being finite (:class:`~shrinkage.train.Diverged`):
+        ``"raise"`` stops with an error naming λ and the epoch; ``"skip"`` records the
+        λ as a failed point (``diverged=True``, losses NaN, the weights it started
+        from), resets the optimizer's state and goes on to the next λ. The dense fit
+        always raises.
+    device : str or torch.device, optional
+    seed : int, default 0
+        Seeds the model's initialization (for factories), splits and mini-batches.
+    """
+
+    lambdas: tuple[float, ...] | None = None
+    n_lambdas: int = 20
+    lambda_min_ratio: float = 1e-3
+    extend: int = 10
+    mode: str = "proximal"
+    val_fraction: float = 0.1
+    train_config: TrainConfig = PATH_CONFIG
+    dense_config: TrainConfig = FIT_CONFIG
+    dense_start: bool = True
+    relax: bool = False
+    keep_states: bool = False
+    on_divergence: str = "raise"
+    device: str | torch.device | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_bool("dense_start", self.dense_start)
+        if self.lambdas is not None:
+            grid = _check_lambdas(self.lambdas, self.dense_start)
+            object.__setattr__(self, "lambdas", tuple(float(lam) for lam in grid))
+        check_int("n_lambdas", self.n_lambdas, low=1)
+        check_number("lambda_min_ratio", self.lambda_min_ratio, low=0.0, high=1.0, low_open=True, high_open=True)
+        check_int("extend", self.extend, low=0)
+        check_choice("mode", self.mode, MODES)
+        check_number("val_fraction", self.val_fraction, low=0.0, high=1.0, high_open=True)
+        for name in ("train_config", "dense_config"):
+            if not isinstance(getattr(self, name), TrainConfig):
+                raise fail(name, "a TrainConfig", getattr(self, name), kind=TypeError)
+        check_bool("relax", self.relax)
+        check_bool("keep_states", self.keep_states)
+        check_choice("on_divergence", self.on_divergence, ON_DIVERGENCE)
+        if self.device is not None and not isinstance(self.device, (str, torch.device)):
+            raise fail("device", "a str or torch.device", self.device, kind=TypeError)
+        check_int("seed", self.seed)
+
+    def replace(self, **changes: Any) -> PathConfig:
+        """A copy with some fields changed (validated again)."""
+        return replace_fields(self, changes)
+
+
+def resolve_config(config: PathConfig | None, options: dict[str, Any]) -> PathConfig:
+    """``config`` (default :class:`PathConfig`) with the keyword ``options`` applied."""
+    if config is None:
+        config = PathConfig()
+    elif not isinstance(config, PathConfig):
+        hint = " (a TrainConfig goes in train_config= or dense_config=)" if isinstance(config, TrainConfig) else ""
+        raise fail("config", "a PathConfig" + hint, config, kind=TypeError)
+    return config.replace(**options) if options else config
 
 
 @dataclass
@@ -149,15 +255,32 @@ class PathPoint:
 
 
 @dataclass
-class Path:
-    """A regularization path: the points in increasing λ and how they were made."""
+class RegularizationPath:
+    """A regularization path: the points in increasing λ and how they were made.
+
+    Attributes
+    ----------
+    points : list of PathPoint
+        One per λ, in increasing λ.
+    rules : list of Rule
+        The penalties at λ = 1; each point scales them by its λ.
+    lambda_max : float or None
+        The automatic grid's λ_max (``None`` for a given grid).
+    dense : PathPoint or None
+        The dense start (λ = 0).
+    n_features : int
+    feature_names : list of str
+    model : nn.Module or None
+        The trained model, at the path's last λ (the dense fit for an empty grid).
+    """
 
     points: list[PathPoint]
-    rules: list[Rule]  # the penalties, at λ = 1; each point scales them by its λ
+    rules: list[Rule]
     lambda_max: float | None
     dense: PathPoint | None
     n_features: int
     feature_names: list[str]
+    model: nn.Module | None = field(default=None, repr=False)
 
     @property
     def lambdas(self) -> np.ndarray:
@@ -282,7 +405,7 @@ def lambda_max(
                 value = 10.0 * max(float(g.abs().max()) for g in grads)
             best = max(best, value)
     if best <= 0:
-        raise ValueError("lambda_max is 0: the data loss has zero gradient at zero weights (constant target?)")
+        raise InputError("lambda_max is 0: the data loss has zero gradient at zero weights (constant target?)")
     return best
 
 
@@ -303,13 +426,13 @@ def _check_output(model: nn.Module, X: Tensor, y: Tensor, task: str) -> None:
         with torch.no_grad():
             out = model(X[:1])
     except RuntimeError as error:  # most often: the model expects another number of inputs
-        raise ValueError(
+        raise InputError(
             f"model must accept X's rows ({X.shape[1]} features), got an error from its forward pass: "
             + " ".join(str(error).split())
         ) from None
     expected = int(y.max()) + 1 if task == "multiclass" else 1
     if out.ndim != 2 or out.shape[1] < expected or (task != "multiclass" and out.shape[1] != 1):
-        raise ValueError(
+        raise InputError(
             f"model must output {'at least ' if task == 'multiclass' else ''}{expected} column(s) "
             f"per row for task={task!r}, got output of shape {tuple(out.shape)}"
         )
@@ -475,6 +598,198 @@ def _prepare(
     return arrays
 
 
+# ----------------------------------------------------------------- the path's steps
+def next_lambda(
+    grid: np.ndarray,
+    points: Sequence[PathPoint],
+    *,
+    extend: int = 0,
+    automatic: bool = False,
+    sparsifying: bool = True,
+    ratio: float | None = None,
+) -> float | None:
+    """The λ after ``points`` on ``grid``, or ``None`` when the path is done.
+
+    The grid is walked in order; past its end, an automatic path of a sparsifying
+    penalty goes on at the grid's ratio while penalized weights survive (up to
+    ``extend`` more λ; ``ratio`` defaults to the grid's own). An automatic path stops
+    early once a fitted point has no input feature or no penalized weight left: larger
+    λ change nothing.
+
+    >>> grid = lambda_grid(1.0, n_lambdas=3, lambda_min_ratio=0.01)
+    >>> [float(lam) for lam in grid], next_lambda(grid, [])
+    ([0.01, 0.1, 1.0], 0.01)
+    """
+    index = len(points)
+    last = points[-1] if points else None
+    if automatic and last is not None and not last.diverged and _ended(last):
+        return None
+    if index < len(grid):
+        return float(grid[index])
+    if automatic and sparsifying and last is not None and index < len(grid) + extend:
+        step = ratio if ratio is not None else float(grid[-1] / grid[-2])
+        return last.lambda_ * step
+    return None
+
+
+def _ended(point: PathPoint) -> bool:
+    """No input feature used, or no penalized weight left: larger λ change nothing."""
+    return point.n_features == 0 or point.n_nonzero == 0
+
+
+class _RelaxedFits:
+    """Relaxed fits along a path, one per feature set: the fit depends only on the set
+    (same start, same seed), and along a path many λ share one."""
+
+    def __init__(
+        self,
+        fit: Callable[[list[int]], nn.Module],
+        score: Callable[[nn.Module], tuple[float, float]],
+        keep_states: bool = False,
+    ):
+        self._fit, self._score, self._keep = fit, score, keep_states
+        self._done: dict[tuple[int, ...], tuple[float, float, dict[str, Tensor] | None]] = {}
+
+    def __len__(self) -> int:
+        return len(self._done)
+
+    def __call__(self, features: Sequence[int]) -> tuple[float, float, dict[str, Tensor] | None]:
+        """(validation loss, test loss, weights or None) of the relaxed model on ``features``."""
+        key = tuple(features)
+        if key not in self._done:
+            model = self._fit(list(features))
+            self._done[key] = (*self._score(model), _state_copy(model) if self._keep else None)
+        return self._done[key]
+
+
+class _PathFit:
+    """One path's training state: the network, its data, one optimizer for every λ."""
+
+    def __init__(self, net: nn.Module, rules: list[Rule], data: dict, names: list[str], task: str, config: PathConfig):
+        self.net, self.rules, self.data, self.names, self.config = net, rules, data, names, config
+        self.loss = loss_for_task(task)
+        self.initial = _state_copy(net) if config.relax else None
+        # one optimizer for the whole path: its state (momentum, Adam's moments) carries
+        # from λ to λ like the weights do, so no λ starts with a cold optimizer's jolt
+        self.optimizer = self._optimizer()
+        self.relaxed = _RelaxedFits(self._relaxed_model, self._relaxed_scores, config.keep_states)
+
+    def _optimizer(self) -> torch.optim.Optimizer:
+        train_config = self.config.train_config
+        return make_optimizer(
+            train_config.optimizer, self.net.parameters(), lr=train_config.lr, **train_config.optimizer_kwargs
+        )
+
+    def regularizer(self, lambda_: float) -> Regularizer:
+        return Regularizer(self.net, scaled(self.rules, lambda_), mode=self.config.mode)
+
+    def _point(self, lambda_: float, reg: Regularizer, result: TrainResult, seconds: float, keep: bool) -> PathPoint:
+        return _point(lambda_, self.net, reg, self.data, self.loss, self.names, result, seconds, keep)
+
+    def dense_fit(self) -> PathPoint:
+        """Train without penalty (λ = 0) from the initial weights."""
+        X, y = self.data["train"]
+        start = time.perf_counter()
+        try:
+            result = train(
+                self.net,
+                X,
+                y,
+                loss=self.loss,
+                validation=self.data["val"],
+                config=self.config.dense_config,
+                seed=self.config.seed,
+            )
+        except Diverged as error:
+            raise error.within("the dense fit (λ=0)") from None
+        seconds = time.perf_counter() - start
+        return self._point(0.0, self.regularizer(0.0), result, seconds, self.config.keep_states)
+
+    def lambda_max(self) -> float:
+        """λ_max of the current weights: exact for a linear model (weights at 0, intercept at its optimum)."""
+        X, y = self.data["train"]
+        probe = self.net
+        if _is_linear(probe):
+            probe = copy.deepcopy(probe)
+            _intercept_at_zero_(probe if isinstance(probe, nn.Linear) else linear_chain(probe)[0], y, self.loss)
+        return lambda_max(probe, X, y, penalty=self.rules, loss=self.loss)
+
+    def fit_at(self, lambda_: float, index: int) -> PathPoint:
+        """Train at ``lambda_`` from the current weights; a divergence is raised or recorded."""
+        X, y = self.data["train"]
+        reg = self.regularizer(lambda_)
+        start = time.perf_counter()
+        try:
+            result = train(
+                self.net,
+                X,
+                y,
+                loss=self.loss,
+                regularizer=reg,
+                validation=self.data["val"],
+                config=self.config.train_config,
+                seed=self.config.seed + index + 1,
+                optimizer=self.optimizer,
+            )
+        except Diverged as error:
+            if self.config.on_divergence == "raise":
+                raise error.within(f"λ={lambda_:.4g}") from None
+            point = self.diverged_point(lambda_, reg, error)
+        else:
+            point = self._point(lambda_, reg, result, 0.0, self.config.keep_states)
+            if self.config.relax:
+                point.relaxed_val_loss, point.relaxed_test_loss, point.relaxed_state = self.relaxed(point.features)
+        point.seconds = time.perf_counter() - start
+        return point
+
+    def diverged_point(self, lambda_: float, reg: Regularizer, error: Diverged) -> PathPoint:
+        """The failed λ's record: the weights it started from, losses NaN, ``diverged``.
+
+        The network is back at its last finite weights; the optimizer's state may not
+        be, so it starts afresh.
+        """
+        self.optimizer = self._optimizer()
+        kept = self._point(lambda_, reg, TrainResult(error.epoch + 1, 0), 0.0, False)
+        nan = math.nan  # what the kept weights score says nothing of this λ
+        return replace(kept, train_loss=nan, val_loss=nan, test_loss=nan, penalty=nan, diverged=True)
+
+    def _relaxed_model(self, features: list[int]) -> nn.Module:
+        X, y = self.data["train"]
+        return relaxed_fit(
+            self.net,
+            X,
+            y,
+            features=features,
+            loss=self.loss,
+            validation=self.data["val"],
+            config=self.config.dense_config,
+            seed=self.config.seed,
+            start=self.initial,
+        )
+
+    def _relaxed_scores(self, model: nn.Module) -> tuple[float, float]:
+        return _score(model, self.data["val"], self.loss), _score(model, self.data["test"], self.loss)
+
+
+def _as_rules(penalty: Any) -> list[Rule]:
+    try:
+        return as_rules(penalty)
+    except (TypeError, ValueError):
+        raise fail("penalty", "a Penalty (L1(), GroupLasso(), …) or rules", penalty, kind=TypeError) from None
+
+
+def _names(feature_names: Sequence[str] | None, n_features: int) -> list[str]:
+    names = [str(f) for f in feature_names] if feature_names is not None else [f"x{j}" for j in range(n_features)]
+    if len(names) != n_features:
+        raise fail(
+            "feature_names",
+            f"one name per column of X ({n_features})",
+            Described(f"{len(names)} names"),
+            verb="have",
+        )
+    return names
+
+
 def regularization_path(
     model: ModelSpec,
     X: Any,
@@ -482,28 +797,14 @@ def regularization_path(
     *,
     penalty: Penalty | Rule | Sequence[Rule],
     task: str = "regression",
-    lambdas: Sequence[float] | None = None,
-    n_lambdas: int = 20,
-    lambda_min_ratio: float = 1e-3,
-    extend: int = 10,
-    select: Selector = None,
-    mode: str = "proximal",
+    config: PathConfig | None = None,
     validation: tuple[Any, Any] | None = None,
-    val_fraction: float = 0.1,
     test: tuple[Any, Any] | None = None,
-    config: TrainConfig | None = None,
-    dense_config: TrainConfig | None = None,
-    dense_start: bool = True,
-    relax: bool = False,
     feature_names: Sequence[str] | None = None,
-    keep_states: bool = False,
     callback: Callable[[PathPoint], bool | None] | None = None,
-    on_divergence: str = "raise",
-    device: torch.device | str | None = None,
-    seed: int = 0,
     progress: bool | None = None,
-    return_model: bool = False,
-) -> Path | tuple[Path, nn.Module]:
+    **options: Any,
+) -> RegularizationPath:
     """Train a model along a grid of λ, dense → sparse, each λ warm-started from the last.
 
     The objective at each λ is ``mean_i ℓ(f(x_i), y_i) + λ·R(selected weights)``.
@@ -517,211 +818,70 @@ def regularization_path(
     y : array-like of shape (n_samples,)
         Values for regression; class indices 0..K-1 otherwise.
     penalty : Penalty, Rule or list of Rule
-        The penalty family; its own λ is ignored (the grid sets it). Rules put
-        different penalties on different tensors, all scaled by the same λ (e.g. a
-        group lasso over one-hot blocks on the first layer, unit groups after it).
+        The penalty family; its own λ is ignored (the grid sets it). A bare penalty
+        goes on the default selection (layer weights); rules put different penalties
+        on different tensors, all scaled by the same λ (see :mod:`shrinkage.presets`).
     task : {"regression", "binary", "multiclass"}
         Sets the loss: mean squared error, binary or multi-class cross-entropy.
-    lambdas : sequence of float, optional
-        The grid, strictly increasing. Default: automatic (see the module docstring).
-        Empty (with ``dense_start``): only the dense fit, in ``Path.dense``.
-    n_lambdas, lambda_min_ratio : int, float
-        The automatic grid: ``n_lambdas`` geometric values from
-        ``λ_max·lambda_min_ratio`` to ``λ_max``.
-    extend : int, default 10
-        How many more λ (same ratio) an automatic path may take past λ_max while
-        penalized weights survive.
-    select : selector, optional
-        Which tensors a bare ``penalty`` touches (default: layer weights); rules carry
-        their own.
-    mode : str, default "proximal"
+    config : PathConfig, optional
+        The grid, the mode, the training, relaxation, divergence handling, device and
+        seed (see :class:`PathConfig`).
     validation : (X_val, y_val), optional
-        Early-stopping data. Without it, ``val_fraction`` of the rows are held out.
-    val_fraction : float in [0, 1), default 0.1
-        0 trains on all rows and stops early on the training objective.
+        Early-stopping data. Without it, ``config.val_fraction`` of the rows are held out.
     test : (X_test, y_test), optional
         Data only scored (``PathPoint.test_loss``), never trained on.
-    config : TrainConfig, optional
-        Training at each λ (default :data:`PATH_CONFIG`: Adam, lr 1e-2, batches of
-        128, early stopping on the validation objective). One optimizer serves the
-        whole path, so its state carries from λ to λ.
-    dense_config : TrainConfig, optional
-        Training of the dense start and of relaxed fits, from scratch without penalty
-        (default :data:`FIT_CONFIG`: full-batch Adam, lr 3e-2, patience 100 — on
-        tabular data of a few thousand rows several times faster than mini-batches and
-        no worse; pass mini-batches for large data).
-    dense_start : bool, default True
-        Train without penalty first. An automatic grid for a network needs it.
-    relax : bool, default False
-        At each λ also fit the relaxed model (see :func:`relaxed_fit`) and record its
-        losses.
     feature_names : sequence of str, optional
-    keep_states : bool, default False
-        Keep each λ's ``state_dict`` (on the CPU): memory grows with the path.
     callback : callable, optional
         Called with each :class:`PathPoint`; return ``True`` to stop the path.
-    on_divergence : {"raise", "skip"}, default "raise"
-        When a fit's loss or weights stop being finite (:class:`~shrinkage.train.Diverged`):
-        ``"raise"`` stops with an error naming λ and the epoch; ``"skip"`` records the
-        λ as a failed point (``diverged=True``, losses NaN, the weights it started
-        from), resets the optimizer's state and goes on to the next λ. The dense fit
-        always raises.
-    device : torch device, optional
-    seed : int, default 0
-        Seeds the model's initialization (for factories), splits and mini-batches.
     progress : bool, optional
         A progress bar over λ; default: only when stderr is a terminal.
-    return_model : bool, default False
-        Also return the model at the last λ.
+    **options
+        Fields of :class:`PathConfig` (``n_lambdas=30``, ``relax=True``, …), applied
+        over ``config``.
 
     Returns
     -------
-    Path, or (Path, nn.Module) with ``return_model``.
+    RegularizationPath
+        The points, with the trained model (at the last λ) in ``.model``.
     """
-    if isinstance(penalty, Penalty):
-        penalty = Rule(penalty, select)
-    elif select is not None:
-        raise ValueError("select applies to a bare penalty; rules carry their own selection")
-    try:
-        rules = as_rules(penalty)
-    except (TypeError, ValueError):
-        raise fail("penalty", "a Penalty (L1(), GroupLasso(), …) or rules", penalty, kind=TypeError) from None
-    if mode not in MODES:
-        raise fail("mode", "one of " + ", ".join(repr(m) for m in MODES), mode)
-    grid = _check_lambdas(lambdas, dense_start) if lambdas is not None else None
-    extend = check_int("extend", extend, low=0)
-    if grid is None:  # checked now, used after the dense fit
-        lambda_grid(1.0, n_lambdas=n_lambdas, lambda_min_ratio=lambda_min_ratio)
-    val_fraction = check_number("val_fraction", val_fraction, low=0.0, high=1.0, high_open=True)
-    for name, flag in (("dense_start", dense_start), ("relax", relax), ("keep_states", keep_states)):
-        check_bool(name, flag)
-    seed = check_int("seed", seed)
-    check_choice("on_divergence", on_divergence, ("raise", "skip"))
-    config = config if config is not None else PATH_CONFIG
-    dense_config = dense_config if dense_config is not None else FIT_CONFIG
-    arrays = _prepare(X, y, task, validation, val_fraction, test, seed)
+    config = resolve_config(config, options)
+    rules = _as_rules(penalty)
+    arrays = _prepare(X, y, task, validation, config.val_fraction, test, config.seed)
     n_features = arrays["all"][0].shape[1]
-    names = [str(f) for f in feature_names] if feature_names is not None else [f"x{j}" for j in range(n_features)]
-    if len(names) != n_features:
-        raise fail(
-            "feature_names",
-            f"one name per column of X ({n_features})",
-            Described(f"{len(names)} names"),
-            verb="have",
-        )
+    names = _names(feature_names, n_features)
 
-    torch.manual_seed(seed)
-    net = _fresh_model(model).to(device)
-    initial = _state_copy(net) if relax else None
+    torch.manual_seed(config.seed)
+    net = _fresh_model(model).to(config.device)
     dtype = next(net.parameters()).dtype
     data = {
-        key: to_tensors(*arrays[key], device=device, dtype=dtype) if arrays[key] is not None else None
+        key: to_tensors(*arrays[key], device=config.device, dtype=dtype) if arrays[key] is not None else None
         for key in ("train", "val", "test")
     }
-    loss = loss_for_task(task)
-    X_tr, y_tr = data["train"]
-    _check_output(net, X_tr, y_tr, task)
+    _check_output(net, *data["train"], task)
+    Regularizer(net, rules, mode=config.mode)  # a bad selection or mode fails now, not after the dense fit
+    fit = _PathFit(net, rules, data, names, task, config)
 
-    def regularizer(lam: float) -> Regularizer:
-        return Regularizer(net, scaled(rules, lam), mode=mode)
-
-    Regularizer(net, rules, mode=mode)  # a bad selection or mode fails now, not after the dense fit
-
-    dense = None
-    if dense_start or (grid is None and not _is_linear(net)):
-        start = time.perf_counter()
-        try:
-            result = train(net, X_tr, y_tr, loss=loss, validation=data["val"], config=dense_config, seed=seed)
-        except Diverged as error:
-            raise error.within("the dense fit (λ=0)") from None
-        dense = _point(0.0, net, regularizer(0.0), data, loss, names, result, time.perf_counter() - start, keep_states)
-
+    grid = np.asarray(config.lambdas) if config.lambdas is not None else None
+    dense = fit.dense_fit() if config.dense_start or (grid is None and not _is_linear(net)) else None
     lam_max = None
     if grid is None:
-        probe = net
-        if _is_linear(net):  # exact: weights at 0, intercept at its optimum
-            probe = copy.deepcopy(net)
-            _intercept_at_zero_(probe if isinstance(probe, nn.Linear) else linear_chain(probe)[0], y_tr, loss)
-        lam_max = lambda_max(probe, X_tr, y_tr, penalty=rules, loss=loss)
-        grid = lambda_grid(lam_max, n_lambdas=n_lambdas, lambda_min_ratio=lambda_min_ratio)
+        lam_max = fit.lambda_max()
+        grid = lambda_grid(lam_max, n_lambdas=config.n_lambdas, lambda_min_ratio=config.lambda_min_ratio)
     automatic = lam_max is not None
-    sparsifying = any(r.penalty.sparsifying for r in rules)
-    ratio = grid[-1] / grid[-2] if len(grid) > 1 else 1.0 / lambda_min_ratio
-
-    # one optimizer for the whole path: its state (momentum, Adam's moments) carries
-    # from λ to λ like the weights do, so no λ starts with a cold optimizer's jolt
-    optimizer = make_optimizer(config.optimizer, net.parameters(), lr=config.lr, **config.optimizer_kwargs)
+    steps = dict(
+        extend=config.extend,
+        automatic=automatic,
+        sparsifying=any(r.penalty.sparsifying for r in rules),
+        ratio=grid[-1] / grid[-2] if len(grid) > 1 else 1.0 / config.lambda_min_ratio,
+    )
     points: list[PathPoint] = []
-    relaxed_fits: dict[tuple[int, ...], tuple[float, float, dict | None]] = {}
     with progress_bar(len(grid), "λ path", enabled=progress) as bar:
-        for index in itertools.count():
-            if index < len(grid):
-                lam = float(grid[index])
-            elif automatic and sparsifying and index < len(grid) + extend and not _ended(points[-1]):
-                lam = points[-1].lambda_ * ratio  # weights survive past λ_max: go on
-                bar.grow(1)
-            else:
-                break
-            reg = regularizer(lam)
-            start = time.perf_counter()
-            try:
-                result = train(
-                    net,
-                    X_tr,
-                    y_tr,
-                    loss=loss,
-                    regularizer=reg,
-                    validation=data["val"],
-                    config=config,
-                    seed=seed + index + 1,
-                    optimizer=optimizer,
-                )
-            except Diverged as error:
-                if on_divergence == "raise":
-                    raise error.within(f"λ={lam:.4g}") from None
-                # the net is back at its last finite weights; the optimizer's state may not be
-                optimizer = make_optimizer(config.optimizer, net.parameters(), lr=config.lr, **config.optimizer_kwargs)
-                kept = _point(lam, net, reg, data, loss, names, TrainResult(error.epoch + 1, 0), 0.0, False)
-                nan = math.nan  # what the kept weights score says nothing of this λ
-                point = replace(kept, train_loss=nan, val_loss=nan, test_loss=nan, penalty=nan)
-                point.diverged, point.seconds = True, time.perf_counter() - start
-                points.append(point)
-                bar.advance(1)
-                continue
-            point = _point(lam, net, reg, data, loss, names, result, 0.0, keep_states)
-            if relax:
-                # the relaxed fit depends only on the feature set (same start, same
-                # seed): along a path many λ share one, so each set is fitted once
-                key = tuple(point.features)
-                if key not in relaxed_fits:
-                    relaxed = relaxed_fit(
-                        net,
-                        X_tr,
-                        y_tr,
-                        features=point.features,
-                        loss=loss,
-                        validation=data["val"],
-                        config=dense_config,
-                        seed=seed,
-                        start=initial,
-                    )
-                    relaxed_fits[key] = (
-                        _score(relaxed, data["val"], loss),
-                        _score(relaxed, data["test"], loss),
-                        _state_copy(relaxed) if keep_states else None,
-                    )
-                point.relaxed_val_loss, point.relaxed_test_loss, point.relaxed_state = relaxed_fits[key]
-            point.seconds = time.perf_counter() - start
+        while (lam := next_lambda(grid, points, **steps)) is not None:
+            if len(points) >= len(grid):
+                bar.grow(1)  # weights survive past λ_max: the path goes on
+            point = fit.fit_at(lam, len(points))
             points.append(point)
             bar.advance(1)
-            if callback is not None and callback(point):
+            if not point.diverged and callback is not None and callback(point):
                 break
-            if automatic and _ended(point):
-                break
-    path = Path(points, scaled(rules, 1.0), lam_max, dense, n_features, names)
-    return (path, net) if return_model else path
-
-
-def _ended(point: PathPoint) -> bool:
-    """No input feature used, or no penalized weight left: larger λ change nothing."""
-    return point.n_features == 0 or point.n_nonzero == 0
+    return RegularizationPath(points, scaled(rules, 1.0), lam_max, dense, n_features, names, model=net)

@@ -7,7 +7,6 @@ own loop don't need it: :class:`~shrinkage.Regularizer` plugs into any loop.
 from __future__ import annotations
 
 import copy
-import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from .regularizer import Regularizer
-from .validation import check_bool, check_choice, check_int, check_number, fail
+from .validation import check_bool, check_choice, check_int, check_number, fail, replace_fields
 
 __all__ = [
     "LOSSES",
@@ -152,7 +151,8 @@ class TrainConfig:
             raise fail("optimizer_kwargs", "a dict", self.optimizer_kwargs, kind=TypeError)
 
     def replace(self, **changes: Any) -> TrainConfig:
-        return dataclasses.replace(self, **changes)
+        """A copy with some fields changed (validated again)."""
+        return replace_fields(self, changes, "field")
 
 
 @dataclass

@@ -16,6 +16,7 @@ lambda_ must be a finite number >= 0, got -1.0
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import numbers
 from collections.abc import Iterable
@@ -121,6 +122,17 @@ def check_choice(name: str, value: Any, choices: Iterable[str]) -> str:
     if value not in choices:
         raise fail(name, rule, value)
     return value
+
+
+def replace_fields(instance: Any, changes: dict[str, Any], what: str = "option") -> Any:
+    """``dataclasses.replace`` with an :class:`InputTypeError` naming an unknown field and the known ones."""
+    known = [f.name for f in dataclasses.fields(instance)]
+    unknown = [name for name in changes if name not in known]
+    if unknown:
+        raise InputTypeError(
+            f"{type(instance).__name__} has no {what} {unknown[0]!r}; its {what}s are {', '.join(known)}"
+        )
+    return dataclasses.replace(instance, **changes)
 
 
 def check_bool(name: str, value: Any) -> bool:

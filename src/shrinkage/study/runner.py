@@ -32,7 +32,7 @@ from torch import nn
 
 from shrinkage.cv import cross_validate, cross_validate_unpenalized, one_standard_error
 from shrinkage.models import MLP, SkipMLP
-from shrinkage.path import Path, PathPoint
+from shrinkage.path import PathConfig, PathPoint, RegularizationPath
 from shrinkage.presets import get_preset
 from shrinkage.prune import model_bytes
 from shrinkage.train import Diverged, evaluate, loss_for_task
@@ -128,7 +128,7 @@ def _columns_kept(features: Sequence[int], groups: list[list[int]], names: list[
     return [name for name, members in zip(names, groups) if used.intersection(members)]
 
 
-def _point_rows(path: Path, fold: int, include_dense: bool = False) -> list[dict[str, Any]]:
+def _point_rows(path: RegularizationPath, fold: int, include_dense: bool = False) -> list[dict[str, Any]]:
     rows = []
     points: list[tuple[int, PathPoint]] = list(enumerate(path.points))
     if include_dense and path.dense is not None:
@@ -193,7 +193,6 @@ def run_study(
         cv=config.cv,
         feature_names=prepared.encoder.feature_names,
         n_jobs=config.n_jobs,
-        seed=config.seed,
         progress=progress,
     )
     for name in config.penalties:
@@ -205,10 +204,10 @@ def run_study(
             factory = network(preset.model)
             rules = preset.rules(factory(), 1.0, l1_ratio=config.l1_ratio, feature_groups=prepared.encoder.groups)
             if rules is None:
-                scores, sizes, full, model = cross_validate_unpenalized(
-                    factory, prepared.X_train, prepared.y_train, **common
+                scores, sizes, full = cross_validate_unpenalized(
+                    factory, prepared.X_train, prepared.y_train, config=PathConfig(seed=config.seed), **common
                 )
-                penalized = model
+                model = penalized = full.model
                 mean, se, _, _ = one_standard_error(scores[:, None], np.array([0.0]), sizes)
                 record = full.dense
                 run = dict(
@@ -234,11 +233,15 @@ def run_study(
                     prepared.X_train,
                     prepared.y_train,
                     penalty=rules,
-                    n_lambdas=config.n_lambdas,
-                    # L2 has no λ where weights vanish to end its grid: it gets twice the decades
-                    lambda_min_ratio=config.lambda_min_ratio if sparsifying else config.lambda_min_ratio**2,
                     selection=config.selection,
-                    relax=config.relax and sparsifying,
+                    config=PathConfig(
+                        n_lambdas=config.n_lambdas,
+                        # L2 has no λ where weights vanish to end its grid: it gets twice the decades
+                        lambda_min_ratio=config.lambda_min_ratio if sparsifying else config.lambda_min_ratio**2,
+                        relax=config.relax and sparsifying,
+                        on_divergence=config.on_divergence,
+                        seed=config.seed,
+                    ),
                     **common,
                 )
                 model, record = result.model, result.path.points[result.index]
