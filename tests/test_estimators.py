@@ -18,6 +18,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
+from shrinkage import InputError
 from shrinkage.convert import from_sklearn_lasso, from_sklearn_logistic
 from shrinkage.estimators import (
     ShrinkageMLPClassifier,
@@ -213,19 +214,19 @@ def test_cv_estimator_attributes():
     [
         (
             ShrinkageMLPRegressor(lambda_=-1.0),
-            "The 'lambda_' parameter of ShrinkageMLPRegressor must be a float in the range [0.0, inf). Got -1.0 instead.",
+            "lambda_ must be a finite number >= 0, got -1.0",
         ),
         (
             ShrinkageMLPRegressor(penalty="lasso"),
-            "The 'penalty' parameter of ShrinkageMLPRegressor must be a str among",
+            "penalty must be one of 'none', 'l1', 'l2', 'elasticnet', 'group', 'sparse_group', 'hierarchical', got 'lasso'",
         ),
         (
             ShrinkageMLPClassifier(l1_ratio=2.0),
-            "The 'l1_ratio' parameter of ShrinkageMLPClassifier must be a float in the range [0.0, 1.0]. Got 2.0 instead.",
+            "l1_ratio must be a finite number in [0, 1], got 2.0",
         ),
         (
             ShrinkageMLPRegressor(hidden_layer_sizes=(8, 0)),
-            "The 'hidden_layer_sizes' parameter of ShrinkageMLPRegressor must be a sequence of positive integers. Got (8, 0) instead.",
+            "hidden_layer_sizes must be a sequence of positive integers, got (8, 0)",
         ),
         (
             ShrinkageMLPRegressor(mode="decoupled"),
@@ -233,21 +234,21 @@ def test_cv_estimator_attributes():
         ),
         (
             ShrinkageMLPRegressorCV(cv=1),
-            "The 'cv' parameter of ShrinkageMLPRegressorCV must be an int in the range [2, inf). Got 1 instead.",
+            "cv must be an integer >= 2, got 1",
         ),
         (
             ShrinkageMLPRegressorCV(penalty="none"),
-            "The 'penalty' parameter of ShrinkageMLPRegressorCV must be a str among",
+            "penalty must be one of 'l1', 'l2', 'elasticnet', 'group', 'sparse_group', 'hierarchical', got 'none'",
         ),
         (
             ShrinkageMLPRegressor(learning_rate=0),
-            "The 'learning_rate' parameter of ShrinkageMLPRegressor must be a float in the range (0.0, inf). Got 0 instead.",
+            "learning_rate must be a finite number > 0, got 0",
         ),
     ],
 )
 def test_invalid_parameters_raise_at_fit(estimator, message):
     X, y = regression(40, 4)
-    with pytest.raises(ValueError) as info:
+    with pytest.raises(InputError) as info:
         estimator.fit(X, y)
     assert message in str(info.value)
 

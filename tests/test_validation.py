@@ -4,7 +4,7 @@ as the right exception (library) or exit code 2 (command line).
 
 The library table is here; the command line's is in ``test_cli.py`` (``_bad``) plus the
 cases below that need files; the estimators follow scikit-learn's own messages
-(``InvalidParameterError``), checked by scikit-learn's estimator checks.
+(``InputError``, the library's shape), and pass scikit-learn's estimator checks.
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ from shrinkage.cv import cross_validate
 from shrinkage.models import MLP
 from shrinkage.path import regularization_path
 from shrinkage.prune import load_model, prune, save_model
+from shrinkage.study import StudyConfig
 from shrinkage.study.cli import main
 from shrinkage.study.datasets import load_dataset, make_synthetic
-from shrinkage.study import StudyConfig
 from shrinkage.study.store import Store, StoreError
 from shrinkage.study.tabular import read_table
 from shrinkage.train import TrainConfig
@@ -167,7 +167,7 @@ CLI = [
     (["study", "--l1-ratio", "2"], "l1_ratio must be a finite number in (0, 1], got 2.0"),
     (["study", "--n-lambdas", "0"], "n_lambdas must be an integer >= 2, got 0"),
     (["study", "--lambda-min-ratio", "0"], "lambda_min_ratio must be a finite number in (0, 1), got 0.0"),
-    (["study", "--selection", "best"], "selection must be one of '1se', 'min', got 'best'"),
+    (["study", "--selection", "best"], "Invalid value for '--selection': 'best' is not one of '1se', 'min'"),
     (["study", "--hidden", "0"], "hidden must be an integer >= 1, got 0"),
     (["study", "--on-divergence", "ignore"], "Invalid value for '--on-divergence': 'ignore' is not one of"),
     (["report", "{tmp}/folder.csv"], "store must be a file, got the directory"),

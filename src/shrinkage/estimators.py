@@ -37,14 +37,15 @@ from __future__ import annotations
 
 import copy
 import numbers
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, _fit_context
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.feature_selection import SelectorMixin
 from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 from torch import nn
@@ -57,6 +58,7 @@ from .presets import PRESETS, get_preset
 from .prune import PruneReport, prune
 from .regularizer import MODES, Regularizer, Rule
 from .train import OPTIMIZERS, TrainConfig, loss_for_task, make_optimizer, train
+from .validation import InputError, InputTypeError, check_bool, check_choice, check_int, check_number, fail
 
 __all__ = [
     "ShrinkageMLPClassifier",
@@ -67,23 +69,87 @@ __all__ = [
 
 PENALTY_NAMES = tuple(PRESETS)
 
-_COMMON_CONSTRAINTS: dict[str, list] = {
-    "hidden_layer_sizes": ["array-like"],
-    "l1_ratio": [Interval(numbers.Real, 0, 1, closed="both")],
-    "M": [Interval(numbers.Real, 0, None, closed="neither")],
-    "mode": [StrOptions(set(MODES))],
-    "activation": [StrOptions(set(ACTIVATIONS))],
-    "optimizer": [StrOptions(set(OPTIMIZERS))],
-    "learning_rate": [Interval(numbers.Real, 0, None, closed="neither")],
-    "batch_size": [Interval(numbers.Integral, 1, None, closed="left"), None],
-    "max_iter": [Interval(numbers.Integral, 1, None, closed="left")],
-    "early_stopping": ["boolean"],
-    "validation_fraction": [Interval(numbers.Real, 0, 1, closed="neither")],
-    "n_iter_no_change": [Interval(numbers.Integral, 1, None, closed="left")],
-    "tol": [Interval(numbers.Real, 0, None, closed="left")],
-    "random_state": ["random_state"],
-    "device": [str],
-    "verbose": ["verbose"],
+
+@contextmanager
+def _input_errors() -> Iterator[None]:
+    """scikit-learn's data checks, their errors raised as :class:`~shrinkage.validation.InputError`."""
+    try:
+        yield
+    except InputError:
+        raise
+    except TypeError as error:
+        raise InputTypeError(str(error)) from None
+    except ValueError as error:
+        raise InputError(str(error)) from None
+
+
+def _hidden_sizes(name: str, value: Any) -> tuple[int, ...]:
+    sizes = (value,) if isinstance(value, numbers.Integral) and not isinstance(value, bool) else value
+    try:
+        sizes = tuple(sizes)
+    except TypeError:
+        raise fail(name, "a sequence of positive integers", value, kind=TypeError) from None
+    if not all(isinstance(s, numbers.Integral) and not isinstance(s, bool) and s >= 1 for s in sizes):
+        raise fail(name, "a sequence of positive integers", value)
+    return tuple(int(s) for s in sizes)
+
+
+def _optional_int(low: int):
+    def check(name: str, value: Any) -> int | None:
+        return None if value is None else check_int(name, value, low=low)
+
+    return check
+
+
+def _random_state(name: str, value: Any) -> Any:
+    if value is None or isinstance(value, np.random.RandomState):
+        return value
+    check_int(name, value, low=0)
+    if value > np.iinfo(np.uint32).max:
+        raise fail(name, "None, an integer in [0, 2**32 - 1] or a numpy RandomState", value)
+    return value
+
+
+def _flag(name: str, value: Any) -> bool:
+    return check_bool(name, bool(value) if isinstance(value, np.bool_) else value)
+
+
+def _verbose(name: str, value: Any) -> int:
+    return int(_flag(name, value)) if isinstance(value, (bool, np.bool_)) else check_int(name, value, low=0)
+
+
+def _device(name: str, value: Any) -> Any:
+    if not isinstance(value, (str, torch.device)):
+        raise fail(name, "a torch device name such as 'cpu' or 'cuda'", value, kind=TypeError)
+    return value
+
+
+def _choices(options):
+    return lambda name, value: check_choice(name, value, options)
+
+
+def _number(**bounds):
+    return lambda name, value: check_number(name, value, **bounds)
+
+
+#: Each parameter's check (shrinkage.validation's message shape, raised at fit).
+_COMMON_CHECKS: dict[str, Callable[[str, Any], Any]] = {
+    "hidden_layer_sizes": _hidden_sizes,
+    "l1_ratio": _number(low=0.0, high=1.0),
+    "M": _number(low=0.0, low_open=True),
+    "mode": _choices(MODES),
+    "activation": _choices(ACTIVATIONS),
+    "optimizer": _choices(OPTIMIZERS),
+    "learning_rate": _number(low=0.0, low_open=True),
+    "batch_size": _optional_int(1),
+    "max_iter": lambda name, value: check_int(name, value, low=1),
+    "early_stopping": _flag,
+    "validation_fraction": _number(low=0.0, high=1.0, low_open=True, high_open=True),
+    "n_iter_no_change": lambda name, value: check_int(name, value, low=1),
+    "tol": _number(low=0.0),
+    "random_state": _random_state,
+    "device": _device,
+    "verbose": _verbose,
 }
 
 
@@ -142,21 +208,20 @@ class _ShrinkageMLP(SelectorMixin, BaseEstimator):
         return int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
 
     def _factory(self, n_features: int, n_outputs: int):
-        sizes = self.hidden_layer_sizes
-        sizes = (sizes,) if isinstance(sizes, numbers.Integral) else tuple(sizes)
-        if not all(isinstance(s, numbers.Integral) and not isinstance(s, bool) and s >= 1 for s in sizes):
-            raise ValueError(
-                "The 'hidden_layer_sizes' parameter of "
-                f"{type(self).__name__} must be a sequence of positive integers. "
-                f"Got {self.hidden_layer_sizes!r} instead."
-            )
-        hidden, activation = tuple(int(s) for s in sizes), self.activation
+        hidden, activation = _hidden_sizes("hidden_layer_sizes", self.hidden_layer_sizes), self.activation
         model = SkipMLP if get_preset(self.penalty).model == "skip_mlp" else MLP
         return lambda: model(n_features, hidden, n_outputs, activation=activation)
 
+    def _check_params(self) -> None:
+        """Every parameter against its rule (an :class:`~shrinkage.validation.InputError` naming it)."""
+        for name, check in self._checks.items():
+            check(name, getattr(self, name))
+
     # ----------------------------------------------------------------- data
     def _validate(self, X, y, *, reset: bool):
-        return validate_data(self, X, y, reset=reset, dtype=np.float64, y_numeric=self._task_kind == "regression")
+        """scikit-learn's checks of X and y, their errors as :class:`~shrinkage.validation.InputError`."""
+        with _input_errors():
+            return validate_data(self, X, y, reset=reset, dtype=np.float64, y_numeric=self._task_kind == "regression")
 
     def _encode_y(self, y: np.ndarray) -> tuple[np.ndarray, str, int]:
         """Targets for the path (values or class indices), the task and the outputs."""
@@ -164,16 +229,17 @@ class _ShrinkageMLP(SelectorMixin, BaseEstimator):
             return y.astype(np.float64), "regression", 1
         unknown = ~np.isin(y, self.classes_)
         if unknown.any():
-            raise ValueError(f"y holds labels not in classes_ {self.classes_.tolist()}: {np.unique(y[unknown])}")
+            raise InputError(f"y holds labels not in classes_ {self.classes_.tolist()}: {np.unique(y[unknown])}")
         task = "binary" if len(self.classes_) == 2 else "multiclass"
         return np.searchsorted(self.classes_, y), task, 1 if task == "binary" else len(self.classes_)
 
     def _set_classes(self, y: np.ndarray) -> None:
         if self._task_kind == "classification":
-            check_classification_targets(y)
+            with _input_errors():
+                check_classification_targets(y)
             self.classes_ = np.unique(y)
             if len(self.classes_) < 2:
-                raise ValueError(f"y must have at least two classes, got one class: {self.classes_[0]}")
+                raise InputError(f"y must have at least two classes, got one class: {self.classes_[0]}")
 
     def _feature_names(self, n_features: int) -> list[str]:
         names = getattr(self, "feature_names_in_", None)
@@ -204,7 +270,7 @@ class _ShrinkageMLP(SelectorMixin, BaseEstimator):
     def _fit_data(self, X, y) -> tuple[np.ndarray, np.ndarray, str, int]:
         """Checked parameters and data for a new fit: X, the encoded target, the task and
         the number of network outputs."""
-        self._validate_params()
+        self._check_params()
         X, y = self._validate(X, y, reset=True)
         self._set_classes(y)
         return (X, *self._encode_y(y))
@@ -222,7 +288,8 @@ class _ShrinkageMLP(SelectorMixin, BaseEstimator):
         round differently for different batch sizes).
         """
         check_is_fitted(self)
-        X = validate_data(self, X, reset=False, dtype=np.float64)
+        with _input_errors():
+            X = validate_data(self, X, reset=False, dtype=np.float64)
         device = next(self.model_.parameters()).device
         weights = {k: v.double() for k, v in self.model_.state_dict().items()}
         out = torch.func.functional_call(self.model_, weights, (torch.as_tensor(X, device=device),))
@@ -267,7 +334,7 @@ class _SingleLambda(_ShrinkageMLP):
         first = not hasattr(self, "model_")
         if self._task_kind == "classification" and first:
             if classes is None:
-                raise ValueError("classes must be given on the first call to partial_fit")
+                raise InputError("classes must be given on the first call to partial_fit")
             self._set_classes(np.asarray(classes))
         X, y = self._validate(X, y, reset=first)
         target, task, outputs = self._encode_y(y)
@@ -379,24 +446,24 @@ class _ClassifierMethods(ClassifierMixin):
         return tags
 
 
-_SINGLE_CONSTRAINTS = {
-    **_COMMON_CONSTRAINTS,
-    "penalty": [StrOptions(set(PENALTY_NAMES))],
-    "lambda_": [Interval(numbers.Real, 0, None, closed="left")],
-    "warm_start": ["boolean"],
+_SINGLE_CHECKS = {
+    **_COMMON_CHECKS,
+    "penalty": _choices(PENALTY_NAMES),
+    "lambda_": _number(low=0.0),
+    "warm_start": _flag,
 }
 
-_CV_CONSTRAINTS = {
-    **_COMMON_CONSTRAINTS,
-    "penalty": [StrOptions(set(PENALTY_NAMES) - {"none"})],
-    "lambdas": ["array-like", None],
-    "n_lambdas": [Interval(numbers.Integral, 2, None, closed="left")],
-    "lambda_min_ratio": [Interval(numbers.Real, 0, 1, closed="neither")],
-    "cv": [Interval(numbers.Integral, 2, None, closed="left")],
-    "selection": [StrOptions({"min", "1se"})],
-    "relax": ["boolean"],
-    "fit_config": [StrOptions({"default", "same"})],
-    "n_jobs": [numbers.Integral, None],
+_CV_CHECKS = {
+    **_COMMON_CHECKS,
+    "penalty": _choices([name for name in PENALTY_NAMES if name != "none"]),
+    "lambdas": lambda name, value: value,  # checked by PathConfig, with the path's rule
+    "n_lambdas": lambda name, value: check_int(name, value, low=2),
+    "lambda_min_ratio": _number(low=0.0, high=1.0, low_open=True, high_open=True),
+    "cv": lambda name, value: check_int(name, value, low=2),
+    "selection": _choices(("1se", "min")),
+    "relax": _flag,
+    "fit_config": _choices(("default", "same")),
+    "n_jobs": lambda name, value: None if value is None else check_int(name, value),
 }
 
 _COMMON_DOC = """
@@ -485,7 +552,7 @@ class ShrinkageMLPRegressor(_RegressorMethods, _SingleLambda):
     (2,)
     """
 
-    _parameter_constraints = _SINGLE_CONSTRAINTS
+    _checks = _SINGLE_CHECKS
 
     def __init__(
         self,
@@ -530,9 +597,9 @@ class ShrinkageMLPRegressor(_RegressorMethods, _SingleLambda):
         self.device = device
         self.verbose = verbose
 
-    @_fit_context(prefer_skip_nested_validation=True)
     def partial_fit(self, X, y):
         """One epoch on ``(X, y)`` with the penalty, continuing from the last call."""
+        self._check_params()
         return self._partial_fit(X, y)
 
 
@@ -558,12 +625,12 @@ class ShrinkageMLPClassifier(_ClassifierMethods, _SingleLambda):
     {_COMMON_ATTRIBUTES}
     """
 
-    _parameter_constraints = _SINGLE_CONSTRAINTS
+    _checks = _SINGLE_CHECKS
     __init__ = ShrinkageMLPRegressor.__init__
 
-    @_fit_context(prefer_skip_nested_validation=True)
     def partial_fit(self, X, y, classes=None):
         """One epoch on ``(X, y)``; ``classes`` (all labels) is required on the first call."""
+        self._check_params()
         return self._partial_fit(X, y, classes)
 
 
@@ -607,7 +674,7 @@ class ShrinkageMLPRegressorCV(_RegressorMethods, _CrossValidated):
     {_COMMON_ATTRIBUTES}
     """
 
-    _parameter_constraints = _CV_CONSTRAINTS
+    _checks = _CV_CHECKS
 
     def __init__(
         self,
@@ -670,5 +737,5 @@ class ShrinkageMLPClassifierCV(_ClassifierMethods, _CrossValidated):
         "    Attributes\n    ----------\n", "    Attributes\n    ----------\n    classes_ : ndarray\n", 1
     )
 
-    _parameter_constraints = _CV_CONSTRAINTS
+    _checks = _CV_CHECKS
     __init__ = ShrinkageMLPRegressorCV.__init__

@@ -39,6 +39,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from .validation import InputError
+
 
 @dataclass(frozen=True)
 class ScaledStep:
@@ -162,11 +164,11 @@ def group_layout(
     """
     shape = tuple(int(n) for n in shape)
     if len(shape) < 2:
-        raise ValueError(f"group penalties need a tensor with ndim >= 2, got shape {shape}")
+        raise InputError(f"group penalties need a tensor with ndim >= 2, got shape {shape}")
     numel = math.prod(shape)
     if isinstance(groups, str):
         if groups not in ("input", "unit"):
-            raise ValueError(f"groups must be 'input', 'unit' or a list of column lists, got {groups!r}")
+            raise InputError(f"groups must be 'input', 'unit' or a list of column lists, got {groups!r}")
         axis = 1 if groups == "input" else 0
         return GroupLayout(axis, None, shape[axis], math.sqrt(numel // shape[axis]))
     n_columns = shape[1]
@@ -175,16 +177,16 @@ def group_layout(
     for g, members in enumerate(groups):
         index = torch.as_tensor(list(members), dtype=torch.long)
         if index.numel() == 0:
-            raise ValueError(f"groups must not contain an empty group, got group {g} empty")
+            raise InputError(f"groups must not contain an empty group, got group {g} empty")
         if index.min() < 0 or index.max() >= n_columns:
-            raise ValueError(f"groups must hold column indices in [0, {n_columns}), got group {g} = {list(members)}")
+            raise InputError(f"groups must hold column indices in [0, {n_columns}), got group {g} = {list(members)}")
         if (labels[index] >= 0).any() or index.unique().numel() != index.numel():
-            raise ValueError(f"groups must not overlap, got column(s) repeated in group {g}")
+            raise InputError(f"groups must not overlap, got column(s) repeated in group {g}")
         labels[index] = g
         sizes.append(index.numel())
     if (labels < 0).any():
         missing = torch.nonzero(labels < 0).flatten().tolist()
-        raise ValueError(f"groups must cover every column of the tensor, got columns {missing} in no group")
+        raise InputError(f"groups must cover every column of the tensor, got columns {missing} in no group")
     per_column = numel // n_columns
     weights = torch.tensor([math.sqrt(per_column * s) for s in sizes], dtype=torch.float64)
     return GroupLayout(1, labels.to(device), len(sizes), weights)
@@ -459,7 +461,7 @@ def hier_prox_(skip: Tensor, first: Tensor, *, step: float, M: float, ratio: flo
     ``M/√ratio``, mapped back.
     """
     if skip.shape[1] != first.shape[1]:
-        raise ValueError(f"skip and first weights must share their input features, got {skip.shape} and {first.shape}")
+        raise InputError(f"skip and first weights must share their input features, got {skip.shape} and {first.shape}")
     if ratio != 1.0:
         root = math.sqrt(ratio)
         first.div_(root)

@@ -39,6 +39,7 @@ except ImportError:  # pragma: no cover - depends on what is installed
         raise ImportError("shrinkage.lightning needs PyTorch Lightning: pip install 'shrinkage[lightning]'") from None
 
 from .regularizer import Regularizer
+from .validation import InputError
 
 __all__ = ["RegularizerCallback"]
 
@@ -70,7 +71,7 @@ class RegularizerCallback(Callback):
     def on_train_start(self, trainer, pl_module) -> None:
         optimizers = trainer.optimizers
         if len(optimizers) != 1:
-            raise ValueError(
+            raise InputError(
                 f"RegularizerCallback supports a module with one optimizer, got {len(optimizers)}; "
                 "attach a Regularizer to each optimizer yourself"
             )

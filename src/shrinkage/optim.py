@@ -31,6 +31,7 @@ from torch import Tensor
 from torch.optim import SGD, Adagrad, Adam, Adamax, Optimizer, RMSprop
 
 from .functional import ScaledStep
+from .validation import InputError, InputTypeError
 
 __all__ = ["ExactStepWarning", "check_optimizer", "is_adaptive", "prox_steps"]
 
@@ -129,17 +130,17 @@ def is_adaptive(optimizer: Optimizer) -> bool:
 def check_optimizer(optimizer: Any, mode: str) -> None:
     """Refuse optimizers that a ``mode`` cannot work with; warn where it is inexact."""
     if not isinstance(optimizer, Optimizer):
-        raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {optimizer!r}")
+        raise InputTypeError(f"optimizer must be a torch.optim.Optimizer, got {optimizer!r}")
     if isinstance(optimizer, torch.optim.LBFGS):
-        raise ValueError(
+        raise InputError(
             f"mode={mode!r} cannot be used with LBFGS, which re-evaluates gradients inside "
             "step(); use mode='loss' and add reg.penalty() to the loss in the closure"
         )
     for index, group in enumerate(optimizer.param_groups):
         if group.get("maximize", False):
-            raise ValueError(f"optimizer param group {index} has maximize=True; penalties minimize")
+            raise InputError(f"optimizer param group {index} has maximize=True; penalties minimize")
         if mode == "proximal" and group.get("momentum", 0.0) >= 1.0:
-            raise ValueError(
+            raise InputError(
                 f"optimizer param group {index} must have momentum < 1 for mode='proximal', got {group['momentum']}"
             )
     if mode == "proximal" and _rule_for(optimizer) is None:

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from . import functional as F
-from .validation import check_choice, check_number, fail
+from .validation import InputError, InputTypeError, check_choice, check_number, fail
 
 __all__ = [
     "L1",
@@ -258,7 +258,7 @@ class GroupLasso(Penalty):
             try:
                 out.append(F.group_layout(tensor.shape, self.groups, device=tensor.device))
             except ValueError as error:
-                raise ValueError(f"{type(self).__name__} on parameter {name!r}: {error}") from None
+                raise InputError(f"{type(self).__name__} on parameter {name!r}: {error}") from None
         return out
 
     def value(self, tensors, layouts=None):
@@ -348,12 +348,12 @@ class HierarchicalLasso(Penalty):
     def layouts(self, named):
         names = [n for n, _ in named]
         if sorted(names) != sorted([self.skip, self.first]):
-            raise ValueError(
+            raise InputError(
                 f"HierarchicalLasso must select exactly the weights {self.skip!r} and {self.first!r}, got {names}"
             )
         shapes = {n: t.shape for n, t in named}
         if len(shapes[self.skip]) != 2 or len(shapes[self.first]) != 2 or shapes[self.skip][1] != shapes[self.first][1]:
-            raise ValueError(f"HierarchicalLasso needs 2-D weights with the same input features, got {dict(shapes)}")
+            raise InputError(f"HierarchicalLasso needs 2-D weights with the same input features, got {dict(shapes)}")
         return ["skip" if n == self.skip else "first" for n in names]  # each tensor's role
 
     @staticmethod
@@ -367,7 +367,7 @@ class HierarchicalLasso(Penalty):
         return self.lambda_ * torch.linalg.vector_norm(skip, dim=0, dtype=dtype).sum()
 
     def add_grad_(self, params, layouts=None):
-        raise ValueError("HierarchicalLasso is a constraint that only mode='proximal' enforces")
+        raise InputError("HierarchicalLasso is a constraint that only mode='proximal' enforces")
 
     def prox_(self, tensors, layouts=None, *, step):
         skip, first = self._pair(tensors, layouts)
@@ -411,5 +411,5 @@ def make_penalty(spec: Penalty | str | dict[str, Any], **kwargs: Any) -> Penalty
         return PENALTIES[name](**kwargs)
     except TypeError as error:
         if "unexpected keyword" in str(error):
-            raise TypeError(f"penalty {name!r} got an unknown argument: {error}") from None
+            raise InputTypeError(f"penalty {name!r} got an unknown argument: {error}") from None
         raise

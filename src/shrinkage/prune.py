@@ -32,7 +32,7 @@ from torch import Tensor, nn
 
 from .models import SkipMLP
 from .structure import linear_chain, path_masks, reachable_inputs
-from .validation import fail
+from .validation import InputError, InputTypeError, fail
 
 __all__ = ["PruneReport", "flops_per_sample", "load_model", "model_bytes", "prune", "save_model"]
 
@@ -116,7 +116,7 @@ def _latency_ms(models: Sequence[nn.Module], inputs: Sequence[Tensor], repeats: 
 def _chain_of(model: nn.Module) -> list[nn.Module]:
     chain = linear_chain(model)
     if chain is None:
-        raise TypeError(
+        raise InputTypeError(
             f"prune supports an nn.Sequential of Linear and element-wise layers (an MLP) or a SkipMLP, "
             f"got {type(model).__name__}"
         )
@@ -269,7 +269,7 @@ def _describe_chain(modules: Sequence[nn.Module]) -> list[dict]:
         elif isinstance(m, nn.LeakyReLU):
             out.append({"type": "leaky_relu", "negative_slope": m.negative_slope})
         else:
-            raise TypeError(f"save_model cannot describe a {type(m).__name__} layer")
+            raise InputTypeError(f"save_model cannot describe a {type(m).__name__} layer")
     return out
 
 
@@ -286,7 +286,7 @@ def _build_chain(layers: list[dict], dtype: torch.dtype) -> nn.Sequential:
         elif kind == "leaky_relu":
             modules.append(nn.LeakyReLU(float(layer["negative_slope"])))
         else:
-            raise ValueError(f"model file describes an unknown layer type {kind!r}")
+            raise InputError(f"model file describes an unknown layer type {kind!r}")
     return nn.Sequential(*modules)
 
 
@@ -339,9 +339,9 @@ def load_model(source: str | Path | bytes) -> tuple[nn.Module, dict]:
         tensors = load(data)
         header = _safetensors_metadata(data).get("shrinkage")
     except Exception as error:  # safetensors raises its own error types for corrupt input
-        raise ValueError(f"{where} is not a safetensors file: {error}") from None
+        raise InputError(f"{where} is not a safetensors file: {error}") from None
     if header is None:
-        raise ValueError(f"{where} has no shrinkage architecture description")
+        raise InputError(f"{where} has no shrinkage architecture description")
     description = json.loads(header)
     spec = description["shrinkage_model"]
     dtype = next(iter(tensors.values())).dtype if tensors else torch.float32
@@ -356,7 +356,7 @@ def load_model(source: str | Path | bytes) -> tuple[nn.Module, dict]:
         model.in_features, model.out_features = int(spec["skip"]["in"]), int(spec["skip"]["out"])
         model.hidden = tuple(m.out_features for m in body if isinstance(m, nn.Linear))[:-1]
     else:
-        raise ValueError(f"model file describes an unknown model kind {spec['kind']!r}")
+        raise InputError(f"model file describes an unknown model kind {spec['kind']!r}")
     model.load_state_dict(tensors)
     return model.eval(), description.get("metadata", {})
 

@@ -44,7 +44,7 @@ from .functional import GroupLayout, group_norms
 from .penalties import Penalty, make_penalty
 from .selection import Selector, describe_selector, select_parameters, selector_from_config
 from .structure import input_parameter_of, input_usage
-from .validation import check_bool, check_choice, fail
+from .validation import InputError, check_bool, check_choice, fail
 
 __all__ = ["MODES", "Regularizer", "Rule", "SparsityReport", "TensorSparsity", "Term", "as_rules"]
 
@@ -274,16 +274,16 @@ class Regularizer:
             check_bool("Rule.overlap", rule.overlap)
             if rule.penalty.proximal_only and mode != "proximal":
                 name = type(rule.penalty).__name__
-                raise ValueError(f"{name} is a constraint that only mode='proximal' enforces, got mode={mode!r}")
+                raise InputError(f"{name} is a constraint that only mode='proximal' enforces, got mode={mode!r}")
             if mode == "decoupled" and not rule.penalty.decouplable:
-                raise ValueError(
+                raise InputError(
                     f"mode='decoupled' is weight decay and supports only L2, got {rule.penalty!r}; "
                     "use mode='proximal' for L1, elastic net and group penalties"
                 )
             named = select_parameters(self.model, rule.select)
             for name, param in named:
                 if id(param) in claimed and not rule.overlap:
-                    raise ValueError(
+                    raise InputError(
                         f"parameter {name!r} is selected by rule {claimed[id(param)]} and rule "
                         f"{index}; pass overlap=True on rule {index} if both penalties are meant"
                     )
@@ -384,7 +384,7 @@ class Regularizer:
         for term in self._terms:
             missing = [n for n, p in zip(term.names, term.params) if id(p) not in group_of]
             if missing and term.mode != "loss":
-                raise ValueError(f"parameter(s) {missing} are penalized but not in the optimizer's param groups")
+                raise InputError(f"parameter(s) {missing} are penalized but not in the optimizer's param groups")
         self._optimizer = optimizer
         self._group_of = group_of
         self._handles = [
@@ -501,7 +501,7 @@ class Regularizer:
         if feature_names is not None:
             feature_names = [str(f) for f in feature_names]
             if len(feature_names) != n_features:
-                raise ValueError(
+                raise InputError(
                     f"feature_names must have one name per input feature ({n_features}), got {len(feature_names)}"
                 )
         return SparsityReport(list(tensors.values()), groups, name, used, n_features, dead, feature_names)

@@ -25,7 +25,7 @@ from typing import Any
 
 from torch import nn
 
-from .validation import fail
+from .validation import InputError, InputTypeError, fail
 
 __all__ = ["NORM_LAYERS", "Selector", "describe_selector", "select_parameters", "selector_from_config"]
 
@@ -105,7 +105,7 @@ def select_parameters(model: nn.Module, select: Selector = None) -> list[tuple[s
         # the default selects layer weights, which are never integer; a selector that
         # names a non-float tensor is a mistake worth stopping on
         if select is not None and not param.dtype.is_floating_point:
-            raise TypeError(
+            raise InputTypeError(
                 f"parameter {name!r} must be a real floating-point tensor to be penalized, got dtype {param.dtype}"
             )
     chosen = [(n, p) for n, p in matched if p.requires_grad and p.dtype.is_floating_point]
@@ -114,11 +114,11 @@ def select_parameters(model: nn.Module, select: Selector = None) -> list[tuple[s
         patterns = [select] if isinstance(select, str) else select
         for pattern in patterns:
             if isinstance(pattern, str) and not fnmatch.filter(names, pattern):
-                raise ValueError(
+                raise InputError(
                     f"select pattern {pattern!r} matches no parameter of the model; its parameters are {_listed(names)}"
                 )
     if not chosen:
-        raise ValueError(
+        raise InputError(
             f"select {describe_selector(select, strict=False)!r} matches no trainable parameter "
             f"of the model; its parameters are {_listed(names)}"
         )
@@ -148,7 +148,7 @@ def describe_selector(select: Selector, *, strict: bool = True) -> Any:
     if isinstance(select, Sequence) and all(isinstance(s, str) for s in select):
         return {"names": list(select)}
     if strict:
-        raise ValueError(
+        raise InputError(
             f"select {select!r} is a callable and cannot be written to a config; "
             "use parameter-name patterns or module types for a reproducible config"
         )

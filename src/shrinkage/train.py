@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from .regularizer import Regularizer
-from .validation import check_bool, check_choice, check_int, check_number, fail, replace_fields
+from .validation import InputError, check_bool, check_choice, check_int, check_number, fail, replace_fields
 
 __all__ = [
     "LOSSES",
@@ -241,11 +241,11 @@ def train(
         raise fail("config", "a TrainConfig", config, kind=TypeError)
     check_choice("loss", loss, LOSSES)
     if X.shape[0] != y.shape[0]:
-        raise ValueError(f"X and y must have the same number of rows, got {X.shape[0]} and {y.shape[0]}")
+        raise InputError(f"X and y must have the same number of rows, got {X.shape[0]} and {y.shape[0]}")
     if X.shape[0] == 0:
         raise fail("X", "non-empty", tuple(X.shape))
     if regularizer is not None and regularizer.model is not model:
-        raise ValueError("regularizer must be bound to the model being trained")
+        raise InputError("regularizer must be bound to the model being trained")
 
     opt = optimizer
     if opt is None:

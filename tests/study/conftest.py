@@ -15,9 +15,9 @@ def truth_study(tmp_path_factory):
     """
     import pandas as pd
 
+    from shrinkage.study import StudyConfig, run_study
     from shrinkage.study.datasets import make_synthetic
     from shrinkage.study.report import build_report
-    from shrinkage.study import StudyConfig, run_study
     from shrinkage.study.store import Store
 
     folder = tmp_path_factory.mktemp("study")

@@ -13,7 +13,7 @@ from typing import Any
 
 from shrinkage.presets import PRESETS
 from shrinkage.train import TASKS
-from shrinkage.validation import check_bool, check_choice, check_int, check_number, fail
+from shrinkage.validation import InputError, check_bool, check_choice, check_int, check_number, fail
 
 from .datasets import BUNDLED
 
@@ -98,7 +98,7 @@ class StudyConfig:
         if self.data is None:
             check_choice("dataset", self.dataset, BUNDLED)
         elif self.target is None:
-            raise ValueError("target must name the target column of the data file, got None")
+            raise InputError("target must name the target column of the data file, got None")
         check_choice("task", self.task, ("auto", *TASKS))
         check_choice("missing", self.missing, ("impute", "error"))
         check_choice("on_divergence", self.on_divergence, ("raise", "skip"))

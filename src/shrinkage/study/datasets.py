@@ -14,7 +14,6 @@ from shrinkage.validation import check_choice, check_int, check_number
 __all__ = ["BUNDLED", "Dataset", "load_dataset", "make_synthetic"]
 
 
-
 @dataclass
 class Dataset:
     """Features, target and what is known about them.

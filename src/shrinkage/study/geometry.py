@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from shrinkage import functional as F
-from shrinkage.validation import check_number, fail
+from shrinkage.validation import InputError, check_number, fail
 
 __all__ = ["Quadratic", "l1_solution", "l2_solution", "plot_geometry", "plot_track", "showcase_lambda"]
 
@@ -82,7 +82,7 @@ def showcase_lambda(f: Quadratic) -> float:
     lambdas = np.geomspace(1e-3, 1e2, 400) * float(np.abs(f.H @ f.c).max())
     one_zero = [lam for lam in lambdas if np.sum(l1_solution(f, lam) == 0) == 1]
     if not one_zero:
-        raise ValueError("this quadratic has no λ with exactly one zero coordinate")
+        raise InputError("this quadratic has no λ with exactly one zero coordinate")
     return float(np.sqrt(one_zero[0] * one_zero[-1]))
 
 

@@ -45,6 +45,7 @@ from .tabular import Encoder, Table, read_table, table_from_dataset
 
 __all__ = ["StudyConfig", "load_table", "prepare_study", "run_study"]
 
+
 def load_table(config: StudyConfig) -> Table:
     """The study's data as a :class:`~shrinkage.tabular.Table`."""
     if config.data is not None:

@@ -437,7 +437,7 @@ class Store:
             (study_id,),
         ).fetchone()
         if row is None:
-            raise ValueError(f"study must be the id of a study in {str(self.path)!r}, got {study_id}")
+            raise InputError(f"study must be the id of a study in {str(self.path)!r}, got {study_id}")
         return _STUDIES.decode(row)
 
     # -------------------------------------------------------------------- runs

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from shrinkage.train import TASKS as LEARNING_TASKS
-from shrinkage.validation import Described, check_choice, fail
+from shrinkage.validation import Described, InputError, check_choice, fail
 
 from .datasets import Dataset
 
@@ -79,7 +79,7 @@ def _finish(features, target, name: str, task: str, true_features=None) -> Table
     target_name = str(target.name)
     missing = int(target.isna().sum())
     if missing:
-        raise ValueError(
+        raise InputError(
             f"target column {target_name!r} must have no missing values, got {missing}; drop or fill those rows first"
         )
     if target.nunique() < 2:
@@ -90,7 +90,7 @@ def _finish(features, target, name: str, task: str, true_features=None) -> Table
             verb="have",
         )
     if features.shape[1] == 0:
-        raise ValueError(f"the table must have feature columns besides the target {target_name!r}, got none")
+        raise InputError(f"the table must have feature columns besides the target {target_name!r}, got none")
     notes = []
     constant = [str(c) for c in features.columns if features[c].nunique(dropna=False) <= 1]
     if constant:
@@ -99,7 +99,7 @@ def _finish(features, target, name: str, task: str, true_features=None) -> Table
         notes.append(note)
         features = features.drop(columns=constant)
         if features.shape[1] == 0:
-            raise ValueError("every feature column is constant: nothing to learn from")
+            raise InputError("every feature column is constant: nothing to learn from")
     task = infer_task(target) if task == "auto" else task
     classes = None
     if task == "regression":
@@ -107,7 +107,7 @@ def _finish(features, target, name: str, task: str, true_features=None) -> Table
             raise fail("task", "'binary' or 'multiclass' for a non-numeric target", "regression")
         target = target.astype(np.float64)
         if not np.all(np.isfinite(target.to_numpy())):
-            raise ValueError(f"target column {target_name!r} must hold finite numbers")
+            raise InputError(f"target column {target_name!r} must hold finite numbers")
     else:
         classes = sorted(target.astype(object).unique().tolist(), key=str)
         if task == "binary" and len(classes) != 2:
@@ -147,18 +147,18 @@ def read_table(path: str | Path, target: str, *, task: str = "auto") -> Table:
         else:
             raise fail("data file", "a .csv, .tsv or .parquet file", Described(repr(path.name)))
     except (pd.errors.EmptyDataError, pd.errors.ParserError) as error:
-        raise ValueError(f"data file {str(path)!r} cannot be read as a table: {str(error).splitlines()[0]}") from None
+        raise InputError(f"data file {str(path)!r} cannot be read as a table: {str(error).splitlines()[0]}") from None
     except (OSError, ValueError) as error:
         if isinstance(error, FileNotFoundError) or "must be" in str(error):
             raise
-        raise ValueError(f"data file {str(path)!r} cannot be read: {str(error).splitlines()[0]}") from None
+        raise InputError(f"data file {str(path)!r} cannot be read: {str(error).splitlines()[0]}") from None
     if frame.shape[0] == 0:
-        raise ValueError(f"data file {str(path)!r} has no rows")
+        raise InputError(f"data file {str(path)!r} has no rows")
     columns = [str(c) for c in frame.columns]
     frame.columns = columns
     if target not in columns:
         shown = ", ".join(repr(c) for c in columns[:12]) + (", …" if len(columns) > 12 else "")
-        raise ValueError(f"target column {target!r} is not in {path.name}; its columns are {shown}")
+        raise InputError(f"target column {target!r} is not in {path.name}; its columns are {shown}")
     return _finish(frame.drop(columns=[target]), frame[target], path.name, task)
 
 
@@ -171,7 +171,7 @@ def _read_csv(path: Path, sep: str):
             return pd.read_csv(path, sep=sep, encoding=encoding, low_memory=False)
         except UnicodeDecodeError:
             continue
-    raise ValueError(f"data file {str(path)!r} is neither UTF-8 nor Latin-1 text")
+    raise InputError(f"data file {str(path)!r} is neither UTF-8 nor Latin-1 text")
 
 
 def table_from_dataset(data: Dataset) -> Table:
@@ -217,7 +217,7 @@ class Encoder:
             bad = counts[counts > 0]
             if len(bad):
                 listed = ", ".join(f"{c!r} ({n})" for c, n in bad.items())
-                raise ValueError(f"feature columns must have no missing values with missing='error', got {listed}")
+                raise InputError(f"feature columns must have no missing values with missing='error', got {listed}")
         self.numeric = [
             c
             for c in frame.columns

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from shrinkage.penalties import make_penalty
+from shrinkage.validation import InputError
 
 from ..store import Store
 
@@ -103,11 +104,11 @@ def build_report(store: Store, study_id: int | None = None, path: str | Path = "
 
     studies = store.studies()
     if not studies:
-        raise ValueError(f"store {str(store.path)!r} holds no study yet")
+        raise InputError(f"store {str(store.path)!r} holds no study yet")
     study = store.study(study_id if study_id is not None else studies[-1]["id"])
     runs = store.runs(study["id"])
     if not runs:
-        raise ValueError(f"study {study['id']} in {str(store.path)!r} has no finished run yet")
+        raise InputError(f"study {study['id']} in {str(store.path)!r} has no finished run yet")
     data, config = study["data"], study["config"]
     score_name = "R²" if data["task"] == "regression" else "accuracy"
     for run in runs:
