@@ -120,3 +120,21 @@ def test_study_stops_with_one_line_and_keeps_finished_penalties(tmp_path, monkey
     assert "Traceback" not in result.output
     with Store(out / "results.sqlite", create=False) as store:
         assert [run["penalty"] for run in store.runs(1)] == ["none"]  # finished work is kept
+
+
+def test_the_study_hands_on_divergence_to_its_paths(tmp_path, monkeypatch):
+    """StudyConfig.on_divergence reaches every penalized path (it once stopped at the config)."""
+    import shrinkage.study.runner as runner
+    from shrinkage.study import Store, StudyConfig
+
+    seen = []
+
+    def capture(*args, config, **kwargs):
+        seen.append(config.on_divergence)
+        raise Diverged("the data loss is nan", 1)
+
+    monkeypatch.setattr(runner, "cross_validate", capture)
+    config = StudyConfig(penalties=("l1",), hidden=(4,), cv=2, n_lambdas=2, n_jobs=1, on_divergence="skip")
+    with Store(tmp_path / "s.sqlite") as store, pytest.raises(Diverged):
+        runner.run_study(config, store, progress=False)
+    assert seen == ["skip"]

@@ -10,10 +10,10 @@ import torch
 from sklearn.datasets import load_wine
 from sklearn.linear_model import enet_path, lasso_path
 
-from shrinkage import L1, L2, ElasticNet, GroupLasso
+from shrinkage import L1, L2, ElasticNet, GroupLasso, InputError
 from shrinkage.convert import to_sklearn_enet
 from shrinkage.models import MLP
-from shrinkage.path import lambda_grid, regularization_path
+from shrinkage.path import PathConfig, PathPoint, _RelaxedFits, lambda_grid, next_lambda, regularization_path
 from shrinkage.train import TrainConfig
 
 # Full-batch proximal gradient (SGD, no momentum) run until the objective changes by
@@ -318,3 +318,66 @@ def test_progress_is_quiet_unless_asked(capsys):
     regularization_path(torch.nn.Linear(10, 1), X, y, **kwargs)  # stderr is not a terminal here
     assert capsys.readouterr().err == ""
     regularization_path(torch.nn.Linear(10, 1), X, y, progress=True, **kwargs)  # asked: it runs
+
+
+# ------------------------------------------------------------- the path's steps alone
+def _point_at(lam: float, *, features=(0, 1), nonzero: int = 3, diverged: bool = False) -> PathPoint:
+    return PathPoint(
+        lam, 0.0, 0.0, 0.0, 0.0, nonzero, 4, 0, 0, list(features), [], 0, 1, 0.0, diverged=diverged
+    )  # fmt: skip
+
+
+def test_next_lambda_walks_the_grid_then_extends_while_weights_survive():
+    grid = np.array([0.01, 0.1, 1.0])
+    steps = dict(extend=2, automatic=True, sparsifying=True, ratio=10.0)
+    points = [_point_at(lam) for lam in grid]
+    assert [next_lambda(grid, points[:k], **steps) for k in range(3)] == [0.01, 0.1, 1.0]
+    assert next_lambda(grid, points, **steps) == pytest.approx(10.0)  # weights survive λ_max: go on
+    points += [_point_at(10.0), _point_at(100.0)]
+    assert next_lambda(grid, points, **steps) is None  # `extend` used up
+    assert next_lambda(grid, points[:3], **{**steps, "sparsifying": False}) is None  # L2: no zero to reach
+    assert next_lambda(grid, points[:3], **{**steps, "automatic": False}) is None  # a given grid is the grid
+
+
+def test_next_lambda_stops_an_automatic_path_once_nothing_is_left():
+    grid = np.array([0.01, 0.1, 1.0])
+    for ended in (_point_at(0.01, features=()), _point_at(0.01, nonzero=0)):
+        assert next_lambda(grid, [ended], automatic=True) is None
+        assert next_lambda(grid, [ended], automatic=False) == 0.1  # a given grid is walked to its end
+    # a diverged λ says nothing about the weights: the path goes on
+    assert next_lambda(grid, [_point_at(0.01, features=(), diverged=True)], automatic=True) == 0.1
+
+
+def test_relaxed_fits_are_made_once_per_feature_set():
+    fitted = []
+
+    def fit(features):
+        fitted.append(features)
+        return torch.nn.Linear(3, 1)
+
+    fits = _RelaxedFits(fit, lambda model: (1.0, 2.0), keep_states=False)
+    assert fits([0, 2]) == (1.0, 2.0, None)
+    assert fits((0, 2))[:2] == (1.0, 2.0) and fits([1])[:2] == (1.0, 2.0)
+    assert fitted == [[0, 2], [1]] and len(fits) == 2
+    kept = _RelaxedFits(fit, lambda model: (1.0, 2.0), keep_states=True)([0])[2]
+    assert set(kept) == {"weight", "bias"}
+
+
+def test_path_config_validates_and_takes_keyword_overrides():
+    config = PathConfig(n_lambdas=5, lambdas=[0.1, 1])
+    assert config.lambdas == (0.1, 1.0) and config.replace(relax=True).relax
+    with pytest.raises(InputError, match="PathConfig has no option 'n_lambda'; its options are lambdas, n_lambdas"):
+        config.replace(n_lambda=3)
+    with pytest.raises(InputError, match=r"config must be a PathConfig \(a TrainConfig goes in train_config="):
+        regularization_path(torch.nn.Linear(2, 1), np.zeros((4, 2)), np.zeros(4), penalty=L1(), config=TrainConfig())
+    with pytest.raises(InputError, match="on_divergence must be one of 'raise', 'skip', got 'ignore'"):
+        PathConfig(on_divergence="ignore")
+    with pytest.raises(InputError, match="train_config must be a TrainConfig, got 3"):
+        PathConfig(train_config=3)
+
+
+def test_the_model_lives_on_the_path():
+    X, y = linear_problem()[:2]
+    path = regularization_path(torch.nn.Linear(X.shape[1], 1), X, y, penalty=L1(), lambdas=[0.1], seed=1)
+    assert isinstance(path.model, torch.nn.Linear)
+    assert path.model.weight.abs().sum() > 0 and len(path.points) == 1

@@ -66,11 +66,11 @@ def test_selection_rules(model, data):
     picks exactly that tensor; disjoint rules bind; a tensor claimed twice is refused."""
     weights = [name for name, module in model.named_modules() if isinstance(module, nn.Linear)]
     weights = [f"{name}.weight" for name in weights]
-    assert sorted(Regularizer(model, L1(0.1)).parameters()["l1"]) == sorted(weights)
+    assert sorted(Regularizer(model, L1(0.1)).parameter_names()["l1"]) == sorted(weights)
     one = data.draw(st.sampled_from(weights))
     rest = [w for w in weights if w != one]
     rules = [Rule(L2(0.1), select=one)] + ([Rule(L1(0.1), select=rest)] if rest else [])
-    bound = Regularizer(model, rules).parameters()
+    bound = Regularizer(model, rules).parameter_names()
     assert bound["l2"] == [one] and sorted(bound.get("l1", [])) == sorted(rest)
     with pytest.raises(ValueError, match=f"parameter '{one}' is selected by rule 0 and rule 1"):
         Regularizer(model, [Rule(L2(0.1), select=one), Rule(L1(0.1))])

@@ -267,7 +267,7 @@ def test_config_round_trips():
     config = reg.to_dict()
     again = Regularizer.from_dict(mlp(), config)
     assert again.to_dict() == config
-    assert again.parameters() == reg.parameters()
+    assert again.parameter_names() == reg.parameter_names()
     assert again.values() == pytest.approx(reg.values())
     import json
 
@@ -342,7 +342,9 @@ def test_bad_construction(build, error, message):
 def test_overlap_must_be_declared_and_then_works():
     model = mlp()
     reg = Regularizer(model, [L1(0.1), Rule(L2(0.1), overlap=True)])
-    assert reg.parameters() == {"l1": ["0.weight", "2.weight"], "l2": ["0.weight", "2.weight"]}
+    assert reg.parameter_names() == {"l1": ["0.weight", "2.weight"], "l2": ["0.weight", "2.weight"]}
+    assert [n for n, _ in reg.named_parameters()] == ["0.weight", "2.weight"]  # each tensor once
+    assert [p.shape for p in reg.parameters()] == [model[0].weight.shape, model[2].weight.shape]
 
 
 @pytest.mark.parametrize(

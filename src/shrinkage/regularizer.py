@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import warnings
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -321,9 +321,23 @@ class Regularizer:
         """The bound terms: each rule's penalty, mode and tensors."""
         return list(self._terms)
 
-    def parameters(self) -> dict[str, list[str]]:
-        """Names of the tensors each term penalizes."""
+    def parameter_names(self) -> dict[str, list[str]]:
+        """Names of the tensors each term penalizes, by term label (``{"l1": ["0.weight"], …}``)."""
         return {t.label: list(t.names) for t in self._terms}
+
+    def named_parameters(self) -> Iterator[tuple[str, Tensor]]:
+        """``(name, tensor)`` of every penalized tensor, each once (as ``nn.Module.named_parameters``)."""
+        seen: set[int] = set()
+        for term in self._terms:
+            for name, param in zip(term.names, term.params):
+                if id(param) not in seen:
+                    seen.add(id(param))
+                    yield name, param
+
+    def parameters(self) -> Iterator[Tensor]:
+        """Every penalized tensor, each once (as ``nn.Module.parameters``; names: :meth:`parameter_names`)."""
+        for _, param in self.named_parameters():
+            yield param
 
     # ------------------------------------------------------------------ values
     def penalty(self) -> Tensor:

@@ -162,3 +162,16 @@ def test_without_click_the_command_says_which_extra_to_install(monkeypatch, caps
         "",
         "shrinkage: error: the command line needs the study extra: pip install 'shrinkage[study]' (missing click)\n",
     )
+
+
+def test_a_parquet_file_without_pyarrow_names_the_extra(monkeypatch, tmp_path):
+    """pandas says only "Unable to find a usable engine"; the user is told what to install."""
+    import pandas as pd
+
+    data = tmp_path / "data.parquet"
+    pd.DataFrame({"x": [0.0, 1.0, 2.0, 3.0], "y": [0.0, 1.0, 0.0, 1.0]}).to_parquet(data)
+    monkeypatch.setitem(sys.modules, "pyarrow", None)  # as if it were not installed
+    monkeypatch.setitem(sys.modules, "fastparquet", None)
+    result = CliRunner().invoke(main, ["study", "--data", str(data), "--target", "y", "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2, result.output
+    assert result.output.strip().splitlines()[-1] == STUDY_EXTRA

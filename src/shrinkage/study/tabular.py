@@ -141,7 +141,7 @@ def read_table(path: str | Path, target: str, *, task: str = "auto") -> Table:
     suffix = path.suffix.lower()
     try:
         if suffix in (".parquet", ".pq"):
-            frame = pd.read_parquet(path)
+            frame = _read_parquet(path)
         elif suffix in (".csv", ".txt", ".tsv", ""):
             frame = _read_csv(path, sep="\t" if suffix == ".tsv" else ",")
         else:
@@ -160,6 +160,18 @@ def read_table(path: str | Path, target: str, *, task: str = "auto") -> Table:
         shown = ", ".join(repr(c) for c in columns[:12]) + (", …" if len(columns) > 12 else "")
         raise InputError(f"target column {target!r} is not in {path.name}; its columns are {shown}")
     return _finish(frame.drop(columns=[target]), frame[target], path.name, task)
+
+
+def _read_parquet(path: Path):
+    """A Parquet file through pyarrow; without pyarrow, a ModuleNotFoundError naming it."""
+    import pandas as pd
+
+    try:
+        return pd.read_parquet(path)
+    except ImportError as error:  # pandas raises a plain ImportError for a missing engine
+        if isinstance(error, ModuleNotFoundError) or "pyarrow" not in str(error):
+            raise
+        raise ModuleNotFoundError(f"reading Parquet needs pyarrow: {error}", name="pyarrow") from None
 
 
 def _read_csv(path: Path, sep: str):
