@@ -5,7 +5,7 @@ CSV/Parquet file), holds out a test split, encodes the features on the training 
 only, then for each penalty chooses λ by K-fold cross-validation on a path
 (:func:`~shrinkage.cv.cross_validate`; relaxed for the sparsifying penalties), keeps
 the model at λ_1se (or λ_min) and scores it on the test split. Everything lands in a
-:class:`~shrinkage.store.Store` as it finishes: the config, the data summary, every
+:class:`~shrinkage.study.store.Store` as it finishes: the config, the data summary, every
 fold's and the full data's path points, the chosen models' metrics, features and
 weights. The report is built from the store alone.
 
@@ -47,7 +47,7 @@ __all__ = ["StudyConfig", "load_table", "prepare_study", "run_study"]
 
 
 def load_table(config: StudyConfig) -> Table:
-    """The study's data as a :class:`~shrinkage.tabular.Table`."""
+    """The study's data as a :class:`~shrinkage.study.tabular.Table`."""
     if config.data is not None:
         return read_table(config.data, config.target, task=config.task)
     table = table_from_dataset(load_dataset(config.dataset))

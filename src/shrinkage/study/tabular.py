@@ -187,7 +187,7 @@ def _read_csv(path: Path, sep: str):
 
 
 def table_from_dataset(data: Dataset) -> Table:
-    """A bundled or synthetic :class:`~shrinkage.data.Dataset` as a table."""
+    """A bundled or synthetic :class:`~shrinkage.study.datasets.Dataset` as a table."""
     import pandas as pd
 
     features = pd.DataFrame(data.X, columns=data.feature_names)
