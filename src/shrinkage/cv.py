@@ -256,7 +256,9 @@ def cross_validate_unpenalized(
         full = _full_path(model, X_np, y_np, progress=False, **common)
         bar.advance(1)
         paths = _fold_paths(model, X_np, y_np, folds, common, n_jobs, bar)
-    scores = np.array([p.dense.test_loss for p in paths])
+    dense_fits = [p.dense for p in paths if p.dense is not None]
+    assert len(dense_fits) == len(paths)  # dense_start=True: every fold's path has its dense fit
+    scores = np.array([d.test_loss for d in dense_fits])
     return scores, np.array([len(te) for _, te in folds]), full
 
 
@@ -325,7 +327,9 @@ def cross_validate(
     sizes = np.array([len(te) for _, te in folds])
     _, se, _, _ = one_standard_error(scores, grid, sizes)
     admissible = consistent_refits(scores, se, np.array([getattr(point, own) for point in full.points]))
-    failed = np.array([[point.diverged for point in path.points] for path in [full, *paths]]).any(axis=0)
+    diverged = np.array([[point.diverged for point in path.points] for path in [full, *paths]])
+    # numpy's stubs type .any(axis=0) as "bool | array"; on this 2-D array it is a 1-D array
+    failed: np.ndarray = diverged.any(axis=0)  # type: ignore[assignment]
     if failed.all():
         raise FloatingPointError("training diverged at every λ of the grid (on some fold or on the full data)")
     admissible &= ~failed
@@ -334,8 +338,12 @@ def cross_validate(
     mean, se, index_min, index_1se = one_standard_error(scores, grid, sizes, admissible)
 
     chosen = full.points[index_min if selection == "min" else index_1se]
+    state = chosen.relaxed_state if relax else chosen.state
+    # the full path returns its model and keeps every λ's weights (keep_states=True);
+    # the chosen λ did not diverge, so its weights are there
+    assert full.model is not None and state is not None
     selected = copy.deepcopy(full.model)
-    selected.load_state_dict(chosen.relaxed_state if relax else chosen.state)
+    selected.load_state_dict(state)
     return CVResult(
         lambdas=grid,
         scores=scores,

@@ -39,7 +39,7 @@ import copy
 import numbers
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -89,7 +89,7 @@ def _hidden_sizes(name: str, value: Any) -> tuple[int, ...]:
         sizes = tuple(sizes)
     except TypeError:
         raise fail(name, "a sequence of positive integers", value, kind=TypeError) from None
-    if not all(isinstance(s, numbers.Integral) and not isinstance(s, bool) and s >= 1 for s in sizes):
+    if not all(isinstance(s, numbers.Integral) and not isinstance(s, bool) and int(s) >= 1 for s in sizes):
         raise fail(name, "a sequence of positive integers", value)
     return tuple(int(s) for s in sizes)
 
@@ -325,6 +325,7 @@ class _SingleLambda(_ShrinkageMLP):
         )
         records = [r for r in (path.dense, *path.points) if r is not None]
         self.path_ = path
+        assert path.model is not None  # regularization_path returns its trained model
         self._set_fitted(path.model, records, records[-1].features, X.shape[1])
         self.penalty_value_ = records[-1].penalty
         self._optimizer, self._partial_seed = None, seed  # for partial_fit after fit
@@ -378,11 +379,13 @@ class _CrossValidated(_ShrinkageMLP):
         """Cross-validate the path and keep the model at the selected λ."""
         X, target, task, outputs = self._fit_data(X, y)
         factory = self._factory(X.shape[1], outputs)
+        rules = _rules(self, factory(), 1.0)
+        assert rules is not None  # _CV_CHECKS refuses penalty="none"
         result = cross_validate(
             factory,
             X,
             target,
-            penalty=_rules(self, factory(), 1.0),
+            penalty=rules,
             task=task,
             cv=self.cv,
             selection=self.selection,
@@ -733,8 +736,11 @@ class ShrinkageMLPRegressorCV(_RegressorMethods, _CrossValidated):
 
 
 class ShrinkageMLPClassifierCV(_ClassifierMethods, _CrossValidated):
-    __doc__ = ShrinkageMLPRegressorCV.__doc__.replace("An MLP regressor whose", "An MLP classifier whose").replace(
-        "    Attributes\n    ----------\n", "    Attributes\n    ----------\n    classes_ : ndarray\n", 1
+    # ShrinkageMLPRegressorCV.__doc__ is assigned (an f-string), so it is a str even under -OO
+    __doc__ = (
+        cast(str, ShrinkageMLPRegressorCV.__doc__)
+        .replace("An MLP regressor whose", "An MLP classifier whose")
+        .replace("    Attributes\n    ----------\n", "    Attributes\n    ----------\n    classes_ : ndarray\n", 1)
     )
 
     _checks = _CV_CHECKS

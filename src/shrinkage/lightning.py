@@ -34,7 +34,7 @@ try:  # the standalone package first, then the unified one
     from pytorch_lightning import Callback
 except ImportError:  # pragma: no cover - depends on what is installed
     try:
-        from lightning.pytorch import Callback
+        from lightning.pytorch import Callback  # type: ignore[no-redef]  # the same class, from the other package
     except ImportError:
         raise ImportError("shrinkage.lightning needs PyTorch Lightning: pip install 'shrinkage[lightning]'") from None
 
@@ -64,6 +64,12 @@ class RegularizerCallback(Callback):
         self.regularizer: Regularizer | None = None
         self._handle = None
 
+    def _bound(self) -> Regularizer:
+        """The regularizer that ``setup`` bound to the module."""
+        if self.regularizer is None:
+            raise RuntimeError("RegularizerCallback has no regularizer yet: Lightning calls setup(stage='fit') first")
+        return self.regularizer
+
     def setup(self, trainer, pl_module, stage: str) -> None:
         if stage == "fit":  # bad rules fail here, before any training
             self.regularizer = Regularizer(pl_module, self.penalty, mode=self.mode)
@@ -76,19 +82,19 @@ class RegularizerCallback(Callback):
                 "attach a Regularizer to each optimizer yourself"
             )
         if self.mode != "loss":
-            self._handle = self.regularizer.attach(optimizers[0])
+            self._handle = self._bound().attach(optimizers[0])
 
     def on_after_backward(self, trainer, pl_module) -> None:
         if self.mode == "loss":
-            self.regularizer.penalty().backward()  # adds λ∇R into .grad, as in the loss
+            self._bound().penalty().backward()  # adds λ∇R into .grad, as in the loss
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if self.log:
-            pl_module.log("penalty", sum(self.regularizer.values().values()), on_step=True, on_epoch=True)
+            pl_module.log("penalty", sum(self._bound().values().values()), on_step=True, on_epoch=True)
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         if self.log:
-            report = self.regularizer.sparsity()
+            report = self._bound().sparsity()
             pl_module.log("sparsity/fraction_zero", report.zeros / max(report.numel, 1))
             pl_module.log("sparsity/features_used", float(len(report.features_used)))
 

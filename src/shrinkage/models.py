@@ -84,6 +84,9 @@ class SkipMLP(nn.Module):
     input_parameter = "skip.weight"
     input_parameters = ("skip.weight", "body.0.weight")
 
+    # an MLP when built here; a plain nn.Sequential of the same layers after prune() or load_model()
+    body: nn.Sequential
+
     def __init__(
         self,
         in_features: int,

@@ -336,7 +336,7 @@ def _intercept_at_zero_(layer: nn.Linear, y: Tensor, loss: str) -> None:
         layer.bias.copy_(torch.log(counts / counts.sum()))
 
 
-def _data_gradient(model: nn.Module, X: Tensor, y: Tensor, loss: str, params: list[Tensor]) -> list[Tensor]:
+def _data_gradient(model: nn.Module, X: Tensor, y: Tensor, loss: str, params: Sequence[Tensor]) -> list[Tensor]:
     """∇ of the mean data loss over all of (X, y) w.r.t. ``params`` (chunked)."""
     criterion = LOSSES[loss](reduction="sum")
     grads = [torch.zeros_like(p) for p in params]
@@ -711,7 +711,13 @@ class _PathFit:
         probe = self.net
         if _is_linear(probe):
             probe = copy.deepcopy(probe)
-            _intercept_at_zero_(probe if isinstance(probe, nn.Linear) else linear_chain(probe)[0], y, self.loss)
+            if isinstance(probe, nn.Linear):
+                layer = probe
+            else:
+                chain = linear_chain(probe)
+                assert chain is not None  # _is_linear: a Sequential with exactly one Linear layer
+                layer = chain[0]
+            _intercept_at_zero_(layer, y, self.loss)
         return lambda_max(probe, X, y, penalty=self.rules, loss=self.loss)
 
     def fit_at(self, lambda_: float, index: int) -> PathPoint:
@@ -847,17 +853,21 @@ def regularization_path(
     config = resolve_config(config, options)
     rules = _as_rules(penalty)
     arrays = _prepare(X, y, task, validation, config.val_fraction, test, config.seed)
-    n_features = arrays["all"][0].shape[1]
+    everything = arrays["all"]
+    assert everything is not None  # _prepare always sets "all" (and "train")
+    n_features = everything[0].shape[1]
     names = _names(feature_names, n_features)
 
     torch.manual_seed(config.seed)
     net = _fresh_model(model).to(config.device)
     dtype = next(net.parameters()).dtype
     data = {
-        key: to_tensors(*arrays[key], device=config.device, dtype=dtype) if arrays[key] is not None else None
+        key: to_tensors(*pair, device=config.device, dtype=dtype) if (pair := arrays[key]) is not None else None
         for key in ("train", "val", "test")
     }
-    _check_output(net, *data["train"], task)
+    train_data = data["train"]
+    assert train_data is not None  # _prepare always sets "train"
+    _check_output(net, *train_data, task)
     Regularizer(net, rules, mode=config.mode)  # a bad selection or mode fails now, not after the dense fit
     fit = _PathFit(net, rules, data, names, task, config)
 
@@ -868,7 +878,7 @@ def regularization_path(
         lam_max = fit.lambda_max()
         grid = lambda_grid(lam_max, n_lambdas=config.n_lambdas, lambda_min_ratio=config.lambda_min_ratio)
     automatic = lam_max is not None
-    steps = dict(
+    steps: dict[str, Any] = dict(
         extend=config.extend,
         automatic=automatic,
         sparsifying=any(r.penalty.sparsifying for r in rules),

@@ -403,10 +403,11 @@ def make_penalty(spec: Penalty | str | dict[str, Any], **kwargs: Any) -> Penalty
     """
     if isinstance(spec, Penalty):
         return spec
+    given: Any = spec  # the name, once a config dict is unpacked
     if isinstance(spec, dict):
         kwargs = {**{k: v for k, v in spec.items() if k != "name"}, **kwargs}
-        spec = spec.get("name")
-    name = check_choice("penalty", spec, PENALTIES)
+        given = spec.get("name")
+    name = check_choice("penalty", given, PENALTIES)
     try:
         return PENALTIES[name](**kwargs)
     except TypeError as error:

@@ -112,8 +112,14 @@ class Preset:
         hyper = {"l1_ratio": l1_ratio, "M": M}
         if self.penalty is None:
             return None
+
+        def make(**groups: Any) -> Penalty:
+            penalty = self.make_penalty(lambda_, **groups, **hyper)
+            assert penalty is not None  # self.penalty is set: checked above
+            return penalty
+
         if self.placement == "weights":
-            return [Rule(self.make_penalty(lambda_, **hyper))]
+            return [Rule(make())]
         if self.placement == "skip":
             if feature_groups is not None and any(len(group) != 1 for group in feature_groups):
                 raise InputError(
@@ -127,14 +133,14 @@ class Preset:
                     f"penalty {self.name!r} needs a SkipMLP (parameters 'skip.weight', 'body.0.weight'), "
                     f"got a {type(model).__name__} without {missing}"
                 )
-            return [Rule(self.make_penalty(lambda_, **hyper), select=["skip.weight", "body.0.weight"])]
+            return [Rule(make(), select=["skip.weight", "body.0.weight"])]
         weights = [n for n, p in model.named_parameters() if p.ndim >= 2]
         if not weights:
             raise InputError(f"penalty {self.name!r} needs a model with weight matrices, got {type(model).__name__}")
         first_groups = "input" if feature_groups is None else [list(g) for g in feature_groups]
-        rules = [Rule(self.make_penalty(lambda_, groups=first_groups, **hyper), select=weights[0])]
+        rules = [Rule(make(groups=first_groups), select=weights[0])]
         if len(weights) > 1:  # hidden units, so the first layer cannot shrink by rescaling into the next
-            rules.append(Rule(self.make_penalty(lambda_, groups="input", **hyper), select=weights[1:]))
+            rules.append(Rule(make(groups="input"), select=weights[1:]))
         return rules
 
 

@@ -63,6 +63,8 @@ class PruneReport:
     def latency_ratio(self) -> float | None:
         if self.latency_before_ms is None or not self.latency_before_ms:
             return None
+        if self.latency_after_ms is None:
+            raise fail("latency_after_ms", "measured along with latency_before_ms", None)
         return self.latency_after_ms / self.latency_before_ms
 
     def summary(self) -> str:
@@ -120,6 +122,7 @@ def _chain_of(model: nn.Module) -> list[nn.Module]:
             f"prune supports an nn.Sequential of Linear and element-wise layers (an MLP) or a SkipMLP, "
             f"got {type(model).__name__}"
         )
+    assert isinstance(model, nn.Sequential)  # linear_chain accepts only an nn.Sequential
     return list(model)
 
 
@@ -142,7 +145,7 @@ def _slice_elementwise(module: nn.Module, keep: Tensor) -> nn.Module:
 def _prune_chain(modules: list[nn.Module], inputs: Tensor) -> tuple[nn.Sequential, list[int], list[int]]:
     """Prune a chain given the input features to keep; returns it and the widths before/after."""
     linears = [i for i, m in enumerate(modules) if isinstance(m, nn.Linear)]
-    layers = [modules[i] for i in linears]
+    layers = [m for m in modules if isinstance(m, nn.Linear)]  # modules[i] for i in linears
     weights = [layer.weight.detach() for layer in layers]
     biases = [
         layer.bias.detach().clone()
@@ -202,6 +205,7 @@ def prune(
     """
     was_training = model.training
     model = copy.deepcopy(model).eval()
+    pruned: nn.Module
     if isinstance(model, SkipMLP):
         kept = sorted(model.input_usage()[0])
         inputs = torch.zeros(model.in_features, dtype=torch.bool)

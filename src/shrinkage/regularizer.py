@@ -40,7 +40,7 @@ import torch
 from torch import Tensor, nn
 
 from . import optim
-from .functional import GroupLayout, group_norms
+from .functional import GroupLayout, Step, group_norms
 from .penalties import Penalty, make_penalty
 from .selection import Selector, describe_selector, select_parameters, selector_from_config
 from .structure import input_parameter_of, input_usage
@@ -200,7 +200,7 @@ def as_rules(penalties: Any) -> list[Rule]:
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
-def _prox_in_safe_precision(penalty: Penalty, params: list[Tensor], layouts, steps) -> None:
+def _prox_in_safe_precision(penalty: Penalty, params: Sequence[Tensor], layouts, steps) -> None:
     """The prox in place; float16/bfloat16 tensors go through float32 and are rounded
     once, so a multi-operation prox (elastic net, groups) is as exact as their storage."""
     if not any(p.dtype in _LOW_PRECISION for p in params):
@@ -358,6 +358,7 @@ class Regularizer:
             with torch.set_grad_enabled(grad_wanted and term.mode == "loss"):
                 value = term.value()
             total = value if total is None else total + value.to(total)
+        assert total is not None  # a Regularizer has at least one term (empty rules are refused)
         if grad_wanted and total.requires_grad:
             self._penalty_since_step = True
         return total
@@ -429,7 +430,7 @@ class Regularizer:
         if closure is None:
             self._apply_before_update()
             return None
-        calls = []
+        calls: list[int] = []
 
         # step(closure): the gradients exist only once the optimizer has called the
         # closure (as PyTorch Lightning does), so apply the penalty then — the gradient
@@ -473,7 +474,8 @@ class Regularizer:
                 continue
             # the step each tensor took (from its own param group), then one prox over
             # them all, so that a coupled penalty sees its tensors together
-            indices, steps = [], []
+            indices: list[int] = []
+            steps: list[Step] = []
             for group, members in self._groups(term):
                 if float(group["lr"]) == 0.0:
                     continue
@@ -501,9 +503,9 @@ class Regularizer:
                 )
         used: list[int] = []
         n_features = 0
-        name = None
+        input_name: str | None = None
         if self._input is not None:
-            name, weight = self._input
+            input_name, weight = self._input
             n_features = weight.shape[1]
             columns = weight.detach().abs().sum(dim=[d for d in range(weight.ndim) if d != 1])
             used = torch.nonzero(columns).flatten().tolist()
@@ -518,7 +520,7 @@ class Regularizer:
                 raise InputError(
                     f"feature_names must have one name per input feature ({n_features}), got {len(feature_names)}"
                 )
-        return SparsityReport(list(tensors.values()), groups, name, used, n_features, dead, feature_names)
+        return SparsityReport(list(tensors.values()), groups, input_name, used, n_features, dead, feature_names)
 
     # ------------------------------------------------------------------ config
     def to_dict(self) -> dict[str, Any]:

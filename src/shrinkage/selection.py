@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import fnmatch
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import Any, cast
 
 from torch import nn
 
@@ -78,7 +78,7 @@ def _predicate(select: Selector) -> Callable[[str, nn.Parameter, nn.Module], boo
     if isinstance(select, tuple) and select and all(isinstance(t, type) and issubclass(t, nn.Module) for t in select):
         return lambda name, p, m: isinstance(m, select) and not _is_bias(name)
     if isinstance(select, Sequence) and select and all(isinstance(s, str) for s in select):
-        patterns = list(select)
+        patterns = cast(list[str], list(select))  # every item a str: checked just above
         return lambda name, p, m: any(fnmatch.fnmatchcase(name, pat) for pat in patterns)
     if callable(select) and not isinstance(select, type):
         return select

@@ -119,8 +119,9 @@ def input_usage(model: nn.Module) -> tuple[list[int], int] | None:
     :class:`~shrinkage.models.SkipMLP` has) and for chains of Linear layers with
     element-wise layers between them; ``None`` otherwise.
     """
-    if callable(getattr(model, "input_usage", None)):
-        return model.input_usage()
+    own_count = getattr(model, "input_usage", None)
+    if callable(own_count):
+        return own_count()
     chain = linear_chain(model)
     if chain is None:
         return None

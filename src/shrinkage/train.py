@@ -40,7 +40,7 @@ OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
     "adagrad": torch.optim.Adagrad,
 }
 
-LOSSES: dict[str, Callable[[], nn.Module]] = {
+LOSSES: dict[str, Callable[..., nn.Module]] = {
     "mse": nn.MSELoss,
     "bce": nn.BCEWithLogitsLoss,
     "cross_entropy": nn.CrossEntropyLoss,
@@ -95,7 +95,9 @@ def make_optimizer(name: str, params, *, lr: float, **kwargs: Any) -> torch.opti
         tensors = [p for p in params if isinstance(p, torch.Tensor)]
         if tensors and all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in tensors):
             kwargs["fused"] = True
-    return OPTIMIZERS[name](params, lr=lr, **kwargs)
+    # every class here takes ``lr``; the base Optimizer's __init__ (params, defaults) does not
+    build: Callable[..., torch.optim.Optimizer] = OPTIMIZERS[name]
+    return build(params, lr=lr, **kwargs)
 
 
 @dataclass(frozen=True)
@@ -272,7 +274,7 @@ def train(
                 index = order[start : start + size] if order is not None else slice(start, start + size)
                 opt.zero_grad(set_to_none=True)
                 data_loss = criterion(model(X[index]), target[index])
-                objective = data_loss + regularizer.penalty() if in_loss else data_loss
+                objective = data_loss + regularizer.penalty() if in_loss and regularizer is not None else data_loss
                 objective.backward()
                 opt.step()
                 if after_step is not None:

@@ -38,7 +38,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import click
 
@@ -508,7 +508,7 @@ def geometry(out_path: Path, center: str, hessian: str, lambda_: float | None) -
         a, b, d = (float(v) for v in hessian.split(","))
     except ValueError:
         raise InputError(f"--center needs 'x,y' and --hessian 'a,b,c', got {center!r} and {hessian!r}") from None
-    f = Quadratic(c, ((a, b), (b, d)))
+    f = Quadratic(cast(tuple[float, float], c), ((a, b), (b, d)))  # Quadratic checks that c has 2 values
     lam = showcase_lambda(f) if lambda_ is None else lambda_
     fig, axes = plt.subplots(1, 2, figsize=(10.5, 5))
     plot_geometry(axes[0], f, lam)

@@ -103,7 +103,7 @@ def plot_geometry(ax=None, f: Quadratic | None = None, lambda_: float | None = N
     ax.contour(grid, grid, f(W), levels=[float(f(w2))], colors="tab:orange", linestyles="--", linewidths=1)
     t = np.abs(w1).sum()
     ax.fill([t, 0, -t, 0], [0, t, 0, -t], color="tab:blue", alpha=0.18, label=f"L1 diamond ‖w‖₁ ≤ {t:.2f}")
-    r = np.linalg.norm(w2)
+    r = float(np.linalg.norm(w2))
     ax.add_patch(plt.Circle((0, 0), r, color="tab:orange", alpha=0.18, label=f"L2 disc ‖w‖₂ ≤ {r:.2f}"))
     ax.plot(*f.c, "k+", markersize=10, label="unpenalized optimum")
     ax.plot(*w1, "o", color="tab:blue", label=f"L1 optimum ({w1[0]:.3f}, {w1[1]:.3f})")
@@ -122,7 +122,7 @@ def plot_geometry(ax=None, f: Quadratic | None = None, lambda_: float | None = N
     return ax
 
 
-def plot_track(ax=None, f: Quadratic | None = None, lambdas: Sequence[float] | None = None):
+def plot_track(ax=None, f: Quadratic | None = None, lambdas: Sequence[float] | np.ndarray | None = None):
     """Both solutions as λ grows: L1 reaches an axis and follows it to 0; L2 curves in."""
     import matplotlib.pyplot as plt
 
@@ -138,7 +138,7 @@ def plot_track(ax=None, f: Quadratic | None = None, lambdas: Sequence[float] | N
     ax.plot(0, 0, "k.", label="λ → ∞")
     on_axis = np.any(l1 == 0, axis=1) & np.any(l1 != 0, axis=1)
     if on_axis.any():
-        first = np.argmax(on_axis)
+        first = int(np.argmax(on_axis))
         ax.annotate(
             f"exact zero from λ = {lambdas[first]:.3g}",
             l1[first],

@@ -49,7 +49,9 @@ __all__ = ["StudyConfig", "load_table", "prepare_study", "run_study"]
 def load_table(config: StudyConfig) -> Table:
     """The study's data as a :class:`~shrinkage.study.tabular.Table`."""
     if config.data is not None:
+        assert config.target is not None  # StudyConfig requires a target with a data file
         return read_table(config.data, config.target, task=config.task)
+    assert config.dataset is not None  # StudyConfig requires a bundled set without a data file
     table = table_from_dataset(load_dataset(config.dataset))
     if config.task not in ("auto", table.task):
         raise fail("task", f"'{table.task}' (or 'auto') for the bundled set {config.dataset!r}", config.task)
@@ -180,7 +182,10 @@ def run_study(
         study_id = store.add_study(key=key, name=table.name, config=config.to_dict(), data=prepared.summary)
     done = {run["penalty"] for run in store.runs(study_id)}
     n_features = prepared.X_train.shape[1]
-    outputs = len(table.classes) if task == "multiclass" else 1
+    outputs = 1
+    if task == "multiclass":
+        assert table.classes is not None  # a classification table lists them (prepare_study's table.y() used them)
+        outputs = len(table.classes)
     torch.manual_seed(config.seed)
 
     def network(kind: str) -> Callable[[], nn.Module]:
@@ -189,7 +194,7 @@ def run_study(
 
         return factory
 
-    common = dict(
+    common: dict[str, Any] = dict(
         task=task,
         cv=config.cv,
         feature_names=prepared.encoder.feature_names,
@@ -208,6 +213,8 @@ def run_study(
                 scores, sizes, full = cross_validate_unpenalized(
                     factory, prepared.X_train, prepared.y_train, config=PathConfig(seed=config.seed), **common
                 )
+                # dense_start=True: the full fit's record is its dense point; the path returns its model
+                assert full.model is not None and full.dense is not None
                 model = penalized = full.model
                 mean, se, _, _ = one_standard_error(scores[:, None], np.array([0.0]), sizes)
                 record = full.dense
@@ -247,6 +254,7 @@ def run_study(
                 )
                 model, record = result.model, result.path.points[result.index]
                 penalized = copy.deepcopy(result.model)  # the penalized fit (result.model may be relaxed)
+                assert record.state is not None  # cross_validate keeps the full path's weights at every λ
                 penalized.load_state_dict(record.state)
                 run = dict(
                     penalty=name,

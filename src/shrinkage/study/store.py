@@ -466,7 +466,9 @@ class Store:
                 (study_id, run["penalty"]),
             )
             db.execute("DELETE FROM runs WHERE study_id = ? AND penalty = ?", (study_id, run["penalty"]))
-            run_id = int(db.execute(_RUNS.insert(), run_row).lastrowid)
+            inserted = db.execute(_RUNS.insert(), run_row).lastrowid
+            assert inserted is not None  # an INSERT sets lastrowid
+            run_id = int(inserted)
             db.executemany(_POINTS.insert(), [_POINTS.row(point, run_id=run_id) for point in points])
         return run_id
 

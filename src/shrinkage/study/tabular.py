@@ -51,6 +51,8 @@ class Table:
         values = self.target.to_numpy()
         if self.task == "regression":
             return values.astype(np.float64)
+        if self.classes is None:
+            raise fail("classes", f"the sorted labels of a {self.task} target", None)
         index = {label: k for k, label in enumerate(self.classes)}
         return np.array([index[v] for v in values], dtype=np.int64)
 

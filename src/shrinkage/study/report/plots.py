@@ -68,15 +68,15 @@ def plot_path(run: Run, points: Points, feature_names: Sequence[str], ax=None, h
     norms = np.array([p["feature_norms"] for p in full], dtype=float)
     if norms.size == 0:
         return ax
-    highlight = set(highlight)
+    highlighted = set(highlight)
     order = np.argsort(-norms[0])
     for rank, j in enumerate(order):
         name = feature_names[j] if j < len(feature_names) else f"x{j}"
-        label = name if (rank < 8 or name in highlight) else None
-        style = {"linewidth": 1.6} if name in highlight else {"linewidth": 0.9}
+        label = name if (rank < 8 or name in highlighted) else None
+        style = {"linewidth": 1.6} if name in highlighted else {"linewidth": 0.9}
         ax.plot(lambdas, norms[:, j], label=label, **style)
-    for value, style in ((run["lambda_min"], "--"), (run["lambda_1se"], ":")):
-        ax.axvline(value, color="0.4", linestyle=style, linewidth=0.8)
+    for value, linestyle in ((run["lambda_min"], "--"), (run["lambda_1se"], ":")):
+        ax.axvline(value, color="0.4", linestyle=linestyle, linewidth=0.8)
     ax.set(xlabel="λ", ylabel="‖input weights‖₂", title=f"{run['penalty']}: path")
     _log_lambda(ax)
     ax.legend(fontsize=6, ncol=2)
