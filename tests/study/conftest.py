@@ -6,6 +6,14 @@ import numpy as np
 import pytest
 
 
+def pytest_collection_modifyitems(items):
+    """Under pytest-xdist (``--dist loadgroup``), the tests of the shared study run on one
+    worker, so the study is computed once, not once per worker."""
+    for item in items:
+        if "truth_study" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("truth_study"))
+
+
 @pytest.fixture(scope="session")
 def truth_study(tmp_path_factory):
     """One study on a CSV with known truth, shared by the study and report tests.
