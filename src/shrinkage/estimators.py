@@ -292,7 +292,8 @@ class _ShrinkageMLP(SelectorMixin, BaseEstimator):
             X = validate_data(self, X, reset=False, dtype=np.float64)
         device = next(self.model_.parameters()).device
         weights = {k: v.double() for k, v in self.model_.state_dict().items()}
-        out = torch.func.functional_call(self.model_, weights, (torch.as_tensor(X, device=device),))
+        inputs = torch.as_tensor(np.require(X, requirements="W"), device=device)  # a read-only array is copied
+        out = torch.func.functional_call(self.model_, weights, (inputs,))
         return out.cpu().numpy()
 
     def __sklearn_tags__(self):
@@ -661,8 +662,6 @@ class ShrinkageMLPRegressorCV(_RegressorMethods, _CrossValidated):
     n_jobs : int, optional
         Folds in parallel through joblib.
     {_COMMON_DOC}
-    There is no ``partial_fit`` or ``warm_start``: cross-validation needs all the data
-    and retrains every fold from scratch.
 
     Attributes
     ----------
@@ -675,6 +674,11 @@ class ShrinkageMLPRegressorCV(_RegressorMethods, _CrossValidated):
         The selected λ.
     cv_result_ : CVResult
     {_COMMON_ATTRIBUTES}
+
+    Notes
+    -----
+    There is no ``partial_fit`` or ``warm_start``: cross-validation needs all the data
+    and retrains every fold from scratch.
     """
 
     _checks = _CV_CHECKS

@@ -31,6 +31,8 @@ class MLP(nn.Sequential):
     activation : {"relu", "tanh", "gelu", "silu"}, default "relu"
     dropout : float in [0, 1), default 0.0
 
+    Notes
+    -----
     The first layer's weight is named ``"0.weight"``; its columns are the input
     features (``input_parameter``, used by sparsity reports).
     """

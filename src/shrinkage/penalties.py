@@ -4,7 +4,7 @@ Every penalty has three faces, all for ``λ·R(w)`` over a list of tensors:
 
 - :meth:`Penalty.value` — differentiable, for the loss (mode ``loss``) and for logging;
 - :meth:`Penalty.add_grad_` — the same (sub)gradient added straight into ``.grad``
-  (mode ``gradient``), equal to autograd of :meth:`value`, 0 at exact zeros;
+  (mode ``gradient``), equal to autograd of :meth:`Penalty.value`, 0 at exact zeros;
 - :meth:`Penalty.prox_` — the proximal operator for a step the optimizer took
   (mode ``proximal``), which gives exact zeros.
 

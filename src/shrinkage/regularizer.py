@@ -230,6 +230,8 @@ class Regularizer:
         :meth:`sparsity`; default: the model's ``input_parameter`` attribute if it has
         one, else its first parameter with ``ndim >= 2``.
 
+    Notes
+    -----
     The objective is ``mean_i ℓ(f(x_i), y_i) + Σ_rules λ·R(selected tensors)``.
 
     Examples

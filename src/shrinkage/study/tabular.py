@@ -205,8 +205,8 @@ def table_from_dataset(data: Dataset) -> Table:
 class Encoder:
     """Impute, one-hot encode and standardize a table's features; fitted on training rows.
 
-    Attributes (after :meth:`fit`)
-    ------------------------------
+    Attributes
+    ----------
     feature_names : list of str
         Encoded columns: a numeric column keeps its name, a level of a categorical
         column is ``"column=level"``.
