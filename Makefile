@@ -18,10 +18,15 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/shrinkage study --dataset diabetes --out shrinkage-study
 
+# the whole suite on TEST_WORKERS processes (pytest-xdist); the tests of one shared
+# fixture stay on one worker (--dist loadgroup). pytest's exit code 5 (no tests) fails.
+TEST_WORKERS ?= 2
+
 test: $(STAMP)
 	scripts/ensure-chromium
 	$(BIN)/ruff check src tests benchmarks examples
-	$(BIN)/python -m pytest
+	$(BIN)/mypy
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup
 
 # the documentation site (mkdocs.yml, docs/) into site/; --strict: a broken link or
 # reference, or a docstring it cannot read, fails the build (tests/test_docs.py builds
@@ -32,6 +37,7 @@ docs: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks examples
 	$(BIN)/ruff format --check src tests benchmarks examples
+	$(BIN)/mypy
 
 format: $(STAMP)
 	$(BIN)/ruff format src tests benchmarks examples
@@ -41,4 +47,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_step.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache shrinkage-study
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache site shrinkage-study

@@ -84,7 +84,9 @@ def _small(seed=0):
 
 def test_results_do_not_depend_on_n_jobs_and_repeat_with_the_seed():
     X, y = _small()
-    kwargs = dict(penalty=L1(), cv=3, n_lambdas=5, train_config=TrainConfig(lr=1e-2, max_epochs=15, monitor="objective"))
+    kwargs = dict(
+        penalty=L1(), cv=3, n_lambdas=5, train_config=TrainConfig(lr=1e-2, max_epochs=15, monitor="objective")
+    )
     a = cross_validate(lambda: MLP(6, (4,)), X, y, n_jobs=1, **kwargs)
     b = cross_validate(lambda: MLP(6, (4,)), X, y, n_jobs=2, **kwargs)
     c = cross_validate(lambda: MLP(6, (4,)), X, y, n_jobs=1, **kwargs)
