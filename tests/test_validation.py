@@ -18,11 +18,12 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from shrinkage import L1, L2, ElasticNet, GroupLasso, HierarchicalLasso, Regularizer, Rule, make_penalty
+from shrinkage import L1, L2, ElasticNet, GroupLasso, HierarchicalLasso, InputError, Regularizer, Rule, make_penalty
 from shrinkage.convert import from_sklearn_lasso, from_torch_weight_decay
 from shrinkage.cv import cross_validate
+from shrinkage.estimators import ShrinkageMLPRegressor
 from shrinkage.models import MLP
-from shrinkage.path import regularization_path
+from shrinkage.path import PathConfig, regularization_path
 from shrinkage.prune import load_model, prune, save_model
 from shrinkage.study import StudyConfig
 from shrinkage.study.cli import main
@@ -193,3 +194,40 @@ def test_the_tables_are_as_large_as_claimed():
     test_cli.py adds its own cases)."""
     assert len(API) >= 60 and len(CLI) >= 15
     assert len({c[0] for c in API}) == len(API)  # distinct cases
+
+
+@pytest.mark.parametrize(
+    "build, message",
+    [
+        (lambda: StudyConfig(seed=-1), "seed must be an integer >= 0, got -1"),
+        (lambda: StudyConfig(seed=2**40), "seed must be an integer in [0, 2**32 - 1], got 1099511627776"),
+        (lambda: StudyConfig(n_jobs=0), "n_jobs must be None or a non-zero integer (-1: every core), got 0"),
+        (lambda: StudyConfig(target="y"), "target must be given with a data file (data=, --data), got 'y'"),
+        (lambda: StudyConfig(penalties=("l1", "l1")), "penalties must be a list without repeats, got 'l1,l1'"),
+        (lambda: PathConfig(seed=-1), "seed must be an integer >= 0, got -1"),
+        (lambda: PathConfig(device="tpu0"), "device must be a torch device such as 'cpu', 'cuda' or 'cuda:1'"),
+        (lambda: ShrinkageMLPRegressor(device="nope").fit(np.ones((8, 2)), np.arange(8.0)), "device must be"),
+        (
+            lambda: cross_validate(MLP(2, (4,)), np.ones((8, 2)), np.arange(8.0), penalty=L1(), n_jobs=0),
+            "n_jobs must be None or a non-zero integer",
+        ),
+        (
+            lambda: regularization_path(MLP(2, (4,)), np.ones((8, 2)), np.arange(8.0), penalty=L1(), select="0.weight"),
+            "select= is no longer an option: use Rule(penalty, select=...) as the penalty",
+        ),
+        (
+            lambda: regularization_path(MLP(2, (4,)), np.ones((8, 2)), np.arange(8.0), penalty=L1(), return_model=True),
+            "return_model= is no longer an option: use the path's .model",
+        ),
+    ],
+)
+def test_seeds_jobs_devices_and_removed_options_are_input_errors(build, message):
+    with pytest.raises(InputError) as info:
+        build()
+    assert message in str(info.value)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks a machine without CUDA")
+def test_a_cuda_device_on_a_machine_without_one_is_an_input_error():
+    with pytest.raises(InputError, match="device must be a device this machine has"):
+        PathConfig(device="cuda")

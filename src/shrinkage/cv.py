@@ -39,7 +39,7 @@ from .path import ModelSpec, PathConfig, RegularizationPath, regularization_path
 from .penalties import L1, Penalty
 from .regularizer import Rule
 from .train import Diverged
-from .validation import Described, InputError, check_choice, check_int, fail
+from .validation import Described, InputError, check_choice, check_int, check_n_jobs, fail
 
 __all__ = [
     "CVResult",
@@ -249,6 +249,7 @@ def cross_validate_unpenalized(
     ``cv`` these are exactly the dense starts of :func:`cross_validate`'s paths.
     """
     X_np, y_np, cv = _check_data(X, y, task, cv)
+    check_n_jobs("n_jobs", n_jobs)
     config = resolve_config(config, options).replace(lambdas=(), dense_start=True, relax=False, keep_states=False)
     folds = _folds(y_np, task, cv, config.seed)
     common = dict(penalty=L1(0.0), task=task, config=config, feature_names=feature_names)
@@ -311,6 +312,7 @@ def cross_validate(
     """
     X_np, y_np, cv = _check_data(X, y, task, cv)
     check_choice("selection", selection, ("1se", "min"))
+    check_n_jobs("n_jobs", n_jobs)
     config = resolve_config(config, options)
     folds = _folds(y_np, task, cv, config.seed)
     common = dict(penalty=penalty, task=task, feature_names=feature_names)

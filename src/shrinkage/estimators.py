@@ -58,7 +58,17 @@ from .presets import PRESETS, get_preset
 from .prune import PruneReport, prune
 from .regularizer import MODES, Regularizer, Rule
 from .train import OPTIMIZERS, TrainConfig, loss_for_task, make_optimizer, train
-from .validation import InputError, InputTypeError, check_bool, check_choice, check_int, check_number, fail
+from .validation import (
+    InputError,
+    InputTypeError,
+    check_bool,
+    check_choice,
+    check_device,
+    check_int,
+    check_n_jobs,
+    check_number,
+    fail,
+)
 
 __all__ = [
     "ShrinkageMLPClassifier",
@@ -118,12 +128,6 @@ def _verbose(name: str, value: Any) -> int:
     return int(_flag(name, value)) if isinstance(value, (bool, np.bool_)) else check_int(name, value, low=0)
 
 
-def _device(name: str, value: Any) -> Any:
-    if not isinstance(value, (str, torch.device)):
-        raise fail(name, "a torch device name such as 'cpu' or 'cuda'", value, kind=TypeError)
-    return value
-
-
 def _choices(options):
     return lambda name, value: check_choice(name, value, options)
 
@@ -148,7 +152,7 @@ _COMMON_CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "n_iter_no_change": lambda name, value: check_int(name, value, low=1),
     "tol": _number(low=0.0),
     "random_state": _random_state,
-    "device": _device,
+    "device": check_device,
     "verbose": _verbose,
 }
 
@@ -467,7 +471,7 @@ _CV_CHECKS = {
     "selection": _choices(("1se", "min")),
     "relax": _flag,
     "fit_config": _choices(("default", "same")),
-    "n_jobs": lambda name, value: None if value is None else check_int(name, value),
+    "n_jobs": check_n_jobs,
 }
 
 _COMMON_DOC = """
@@ -505,7 +509,8 @@ _COMMON_DOC = """
 
 _COMMON_ATTRIBUTES = """
     model_ : torch.nn.Module
-        The fitted network (an :class:`~shrinkage.models.MLP`).
+        The fitted network: an :class:`~shrinkage.models.MLP`, or a
+        :class:`~shrinkage.models.SkipMLP` for ``penalty="hierarchical"``.
     n_features_in_ : int
     feature_names_in_ : ndarray of str
         When X had column names (a pandas DataFrame).

@@ -49,7 +49,19 @@ from .train import (
     make_optimizer,
     train,
 )
-from .validation import Described, InputError, check_bool, check_choice, check_int, check_number, fail, replace_fields
+from .validation import (
+    Described,
+    InputError,
+    InputTypeError,
+    check_bool,
+    check_choice,
+    check_device,
+    check_int,
+    check_number,
+    check_seed,
+    fail,
+    replace_fields,
+)
 
 __all__ = [
     "FIT_CONFIG",
@@ -160,9 +172,9 @@ class PathConfig:
         check_bool("relax", self.relax)
         check_bool("keep_states", self.keep_states)
         check_choice("on_divergence", self.on_divergence, ON_DIVERGENCE)
-        if self.device is not None and not isinstance(self.device, (str, torch.device)):
-            raise fail("device", "a str or torch.device", self.device, kind=TypeError)
-        check_int("seed", self.seed)
+        if self.device is not None:
+            check_device("device", self.device)
+        check_seed("seed", self.seed)
 
     def replace(self, **changes: Any) -> PathConfig:
         """A copy with some fields changed (validated again)."""
@@ -176,6 +188,10 @@ def resolve_config(config: PathConfig | None, options: dict[str, Any]) -> PathCo
     elif not isinstance(config, PathConfig):
         hint = " (a TrainConfig goes in train_config= or dense_config=)" if isinstance(config, TrainConfig) else ""
         raise fail("config", "a PathConfig" + hint, config, kind=TypeError)
+    if "select" in options or "return_model" in options:
+        gone = "select" if "select" in options else "return_model"
+        instead = "Rule(penalty, select=...) as the penalty" if gone == "select" else "the path's .model"
+        raise InputTypeError(f"{gone}= is no longer an option: use {instead}")
     return config.replace(**options) if options else config
 
 

@@ -28,8 +28,11 @@ __all__ = [
     "InputTypeError",
     "check_bool",
     "check_choice",
+    "check_device",
     "check_int",
+    "check_n_jobs",
     "check_number",
+    "check_seed",
     "fail",
 ]
 
@@ -133,6 +136,40 @@ def replace_fields(instance: Any, changes: dict[str, Any], what: str = "option")
             f"{type(instance).__name__} has no {what} {unknown[0]!r}; its {what}s are {', '.join(known)}"
         )
     return dataclasses.replace(instance, **changes)
+
+
+def check_seed(name: str, value: Any) -> int:
+    """A seed NumPy, scikit-learn and torch all accept: an integer in [0, 2**32 - 1]."""
+    seed = check_int(name, value, low=0)
+    if seed > 2**32 - 1:
+        raise fail(name, "an integer in [0, 2**32 - 1]", value)
+    return seed
+
+
+def check_n_jobs(name: str, value: Any) -> int | None:
+    """joblib's ``n_jobs``: None, or a non-zero integer (-1: every core)."""
+    if value is None:
+        return None
+    if check_int(name, value) == 0:
+        raise fail(name, "None or a non-zero integer (-1: every core)", value)
+    return int(value)
+
+
+def check_device(name: str, value: Any) -> Any:
+    """A torch device (a ``torch.device`` or its name) that this machine has."""
+    import torch
+
+    if not isinstance(value, (str, torch.device)):
+        raise fail(name, "a torch device such as 'cpu' or 'cuda'", value, kind=TypeError)
+    try:
+        device = torch.device(value)
+    except RuntimeError:
+        raise fail(name, "a torch device such as 'cpu', 'cuda' or 'cuda:1'", value) from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise fail(name, "a device this machine has (torch sees no CUDA device)", value)
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise fail(name, "a device this machine has (torch sees no MPS device)", value)
+    return value
 
 
 def check_bool(name: str, value: Any) -> bool:

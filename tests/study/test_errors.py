@@ -175,3 +175,33 @@ def test_a_parquet_file_without_pyarrow_names_the_extra(monkeypatch, tmp_path):
     result = CliRunner().invoke(main, ["study", "--data", str(data), "--target", "y", "--out", str(tmp_path / "o")])
     assert result.exit_code == 2, result.output
     assert result.output.strip().splitlines()[-1] == STUDY_EXTRA
+
+
+def test_a_penalty_the_data_cannot_take_fails_before_any_training(tmp_path):
+    """hierarchical selects single columns; a categorical column is a one-hot group."""
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"x": rng.normal(size=60), "city": rng.choice(["a", "b", "c"], 60)})
+    frame["y"] = frame["x"] + rng.normal(size=60)
+    frame.to_csv(tmp_path / "d.csv", index=False)
+    out = tmp_path / "out"
+    args = ["study", "--data", str(tmp_path / "d.csv"), "--target", "y", "--penalties", "none,hierarchical"]
+    result = CliRunner().invoke(main, [*args, "--out", str(out), "--quiet"])
+    assert result.exit_code == 2, result.output
+    line = result.output.strip().splitlines()[-1]
+    assert line.startswith("shrinkage: error: penalty 'hierarchical' selects single input columns"), line
+    assert line.endswith("(one-hot groups: the categorical column(s) 'city')"), line
+    assert not (out / "results.sqlite").exists()  # nothing trained, nothing stored
+
+
+def test_reading_commands_leave_an_old_store_as_it_is(tmp_path):
+    from old_stores import make_old_store  # tests/study is on sys.path (rootdir import mode)
+
+    store = tmp_path / "v1.sqlite"
+    make_old_store(store, 1)
+    before = store.read_bytes()
+    result = CliRunner().invoke(main, ["runs", str(store)])
+    assert result.exit_code == 0, result.output
+    assert store.read_bytes() == before  # not upgraded: an older shrinkage can still open it

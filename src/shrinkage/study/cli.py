@@ -304,7 +304,7 @@ def study(
     config = StudyConfig(**fields)
     store_path = store_path or out_dir / "results.sqlite"
     if store_path.exists():  # someone else's file fails before the data are read
-        Store(store_path, create=False).close()
+        Store(store_path, read_only=True).close()
     prepared = prepare_study(config)  # data errors before anything is written
     _writable_folder(out_dir)
     console = Console(stderr=True, quiet=quiet)
@@ -404,7 +404,7 @@ def runs(store_path: Path) -> None:
 
     from .store import Store
 
-    with Store(store_path, create=False) as store:
+    with Store(store_path, read_only=True) as store:  # reading never upgrades or writes the file
         table = Table(title=str(store_path))
         for column in ("id", "created", "data", "task", "penalties", "status"):
             table.add_column(column)
@@ -413,8 +413,8 @@ def runs(store_path: Path) -> None:
                 str(row["id"]),
                 row["created"],
                 row["name"],
-                row["data"]["task"],
-                f"{row['n_runs']}/{len(row['config']['penalties'])}",
+                str(row["data"].get("task", "?")),
+                f"{row['n_runs']}/{len(row['config'].get('penalties', ())) or '?'}",  # what an older store lacks: ?
                 row["status"],
             )
         _console().print(table)
@@ -429,7 +429,7 @@ def report(store_path: Path, study_id: int | None, out_path: Path) -> None:
     from .report import build_report
     from .store import Store
 
-    with Store(store_path, create=False) as store:
+    with Store(store_path, read_only=True) as store:  # reading never upgrades or writes the file
         click.echo(f"report: {build_report(store, study_id, out_path)}")
 
 
@@ -456,7 +456,7 @@ def prune_command(store_path: Path, penalty: str, study_id: int | None, penalize
 
     from .store import Store
 
-    with Store(store_path, create=False) as store:
+    with Store(store_path, read_only=True) as store:  # reading never upgrades or writes the file
         studies = store.studies()
         if not studies:
             raise InputError(f"store {str(store_path)!r} holds no study yet")

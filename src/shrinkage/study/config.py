@@ -13,7 +13,16 @@ from typing import Any
 
 from shrinkage.presets import PRESETS
 from shrinkage.train import TASKS
-from shrinkage.validation import InputError, check_bool, check_choice, check_int, check_number, fail
+from shrinkage.validation import (
+    InputError,
+    check_bool,
+    check_choice,
+    check_int,
+    check_n_jobs,
+    check_number,
+    check_seed,
+    fail,
+)
 
 from .datasets import BUNDLED
 
@@ -34,8 +43,10 @@ class StudyConfig:
     dataset : str, optional
         A bundled data set (:mod:`shrinkage.study.datasets`), used when no ``data``
         file is given.
-    data, target : str, optional
-        A CSV or Parquet file to study instead of a bundled set, and its target column.
+    data : str, optional
+        A CSV or Parquet file to study instead of a bundled set.
+    target : str, optional
+        The target column of the ``data`` file (required with it).
     task : {"auto", "regression", "binary", "multiclass"}
         What the target is; ``auto`` infers it from the values
         (:func:`shrinkage.study.tabular.infer_task`).
@@ -97,6 +108,8 @@ class StudyConfig:
     def __post_init__(self) -> None:
         if self.data is None:
             check_choice("dataset", self.dataset, BUNDLED)
+            if self.target is not None:
+                raise fail("target", "given with a data file (data=, --data)", self.target)
         elif self.target is None:
             raise InputError("target must name the target column of the data file, got None")
         check_choice("task", self.task, ("auto", *TASKS))
@@ -106,6 +119,8 @@ class StudyConfig:
             raise fail("penalties", "a non-empty list of " + ", ".join(PENALTY_CHOICES), self.penalties)
         for name in self.penalties:
             check_choice("penalty", name, PENALTY_CHOICES)
+        if len(set(self.penalties)) != len(self.penalties):
+            raise fail("penalties", "a list without repeats", ",".join(self.penalties))
         for width in self.hidden:
             check_int("hidden", width, low=1)
         check_number("l1_ratio", self.l1_ratio, low=0.0, high=1.0, low_open=True)
@@ -115,9 +130,8 @@ class StudyConfig:
         check_choice("selection", self.selection, ("1se", "min"))
         check_bool("relax", self.relax)
         check_number("test_size", self.test_size, low=0.0, high=1.0, low_open=True, high_open=True)
-        check_int("seed", self.seed)
-        if self.n_jobs is not None:
-            check_int("n_jobs", self.n_jobs)
+        check_seed("seed", self.seed)
+        check_n_jobs("n_jobs", self.n_jobs)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

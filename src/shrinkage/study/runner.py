@@ -36,7 +36,7 @@ from shrinkage.path import PathConfig, PathPoint, RegularizationPath
 from shrinkage.presets import get_preset
 from shrinkage.prune import model_bytes
 from shrinkage.train import Diverged, evaluate, loss_for_task
-from shrinkage.validation import fail
+from shrinkage.validation import InputError, fail
 
 from .config import StudyConfig
 from .datasets import load_dataset
@@ -109,7 +109,37 @@ def prepare_study(config: StudyConfig) -> _Prepared:
         "notes": table.notes,
         "fingerprint": _fingerprint(table),
     }
-    return _Prepared(table, encoder, X_train, y_train, X_test, y_test, scale, summary)
+    prepared = _Prepared(table, encoder, X_train, y_train, X_test, y_test, scale, summary)
+    for name in config.penalties:  # a penalty the data cannot take fails now, before any training
+        _penalty_rules(config, prepared, name)
+    return prepared
+
+
+def _network(config: StudyConfig, prepared: _Prepared, kind: str) -> Callable[[], nn.Module]:
+    """A factory of the study's fresh networks: an MLP, or a SkipMLP for ``kind="skip_mlp"``."""
+    n_features = prepared.X_train.shape[1]
+    outputs = 1
+    if prepared.table.task == "multiclass":
+        assert prepared.table.classes is not None  # a classification table lists them (table.y() used them)
+        outputs = len(prepared.table.classes)
+
+    def factory() -> nn.Module:
+        return (SkipMLP if kind == "skip_mlp" else MLP)(n_features, config.hidden, outputs)
+
+    return factory
+
+
+def _penalty_rules(config: StudyConfig, prepared: _Prepared, name: str) -> tuple[Callable[[], nn.Module], list | None]:
+    """The network factory and the rules (at λ = 1) of one penalty of the study."""
+    preset = get_preset(name)
+    factory = _network(config, prepared, preset.model)
+    try:
+        rules = preset.rules(factory(), 1.0, l1_ratio=config.l1_ratio, feature_groups=prepared.encoder.groups)
+    except InputError as error:
+        grouped = [c for c, g in zip(prepared.encoder.group_names, prepared.encoder.groups) if len(g) > 1]
+        where = f" (one-hot groups: the categorical column(s) {', '.join(map(repr, grouped))})" if grouped else ""
+        raise InputError(f"{error}{where}") from None
+    return factory, rules
 
 
 def _test_metrics(model: nn.Module, prepared: _Prepared, task: str) -> tuple[float, float]:
@@ -181,18 +211,7 @@ def run_study(
     if study_id is None:
         study_id = store.add_study(key=key, name=table.name, config=config.to_dict(), data=prepared.summary)
     done = {run["penalty"] for run in store.runs(study_id)}
-    n_features = prepared.X_train.shape[1]
-    outputs = 1
-    if task == "multiclass":
-        assert table.classes is not None  # a classification table lists them (prepare_study's table.y() used them)
-        outputs = len(table.classes)
     torch.manual_seed(config.seed)
-
-    def network(kind: str) -> Callable[[], nn.Module]:
-        def factory() -> nn.Module:
-            return (SkipMLP if kind == "skip_mlp" else MLP)(n_features, config.hidden, outputs)
-
-        return factory
 
     common: dict[str, Any] = dict(
         task=task,
@@ -207,8 +226,7 @@ def run_study(
         start = time.perf_counter()
         with _naming_divergence(f"penalty {name!r}"):
             preset = get_preset(name)
-            factory = network(preset.model)
-            rules = preset.rules(factory(), 1.0, l1_ratio=config.l1_ratio, feature_groups=prepared.encoder.groups)
+            factory, rules = _penalty_rules(config, prepared, name)
             if rules is None:
                 scores, sizes, full = cross_validate_unpenalized(
                     factory, prepared.X_train, prepared.y_train, config=PathConfig(seed=config.seed), **common
