@@ -91,7 +91,8 @@ def test_study_help_comes_from_the_config_docstring_and_shows_the_defaults():
         assert shown in text, shown
     # fields documented together share their text
     data, target = (param for param in study.params if param.name in ("data", "target"))
-    assert data.help == target.help == "A CSV or Parquet file to study instead of a bundled set, and its target column."
+    assert data.help == "A CSV or Parquet file to study instead of a bundled set."
+    assert target.help == "The target column of the data file (required with it)."
 
 
 def test_study_end_to_end_then_runs_and_report(tmp_path, table):

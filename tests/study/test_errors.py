@@ -45,7 +45,7 @@ def _failing(error: BaseException):
 
 def _study(monkeypatch, tmp_path, error: BaseException, *options: str):
     """Run `shrinkage [options] study …` with ``error`` raised inside run_study."""
-    monkeypatch.setattr("shrinkage.study.runner.get_preset", _failing(error))
+    monkeypatch.setattr("shrinkage.study.runner.cross_validate_unpenalized", _failing(error))
     return CliRunner().invoke(main, [*options, "study", *QUICK, "--out", str(tmp_path / "out")])
 
 
@@ -138,16 +138,16 @@ def test_python_m_shrinkage_reports_a_bug_with_exit_code_1(tmp_path):
     # the failure is injected at interpreter start (sitecustomize), the command run as users run it
     (tmp_path / "sitecustomize.py").write_text(
         "import shrinkage.study.runner\n\n\n"
-        "def get_preset(name):\n"
+        "def cross_validate_unpenalized(*args, **kwargs):\n"
         "    raise ValueError('boom')\n\n\n"
-        "shrinkage.study.runner.get_preset = get_preset\n"
+        "shrinkage.study.runner.cross_validate_unpenalized = cross_validate_unpenalized\n"
     )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))}
     done = _python("-m", "shrinkage", "study", *QUICK, "--out", "out", cwd=tmp_path, env=env)
     log = tmp_path / "out" / "shrinkage-error.log"
     assert done.returncode == 1, done.stderr
     assert done.stderr == f"{BUG}ValueError: boom; rerun with --debug for the traceback (saved to out/{log.name})\n"
-    assert "in get_preset\n    raise ValueError('boom')" in log.read_text()
+    assert "in cross_validate_unpenalized\n    raise ValueError('boom')" in log.read_text()
 
 
 def test_without_click_the_command_says_which_extra_to_install(monkeypatch, capsys):
