@@ -1,4 +1,5 @@
-"""The main job: compare no penalty, L1, L2, elastic net and group lasso on one data set.
+"""The main job: compare no penalty, L1, L2, elastic net and group lasso (by default; any
+preset of :mod:`shrinkage.presets`) on one data set.
 
 :func:`run_study` reads the data (a bundled set, a synthetic set with known truth, or a
 CSV/Parquet file), holds out a test split, encodes the features on the training rows
