@@ -403,7 +403,7 @@ class Regularizer:
             if missing and term.mode != "loss":
                 raise InputError(f"parameter(s) {missing} are penalized but not in the optimizer's param groups")
         self._optimizer = optimizer
-        self._group_of = group_of
+        self._group_of, self._group_key = group_of, self._param_groups_key(optimizer)
         self._handles = [
             optimizer.register_step_pre_hook(self._before_step),
             optimizer.register_step_post_hook(self._after_step),
@@ -417,13 +417,39 @@ class Regularizer:
         self._handles = []
         self._optimizer = None
 
+    @staticmethod
+    def _param_groups_key(optimizer: torch.optim.Optimizer) -> tuple:
+        """What identifies the optimizer's param groups as they are now: which dicts, how many tensors each."""
+        return tuple((id(g), len(g["params"])) for g in optimizer.param_groups)
+
+    def _current_groups(self) -> dict[int, dict]:
+        """Each parameter's param group as the optimizer holds it *now*.
+
+        ``optimizer.load_state_dict`` (a checkpoint restored after attach) replaces the
+        group dicts, ``add_param_group`` adds one: the learning rate and the other
+        hyperparameters are read from the groups of this step, never from attach time.
+        """
+        optimizer = self._optimizer
+        assert optimizer is not None  # called from the optimizer's own step hooks
+        key = self._param_groups_key(optimizer)
+        if key != self._group_key:
+            self._group_of = {id(p): g for g in optimizer.param_groups for p in g["params"]}
+            self._group_key = key
+        return self._group_of
+
     def _groups(self, term: Term) -> list[tuple[dict, list[int]]]:
         """The term's parameters that have a gradient, by optimizer param group."""
+        group_of = self._current_groups()
         by_group: dict[int, tuple[dict, list[int]]] = {}
         for i, p in enumerate(term.params):
             if p.grad is None:
                 continue
-            group = self._group_of[id(p)]
+            group = group_of.get(id(p))
+            if group is None:
+                raise RuntimeError(
+                    f"parameter {term.names[i]!r} is penalized but no longer in the optimizer's param groups; "
+                    "detach() the regularizer before removing it from the optimizer"
+                )
             by_group.setdefault(id(group), (group, []))[1].append(i)
         return list(by_group.values())
 
