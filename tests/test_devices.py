@@ -15,7 +15,7 @@ PENALTIES = [L1(1e-2), L2(1e-2), ElasticNet(1e-2, 0.5), GroupLasso(1e-2), Sparse
 OPTIMIZERS = {
     "sgd": lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9, nesterov=True),
     "adam": lambda p: torch.optim.Adam(p, lr=1e-2),
-    "adamw": lambda p: torch.optim.AdamW(p, lr=1e-2),
+    "adamw": lambda p: torch.optim.AdamW(p, lr=1e-2, weight_decay=0.0),  # the penalty is the only regularizer
     "rmsprop": lambda p: torch.optim.RMSprop(p, lr=1e-2),
     "adagrad": lambda p: torch.optim.Adagrad(p, lr=1e-2),
 }

@@ -8,11 +8,14 @@ learning rate), and asks for equal weights.
 from __future__ import annotations
 
 import copy
+import warnings
 
 import pytest
 import torch
 
 from shrinkage import L1, L2, Regularizer, Rule
+from shrinkage.optim import DoubleRegularizationWarning
+from shrinkage.train import make_optimizer
 
 
 def _soft_threshold(w: torch.Tensor, threshold: float) -> torch.Tensor:
@@ -115,3 +118,23 @@ def test_resuming_from_a_checkpoint_equals_the_uninterrupted_run_bit_for_bit():
     optimizer.load_state_dict(checkpoint["optimizer"])
     steps(resumed, optimizer, 3)
     torch.testing.assert_close(resumed.state_dict(), straight.state_dict(), rtol=0, atol=0)
+
+
+def test_the_optimizers_own_weight_decay_on_penalized_tensors_is_warned_once():
+    model = _model()
+    with pytest.warns(DoubleRegularizationWarning, match=r"param group 0 has weight_decay=0.01 on 'weight'.*twice"):
+        Regularizer(model, L1(0.1)).attach(torch.optim.AdamW(model.parameters(), lr=0.01))  # AdamW's default
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # decay only on what is not penalized: no warning
+        groups = [{"params": [model.weight], "weight_decay": 0.0}, {"params": [model.bias], "weight_decay": 0.1}]
+        other = _model()
+        Regularizer(other, L1(0.1)).attach(torch.optim.AdamW(other.parameters(), lr=0.01, weight_decay=0))
+        Regularizer(model, L1(0.1)).attach(torch.optim.AdamW(groups, lr=0.01))
+
+
+def test_the_librarys_own_adamw_does_not_decay_twice():
+    optimizer = make_optimizer("adamw", _model().parameters(), lr=0.01)
+    assert optimizer.param_groups[0]["weight_decay"] == 0.0
+    assert (
+        make_optimizer("adamw", _model().parameters(), lr=0.01, weight_decay=0.1).param_groups[0]["weight_decay"] == 0.1
+    )

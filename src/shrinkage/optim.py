@@ -33,11 +33,39 @@ from torch.optim import SGD, Adagrad, Adam, Adamax, Optimizer, RMSprop
 from .functional import ScaledStep
 from .validation import InputError, InputTypeError
 
-__all__ = ["ExactStepWarning", "check_optimizer", "is_adaptive", "prox_steps"]
+__all__ = [
+    "DoubleRegularizationWarning",
+    "ExactStepWarning",
+    "check_optimizer",
+    "is_adaptive",
+    "prox_steps",
+    "warn_double_regularization",
+]
 
 
 class ExactStepWarning(UserWarning):
     """The proximal step cannot follow this optimizer's per-element step exactly."""
+
+
+class DoubleRegularizationWarning(UserWarning):
+    """The optimizer's own ``weight_decay`` acts on tensors a penalty already regularizes."""
+
+
+def warn_double_regularization(optimizer: Optimizer, penalized: dict[int, str], penalty: str) -> None:
+    """Warn (once per call) when a param group with ``weight_decay != 0`` holds penalized tensors."""
+    for index, group in enumerate(optimizer.param_groups):
+        decay = group.get("weight_decay", 0.0)
+        names = [penalized[id(p)] for p in group["params"] if id(p) in penalized]
+        if decay and names:
+            shown = ", ".join(repr(n) for n in names[:3]) + (", …" if len(names) > 3 else "")
+            warnings.warn(
+                f"optimizer param group {index} has weight_decay={decay:g} on {shown}, which {penalty} already "
+                f"regularizes: they are regularized twice. Set weight_decay=0 for them (AdamW's default is 0.01), "
+                "or drop the penalty",
+                DoubleRegularizationWarning,
+                stacklevel=3,
+            )
+            return
 
 
 StepRule = Callable[[dict[str, Any], Sequence[Tensor], Optimizer], list[float] | list[ScaledStep]]

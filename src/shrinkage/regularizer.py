@@ -402,6 +402,9 @@ class Regularizer:
             missing = [n for n, p in zip(term.names, term.params) if id(p) not in group_of]
             if missing and term.mode != "loss":
                 raise InputError(f"parameter(s) {missing} are penalized but not in the optimizer's param groups")
+        penalized = {id(p): n for t in self._terms for n, p in zip(t.names, t.params)}
+        penalty = " and ".join(sorted({type(t.penalty).__name__ for t in self._terms}))
+        optim.warn_double_regularization(optimizer, penalized, penalty)
         self._optimizer = optimizer
         self._group_of, self._group_key = group_of, self._param_groups_key(optimizer)
         self._handles = [

@@ -84,12 +84,17 @@ def loss_for_task(task: str) -> str:
 def make_optimizer(name: str, params, *, lr: float, **kwargs: Any) -> torch.optim.Optimizer:
     """An optimizer by name (``sgd``, ``adam``, ``adamw``, ``rmsprop``, ``adagrad``).
 
+    AdamW gets ``weight_decay=0`` unless given: the library's penalty is the
+    regularization, and AdamW's default decay (0.01) would add a second one.
+
     Adam and AdamW use PyTorch's fused kernel unless ``fused``/``foreach`` is given: on
     the small models of tabular work it is about 30% faster per step than the default.
     """
     check_choice("optimizer", name, OPTIMIZERS)
     lr = check_number("lr", lr, low=0.0, low_open=True)
     params = list(params)
+    if name == "adamw":
+        kwargs.setdefault("weight_decay", 0.0)
     if name in ("adam", "adamw") and "fused" not in kwargs and "foreach" not in kwargs:
         # the fused kernel takes float tensors on one device type it supports
         tensors = [p for p in params if isinstance(p, torch.Tensor)]
