@@ -138,3 +138,50 @@ def test_the_librarys_own_adamw_does_not_decay_twice():
     assert (
         make_optimizer("adamw", _model().parameters(), lr=0.01, weight_decay=0.1).param_groups[0]["weight_decay"] == 0.1
     )
+
+
+def _mlp() -> torch.nn.Sequential:
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(5, 16), torch.nn.ReLU(), torch.nn.Linear(16, 1))
+
+
+@pytest.mark.parametrize(
+    "wrap",
+    [lambda m: torch.compile(m, backend="eager"), torch.nn.DataParallel],
+    ids=["torch.compile", "DataParallel"],
+)
+def test_selection_and_reports_see_through_compile_and_data_parallel(wrap):
+    """The user's names select; the report equals the eager model's; training through the
+    wrapper equals training the eager model (the same tensors)."""
+    eager, wrapped_inner = _mlp(), _mlp()
+    with torch.no_grad():  # 12 of the 16 hidden units dead in both
+        for model in (eager, wrapped_inner):
+            model[2].weight[:, 4:] = 0.0
+    wrapped = wrap(wrapped_inner)
+    assert any(n.startswith(("_orig_mod.", "module.")) for n, _ in wrapped.named_parameters())
+    ours = Regularizer(wrapped, Rule(L1(0.01), select="0.weight"))
+    reference = Regularizer(eager, Rule(L1(0.01), select="0.weight"))
+    assert ours.parameter_names() == reference.parameter_names() == {"l1": ["0.weight"]}
+    assert ours.sparsity().dead_units == reference.sparsity().dead_units == 12
+
+    X, y = torch.randn(16, 5), torch.randn(16, 1)
+    for model, reg in ((wrapped, ours), (eager, reference)):
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        reg.attach(optimizer)
+        for _ in range(3):
+            optimizer.zero_grad()
+            torch.nn.functional.mse_loss(model(X), y).backward()
+            optimizer.step()
+    torch.testing.assert_close(wrapped_inner.state_dict(), eager.state_dict(), rtol=0, atol=1e-7)
+
+
+def test_prune_sees_through_a_compiled_model():
+    from shrinkage.prune import prune
+
+    model = _mlp()
+    with torch.no_grad():
+        model[0].weight[:, 3:] = 0.0  # inputs 3 and 4 unused
+    pruned, report = prune(torch.compile(model, backend="eager"), measure=False)
+    assert report.kept_features == [0, 1, 2]
+    X = torch.randn(8, 5)
+    torch.testing.assert_close(pruned(X[:, :3]), model(X), rtol=0, atol=1e-6)

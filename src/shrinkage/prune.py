@@ -31,7 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from .models import SkipMLP
-from .structure import linear_chain, path_masks, reachable_inputs
+from .structure import linear_chain, path_masks, reachable_inputs, unwrap
 from .validation import InputError, InputTypeError, fail
 
 __all__ = ["PruneReport", "flops_per_sample", "load_model", "model_bytes", "prune", "save_model"]
@@ -204,7 +204,7 @@ def prune(
         The pruned model reads ``x[:, report.kept_features]``.
     """
     was_training = model.training
-    model = copy.deepcopy(model).eval()
+    model = copy.deepcopy(unwrap(model)).eval()  # a compiled or DDP-wrapped model: its own module
     pruned: nn.Module
     if isinstance(model, SkipMLP):
         kept = sorted(model.input_usage()[0])

@@ -43,7 +43,7 @@ from . import optim
 from .functional import GroupLayout, Step, group_norms
 from .penalties import Penalty, make_penalty
 from .selection import Selector, describe_selector, select_parameters, selector_from_config
-from .structure import input_parameter_of, input_usage
+from .structure import input_parameter_of, input_usage, unwrap
 from .validation import InputError, check_bool, check_choice, fail
 
 __all__ = ["MODES", "Regularizer", "Rule", "SparsityReport", "TensorSparsity", "Term", "as_rules"]
@@ -219,7 +219,11 @@ class Regularizer:
     Parameters
     ----------
     model : nn.Module
-        The model whose tensors are penalized.
+        The model whose tensors are penalized. A ``torch.compile``-d or
+        ``DistributedDataParallel``/``DataParallel``-wrapped model is seen through
+        (:func:`~shrinkage.structure.unwrap`): selection patterns, reports and
+        ``reg.model`` use the names of the module inside (``"0.weight"``, not
+        ``"_orig_mod.0.weight"``); the tensors are the same.
     penalties : Penalty, Rule or list of them
         A bare penalty applies to the default selection (layer weights, never biases or
         normalization parameters). Rules choose tensors and may mix penalties.
@@ -256,6 +260,7 @@ class Regularizer:
     ):
         if not isinstance(model, nn.Module):
             raise fail("model", "a torch.nn.Module", model, kind=TypeError)
+        model = unwrap(model)  # torch.compile / DDP: the same tensors under the user's own names
         self.model = model
         self.mode = check_choice("mode", mode, MODES)
         self.rules = as_rules(penalties)

@@ -22,7 +22,30 @@ __all__ = [
     "linear_chain",
     "path_masks",
     "reachable_inputs",
+    "unwrap",
 ]
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The user's own module inside the wrappers that only rename it.
+
+    ``torch.compile`` returns a module whose parameters are named ``_orig_mod.…``;
+    ``DistributedDataParallel`` and ``DataParallel`` add ``module.``. The tensors are the
+    same, so penalties select, report and prune by the names the user wrote.
+
+    >>> net = nn.Sequential(nn.Linear(3, 2))
+    >>> unwrap(nn.DataParallel(net)) is net
+    True
+    """
+    while True:
+        inner = getattr(model, "_orig_mod", None)  # torch.compile's OptimizedModule
+        if isinstance(inner, nn.Module):
+            model = inner
+        elif isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+            model = model.module
+        else:
+            return model
+
 
 ELEMENTWISE: tuple[type[nn.Module], ...] = (
     nn.ReLU,
