@@ -378,6 +378,9 @@ def test_path_config_validates_and_takes_keyword_overrides():
 
 def test_the_model_lives_on_the_path():
     X, y = linear_problem()[:2]
-    path = regularization_path(torch.nn.Linear(X.shape[1], 1), X, y, penalty=L1(), lambdas=[0.1], seed=1)
-    assert isinstance(path.model, torch.nn.Linear)
-    assert path.model.weight.abs().sum() > 0 and len(path.points) == 1
+    start = torch.nn.Linear(X.shape[1], 1)
+    path = regularization_path(start, X, y, penalty=L1(), lambdas=[0.01, 0.1], keep_states=True, seed=1)
+    assert isinstance(path.model, torch.nn.Linear) and path.model is not start  # the given model is copied
+    # the model is the path's last point: its weights are the ones recorded at the largest λ
+    torch.testing.assert_close(path.model.state_dict(), path.points[-1].state, rtol=0, atol=0)
+    assert not torch.equal(path.points[0].state["weight"], path.points[-1].state["weight"])

@@ -188,11 +188,13 @@ def resolve_config(config: PathConfig | None, options: dict[str, Any]) -> PathCo
     elif not isinstance(config, PathConfig):
         hint = " (a TrainConfig goes in train_config= or dense_config=)" if isinstance(config, TrainConfig) else ""
         raise fail("config", "a PathConfig" + hint, config, kind=TypeError)
-    if "select" in options or "return_model" in options:
-        gone = "select" if "select" in options else "return_model"
-        instead = "Rule(penalty, select=...) as the penalty" if gone == "select" else "the path's .model"
-        raise InputTypeError(f"{gone}= is no longer an option: use {instead}")
+    for gone in options.keys() & _REMOVED_OPTIONS.keys():
+        raise InputTypeError(f"{gone}= is no longer an option: use {_REMOVED_OPTIONS[gone]}")
     return config.replace(**options) if options else config
+
+
+#: Former keyword arguments of the path functions, and what replaces them.
+_REMOVED_OPTIONS = {"select": "Rule(penalty, select=...) as the penalty", "return_model": "the path's .model"}
 
 
 @dataclass

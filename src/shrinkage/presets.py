@@ -42,6 +42,7 @@ from torch import nn
 
 from .penalties import L1, L2, ElasticNet, GroupLasso, HierarchicalLasso, Penalty, SparseGroupLasso
 from .regularizer import Rule
+from .selection import select_parameters
 from .validation import InputError, check_choice
 
 __all__ = ["PLACEMENTS", "PRESETS", "Preset", "get_preset"]
@@ -134,9 +135,7 @@ class Preset:
                     f"got a {type(model).__name__} without {missing}"
                 )
             return [Rule(make(), select=["skip.weight", "body.0.weight"])]
-        weights = [n for n, p in model.named_parameters() if p.ndim >= 2]
-        if not weights:
-            raise InputError(f"penalty {self.name!r} needs a model with weight matrices, got {type(model).__name__}")
+        weights = [name for name, _ in select_parameters(model)]  # the default selection: layer weights
         first_groups = "input" if feature_groups is None else [list(g) for g in feature_groups]
         rules = [Rule(make(groups=first_groups), select=weights[0])]
         if len(weights) > 1:  # hidden units, so the first layer cannot shrink by rescaling into the next
