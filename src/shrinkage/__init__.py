@@ -8,7 +8,8 @@
 """
 
 from .penalties import L1, L2, ElasticNet, GroupLasso, HierarchicalLasso, Penalty, SparseGroupLasso, make_penalty
-from .regularizer import MODES, Regularizer, Rule, SparsityReport
+from .regularizer import MODES, Regularizer, Rule
+from .structure import SparsityReport
 from .validation import InputError
 
 __all__ = [

@@ -9,12 +9,20 @@ columns of their input weight.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
 from torch import Tensor, nn
 
-from .validation import fail
+from .functional import GroupLayout, group_norms
+from .validation import InputError, fail
 
 __all__ = [
     "ELEMENTWISE",
+    "SparsityReport",
+    "TensorSparsity",
     "dead_units",
     "input_parameter_of",
     "input_parameters_of",
@@ -22,6 +30,7 @@ __all__ = [
     "linear_chain",
     "path_masks",
     "reachable_inputs",
+    "sparsity_report",
     "unwrap",
 ]
 
@@ -163,3 +172,132 @@ def input_parameters_of(model: nn.Module) -> list[tuple[str, Tensor]]:
         return [(n, named[n]) for n in declared]
     found = input_parameter_of(model)
     return [] if found is None else [found]
+
+
+@dataclass
+class TensorSparsity:
+    """Exact zeros in one penalized tensor."""
+
+    name: str
+    shape: tuple[int, ...]
+    numel: int
+    zeros: int
+    zero_rows: int | None  # units whose incoming weights are all zero (ndim >= 2)
+    zero_columns: int | None  # inputs the layer no longer reads (ndim >= 2)
+
+    @property
+    def fraction_zero(self) -> float:
+        return self.zeros / self.numel if self.numel else 0.0
+
+
+@dataclass
+class SparsityReport:
+    """What the penalties did: exact zeros per tensor, zero groups, inputs still used."""
+
+    tensors: list[TensorSparsity]
+    groups: dict[str, tuple[int, int]]  # term label -> (zero groups, groups)
+    input_parameter: str | None
+    features_used: list[int]  # input columns with a path of non-zero weights to an output
+    n_features: int
+    dead_units: int  # hidden units on no input→output path (zero rows outside an MLP)
+    feature_names: list[str] | None = None
+
+    @property
+    def numel(self) -> int:
+        return sum(t.numel for t in self.tensors)
+
+    @property
+    def zeros(self) -> int:
+        return sum(t.zeros for t in self.tensors)
+
+    @property
+    def fraction_zero(self) -> float:
+        """Fraction of penalized weights exactly zero."""
+        return self.zeros / self.numel if self.numel else 0.0
+
+    @property
+    def features_used_names(self) -> list[str]:
+        if self.feature_names is None:
+            return [str(j) for j in self.features_used]
+        return [self.feature_names[j] for j in self.features_used]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "fraction_zero": self.fraction_zero,
+            "zeros": self.zeros,
+            "numel": self.numel,
+            "dead_units": self.dead_units,
+            "groups": {k: {"zero": z, "total": n} for k, (z, n) in self.groups.items()},
+            "input_parameter": self.input_parameter,
+            "n_features": self.n_features,
+            "features_used": self.features_used,
+            "features_used_names": self.features_used_names,
+            "tensors": [
+                {
+                    "name": t.name,
+                    "shape": list(t.shape),
+                    "zeros": t.zeros,
+                    "numel": t.numel,
+                    "zero_rows": t.zero_rows,
+                    "zero_columns": t.zero_columns,
+                }
+                for t in self.tensors
+            ],
+        }
+
+
+@torch.no_grad()
+def sparsity_report(
+    model: nn.Module,
+    terms: Sequence[Any],
+    input_weight: tuple[str, Tensor] | None,
+    input_parameter: str | None = None,
+    feature_names: Sequence[str] | None = None,
+) -> SparsityReport:
+    """Exact zeros per penalized tensor, zero groups per term, input features still used.
+
+    ``terms`` are a regularizer's bound terms (``label``, ``names``, ``params``,
+    ``layouts``); ``input_weight`` is :func:`input_parameter_of`'s answer. Called by
+    :meth:`Regularizer.sparsity() <shrinkage.Regularizer.sparsity>`.
+    """
+    tensors: dict[str, TensorSparsity] = {}
+    groups: dict[str, tuple[int, int]] = {}
+    for term in terms:
+        for name, p in zip(term.names, term.params):
+            if name not in tensors:
+                tensors[name] = _tensor_sparsity(name, p)
+        if term.layouts is not None and all(isinstance(lay, GroupLayout) for lay in term.layouts):
+            norms = [group_norms(p, lay) for p, lay in zip(term.params, term.layouts)]
+            groups[term.label] = (
+                sum(int((n == 0).sum()) for n in norms),
+                sum(n.numel() for n in norms),
+            )
+    used: list[int] = []
+    n_features = 0
+    input_name: str | None = None
+    if input_weight is not None:
+        input_name, weight = input_weight
+        n_features = weight.shape[1]
+        columns = weight.detach().abs().sum(dim=[d for d in range(weight.ndim) if d != 1])
+        used = torch.nonzero(columns).flatten().tolist()
+    usage = input_usage(model) if input_parameter is None else None
+    if usage is not None:  # an MLP (or a model that says): count paths, not just columns
+        used, dead = usage
+    else:
+        dead = sum(t.zero_rows or 0 for t in tensors.values())
+    if feature_names is not None:
+        feature_names = [str(f) for f in feature_names]
+        if len(feature_names) != n_features:
+            raise InputError(
+                f"feature_names must have one name per input feature ({n_features}), got {len(feature_names)}"
+            )
+    return SparsityReport(list(tensors.values()), groups, input_name, used, n_features, dead, feature_names)
+
+
+def _tensor_sparsity(name: str, p: Tensor) -> TensorSparsity:
+    zero = p.detach() == 0
+    rows = cols = None
+    if p.ndim >= 2:
+        rows = int(zero.flatten(1).all(dim=1).sum())
+        cols = int(zero.transpose(0, 1).flatten(1).all(dim=1).sum())
+    return TensorSparsity(name, tuple(p.shape), p.numel(), int(zero.sum()), rows, cols)
