@@ -185,3 +185,182 @@ def test_prune_sees_through_a_compiled_model():
     assert report.kept_features == [0, 1, 2]
     X = torch.randn(8, 5)
     torch.testing.assert_close(pruned(X[:, :3]), model(X), rtol=0, atol=1e-6)
+
+
+# ---------------------------------------------------------------------------- clipping
+def _double_mlp() -> torch.nn.Sequential:
+    torch.manual_seed(1)
+    return torch.nn.Sequential(torch.nn.Linear(5, 4), torch.nn.Tanh(), torch.nn.Linear(4, 1)).double()
+
+
+def _batches(steps: int = 6) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    generator = torch.Generator().manual_seed(2)
+    return [
+        (torch.randn(8, 5, generator=generator).double(), torch.randn(8, 1, generator=generator).double())
+        for _ in range(steps)
+    ]
+
+
+def _clipped_run(model, optimizer, reg=None, *, add_grad=False, in_loss=False, max_norm=0.05):
+    for x, y in _batches():
+        optimizer.zero_grad()
+        loss = torch.nn.functional.mse_loss(model(x), y)
+        if in_loss:
+            loss = loss + reg.penalty()
+        loss.backward()
+        if add_grad:
+            reg.add_grad()
+        total = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+        assert total > max_norm  # clipping is active on every step
+        optimizer.step()
+    return [p.detach().clone() for p in model.parameters()]
+
+
+def test_clipping_sees_the_data_gradient_only_in_gradient_mode_as_torch_weight_decay():
+    """Oracle: SGD(weight_decay=wd) adds wd·w inside step(), after clipping; that is
+    L2(wd/2) on every tensor in mode gradient."""
+    reference = _double_mlp()
+    expected = _clipped_run(reference, torch.optim.SGD(reference.parameters(), lr=0.5, weight_decay=0.2))
+    model = _double_mlp()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    reg = Regularizer(model, Rule(L2(0.1), select="*"), mode="gradient")
+    reg.attach(optimizer)
+    for got, want in zip(_clipped_run(model, optimizer, reg), expected):
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
+
+
+def test_add_grad_before_clipping_equals_the_penalty_in_the_loss():
+    results = {}
+    for mode in ("loss", "gradient"):
+        model = _double_mlp()
+        optimizer = torch.optim.Adam(model.parameters(), lr=0.05)
+        reg = Regularizer(model, L1(0.3), mode=mode)
+        reg.attach(optimizer)
+        results[mode] = _clipped_run(model, optimizer, reg, add_grad=mode == "gradient", in_loss=mode == "loss")
+    for got, want in zip(results["gradient"], results["loss"]):
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
+    # and without add_grad() the two differ: the penalty is not clipped
+    model = _double_mlp()
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.05)
+    Regularizer(model, L1(0.3), mode="gradient").attach(optimizer)
+    unclipped = _clipped_run(model, optimizer)
+    assert max(float((a - b).abs().max()) for a, b in zip(unclipped, results["loss"])) > 1e-3
+
+
+def test_add_grad_is_for_gradient_mode_and_once_a_step():
+    model = _double_mlp()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(RuntimeError, match="mode 'gradient'.*proximal"):
+        Regularizer(model, L1(0.1)).add_grad()
+    reg = Regularizer(model, L1(0.1), mode="gradient")
+    reg.attach(optimizer)
+    x, y = _batches(1)[0]
+    torch.nn.functional.mse_loss(model(x), y).backward()
+    reg.add_grad()
+    with pytest.raises(RuntimeError, match="already called"):
+        reg.add_grad()
+    optimizer.step()
+    optimizer.zero_grad()
+    torch.nn.functional.mse_loss(model(x), y).backward()
+    reg.add_grad()  # a new step: allowed again
+
+
+# ---------------------------------------------------------------------------- unused tensors
+class _TwoBranch(torch.nn.Module):
+    """``used`` always reads the input; ``spare`` only when asked."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(3)
+        self.used = torch.nn.Linear(3, 1).double()
+        self.spare = torch.nn.Linear(3, 1).double()
+
+    def forward(self, x, both=False):
+        return self.used(x) + (self.spare(x) if both else 0.0)
+
+
+@pytest.mark.parametrize("mode", ["gradient", "proximal", "decoupled"])
+def test_a_tensor_without_a_gradient_is_left_alone_as_torch_weight_decay_leaves_it(mode):
+    model = _TwoBranch()
+    reference = copy.deepcopy(model)
+    x, y = torch.randn(4, 3, dtype=torch.float64), torch.randn(4, 1, dtype=torch.float64)
+    torch_opt = torch.optim.SGD(reference.parameters(), lr=0.1, weight_decay=0.2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    Regularizer(model, Rule(L2(0.1), select="*"), mode=mode).attach(optimizer)
+    spare = model.spare.weight.detach().clone()
+    for net, opt in ((reference, torch_opt), (model, optimizer)):
+        opt.zero_grad(set_to_none=True)
+        torch.nn.functional.mse_loss(net(x), y).backward()
+        opt.step()
+    assert model.spare.weight.grad is None
+    assert torch.equal(model.spare.weight, spare)  # not moved, as torch leaves it
+    assert torch.equal(reference.spare.weight, spare)
+    if mode == "gradient":  # the used tensors follow torch's weight_decay exactly
+        torch.testing.assert_close(model.used.weight, reference.used.weight, rtol=0, atol=1e-15)
+
+
+def test_in_loss_mode_autograd_moves_a_tensor_the_data_loss_does_not_use():
+    model = _TwoBranch()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    reg = Regularizer(model, L2(0.1), mode="loss")
+    reg.attach(optimizer)
+    spare = model.spare.weight.detach().clone()
+    optimizer.zero_grad(set_to_none=True)
+    x, y = torch.randn(4, 3, dtype=torch.float64), torch.randn(4, 1, dtype=torch.float64)
+    (torch.nn.functional.mse_loss(model(x), y) + reg.penalty()).backward()
+    optimizer.step()
+    torch.testing.assert_close(model.spare.weight, spare * (1 - 0.1 * 2 * 0.1), rtol=0, atol=1e-15)
+
+
+# ---------------------------------------------------------------------------- state
+def test_the_regularizer_state_travels_in_a_weights_only_checkpoint(tmp_path):
+    model = _double_mlp()
+    reg = Regularizer(model, [Rule(L1(0.1), select="0.weight"), Rule(L2(0.2), select="2.weight", mode="gradient")])
+    reg.rules[0].penalty.lambda_ = 0.05  # changed during training (a schedule)
+    torch.save({"model": model.state_dict(), "regularizer": reg.state_dict()}, tmp_path / "ckpt.pt")
+    saved = torch.load(tmp_path / "ckpt.pt", weights_only=True)
+    fresh = _double_mlp()
+    restored = Regularizer(fresh, [Rule(L1(0.1), select="0.weight"), Rule(L2(0.2), select="2.weight", mode="gradient")])
+    restored.attach(torch.optim.SGD(fresh.parameters(), lr=0.1))
+    restored.load_state_dict(saved["regularizer"])
+    assert restored.state_dict() == reg.state_dict()
+    assert restored.terms[0].penalty.lambda_ == 0.05
+    assert restored.rules[0].penalty is restored.terms[0].penalty
+
+
+@pytest.mark.parametrize(
+    ("rules", "match"),
+    [
+        ([Rule(L1(0.1), select="2.weight"), Rule(L2(0.2), select="0.weight", mode="gradient")], "penalizes"),
+        ([Rule(L1(0.1), select="0.weight"), Rule(L2(0.2), select="2.weight")], "mode"),
+        ([Rule(L1(0.1), select="0.weight"), Rule(L1(0.2), select="2.weight", mode="gradient")], "holds L2"),
+        ([Rule(L1(0.1))], "2 rule"),
+    ],
+)
+def test_a_state_from_another_regularizer_is_refused(rules, match):
+    state = Regularizer(
+        _double_mlp(), [Rule(L1(0.1), select="0.weight"), Rule(L2(0.2), select="2.weight", mode="gradient")]
+    ).state_dict()
+    with pytest.raises(ValueError, match=match):
+        Regularizer(_double_mlp(), rules).load_state_dict(state)
+
+
+# ---------------------------------------------------------------------------- train loop
+def test_the_training_loop_reads_the_loss_once_an_epoch_not_once_a_step(monkeypatch):
+    """On a GPU every float(tensor) stops the host; the loop reads its running loss
+    once an epoch, so the number of reads does not grow with the number of batches."""
+    from shrinkage.train import TrainConfig, train
+
+    reads = []
+    original = torch.Tensor.__float__
+    monkeypatch.setattr(torch.Tensor, "__float__", lambda self: reads.append(1) or original(self))
+    X, y = torch.randn(64, 5), torch.randn(64)
+    counts = {}
+    for batch_size in (64, 4):
+        reads.clear()
+        torch.manual_seed(0)
+        net = torch.nn.Sequential(torch.nn.Linear(5, 3), torch.nn.ReLU(), torch.nn.Linear(3, 1))
+        config = TrainConfig(max_epochs=2, batch_size=batch_size, patience=10)
+        train(net, X, y, regularizer=Regularizer(net, L1(1e-3)), config=config)
+        counts[batch_size] = len(reads)
+    assert counts[4] == counts[64] > 0

@@ -198,6 +198,7 @@ class Regularizer:
         self._handles: list[Any] = []
         self._optimizer: torch.optim.Optimizer | None = None
         self._penalty_since_step = False
+        self._grad_added = False
 
     # ------------------------------------------------------------------ binding
     def _bind(self) -> list[Term]:
@@ -352,6 +353,7 @@ class Regularizer:
             handle.remove()
         self._handles = []
         self._optimizer = None
+        self._grad_added = False
 
     @staticmethod
     def _param_groups_key(optimizer: torch.optim.Optimizer) -> tuple:
@@ -395,6 +397,7 @@ class Regularizer:
             self._apply_before_update()
             return None
         calls: list[int] = []
+        self._grad_added = False  # the closure computes the gradients anew
 
         # step(closure): the gradients exist only once the optimizer has called the
         # closure (as PyTorch Lightning does), so apply the penalty then — the gradient
@@ -418,18 +421,58 @@ class Regularizer:
                         "mode='loss': reg.penalty() was not added to the loss since the last "
                         "optimizer.step(), so the penalty would be silently skipped"
                     )
-            elif term.mode == "gradient":
-                for p in term.params:
-                    if p.grad is None:  # as autograd of the penalty would give it
-                        p.grad = torch.zeros_like(p)
-                for bucket in term.buckets:
-                    term.penalty.add_grad_(*term.bucket(bucket))
+            elif term.mode == "gradient" and not self._grad_added:
+                self._add_term_grad(term)
             elif term.mode == "decoupled" and once:
                 for group, indices in self._groups(term):
                     # AdamW's own update: w ← w·(1 − lr·wd) with wd = 2λ
                     factor = 1.0 - float(group["lr"]) * (2.0 * term.penalty.lambda_)
                     torch._foreach_mul_([term.params[i] for i in indices], factor)
         self._penalty_since_step = False
+        self._grad_added = False
+
+    @staticmethod
+    def _add_term_grad(term: Term) -> None:
+        """Add the term's (sub)gradient into ``.grad`` of its tensors that have one.
+
+        A tensor without a gradient this step (``zero_grad(set_to_none=True)`` and not
+        used by the loss) is left alone, as torch's own ``weight_decay`` and the modes
+        ``proximal`` and ``decoupled`` leave it.
+        """
+        for bucket in term.buckets:
+            present = [i for i in bucket if term.params[i].grad is not None]
+            if present:
+                term.penalty.add_grad_(*term.bucket(present))
+
+    @torch.no_grad()
+    def add_grad(self) -> None:
+        """Add the penalty's (sub)gradient into ``.grad`` now (terms in mode ``gradient``).
+
+        Call it between ``backward()`` and gradient clipping when the clipping should
+        see the penalty's gradient too — as it does in mode ``loss``, where the penalty
+        is part of the loss::
+
+            loss.backward()
+            reg.add_grad()                                   # the penalty joins the gradient
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()                                 # does not add it a second time
+
+        Without this call the attached optimizer adds it inside ``step()``, after any
+        clipping, as torch's own ``weight_decay`` does. Tensors without a gradient are
+        left alone. Raises if no term is in mode ``gradient``, or if called twice before
+        a step.
+        """
+        terms = [t for t in self._terms if t.mode == "gradient"]
+        if not terms:
+            raise RuntimeError(
+                f"add_grad() adds the penalty gradient of terms in mode 'gradient'; this regularizer's "
+                f"terms are in mode(s) {sorted({t.mode for t in self._terms})}"
+            )
+        if self._grad_added:
+            raise RuntimeError("add_grad() was already called since the last optimizer.step()")
+        for term in terms:
+            self._add_term_grad(term)
+        self._grad_added = self._optimizer is not None  # the attached step then skips it
 
     @torch.no_grad()
     def _after_step(self, optimizer, args, kwargs) -> None:
@@ -492,6 +535,52 @@ class Regularizer:
             mode=config.get("mode", "proximal"),
             input_parameter=config.get("input_parameter"),
         )
+
+    def state_dict(self) -> dict[str, Any]:
+        """The regularizer's state for a checkpoint: each rule's penalty (λ as it is now),
+        mode and the names of the tensors it penalizes.
+
+        Plain Python values, so ``torch.save({"model": …, "optimizer": …, "regularizer":
+        reg.state_dict()})`` loads with ``torch.load(weights_only=True)``. Restore with
+        :meth:`load_state_dict` on a regularizer built the same way.
+        """
+        return {
+            "mode": self.mode,
+            "rules": [
+                {"penalty": term.penalty.get_config(), "mode": term.mode, "parameters": list(term.names)}
+                for term in self._terms
+            ],
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore the penalties saved by :meth:`state_dict` (a λ changed during training,
+        say). The rules must bind the same tensors in the same modes, else ``InputError``
+        names the first difference; the attachment to an optimizer is kept."""
+        if not isinstance(state, dict) or not isinstance(state.get("rules"), list):
+            raise fail("state", "a dict from Regularizer.state_dict()", state, kind=TypeError)
+        saved = state["rules"]
+        if len(saved) != len(self._terms):
+            raise InputError(f"state has {len(saved)} rule(s), this regularizer has {len(self._terms)}")
+        penalties = []
+        for index, (term, entry) in enumerate(zip(self._terms, saved)):
+            if not isinstance(entry, dict) or not {"penalty", "mode", "parameters"} <= set(entry):
+                raise fail(f"state['rules'][{index}]", "a dict with 'penalty', 'mode' and 'parameters'", entry)
+            if entry["mode"] != term.mode:
+                raise InputError(f"rule {index}: the state is in mode {entry['mode']!r}, this rule in {term.mode!r}")
+            if list(entry["parameters"]) != term.names:
+                raise InputError(
+                    f"rule {index}: the state penalizes {entry['parameters']}, this rule {term.names}; "
+                    "build the regularizer with the same model and rules as the saved one"
+                )
+            penalty = make_penalty(entry["penalty"])
+            if type(penalty) is not type(term.penalty):
+                raise InputError(
+                    f"rule {index}: the state holds {type(penalty).__name__}, this rule {type(term.penalty).__name__}"
+                )
+            penalties.append(penalty)
+        for term, rule, penalty in zip(self._terms, self.rules, penalties):
+            rule.penalty = term.penalty = penalty
+            term.layouts = penalty.layouts(list(zip(term.names, term.params)))
 
     def __repr__(self) -> str:
         rules = ", ".join(repr(r.penalty) for r in self.rules)

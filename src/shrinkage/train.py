@@ -185,6 +185,11 @@ def as_targets(y: Tensor, loss: str, dtype: torch.dtype) -> Tensor:
     return (y.reshape(-1, 1) if y.ndim == 1 else y).to(dtype)
 
 
+def _sum_dtype(device: torch.device) -> torch.dtype:
+    """float64 for running sums, except where the device has none (Apple's MPS)."""
+    return torch.float32 if device.type == "mps" else torch.float64
+
+
 def _dtype(model: nn.Module) -> torch.dtype:
     return next(model.parameters()).dtype
 
@@ -274,7 +279,7 @@ def train(
         model.train()
         for epoch in range(config.max_epochs):
             order = torch.randperm(n, generator=generator).to(X.device) if size < n else None
-            total = 0.0
+            total = torch.zeros((), dtype=_sum_dtype(X.device), device=X.device)  # read once an epoch, not per step
             for start in range(0, n, size):
                 index = order[start : start + size] if order is not None else slice(start, start + size)
                 opt.zero_grad(set_to_none=True)
@@ -284,8 +289,8 @@ def train(
                 opt.step()
                 if after_step is not None:
                     after_step()
-                total += float(data_loss.detach()) * (min(start + size, n) - start)
-            train_loss = total / n
+                total += data_loss.detach().to(total.dtype) * (min(start + size, n) - start)
+            train_loss = float(total) / n
             if not math.isfinite(train_loss):
                 raise Diverged(f"the data loss is {train_loss}", epoch)
             penalty = sum(regularizer.values().values()) if regularizer is not None else 0.0
