@@ -15,7 +15,9 @@ The four modes (how the penalty reaches the weights):
     Add ``reg.penalty()`` to the loss; autograd differentiates it. Works with anything.
 ``gradient``
     The same (sub)gradient is added into ``.grad`` just before ``optimizer.step()``, with
-    fused multi-tensor kernels and no autograd graph. Same numbers as ``loss``.
+    fused multi-tensor kernels and no autograd graph. Same numbers as ``loss``, except
+    that gradient clipping does not see it unless :meth:`Regularizer.add_grad` is called
+    before clipping, and a tensor without a gradient is left alone.
 ``proximal``
     After ``optimizer.step()``, the proximal operator for the step the optimizer took
     (per element for Adam, AdamW, RMSprop, Adagrad, Adamax). The only mode that gives
