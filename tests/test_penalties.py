@@ -18,6 +18,9 @@ ALL = [
     GroupLasso(0.3, groups="unit"),
     GroupLasso(0.3, groups=[[0, 3], [1], [2, 4]]),
     SparseGroupLasso(0.3, l1_ratio=0.4, groups="input"),
+    GroupLasso(0.3, groups="filter"),
+    GroupLasso(0.3, groups="channel"),
+    SparseGroupLasso(0.3, l1_ratio=0.4, groups="filter"),
 ]
 
 
@@ -132,7 +135,12 @@ def test_make_penalty_by_name():
         (
             lambda: GroupLasso(0.1, groups="rows"),
             ValueError,
-            "groups must be one of 'input', 'unit', got 'rows'",
+            "groups must be one of 'input', 'unit', 'channel', 'filter', got 'rows'",
+        ),
+        (
+            lambda: SparseGroupLasso(0.1, groups="filters"),
+            ValueError,
+            "groups must be one of 'input', 'unit', 'channel', 'filter', got 'filters'",
         ),
         (lambda: GroupLasso(0.1, groups=3), TypeError, "groups must be 'input', 'unit' or a list of lists"),
         (lambda: GroupLasso(0.1, groups=[]), ValueError, "groups must be 'input', 'unit' or a list of lists"),
@@ -156,3 +164,47 @@ def test_group_penalty_on_a_vector_names_the_parameter():
         ValueError, match=r"GroupLasso on parameter 'bias': group penalties need a tensor with ndim >= 2"
     ):
         GroupLasso(0.1).layouts([("bias", torch.zeros(3))])
+
+
+# ------------------------------------------------------------- conv weights (CNNs)
+def _conv_weight() -> torch.Tensor:
+    """A Conv2d(4, 3, kernel_size=(2, 3)) weight ``(out=3, in=4, 2, 3)`` with a zero filter and channel."""
+    w = torch.randn(3, 4, 2, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    w[1] = 0.0  # filter 1
+    w[:, 2] = 0.0  # input channel 2
+    w[0] *= 0.05  # a small filter the prox zeroes
+    return w
+
+
+@pytest.mark.parametrize(("name", "axis"), [("filter", 0), ("channel", 1)])
+def test_group_prox_on_a_conv_weight_is_the_closed_form_per_filter_or_channel(name, axis):
+    w = _conv_weight()
+    s = 0.08  # η·λ
+    # closed form: v_g·max(0, 1 − s√|g|/‖v_g‖), g = a filter W[o] (4·2·3 weights) or a channel W[:, c] (3·2·3)
+    groups = w.movedim(axis, 0)
+    size = groups[0].numel()
+    norms = groups.flatten(1).norm(dim=1)
+    factor = (1 - s * math.sqrt(size) / norms).clamp(min=0).nan_to_num(0.0)  # a zero group stays zero
+    want = (groups * factor.view(-1, 1, 1, 1)).movedim(0, axis)
+    penalty = GroupLasso(1.0, groups=name)
+    got = w.clone()
+    with torch.no_grad():
+        penalty.prox_([got], penalty.layouts([("conv.weight", got)]), step=[s])
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    assert int((got.movedim(axis, 0).flatten(1).norm(dim=1) == 0).sum()) == int((factor == 0).sum()) >= 1
+    if name == "filter":
+        assert (got[0] == 0).all() and (got[1] == 0).all() and (got[2] != 0).any()
+    # value: Σ_g √|g|·‖w_g‖
+    assert penalty.value([w], penalty.layouts([("w", w)])).item() == pytest.approx(math.sqrt(size) * norms.sum().item())
+
+
+@pytest.mark.parametrize(("alias", "same"), [("filter", "unit"), ("channel", "input")])
+def test_conv_group_names_are_the_unit_and_input_layouts(alias, same):
+    w = _conv_weight().requires_grad_()
+    for cls in (GroupLasso, lambda lam, groups: SparseGroupLasso(lam, l1_ratio=0.3, groups=groups)):
+        a, b = cls(0.2, groups=alias), cls(0.2, groups=same)
+        assert a.layouts([("w", w)]) == b.layouts([("w", w)])
+        assert a.value([w], a.layouts([("w", w)])).item() == b.value([w], b.layouts([("w", w)])).item()
+        assert a.zero_threshold([w], a.layouts([("w", w)])) == b.zero_threshold([w], b.layouts([("w", w)]))
+        assert a.get_config()["groups"] == alias and make_penalty(a.get_config()) == a  # kept as given
+        assert a != b

@@ -143,6 +143,11 @@ class GroupLayout:
     weights: Tensor | float
 
 
+#: The named group layouts and the axis whose slices they are: columns (inputs, input
+#: channels) or rows (units, conv filters). "channel" and "filter" are CNN aliases.
+_GROUP_AXES = {"input": 1, "unit": 0, "channel": 1, "filter": 0}
+
+
 def group_layout(
     shape: Sequence[int],
     groups: str | Sequence[Sequence[int]],
@@ -155,10 +160,13 @@ def group_layout(
     ----------
     shape : sequence of int
         The tensor's shape; at least 2-D.
-    groups : {"input", "unit"} or sequence of sequences of int
+    groups : {"input", "unit", "channel", "filter"} or sequence of sequences of int
         ``"input"``: one group per column (input feature / channel); ``"unit"``: one
         group per row (output unit / channel); or a partition of the column indices
-        (e.g. the one-hot columns of each categorical feature).
+        (e.g. the one-hot columns of each categorical feature). ``"channel"`` and
+        ``"filter"`` are the convolutional names of ``"input"`` and ``"unit"``: for a
+        conv weight ``(out, in, *kernel)`` a channel group is ``W[:, c]`` (all kernel
+        taps that read input channel ``c``) and a filter group is ``W[o]``.
     device : torch.device, optional
         Where the labels tensor lives (the parameter's device).
     """
@@ -167,9 +175,11 @@ def group_layout(
         raise InputError(f"group penalties need a tensor with ndim >= 2, got shape {shape}")
     numel = math.prod(shape)
     if isinstance(groups, str):
-        if groups not in ("input", "unit"):
-            raise InputError(f"groups must be 'input', 'unit' or a list of column lists, got {groups!r}")
-        axis = 1 if groups == "input" else 0
+        if groups not in _GROUP_AXES:
+            raise InputError(
+                f"groups must be 'input', 'unit', 'channel', 'filter' or a list of column lists, got {groups!r}"
+            )
+        axis = _GROUP_AXES[groups]
         return GroupLayout(axis, None, shape[axis], math.sqrt(numel // shape[axis]))
     n_columns = shape[1]
     labels = torch.full((n_columns,), -1, dtype=torch.long)

@@ -213,10 +213,15 @@ class ElasticNet(Penalty):
         return self.l1_ratio > 0
 
 
+#: The named group layouts; "channel" is "input" and "filter" is "unit" under the names a
+#: CNN user looks for.
+_GROUP_NAMES = ("input", "unit", "channel", "filter")
+
+
 def _check_groups(groups: Any) -> str | tuple[tuple[int, ...], ...]:
     if isinstance(groups, str):
-        return check_choice("groups", groups, ("input", "unit"))
-    rule = "'input', 'unit' or a list of lists of column indices"
+        return check_choice("groups", groups, _GROUP_NAMES)
+    rule = "'input', 'unit' or a list of lists of column indices (or the conv names 'channel', 'filter')"
     try:
         parsed = tuple(tuple(int(i) for i in g) for g in groups)
     except TypeError:
@@ -233,13 +238,31 @@ class GroupLasso(Penalty):
     ----------
     lambda_ : float, default 1e-3
         Strength λ >= 0.
-    groups : {"input", "unit"} or list of lists of int, default "input"
+    groups : {"input", "unit", "channel", "filter"} or list of lists of int, default "input"
         For a weight ``W`` of shape ``(out, in, *kernel)``: ``"input"`` makes one group
         per column (an input feature or input channel: a zero column removes that input
         from the layer), ``"unit"`` one group per row (an output unit or channel: a zero
         row kills that unit), and a list of column-index lists groups columns together
         (e.g. the one-hot columns of one categorical feature); it must partition the
         columns. ``|g|`` is the number of weights in the group.
+
+        ``"filter"`` and ``"channel"`` are the same layouts under a CNN's names, for any
+        weight with ``ndim >= 2``: ``"filter"`` is ``"unit"`` (group ``W[o]``, one
+        filter of ``in·k₁·k₂`` weights for a ``Conv2d``: a zero filter is a dead output
+        channel that :func:`~shrinkage.prune.prune` removes) and ``"channel"`` is
+        ``"input"`` (group ``W[:, c]``, the ``out·k₁·k₂`` weights that read input
+        channel ``c``). The name is kept as given (:meth:`get_config`).
+
+    Examples
+    --------
+    >>> import torch
+    >>> w = torch.ones(2, 3, 2, 2)  # Conv2d(3, 2, kernel_size=2): 2 filters of 12 weights
+    >>> w[1] *= 0.05  # filter norms √12 ≈ 3.46 and 0.17
+    >>> penalty = GroupLasso(1.0, groups="filter")
+    >>> with torch.no_grad():  # step 0.1: the threshold is 0.1·√12 ≈ 0.35 per filter
+    ...     penalty.prox_([w], penalty.layouts([("weight", w)]), step=[0.1])
+    >>> [round(float(n), 4) for n in w.flatten(1).norm(dim=1)]  # filter 1 is exactly zero
+    [3.1177, 0.0]
     """
 
     name = "group"
@@ -279,7 +302,8 @@ class SparseGroupLasso(GroupLasso):
 
     Zeros whole groups and single weights inside the surviving groups. The prox is the
     soft-threshold by ``sρ`` followed by the group shrink by ``s(1 − ρ)`` (exact, also
-    with per-element steps).
+    with per-element steps). ``groups`` is as in :class:`GroupLasso`, the conv names
+    ``"filter"`` and ``"channel"`` included.
     """
 
     name = "sparse_group"
