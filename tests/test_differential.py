@@ -125,6 +125,14 @@ def _cells() -> list[Cell]:
 CELLS = _cells()
 
 
+def _param(cell: Cell):
+    """A pytest param; under ``--dist loadgroup`` (``make test``) the resume cells share one
+    worker and so one fresh process, and the compile cells one dynamo cache."""
+    group = "resume" if cell.resume else "compile" if cell.feature == "compile" else None
+    marks = [pytest.mark.xdist_group(f"differential-{group}")] if group else []
+    return pytest.param(cell, id=cell.id, marks=marks)
+
+
 # --------------------------------------------------------------------------- the setup
 class Net(nn.Module):
     """Linear(6, 8) → ReLU → Linear(8, 1); with ``branch``, a Linear(6, 1) added to the
@@ -340,8 +348,9 @@ def _library(cell: Cell, checkpoint: Path | None = None) -> Net:
         wrapped = nn.parallel.DistributedDataParallel(model)
     optimizer = _optimizer(cell, model)
     if cell.feature == "weight_decay":
-        with pytest.warns(DoubleRegularizationWarning, match="weight_decay=0.01"):
+        with pytest.warns(DoubleRegularizationWarning, match="weight_decay=0.01") as record:
             side = Library.attached(cell, wrapped, optimizer)
+        assert sum(issubclass(w.category, DoubleRegularizationWarning) for w in record) == 1, "warn once"
     else:
         side = Library.attached(cell, wrapped, optimizer)
     scheduler = _scheduler(cell, optimizer)
@@ -415,7 +424,7 @@ def _largest_gap(a: nn.Module, b: nn.Module) -> float:
     return max(float((p - q).detach().abs().max()) for p, q in zip(a.parameters(), b.parameters()))
 
 
-@pytest.mark.parametrize("cell", CELLS, ids=[c.id for c in CELLS])
+@pytest.mark.parametrize("cell", [_param(c) for c in CELLS])
 def test_cell_equals_the_hand_written_reference(cell: Cell, request):
     norms: list[float] = []
     initial, reference = _reference(cell, norms=norms)
