@@ -155,3 +155,42 @@ def test_unit_group_lasso_kills_units_that_pruning_removes():
     assert sizes.widths_after == [64 - report.dead_units]
     with torch.no_grad():
         torch.testing.assert_close(pruned(X[:, sizes.kept_features]), model(X), rtol=1e-5, atol=1e-5)
+
+
+# ------------------------------------------------------------------ device and dtype
+def test_a_folded_constant_creates_the_missing_bias_in_the_models_dtype():
+    model = nn.Sequential(nn.Linear(3, 4, bias=False), nn.Sigmoid(), nn.Linear(4, 2, bias=False)).double()
+    with torch.no_grad():
+        model[0].weight[1] = 0  # unit 1 outputs sigmoid(0) = 0.5 whatever the input: folded into a new bias
+    pruned, report = prune(model, measure=True, batch_size=16, repeats=2)  # the timing batch is float64 too
+    assert report.widths_after == [3] and pruned[2].bias is not None
+    assert {p.dtype for p in pruned.parameters()} == {torch.float64}
+    assert {p.device for p in pruned.parameters()} == {model[0].weight.device}
+    x = torch.randn(9, 3, dtype=torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(pruned(x), model(x), rtol=0, atol=1e-12)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_models_on_cuda_prune_on_cuda():
+    from shrinkage.estimators import ShrinkageMLPRegressor
+
+    torch.manual_seed(0)
+    mlp = MLP(6, (8,), 2).cuda()
+    cnn = nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(64, 3))
+    cnn = cnn.cuda().eval()
+    with torch.no_grad():
+        mlp[0].weight[:, 2] = 0
+        mlp[0].weight[3] = 0
+        cnn[0].weight[1] = 0  # a dead filter with a bias and a BN shift: folded on the device
+    for model, shape in ((mlp, (6,)), (cnn, (2, 4, 4))):
+        pruned, report = prune(model, input_shape=shape, batch_size=32, repeats=3)
+        assert {p.device.type for p in pruned.parameters()} == {"cuda"} and "CUDA latency" in report.summary()
+        x = torch.randn(5, *shape, device="cuda")
+        with torch.no_grad():
+            torch.testing.assert_close(pruned(x[:, report.kept_features]), model(x), rtol=1e-5, atol=1e-5)
+    X = torch.randn(200, 5).numpy()
+    y = X[:, 0] - X[:, 1]
+    estimator = ShrinkageMLPRegressor((8,), penalty="group", lambda_=0.05, device="cuda", random_state=0).fit(X, y)
+    small, report = estimator.prune()
+    assert next(small.parameters()).device.type == "cuda" and report.latency_device == "cuda"
