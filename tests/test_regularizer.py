@@ -142,7 +142,7 @@ def test_proximal_step_with_adam_uses_its_per_element_step():
     after_adam = {}
     # post-hooks run in registration order: this one sees Adam's update before the prox
     opt.register_step_post_hook(lambda o, a, k: after_adam.update(w=w.detach().clone()))
-    Regularizer(holder, L1(lam)).attach(opt)
+    Regularizer(holder, Rule(L1(lam), select="w")).attach(opt)  # a free parameter: named
     target = torch.randn(4, 3, dtype=torch.float64)
     for t in range(1, 4):
         opt.zero_grad()
@@ -159,7 +159,7 @@ def test_sgd_momentum_prox_step_is_lr_over_one_minus_momentum():
     holder = nn.Module()
     holder.w = w
     opt = torch.optim.SGD([w], lr=0.1, momentum=0.75, dampening=0.2)
-    Regularizer(holder, L1(1.0)).attach(opt)
+    Regularizer(holder, Rule(L1(1.0), select="w")).attach(opt)  # a free parameter: named
     opt.zero_grad()
     (0.0 * w.sum()).backward()
     opt.step()

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from shrinkage.selection import describe_selector, select_parameters, selector_from_config
+from shrinkage.selection import NORM_LAYERS, describe_selector, select_parameters, selector_from_config
 
 
 class Net(nn.Module):
@@ -121,3 +121,83 @@ def test_selector_configs_round_trip():
 def test_selector_config_never_imports_new_modules():
     with pytest.raises(ValueError, match="an nn.Module class from an imported module"):
         selector_from_config({"modules": ["some_module_not_imported.Evil"]})
+
+
+# ------------------------------------------------------------- the default: layer weights
+class WithFreeParameters(nn.Module):
+    """Free parameters beside layers: positions and a CLS token are not layer weights."""
+
+    def __init__(self):
+        super().__init__()
+        self.pos_embedding = nn.Parameter(torch.randn(1, 5, 4))
+        self.cls_token = nn.Parameter(torch.randn(1, 1, 4))
+        self.scale = nn.Parameter(torch.ones(4, 4))
+        self.attn = nn.MultiheadAttention(4, 2, kdim=3, vdim=3)  # q/k/v_proj_weight, not one in_proj
+        self.lstm = nn.LSTM(4, 3, proj_size=2)
+        self.custom = Custom()
+
+
+class Custom(nn.Module):
+    """A user's own layer, its weight a bare nn.Parameter."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(2, 4))
+        self.bias = nn.Parameter(torch.randn(2))
+
+
+def test_default_leaves_free_parameters_and_takes_every_kind_of_layer_weight():
+    assert names(select_parameters(WithFreeParameters())) == [
+        "attn.q_proj_weight",
+        "attn.k_proj_weight",
+        "attn.v_proj_weight",
+        "attn.out_proj.weight",
+        "lstm.weight_ih_l0",
+        "lstm.weight_hh_l0",
+        "lstm.weight_hr_l0",
+        "custom.weight",
+    ]
+    # a name pattern selects the free ones when they should be penalized
+    assert names(select_parameters(WithFreeParameters(), ["pos_embedding", "cls_token"])) == [
+        "pos_embedding",
+        "cls_token",
+    ]
+
+
+def test_default_takes_a_parametrized_weight_by_the_name_it_parametrizes():
+    layer = nn.utils.parametrizations.weight_norm(nn.Linear(3, 2))
+    # weight_norm's g (2, 1) and v (2, 3) are both the layer's weight
+    assert names(select_parameters(nn.Sequential(layer))) == [
+        "0.parametrizations.weight.original0",
+        "0.parametrizations.weight.original1",
+    ]
+
+
+def _old_default(model):
+    """The default selection before layer weights were told apart from free parameters."""
+    return [
+        n
+        for n, p in model.named_parameters()
+        if p.ndim >= 2 and p.requires_grad and not isinstance(model.get_submodule(n.rpartition(".")[0]), NORM_LAYERS)
+    ]
+
+
+def test_the_library_models_keep_their_selection():
+    from shrinkage.models import MLP, SkipMLP
+
+    for model in (MLP(5, (8, 4)), SkipMLP(5, (8,)), MLP(3, ()), nn.Sequential(nn.Linear(3, 4), nn.LayerNorm(4))):
+        assert names(select_parameters(model)) == _old_default(model)
+    assert names(select_parameters(SkipMLP(5, (8,)))) == ["body.0.weight", "body.2.weight", "skip.weight"]
+
+
+def test_the_study_networks_keep_their_selection():
+    from types import SimpleNamespace
+
+    from shrinkage.study.runner import _network
+
+    config = SimpleNamespace(hidden=(8, 4))
+    for task, classes in (("regression", None), ("multiclass", [0, 1, 2])):
+        prepared = SimpleNamespace(X_train=torch.zeros(3, 6), table=SimpleNamespace(task=task, classes=classes))
+        for kind in ("mlp", "skip_mlp"):
+            model = _network(config, prepared, kind)()
+            assert names(select_parameters(model)) == _old_default(model)

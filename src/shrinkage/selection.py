@@ -2,9 +2,15 @@
 
 A *selector* is one of:
 
-- ``None`` — the default: weight tensors of Linear/Conv/Embedding/… layers, that is
-  every trainable parameter with ``ndim >= 2`` that does not belong to a normalization
-  layer. Biases and normalization parameters are never selected by default.
+- ``None`` — the default: the weights of layers (Linear, Conv, Embedding, the
+  ``in_proj_weight`` of ``nn.MultiheadAttention``, the ``weight_ih_l0`` of an LSTM, a
+  custom layer's ``weight``), that is every trainable parameter with ``ndim >= 2``
+  whose own name contains ``"weight"`` and that does not belong to a normalization
+  layer (a parametrized weight, ``….parametrizations.weight.original``, counts by the
+  name it parametrizes). Biases and normalization parameters are never selected by
+  default, and neither are free parameters with other names — a positional embedding
+  ``pos_embedding``, a ``cls_token`` — which are not layer weights; a name pattern
+  selects them when they should be penalized.
 - a string or list of strings — parameter-name patterns (:mod:`fnmatch` globs such as
   ``"encoder.*.weight"``, or exact names); biases are selected only if a pattern names
   them.
@@ -24,6 +30,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any, cast
 
 from torch import nn
+from torch.nn.utils.parametrize import ParametrizationList
 
 from .validation import InputError, InputTypeError, fail
 
@@ -68,9 +75,24 @@ def _is_bias(name: str) -> bool:
     return name.rsplit(".", 1)[-1].endswith("bias")
 
 
+def _local_name(name: str, module: nn.Module) -> str:
+    """The name the layer knows the tensor by: ``"weight"`` for ``"fc.weight"``, and also
+    for ``"fc.parametrizations.weight.original"`` (torch.nn.utils.parametrize keeps the
+    tensor in a ParametrizationList named after the attribute it computes)."""
+    parts = name.rsplit(".", 2)
+    if isinstance(module, ParametrizationList) and len(parts) == 3:
+        return parts[1]
+    return parts[-1]
+
+
+def _is_layer_weight(name: str, p: nn.Parameter, m: nn.Module) -> bool:
+    """The default selection: a layer's weight (named ``*weight*``, ndim >= 2, not a norm's)."""
+    return p.ndim >= 2 and "weight" in _local_name(name, m) and not isinstance(m, NORM_LAYERS)
+
+
 def _predicate(select: Selector) -> Callable[[str, nn.Parameter, nn.Module], bool]:
     if select is None:
-        return lambda name, p, m: p.ndim >= 2 and not isinstance(m, NORM_LAYERS)
+        return _is_layer_weight
     if isinstance(select, str):
         select = [select]
     if isinstance(select, type) and issubclass(select, nn.Module):
