@@ -370,6 +370,7 @@ class _SingleLambda(_ShrinkageMLP):
         report = (reg if reg is not None else Regularizer(model, L1(0.0))).sparsity()
         self.model_ = model.eval()
         self.selected_features_ = np.zeros(X.shape[1], dtype=bool)
+        assert report.features_used is not None  # MLP and SkipMLP declare their input weight
         self.selected_features_[report.features_used] = True
         self.feature_importances_ = _importances(model, self.selected_features_)
         self.loss_curve_ = [*self.loss_curve_, *result.train_loss]

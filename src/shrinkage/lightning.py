@@ -17,7 +17,9 @@ What it does, by mode:
   16-bit mixed precision, whose loss scaling it would miss; use another mode there.
 
 It logs ``penalty`` (λ·R, apart from the data loss) every step and, each epoch,
-``sparsity/fraction_zero`` and ``sparsity/features_used``; ``callback.regularizer``
+``sparsity/fraction_zero`` and ``sparsity/features_used`` (the latter only where the
+module's input weight is known, see :func:`~shrinkage.structure.input_parameter_of`);
+``callback.regularizer``
 holds the bound regularizer (its :meth:`~shrinkage.Regularizer.sparsity` report).
 A module with several optimizers is refused: say which parameters go where with
 rules and one optimizer, or attach a Regularizer yourself.
@@ -96,7 +98,8 @@ class RegularizerCallback(Callback):
         if self.log:
             report = self._bound().sparsity()
             pl_module.log("sparsity/fraction_zero", report.zeros / max(report.numel, 1))
-            pl_module.log("sparsity/features_used", float(len(report.features_used)))
+            if report.features_used is not None:  # None: the module's input layer is not known
+                pl_module.log("sparsity/features_used", float(len(report.features_used)))
 
     def on_train_end(self, trainer, pl_module) -> None:
         if self._handle is not None:

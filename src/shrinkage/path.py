@@ -504,6 +504,8 @@ def _point(
     keep_state: bool,
 ) -> PathPoint:
     report = reg.sparsity(feature_names=feature_names)
+    # known: regularization_path refused a model without an identified input weight
+    assert report.features_used is not None and report.features_used_names is not None
     return PathPoint(
         lambda_=float(lambda_),
         train_loss=_score(model, data["train"], loss),
@@ -533,6 +535,14 @@ def column_norms(model: nn.Module) -> list[float]:
         return []
     weight = found[1].detach()
     return weight.double().pow(2).sum(dim=[d for d in range(weight.ndim) if d != 1]).sqrt().cpu().tolist()
+
+
+def _no_input_layer() -> InputError:
+    return InputError(
+        "model's input weight (the one whose columns are X's features) cannot be identified from its structure "
+        "(see shrinkage.structure.input_parameter_of); give the model an input_parameter attribute naming it, "
+        "e.g. input_parameter = 'encoder.0.weight'"
+    )
 
 
 def _score(model: nn.Module, pair: tuple[Tensor, Tensor] | None, loss: str) -> float:
@@ -566,6 +576,8 @@ def relaxed_fit(
     if start is not None:
         relaxed.load_state_dict(start)
     weights = [w for _, w in input_parameters_of(relaxed)]  # every weight that reads the inputs
+    if not weights:
+        raise _no_input_layer()
     keep = set(features)
     dropped = [j for j in range(weights[0].shape[1]) if j not in keep]
 
@@ -837,7 +849,10 @@ def regularization_path(
     ----------
     model : nn.Module or callable
         A model to copy (it is not changed) or a factory of fresh models. Its output:
-        one column for regression and binary tasks (a logit), K for K classes.
+        one column for regression and binary tasks (a logit), K for K classes. Its
+        input weight, whose columns are X's features, must be known from its structure
+        or declared (:func:`~shrinkage.structure.input_parameter_of`): the path counts
+        the features each λ keeps.
     X : array-like of shape (n_samples, n_features)
     y : array-like of shape (n_samples,)
         Values for regression; class indices 0..K-1 otherwise.
@@ -887,6 +902,8 @@ def regularization_path(
     assert train_data is not None  # _prepare always sets "train"
     _check_output(net, *train_data, task)
     Regularizer(net, rules, mode=config.mode)  # a bad selection or mode fails now, not after the dense fit
+    if input_parameter_of(net) is None:  # a path counts the input features each λ keeps
+        raise _no_input_layer()
     fit = _PathFit(net, rules, data, names, task, config)
 
     grid = np.asarray(config.lambdas) if config.lambdas is not None else None
