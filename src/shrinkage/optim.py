@@ -22,21 +22,25 @@ anything else               ``lr`` (with a warning: the fixed point is then not 
 from __future__ import annotations
 
 import math
+import sys
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from torch.optim import SGD, Adagrad, Adam, Adamax, Optimizer, RMSprop
 
 from .functional import ScaledStep
+from .penalties import Penalty
 from .validation import InputError, InputTypeError
 
 __all__ = [
     "DoubleRegularizationWarning",
     "ExactStepWarning",
+    "check_not_sharded",
     "check_optimizer",
+    "check_parameters_current",
     "is_adaptive",
     "prox_steps",
     "warn_double_regularization",
@@ -190,3 +194,56 @@ def prox_steps(optimizer: Optimizer, group: dict[str, Any], params: Sequence[Ten
     """
     rule = _rule_for(optimizer) or _lr_only
     return rule(group, params, optimizer)
+
+
+# --------------------------------------------------------------------------- sharded tensors
+# FSDP2 (``fully_shard``) replaces each parameter by a DTensor whose rank holds one shard
+# (``placements=(Shard(0),)``: a block of rows). Element-wise penalties are exact on any
+# shard; a group's norm is not (a column group is split across ranks).
+
+
+def _sharded_placements(tensor: object) -> tuple | None:
+    """The DTensor placements of ``tensor`` if it is split across ranks (not only replicated), else None."""
+    # no DTensor exists unless torch.distributed.tensor was imported: no import here
+    dtensor = sys.modules.get("torch.distributed.tensor")
+    if dtensor is None or not isinstance(tensor, dtensor.DTensor):
+        return None
+    placements = tuple(tensor.placements)
+    return None if all(p.is_replicate() for p in placements) else placements
+
+
+def check_not_sharded(penalty: Penalty, named: Sequence[tuple[str, Tensor]]) -> None:
+    """Refuse a penalty that needs whole tensors on a sharded (FSDP/DTensor) tensor.
+
+    L1, L2 and elastic net act element by element, so each rank applies them exactly to
+    its own shard. Group, sparse group and hierarchical penalties (any penalty with group
+    layouts, or coupled across tensors) need whole rows or columns: per shard, each rank
+    would compute a group's norm over its part only.
+    """
+    sharded = [(name, placements) for name, t in named if (placements := _sharded_placements(t)) is not None]
+    if not sharded or (not penalty.coupled and penalty.layouts(named) is None):
+        return
+    name, placements = sharded[0]
+    raise InputError(
+        f"{type(penalty).__name__} needs whole tensors, but {name!r} is sharded (a DTensor with placements "
+        f"{placements}): each rank would compute its groups' norms over its own shard. Use L1, L2 or ElasticNet "
+        "on sharded tensors, or DistributedDataParallel (whole tensors on every rank) for this penalty"
+    )
+
+
+def check_parameters_current(model: nn.Module, named: Iterable[tuple[str, Tensor]]) -> None:
+    """Refuse penalized tensors that are no longer the model's own parameters.
+
+    ``fully_shard`` replaces every parameter by a new DTensor: a regularizer built before
+    it would penalize the old tensors, which no longer train (silently, in mode
+    ``loss``). Build the regularizer after ``fully_shard``.
+    """
+    current = dict(model.named_parameters())
+    for name, param in named:
+        now = current.get(name)
+        if now is not param:
+            hint = " (fully_shard replaces parameters with DTensors)" if _sharded_placements(now) else ""
+            raise InputError(
+                f"parameter {name!r} is no longer the model's: it was replaced after the Regularizer was "
+                f"built{hint}. Build the Regularizer after fully_shard or any other change of the parameters"
+            )

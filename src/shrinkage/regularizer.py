@@ -219,6 +219,7 @@ class Regularizer:
                     "use mode='proximal' for L1, elastic net and group penalties"
                 )
             named = select_parameters(self.model, rule.select)
+            optim.check_not_sharded(rule.penalty, named)  # FSDP: a group's norm needs the whole tensor
             for name, param in named:
                 if id(param) in claimed and not rule.overlap:
                     raise InputError(
