@@ -691,8 +691,8 @@ def _describe_layer(module: nn.Module) -> dict:
     fields = _LAYERS[kind][1]
     out: dict[str, Any] = {"type": kind}
     for key, (argument, _) in fields.items():
-        value = getattr(module, argument if argument != "bias" else "bias")
-        out[key] = (value is not None) if argument == "bias" else _json_value(value)
+        value = getattr(module, argument)
+        out[key] = (value is not None) if argument == "bias" else _json_value(value)  # bias: a tensor or None
     return out
 
 
