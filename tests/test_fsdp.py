@@ -122,8 +122,7 @@ def _train(model, penalty, mode, optimizer_name, rows):
         optimizer.zero_grad()
         loss = torch.nn.functional.mse_loss(model(X[step][rows]), y[step][rows])
         if mode == "loss":
-            # sharded: a replicated DTensor holding the global penalty; a plain tensor to add
-            loss = loss + _plain(reg.penalty())
+            loss = loss + reg.penalty()  # the global penalty, a plain tensor
         loss.backward()
         optimizer.step()
         logged.append(sum(reg.values().values()))
@@ -195,6 +194,7 @@ def _worker(rank, port, folder):
                 "penalty_type": type(penalty).__name__,
                 "penalty": float(_plain(penalty)),
                 "shard_value": float(shard),  # this rank's shard alone
+                "sparsity": reg.sparsity().to_dict(),  # gathered from every rank: a collective
             }
         results["conventions"] = _conventions(rank)
         everyone = [None] * WORLD
@@ -225,7 +225,7 @@ def test_fsdp_equals_one_process(sharded_runs, case):
     ranks = [r[case] for r in sharded_runs]
     torch.manual_seed(0)
     single = MLP(6, (8,))
-    single_logged, _ = _train(single, *case, rows=slice(None))  # the same global batches, one process
+    single_logged, single_reg = _train(single, *case, rows=slice(None))  # the same global batches, one process
     expected = _flat(single)
     for result in ranks:  # the gathered weights, as each rank sees them
         torch.testing.assert_close(result["params"], expected, rtol=0, atol=1e-6)
@@ -233,15 +233,21 @@ def test_fsdp_equals_one_process(sharded_runs, case):
         zeros = ranks[0]["params"] == 0
         assert zeros.any()  # exact zeros, in the same places as one process's
         assert torch.equal(zeros, expected == 0)
+    # sparsity(): the whole tensors' zeros and the features still used, as one process counts them
+    expected_report = single_reg.sparsity().to_dict()
+    for result in ranks:
+        assert result["sparsity"]["features_used"] == expected_report["features_used"]
+        assert result["sparsity"]["numel"] == expected_report["numel"]
+        assert result["sparsity"]["zeros"] == expected_report["zeros"]
     # values(): the global penalty, the same on every rank, as one process logs it
     assert ranks[0]["logged"] == ranks[1]["logged"]
     assert ranks[0]["logged"] == pytest.approx(single_logged, rel=1e-6)
 
 
-def test_penalty_is_a_replicated_dtensor_of_the_global_value(sharded_runs):
+def test_penalty_is_a_plain_tensor_of_the_global_value(sharded_runs):
     for case in CASES:
         first, second = (r[case] for r in sharded_runs)
-        assert first["penalty_type"] == "DTensor"  # add reg.penalty().full_tensor() to a loss
+        assert first["penalty_type"] == "Tensor"  # added to the plain loss as it is
         assert first["penalty"] == second["penalty"] == pytest.approx(first["logged"][-1], rel=1e-6)
         # one rank's shard alone gives a part of it; the parts sum to it (the all-reduce inside)
         assert first["shard_value"] + second["shard_value"] == pytest.approx(first["penalty"], rel=1e-6)
@@ -276,7 +282,7 @@ def test_regularizer_built_before_fully_shard_is_refused(sharded_runs):
             "(fully_shard replaces parameters with DTensors). Build the Regularizer after fully_shard or any "
             "other change of the parameters"
         )
-        assert seen["order_attach"] is not None  # attach refuses it too (mode proximal: not the optimizer's tensors)
+        assert seen["order_attach"] == seen["order_check"]  # attach refuses it, in every mode
         assert seen["order_right"] is None  # built after fully_shard: its tensors are the model's
 
 

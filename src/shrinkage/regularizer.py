@@ -160,9 +160,11 @@ class Regularizer:
     mode : {"proximal", "loss", "gradient", "decoupled"}, default "proximal"
         How the penalty reaches the weights (see the module docstring).
     input_parameter : str, optional
-        Name of the weight whose columns are input features, for
-        :meth:`sparsity`; default: the model's ``input_parameter`` attribute if it has
-        one, else its first parameter with ``ndim >= 2``.
+        Name of the weight whose columns are input features, for :meth:`sparsity`;
+        default: found from the model's structure (see
+        :func:`~shrinkage.structure.input_parameter_of`: its ``input_parameter`` attribute,
+        the first layer of an ``nn.Sequential``, …); where it cannot be identified (a
+        transformer), the report's ``features_used`` is ``None``.
 
     Notes
     -----
@@ -284,6 +286,8 @@ class Regularizer:
 
         Differentiable for terms in mode ``loss`` (add it to the loss); detached for the
         other modes, which apply the penalty through the optimizer.
+        On sharded (FSDP) tensors it is the global penalty, summed over every rank's shard:
+        a collective, to call on every rank.
         """
         grad_wanted = torch.is_grad_enabled()
         if grad_wanted and self._optimizer is None and any(t.mode != "loss" for t in self._terms):
@@ -298,6 +302,9 @@ class Regularizer:
                 value = term.value()
             total = value if total is None else total + value.to(total)
         assert total is not None  # a Regularizer has at least one term (empty rules are refused)
+        full_tensor = getattr(total, "full_tensor", None)
+        if callable(full_tensor):  # FSDP: a replicated DTensor of the global penalty, as a plain tensor
+            total = full_tensor()
         if grad_wanted and total.requires_grad:
             self._penalty_since_step = True
         return total
@@ -334,6 +341,7 @@ class Regularizer:
             raise fail("optimizer", "a torch.optim.Optimizer", optimizer, kind=TypeError)
         if self._optimizer is not None:
             raise RuntimeError("this Regularizer is already attached to an optimizer; call detach() first")
+        optim.check_parameters_current(self.model, self.named_parameters())  # e.g. built before fully_shard
         group_of = {id(p): g for g in optimizer.param_groups for p in g["params"]}
         for term in self._terms:
             missing = [n for n, p in zip(term.names, term.params) if id(p) not in group_of]

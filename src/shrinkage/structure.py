@@ -39,6 +39,7 @@ __all__ = [
     "reachable_inputs",
     "sparsity_report",
     "unwrap",
+    "whole",
 ]
 
 
@@ -61,6 +62,13 @@ def unwrap(model: nn.Module) -> nn.Module:
             model = model.module
         else:
             return model
+
+
+def whole(tensor: Tensor) -> Tensor:
+    """The whole tensor: a sharded DTensor (FSDP) gathered from every rank — a
+    collective, so every rank must call it — and any other tensor as it is."""
+    full_tensor = getattr(tensor, "full_tensor", None)
+    return full_tensor() if callable(full_tensor) else tensor
 
 
 ELEMENTWISE: tuple[type[nn.Module], ...] = (
@@ -234,7 +242,7 @@ def input_usage(model: nn.Module) -> tuple[list[int], int] | None:
         return own_count()
     chain = linear_chain(model)
     if chain is not None:
-        weights = [layer.weight for layer in chain]
+        weights = [whole(layer.weight) for layer in chain]
         return reachable_inputs(weights), sum(dead_units(weights))
     sole = _sole_child(model) if _declared(model, "input_parameter") is None else None
     return input_usage(sole[1]) if sole is not None else None
@@ -374,9 +382,9 @@ def sparsity_report(
     for term in terms:
         for name, p in zip(term.names, term.params):
             if name not in tensors:
-                tensors[name] = _tensor_sparsity(name, p)
+                tensors[name] = _tensor_sparsity(name, whole(p))
         if term.layouts is not None and all(isinstance(lay, GroupLayout) for lay in term.layouts):
-            norms = [group_norms(p, lay) for p, lay in zip(term.params, term.layouts)]
+            norms = [group_norms(whole(p), lay) for p, lay in zip(term.params, term.layouts)]
             groups[term.label] = (
                 sum(int((n == 0).sum()) for n in norms),
                 sum(n.numel() for n in norms),
@@ -386,7 +394,7 @@ def sparsity_report(
     input_name: str | None = None
     usage = None
     if input_weight is not None:
-        input_name, weight = input_weight
+        input_name, weight = input_weight[0], whole(input_weight[1])
         # weight: (out, in, *kernel); column j, summed over every other axis, is input j
         n_features = weight.shape[1]
         columns = weight.detach().abs().sum(dim=[d for d in range(weight.ndim) if d != 1])
