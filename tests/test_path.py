@@ -119,7 +119,8 @@ def test_network_path_records_and_ends_without_features():
         feature_names=list("abcdef"),
         callback=seen.append,
     )
-    assert seen == path.points
+    assert sorted(seen, key=lambda point: point.lambda_) == path.points  # in the order trained
+    assert len(path) == 8  # n_lambdas honoured: λ added below the grid when the model got constant early
     assert path.dense is not None and path.dense.n_features == 6 and path.dense.lambda_ == 0.0
     assert path.points[-1].n_features == 0  # an automatic path ends with no input left
     assert all(b > a for a, b in zip(path.lambdas, path.lambdas[1:]))

@@ -13,7 +13,11 @@ fold, the estimators run it with one λ. A path
    increasing order, each λ starting from the previous solution, with early stopping
    on the validation objective (data loss + penalty) and a cap on epochs;
 4. stops once no input feature is used any more (the model no longer depends on its
-   input; larger λ change nothing) or every penalized weight is zero.
+   input; larger λ change nothing) or every penalized weight is zero. For a network,
+   λ_max is only a bound and this often happens before the grid's end: then the
+   missing λ are added below the grid at the same ratio, trained from the same start,
+   so that the path holds ``n_lambdas`` λ ending where the model became constant
+   (``RegularizationPath.notes`` says so).
 
 Every λ leaves a :class:`PathPoint`: losses, penalty, non-zeros, the input features
 still used, epochs and wall time — and the weights, when ``keep_states`` asks.
@@ -290,6 +294,11 @@ class RegularizationPath:
     feature_names : list of str
     model : nn.Module or None
         The trained model, at the path's last λ (the dense fit for an empty grid).
+    notes : list of str
+        How the automatic grid was adapted, in words: λ added past λ_max while weights
+        survived, or added below the grid when the model became constant before the
+        grid's end (a network's λ_max is only a bound), so that ``n_lambdas`` λ are
+        trained.
     """
 
     points: list[PathPoint]
@@ -299,6 +308,7 @@ class RegularizationPath:
     n_features: int
     feature_names: list[str]
     model: nn.Module | None = field(default=None, repr=False)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def lambdas(self) -> np.ndarray:
@@ -871,7 +881,8 @@ def regularization_path(
         Data only scored (``PathPoint.test_loss``), never trained on.
     feature_names : sequence of str, optional
     callback : callable, optional
-        Called with each :class:`PathPoint`; return ``True`` to stop the path.
+        Called with each :class:`PathPoint` in the order trained (λ added below the
+        grid come last); return ``True`` to stop the path.
     progress : bool, optional
         A progress bar over λ; default: only when stderr is a terminal.
     **options
@@ -920,6 +931,9 @@ def regularization_path(
         ratio=grid[-1] / grid[-2] if len(grid) > 1 else 1.0 / config.lambda_min_ratio,
     )
     points: list[PathPoint] = []
+    notes: list[str] = []
+    start = _state_copy(net) if automatic else None  # where the first λ starts, for a lower segment
+    stopped = False
     with progress_bar(len(grid), "λ path", enabled=progress) as bar:
         while (lam := next_lambda(grid, points, **steps)) is not None:
             if len(points) >= len(grid):
@@ -928,5 +942,44 @@ def regularization_path(
             points.append(point)
             bar.advance(1)
             if not point.diverged and callback is not None and callback(point):
+                stopped = True
                 break
-    return RegularizationPath(points, scaled(rules, 1.0), lam_max, dense, n_features, names, model=net)
+        if len(points) > len(grid):
+            notes.append(
+                f"weights survived the grid's largest λ ({grid[-1]:.4g}): {len(points) - len(grid)} larger λ were added"
+            )
+        missing = config.n_lambdas - len(points)
+        if automatic and start is not None and not stopped and missing > 0 and _ended(points[-1]):
+            lower = points[0].lambda_ / steps["ratio"] ** np.arange(missing, 0, -1)
+            bar.grow(missing)
+            points[:0] = _lower_segment(fit, start, lower, len(points), bar, callback)
+            notes.append(
+                f"λ_max ({lam_max:.4g}, a bound taken at the dense fit) was above the λ at which the model became "
+                f"constant ({points[-1].lambda_:.4g}): {len(points) - missing} λ of the grid were trained, and "
+                f"{missing} smaller λ were added below it (down to {points[0].lambda_:.4g}) to keep n_lambdas"
+            )
+    return RegularizationPath(points, scaled(rules, 1.0), lam_max, dense, n_features, names, model=net, notes=notes)
+
+
+def _lower_segment(
+    fit: _PathFit,
+    start: dict[str, Tensor],
+    lambdas: np.ndarray,
+    first_index: int,
+    bar: Any,
+    callback: Callable[[PathPoint], bool | None] | None,
+) -> list[PathPoint]:
+    """Train ``lambdas`` (increasing) from the path's starting weights, warm-started λ
+    after λ as the path itself, then put the network back at the path's last λ."""
+    end = _state_copy(fit.net)
+    fit.net.load_state_dict(start)
+    fit.optimizer = fit._optimizer()  # as at the path's first λ
+    segment: list[PathPoint] = []
+    for offset, lam in enumerate(lambdas):
+        point = fit.fit_at(float(lam), first_index + offset)
+        segment.append(point)
+        bar.advance(1)
+        if not point.diverged and callback is not None and callback(point):
+            break
+    fit.net.load_state_dict(end)
+    return segment
