@@ -165,3 +165,18 @@ def test_bad_input(kwargs, error, message):
     with pytest.raises(error) as info:
         cross_validate(lambda: MLP(6, (2,)), args.pop("X"), args.pop("y"), **args)
     assert message in str(info.value)
+
+
+def test_lambda_min_at_the_grids_smallest_lambda_warns():
+    """Noise-free linear data: the less penalty the better, so λ_min is the grid's edge."""
+    from shrinkage.cv import GridEdgeWarning
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((120, 3))
+    y = X @ np.array([1.0, -2.0, 0.5])
+    train_config = TrainConfig(optimizer="sgd", lr=0.2, batch_size=None, max_epochs=200, patience=20)
+    with pytest.warns(GridEdgeWarning, match=r"lambda_min is the grid's smallest λ \(.*extend the grid down"):
+        result = cross_validate(
+            torch.nn.Linear(3, 1), X, y, penalty=L1(), cv=3, n_lambdas=4, train_config=train_config, dense_start=False
+        )
+    assert result.at_grid_edge and result.index_min == 0

@@ -23,6 +23,7 @@ is built on ``glmnet``:
 from __future__ import annotations
 
 import copy
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,6 +44,7 @@ from .validation import Described, InputError, check_choice, check_int, check_n_
 
 __all__ = [
     "CVResult",
+    "GridEdgeWarning",
     "consistent_refits",
     "cross_validate",
     "cross_validate_unpenalized",
@@ -104,6 +106,14 @@ def consistent_refits(scores: np.ndarray, se: np.ndarray, refit_losses: np.ndarr
     return np.isnan(refit_losses) | (refit_losses <= scores.max(axis=0) + se)
 
 
+class GridEdgeWarning(UserWarning):
+    """λ_min is the smallest λ of the grid: a smaller λ may predict better still.
+
+    Extend the grid down (a smaller ``lambda_min_ratio``, or ``lambdas=``) — or take it
+    as the data saying that this penalty barely helps.
+    """
+
+
 @dataclass
 class CVResult:
     """What cross-validation found.
@@ -150,6 +160,12 @@ class CVResult:
     @property
     def lambda_1se(self) -> float:
         return float(self.lambdas[self.index_1se])
+
+    @property
+    def at_grid_edge(self) -> bool:
+        """λ_min is the grid's smallest λ: the held-out loss may still fall below the grid
+        (a :class:`GridEdgeWarning` was issued)."""
+        return len(self.lambdas) > 1 and self.index_min == 0
 
     @property
     def index(self) -> int:
@@ -338,6 +354,13 @@ def cross_validate(
     if not admissible.any():  # no consistent refit left: any λ that did not diverge
         admissible = ~failed
     mean, se, index_min, index_1se = one_standard_error(scores, grid, sizes, admissible)
+    if index_min == 0 and len(grid) > 1:
+        warnings.warn(
+            f"lambda_min is the grid's smallest λ ({grid[0]:.4g}): the cross-validated loss may fall further "
+            "below it; extend the grid down (a smaller lambda_min_ratio, or lambdas=...)",
+            GridEdgeWarning,
+            stacklevel=2,
+        )
 
     chosen = full.points[index_min if selection == "min" else index_1se]
     state = chosen.relaxed_state if relax else chosen.state
