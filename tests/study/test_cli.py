@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import sqlite3
 from collections import Counter
 
@@ -12,11 +13,13 @@ import click
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from click.testing import CliRunner
 
 from shrinkage.prune import load_model
+from shrinkage.study import runner
 from shrinkage.study.cli import main, study
-from shrinkage.study.config import StudyConfig
+from shrinkage.study.config import StudyConfig, resolve_device
 from shrinkage.study.store import Store
 
 FAST = ["--hidden", "4", "--cv", "3", "--n-lambdas", "4", "--n-jobs", "1", "--quiet"]
@@ -85,7 +88,10 @@ def test_study_help_comes_from_the_config_docstring_and_shows_the_defaults():
         "--cv INTEGER Cross-validation folds (shrinkage.cv.cross_validate). [default: 5]",
         "--selection [1se|min] The λ chosen:",
         "[default: 1se]",
-        "--n-jobs INTEGER Folds in parallel (joblib); -1 uses every core. [default: -1]",
+        "--n-jobs INTEGER Folds in parallel (joblib); -1 uses every core. Not given: every core on the CPU; "
+        "on a GPU (cuda, mps) one process, the folds one after another",
+        "--device DEVICE Where the networks train: cpu, cuda (or cuda:1, …), mps, or auto",
+        "[default: cpu]",
         "--out PATH Folder for the store and the report. [default: shrinkage-study]",
     ):
         assert shown in text, shown
@@ -95,17 +101,47 @@ def test_study_help_comes_from_the_config_docstring_and_shows_the_defaults():
     assert target.help == "The target column of the data file (required with it)."
 
 
-def test_study_end_to_end_then_runs_and_report(tmp_path, table):
+def _spy(monkeypatch, name: str, seen: list) -> None:
+    """Record the path config and n_jobs that the runner passes to ``shrinkage.study.runner.<name>``."""
+    real = getattr(runner, name)
+
+    def spy(*args, **kwargs):
+        seen.append((name, kwargs["config"].device, kwargs["n_jobs"]))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(runner, name, spy)
+
+
+def test_study_end_to_end_then_runs_and_report(tmp_path, table, monkeypatch):
     out = tmp_path / "out"
-    result = run("study", "--data", table, "--target", "y", "--penalties", "none,l1,group", "--out", out, *FAST)
+    seen: list = []
+    for name in ("cross_validate", "cross_validate_unpenalized"):
+        _spy(monkeypatch, name, seen)
+    args = ["--data", table, "--target", "y", "--penalties", "none,l1,group", "--device", "auto"]
+    result = run("study", *args, "--out", out, *FAST)
     assert result.exit_code == 0, result.output
     assert "shrinkage: warning: dropped 1 constant column(s): const" in result.stderr
     assert "shrinkage study 1 — small.csv (regression, 90 rows)" in result.output
-    for penalty in ("none", "l1", "group"):
-        assert f"│ {penalty}" in result.output
+    for penalty, model in (("none", "unpenalized fit"), ("l1", "relaxed refit"), ("group", "relaxed refit")):
+        assert re.search(rf"│ {penalty} +│ [^│]+│ {model} +│", result.output), (penalty, result.output)
+    caption = " ".join(result.output.split("┘")[-1].split())  # under the table, wrapped to the terminal
+    assert caption.startswith("device cpu. CV loss and test R²: the model named in 'model'"), caption
+    assert "weights = 0 and features kept: the penalized fit at the chosen λ." in caption
+    # auto is the CPU here; every path of the study trained there, with the n_jobs asked for
+    expected = torch.device(
+        "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
+    )
+    assert {(torch.device(device), n_jobs) for _, device, n_jobs in seen} == {(expected, 1)}
+    assert Counter(name for name, _, _ in seen) == {"cross_validate_unpenalized": 1, "cross_validate": 2}
     assert (out / "report.html").is_file() and (out / "results.sqlite").is_file()
     with Store(out / "results.sqlite", create=False) as store:
         assert [r["penalty"] for r in store.runs(1)] == ["none", "l1", "group"]
+        study_row = store.study(1)
+        assert (study_row["config"]["device"], study_row["data"]["device"]) == ("auto", expected.type)
+    html = (out / "report.html").read_text()
+    assert f'<tr data-option="device"><th>device</th><td class="text"><code>auto (used: {expected.type})' in html
+    assert f"<code>{table} (90 rows × 3 feature columns, target y)</code>" in html
+    assert 'data-option="dataset"' not in html  # the bundled set's option did not apply
 
     listed = run("runs", out / "results.sqlite")
     assert listed.exit_code == 0 and "small.csv" in listed.output and "3/3" in listed.output
@@ -189,6 +225,27 @@ def _bad(tmp_path, table):
         (["frobnicate"], "No such command 'frobnicate'"),
         (["prune", tmp_path / "none.sqlite", "--penalty", "l1"], "store '{tmp}/none.sqlite' does not exist"),
         (["prune", not_ours, "--penalty", "l1"], "is an SQLite file but not a shrinkage results store"),
+        (["study", "--device", "gpu"], "--device must be a torch device such as 'cpu', 'cuda' or 'cuda:1', got 'gpu'"),
+        *(
+            [
+                (
+                    ["study", "--device", "cuda"],
+                    "--device must be a device this machine has (torch sees no CUDA device), got 'cuda'",
+                )
+            ]
+            if not torch.cuda.is_available()
+            else []
+        ),
+        *(
+            [
+                (
+                    ["study", "--device", "mps"],
+                    "--device must be a device this machine has (torch sees no MPS device), got 'mps'",
+                )
+            ]
+            if not torch.backends.mps.is_available()
+            else []
+        ),
     ]
 
 
@@ -200,3 +257,27 @@ def test_usage_errors_are_one_line_with_exit_code_2(tmp_path, table):
         assert len(lines) == 1 and lines[0].startswith("shrinkage: error: "), (args, result.output)
         assert message.format(tmp=tmp_path) in lines[0], (args, lines[0])
         assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(("cuda", "mps", "device"), [(True, True, "cuda"), (False, True, "mps"), (False, False, "cpu")])
+def test_auto_device_is_cuda_else_mps_else_the_cpu(monkeypatch, cuda, mps, device):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: mps)
+    assert resolve_device("auto") == device
+    assert resolve_device("cpu") == "cpu" and resolve_device("cuda:1") == "cuda:1"  # a name as it is
+
+
+def test_folds_run_in_one_process_on_a_gpu_unless_n_jobs_is_given():
+    assert StudyConfig().n_jobs is None
+    assert (StudyConfig().jobs("cpu"), StudyConfig().jobs("cuda"), StudyConfig().jobs("mps")) == (-1, 1, 1)
+    assert (StudyConfig(n_jobs=3).jobs("cpu"), StudyConfig(n_jobs=3).jobs("cuda")) == (3, 3)
+
+
+def test_an_unavailable_device_is_refused_by_the_config_too():
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(
+        ValueError, match=r"^device must be a device this machine has \(torch sees no CUDA device\), got 'cuda'$"
+    ):
+        StudyConfig(device="cuda")
+    assert StudyConfig(device=torch.device("cpu")).device == "cpu"  # stored by its name

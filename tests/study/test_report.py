@@ -4,10 +4,12 @@ renders in a real (headless) browser without errors."""
 from __future__ import annotations
 
 import base64
+import itertools
 import re
 import shutil
 from html.parser import HTMLParser
 
+import numpy as np
 import pytest
 
 from shrinkage.study.report import build_report
@@ -159,3 +161,107 @@ def test_pruned_sizes_follow_the_kept_features(truth_study):
         assert kept == len(columns_kept) and total == len(encoded) == len(truth_study["columns"]) + 2
         before, after = (int(v) for v in cells["model_params"].split(" → "))
         assert (after < before) == (penalty in ("l1", "group")), (penalty, before, after)
+
+
+def test_the_table_says_which_model_each_number_describes(truth_study):
+    """The runner scores the relaxed refit of a penalty that makes zeros (the study relaxes by
+    default), the penalized fit of L2, the unpenalized fit of none; weights = 0 is the penalized fit's."""
+    report = _parsed(truth_study["report"])
+    models = {penalty: report.cells[penalty]["model"] for penalty in ("none", "l1", "l2", "group")}
+    assert models == {"none": "unpenalized fit", "l1": "relaxed refit", "l2": "penalized fit", "group": "relaxed refit"}
+    html = " ".join(truth_study["report"].read_text(encoding="utf-8").split())
+    assert (
+        '<th colspan="4">the chosen model, at the chosen λ</th> <th colspan="2">the penalized fit at the chosen λ</th>'
+        in html
+    )
+    assert "<b>weights = 0</b> is the share of the weight matrices (not the biases) of the penalized fit" in html
+
+
+def test_configuration_names_the_file_studied_and_the_device(truth_study):
+    html = truth_study["report"].read_text(encoding="utf-8")
+    config = html[html.index('<table id="config">') :]
+    path = str(truth_study["config"].data).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    assert f"<code>{path} (600 rows × 50 feature columns, target y)</code>" in config
+    assert 'data-option="dataset"' not in config and 'data-option="target"' not in config
+    assert '<tr data-option="device"><th>device</th><td class="text"><code>cpu</code>' in config
+    assert '<th>n_jobs</th><td class="text"><code>2</code>' in config
+
+
+def _small_store(path, config: dict, data: dict) -> Store:
+    """A store with one unpenalized run, written by hand: what the report reads, nothing trained."""
+    store = Store(path)
+    base = {"name": "t.csv", "task": "regression", "n_samples": 10, "n_train": 8, "n_test": 2}
+    base |= {"columns": ["a", "b"], "encoded_features": ["a", "b"], "groups": [[0], [1]], "notes": []}
+    base |= {"classes": None, "true_features": None, "target_scale": [0.0, 1.0]}
+    study = store.add_study(key="k", name="t.csv", config=config, data=base | data)
+    run = {"penalty": "none", "rules": [], "lambdas": [0.0], "cv_mean": [1.0], "cv_se": [0.1], "admissible": [True]}
+    run |= {"lambda_min": 0.0, "lambda_1se": 0.0, "lambda_chosen": 0.0, "selection": "1se", "cv_loss": 1.0}
+    run |= {"cv_loss_se": 0.1, "test_loss": 1.0, "test_score": 0.5, "fraction_zero": 0.0, "features": ["a", "b"]}
+    store.add_run(study, run | {"n_features": 2, "weights": np.ones(4), "seconds": 1.0}, [])
+    return store
+
+
+def test_missing_values_are_counted_over_all_rows_and_the_device_used_is_shown(tmp_path):
+    config = {"dataset": "diabetes", "data": None, "target": None, "selection": "1se", "relax": True}
+    config |= {"n_jobs": None, "device": "auto"}
+    data = {"missing": {"a": 3, "b": 1}, "device": "cuda"}
+    with _small_store(tmp_path / "s.sqlite", config, data) as store:
+        html = " ".join(build_report(store, path=tmp_path / "r.html").read_text(encoding="utf-8").split())
+    assert (
+        '<p id="missing">Missing feature values, counted over all 10 rows (training and test): a 3, b 1 (4 cells); '
+        "imputed with the median of a numeric column or as a level of its own in a categorical one, learned from "
+        "the 8 training rows only.</p>"
+    ) in html
+    assert '<th>dataset</th><td class="text"><code>diabetes (10 rows × 2 feature columns)</code>' in html
+    assert '<th>device</th><td class="text"><code>auto (used: cuda)</code>' in html
+    assert "<code>not given: every core on the CPU, one process on a GPU</code>" in html
+
+
+def test_a_study_stored_before_devices_reads_as_trained_on_the_cpu(tmp_path):
+    config = {"dataset": "diabetes", "data": None, "target": None, "selection": "1se", "relax": True, "n_jobs": -1}
+    with _small_store(tmp_path / "s.sqlite", config, {}) as store:
+        html = build_report(store, path=tmp_path / "r.html").read_text(encoding="utf-8")
+    assert '<tr data-option="device"><th>device</th><td class="text"><code>cpu</code>' in html
+    assert 'id="missing"' not in html
+
+
+def _tick_labels(ax):
+    """The visible, non-empty λ tick labels inside the axis, as (text, box in pixels), left to right."""
+    ax.figure.canvas.draw()
+    renderer = ax.figure.canvas.get_renderer()
+    low, high = ax.get_xlim()
+    labels = [
+        (label.get_text(), label.get_window_extent(renderer))
+        for label in ax.xaxis.get_majorticklabels() + ax.xaxis.get_minorticklabels()
+        if label.get_visible() and label.get_text() and low <= label.get_position()[0] <= high
+    ]
+    return sorted(labels, key=lambda item: item[1].x0)
+
+
+def test_log_lambda_labels_never_overlap():
+    """At the report's size, from a grid within a tenth of a decade to one of twelve
+    decades: two to five labels, each clear of the next (the issue's grid: 0.032–0.284)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from shrinkage.study.report import plots
+
+    for decades in (0.1, 0.4, 0.95, 1.5, 3.0, 5.0, 12.0):
+        lambdas = np.geomspace(0.284 / 10**decades, 0.284, 12)
+        points = [
+            {"fold": -1, "idx": i, "lambda": lam, "n_nonzero": 12 - i, "n_penalized": 12, "n_features": 1}
+            | {"feature_norms": [1.0], "train_loss": 1.0, "val_loss": 1.0}
+            for i, lam in enumerate(lambdas)
+        ]
+        run = {"penalty": "l1", "lambdas": lambdas, "cv_mean": np.ones(12), "cv_se": np.ones(12) / 10}
+        run |= {"lambda_min": lambdas[3], "lambda_1se": lambdas[6]}
+        for draw in (plots.plot_cv_curve, plots.plot_sparsity):  # plot_path and plot_losses share the axis
+            fig, ax = plt.subplots(figsize=(5.0, 3.4))  # the report's size
+            draw(run, ax) if draw is plots.plot_cv_curve else draw(run, points, ax)
+            labels = _tick_labels(ax)
+            plt.close(fig)
+            assert 2 <= len(labels) <= 5, (decades, draw.__name__, [text for text, _ in labels])
+            for (text, box), (after, next_box) in itertools.pairwise(labels):
+                assert box.x1 + 5 < next_box.x0, (decades, draw.__name__, text, after)

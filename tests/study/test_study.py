@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from shrinkage.study.runner import run_study
 from shrinkage.study.store import Store
 
@@ -40,3 +42,30 @@ def test_running_the_same_study_again_resumes_it(truth_study):
         assert again == truth_study["study"]
         assert [r["id"] for r in store.runs(again)] == [r["id"] for r in before]
         assert store.study(again)["status"] == "complete"
+
+
+def test_missing_values_are_counted_over_all_rows(tmp_path):
+    """Imputed cells are counted over the whole table (the imputer itself learns on the
+    training rows); with missing='error' the refusal counts the same cells."""
+    import numpy as np
+    import pandas as pd
+    import pytest
+
+    from shrinkage.study import StudyConfig
+    from shrinkage.study.runner import prepare_study
+    from shrinkage.validation import InputError
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"a": rng.normal(size=40), "city": rng.choice(["x", "y"], 40), "y": rng.normal(size=40)})
+    frame.loc[::4, "a"] = np.nan  # 10 cells, in training and test rows alike
+    frame.loc[[1, 2], "city"] = None
+    frame.to_csv(tmp_path / "m.csv", index=False)
+    prepared = prepare_study(StudyConfig(data=str(tmp_path / "m.csv"), target="y"))
+    assert prepared.summary["missing"] == {"a": 10, "city": 2}
+    assert prepared.summary["n_train"] < 40
+    message = (
+        "feature columns must have no missing values with missing='error', got 'a' (10), 'city' (2) "
+        "(missing cells per column, over all 40 rows)"
+    )
+    with pytest.raises(InputError, match=f"^{re.escape(message)}$"):
+        prepare_study(StudyConfig(data=str(tmp_path / "m.csv"), target="y", missing="error"))

@@ -8,7 +8,8 @@ report from a store, ``shrinkage geometry`` draws the L1-diamond / L2-disc pictu
 The options of ``shrinkage study`` that set the study are generated from
 :class:`~shrinkage.study.config.StudyConfig`: one option per field, its help text from
 the field's entry in the class docstring. Only the options that are not part of a
-study (``--out``, ``--store``, ``--cluster``, ``--quiet``) are written here.
+study (``--out``, ``--store``, ``--cluster``, ``--quiet``) are written here; ``--device``
+is checked here too, so that a device this machine lacks is named by its flag.
 
 Errors print one line on stderr, never a traceback:
 
@@ -45,9 +46,9 @@ import click
 from shrinkage import __version__
 from shrinkage.__main__ import missing_extra
 from shrinkage.train import Diverged
-from shrinkage.validation import InputError
+from shrinkage.validation import InputError, check_device
 
-from .config import StudyConfig
+from .config import StudyConfig, resolve_device
 
 __all__ = ["main"]
 
@@ -301,7 +302,10 @@ def study(
     from .store import Store
 
     ctx.meta[_LOG_FOLDER] = out_dir
+    if fields["device"] != "auto":
+        check_device("--device", fields["device"])  # the flag's name in the message
     config = StudyConfig(**fields)
+    device = resolve_device(config.device)
     store_path = store_path or out_dir / "results.sqlite"
     if store_path.exists():  # someone else's file fails before the data are read
         Store(store_path, read_only=True).close()
@@ -313,7 +317,9 @@ def study(
         def announce(run):
             console.print(f"  {run['penalty']:<10} done in {run['seconds']:.1f} s")
 
-        console.print(f"study → {store_path}")
+        console.print(f"study → {store_path} (device {device})")
+        if device != "cpu" and config.n_jobs is None:
+            console.print(f"  the folds run one after another on {device} (--n-jobs N: N processes sharing it)")
         with _cluster(cluster):
             study_id = run_study(
                 config, store, prepared=prepared, progress=None if not quiet else False, on_run=announce
@@ -359,20 +365,29 @@ def _writable_folder(folder: Path) -> None:
 def _print_table(store, study_id: int) -> None:
     from rich.table import Table
 
+    from .report import scored_model
+
     study = store.study(study_id)
-    data = study["data"]
+    data, config = study["data"], study["config"]
     score = "R²" if data["task"] == "regression" else "accuracy"
-    table = Table(title=f"shrinkage study {study_id} — {data['name']} ({data['task']}, {data['n_samples']} rows)")
+    table = Table(
+        title=f"shrinkage study {study_id} — {data['name']} ({data['task']}, {data['n_samples']} rows)",
+        caption=f"device {data.get('device', 'cpu')}. CV loss and test {score}: the model named in 'model' "
+        "(a relaxed refit is retrained without penalty on the features the penalized fit keeps). "
+        "weights = 0 and features kept: the penalized fit at the chosen λ.",
+        caption_justify="left",
+    )
     for column in (
         "penalty",
-        "λ (" + study["config"]["selection"] + ")",
+        "λ (" + config["selection"] + ")",
+        "model",
         "CV loss ± SE",
         "test loss",
         f"test {score}",
         "weights = 0",
         "features kept",
     ):
-        table.add_column(column, justify="left" if column in ("penalty", "features kept") else "right")
+        table.add_column(column, justify="left" if column in ("penalty", "model", "features kept") else "right")
     n_columns = len(data["columns"])
     for run in store.runs(study_id):
         kept = run["features"]
@@ -380,6 +395,7 @@ def _print_table(store, study_id: int) -> None:
         table.add_row(
             run["penalty"],
             f"{run['lambda_chosen']:.3g}",
+            scored_model(run, config),
             f"{run['cv_loss']:.4f} ± {run['cv_loss_se']:.4f}",
             f"{run['test_loss']:.4f}",
             f"{run['test_score']:.4f}",

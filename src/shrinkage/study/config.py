@@ -17,6 +17,7 @@ from shrinkage.validation import (
     InputError,
     check_bool,
     check_choice,
+    check_device,
     check_int,
     check_n_jobs,
     check_number,
@@ -26,7 +27,7 @@ from shrinkage.validation import (
 
 from .datasets import BUNDLED
 
-__all__ = ["DEFAULT_PENALTIES", "PENALTY_CHOICES", "StudyConfig"]
+__all__ = ["DEFAULT_PENALTIES", "PENALTY_CHOICES", "StudyConfig", "resolve_device"]
 
 #: The penalties a study can compare: every preset of :mod:`shrinkage.presets`.
 PENALTY_CHOICES = tuple(PRESETS)
@@ -79,12 +80,18 @@ class StudyConfig:
     seed : int
         Seed of the split, the folds and the initial weights.
     n_jobs : int or None
-        Folds in parallel (joblib); -1 uses every core.
+        Folds in parallel (joblib); -1 uses every core. Not given: every core on the
+        CPU; on a GPU (cuda, mps) one process, the folds one after another (processes
+        sharing one GPU would each hold their own copy of its context and compete for it).
     on_divergence : {"raise", "skip"}
         A fit whose loss or weights stop being finite stops the study with an error
         naming penalty, fold, λ and epoch (penalties already stored stay), or is
         recorded as a failed λ that is never selected (see
         :func:`~shrinkage.path.regularization_path`).
+    device : str
+        Where the networks train: ``cpu``, ``cuda`` (or ``cuda:1``, …), ``mps``, or
+        ``auto`` (CUDA if torch sees it, else MPS if torch sees it, else the CPU). The
+        report names the device used.
     """
 
     dataset: str | None = field(default="diabetes", metadata={"choices": BUNDLED})
@@ -102,8 +109,9 @@ class StudyConfig:
     relax: bool = True
     test_size: float = 0.2
     seed: int = 0
-    n_jobs: int | None = -1
+    n_jobs: int | None = None
     on_divergence: str = field(default="raise", metadata={"choices": ("raise", "skip")})
+    device: str = field(default="cpu", metadata={"metavar": "DEVICE"})
 
     def __post_init__(self) -> None:
         if self.data is None:
@@ -132,6 +140,32 @@ class StudyConfig:
         check_number("test_size", self.test_size, low=0.0, high=1.0, low_open=True, high_open=True)
         check_seed("seed", self.seed)
         check_n_jobs("n_jobs", self.n_jobs)
+        if self.device != "auto":
+            object.__setattr__(self, "device", str(check_device("device", self.device)))  # a torch.device as its name
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def jobs(self, device: str) -> int | None:
+        """The folds' ``n_jobs`` on ``device``: as given, else every core on the CPU and
+        one process on any other device."""
+        if self.n_jobs is not None:
+            return self.n_jobs
+        return -1 if device == "cpu" else 1
+
+
+def resolve_device(device: str) -> str:
+    """The device ``auto`` stands for here (CUDA, else MPS, else the CPU); any other name as it is.
+
+    >>> resolve_device("cpu")
+    'cpu'
+    """
+    import torch
+
+    if device != "auto":
+        return device
+    if torch.cuda.is_available():
+        return "cuda"
+    if torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"

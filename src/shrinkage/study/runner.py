@@ -39,7 +39,7 @@ from shrinkage.prune import model_bytes
 from shrinkage.train import Diverged, evaluate, loss_for_task
 from shrinkage.validation import InputError, fail
 
-from .config import StudyConfig
+from .config import StudyConfig, resolve_device
 from .datasets import load_dataset
 from .store import Store
 from .tabular import Encoder, Table, read_table, table_from_dataset
@@ -78,9 +78,23 @@ class _Prepared:
     summary: dict[str, Any] = field(default_factory=dict)
 
 
+def _missing_cells(table: Table, missing: str) -> dict[str, int]:
+    """Missing feature values per column over all the table's rows (before the split);
+    refused with ``missing="error"``."""
+    counts = {str(c): int(n) for c, n in table.features.isna().sum().items() if n}
+    if counts and missing == "error":
+        listed = ", ".join(f"{c!r} ({n})" for c, n in counts.items())
+        raise InputError(
+            f"feature columns must have no missing values with missing='error', got {listed} "
+            f"(missing cells per column, over all {table.n_samples} rows)"
+        )
+    return counts
+
+
 def prepare_study(config: StudyConfig) -> _Prepared:
     """Read, split and encode the study's data (every data error surfaces here)."""
     table = load_table(config)
+    missing = _missing_cells(table, config.missing)
     y = table.y()
     stratify = y if table.task != "regression" and np.bincount(y).min() >= 2 else None
     rows = np.arange(table.n_samples)
@@ -108,6 +122,7 @@ def prepare_study(config: StudyConfig) -> _Prepared:
         "true_features": table.true_features,
         "target_scale": list(scale),
         "notes": table.notes,
+        "missing": missing,  # imputed cells per column, over all rows (the imputer learns on the training rows)
         "fingerprint": _fingerprint(table),
     }
     prepared = _Prepared(table, encoder, X_train, y_train, X_test, y_test, scale, summary)
@@ -205,12 +220,18 @@ def run_study(
     """
     prepared = prepared if prepared is not None else prepare_study(config)
     table, task = prepared.table, prepared.table.task
-    identity = {k: v for k, v in config.to_dict().items() if k != "n_jobs"}  # results do not depend on n_jobs
+    device = resolve_device(config.device)
+    # results do not depend on n_jobs; they do on the device used (not on how it was named:
+    # "auto" or "cuda"), and a CPU study keeps the key it had before devices were an option
+    identity = {k: v for k, v in config.to_dict().items() if k not in ("n_jobs", "device")}
+    if device != "cpu":
+        identity["device"] = device
     fingerprint = json.dumps([identity, prepared.summary["fingerprint"]], sort_keys=True)
     key = hashlib.sha256(fingerprint.encode()).hexdigest()[:20]
     study_id = store.find_study(key)
     if study_id is None:
-        study_id = store.add_study(key=key, name=table.name, config=config.to_dict(), data=prepared.summary)
+        data = {**prepared.summary, "device": device}
+        study_id = store.add_study(key=key, name=table.name, config=config.to_dict(), data=data)
     done = {run["penalty"] for run in store.runs(study_id)}
     torch.manual_seed(config.seed)
 
@@ -218,7 +239,7 @@ def run_study(
         task=task,
         cv=config.cv,
         feature_names=prepared.encoder.feature_names,
-        n_jobs=config.n_jobs,
+        n_jobs=config.jobs(device),
         progress=progress,
     )
     for name in config.penalties:
@@ -230,11 +251,15 @@ def run_study(
             factory, rules = _penalty_rules(config, prepared, name)
             if rules is None:
                 scores, sizes, full = cross_validate_unpenalized(
-                    factory, prepared.X_train, prepared.y_train, config=PathConfig(seed=config.seed), **common
+                    factory,
+                    prepared.X_train,
+                    prepared.y_train,
+                    config=PathConfig(seed=config.seed, device=device),
+                    **common,
                 )
                 # dense_start=True: the full fit's record is its dense point; the path returns its model
                 assert full.model is not None and full.dense is not None
-                model = penalized = full.model
+                model = penalized = full.model.cpu()  # scored and stored on the CPU
                 mean, se, _, _ = one_standard_error(scores[:, None], np.array([0.0]), sizes)
                 record = full.dense
                 run = dict(
@@ -268,11 +293,12 @@ def run_study(
                         relax=config.relax and sparsifying,
                         on_divergence=config.on_divergence,
                         seed=config.seed,
+                        device=device,
                     ),
                     **common,
                 )
-                model, record = result.model, result.path.points[result.index]
-                penalized = copy.deepcopy(result.model)  # the penalized fit (result.model may be relaxed)
+                model, record = result.model.cpu(), result.path.points[result.index]  # scored and stored on the CPU
+                penalized = copy.deepcopy(model)  # the penalized fit (the chosen model may be relaxed)
                 assert record.state is not None  # cross_validate keeps the full path's weights at every λ
                 penalized.load_state_dict(record.state)
                 run = dict(

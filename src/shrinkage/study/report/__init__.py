@@ -18,7 +18,7 @@ from shrinkage.validation import InputError
 
 from ..store import Store
 
-__all__ = ["build_report"]
+__all__ = ["build_report", "scored_model"]
 
 
 def _png(fig) -> str:
@@ -71,6 +71,47 @@ def _sparsifying(run: dict[str, Any]) -> bool:
     return any(make_penalty(rule["penalty"]).sparsifying for rule in run["rules"])
 
 
+def scored_model(run: dict[str, Any], config: dict[str, Any]) -> str:
+    """Which model a run's CV loss and test scores describe, as the runner chose it.
+
+    The runner keeps, and scores, the relaxed refit (retrained without penalty on the
+    features the penalized fit at the chosen λ uses) for a penalty that makes exact
+    zeros when the study relaxes; otherwise the penalized fit at the chosen λ itself.
+    The run's ``weights`` and ``fraction_zero`` always describe the penalized fit.
+    """
+    if run["penalty"] == "none":
+        return "unpenalized fit"
+    return "relaxed refit" if config.get("relax", True) and _sparsifying(run) else "penalized fit"
+
+
+def _configuration(config: dict[str, Any], data: dict[str, Any]) -> list[tuple[str, str]]:
+    """The Configuration table's rows: the study's options as a reader needs them.
+
+    The data row names what was studied (a file, or a bundled set) with its size, and
+    the options that did not apply (``dataset`` beside a file) are left out.
+    """
+    shape = f"{data['n_samples']} rows × {len(data['columns'])} feature columns"
+    rows: list[tuple[str, str]] = []
+    for key, value in config.items():
+        if key in ("dataset", "data", "target"):
+            if key == "dataset" and config.get("data") is None:
+                rows.append(("dataset", f"{value} ({shape})"))
+            elif key == "data" and value is not None:
+                rows.append(("data", f"{value} ({shape}, target {config.get('target')})"))
+        elif key == "n_jobs" and value is None:
+            rows.append((key, "not given: every core on the CPU, one process on a GPU"))
+        elif key == "device":
+            used = data.get("device", "cpu")
+            rows.append((key, value if value == used else f"{value} (used: {used})"))
+        elif isinstance(value, (list, tuple)):
+            rows.append((key, ", ".join(map(str, value))))
+        else:
+            rows.append((key, str(value)))
+    if "device" not in config:  # a study stored before the option: it trained on the CPU
+        rows.append(("device", data.get("device", "cpu")))
+    return rows
+
+
 def _pruned_sizes(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Parameters and FLOPs of each stored model before and after pruning."""
     from shrinkage.prune import load_model, prune
@@ -112,6 +153,7 @@ def build_report(store: Store, study_id: int | None = None, path: str | Path = "
     data, config = study["data"], study["config"]
     score_name = "R²" if data["task"] == "regression" else "accuracy"
     for run in runs:
+        run["scored"] = scored_model(run, config)
         run.update(
             {
                 k: (math.nan if run[k] is None else run[k])
@@ -215,6 +257,7 @@ def build_report(store: Store, study_id: int | None = None, path: str | Path = "
         study=study,
         data=data,
         config=config,
+        configuration=_configuration(config, data),
         runs=runs,
         sections=sections,
         score_name=score_name,

@@ -32,11 +32,42 @@ def _axes(ax, size=(5.0, 3.4)):
     return plt.figure(figsize=size).add_subplot()
 
 
-def _log_lambda(ax) -> None:
-    """A log λ axis with labels on the decades only (minor labels overlap)."""
-    from matplotlib.ticker import NullFormatter
+#: Tick marks per decade on a log λ axis, densest first; the densest that keeps at most
+#: ``_MAX_LABELS`` labels on the axis is used, so that labels never crowd each other.
+_LOG_SUBS = ((1.0, 2.0, 5.0), (1.0, 3.0), (1.0,))
+_MAX_LABELS = 5
+
+
+def _log_lambda(ax, lambdas: Sequence[float] | np.ndarray) -> None:
+    """A log λ axis whose labels never overlap, whatever the grid's span.
+
+    Labelled ticks at 1, 2, 5 × 10ᵏ on a grid of about a decade, 1 and 3 × 10ᵏ on one
+    of a decade or two, the decades only above that (every other decade, or fewer, on
+    a long grid: ``LogLocator``'s ``numticks``); unlabelled minor ticks in between. A
+    grid narrower than half a decade gets at most four evenly spaced plain numbers.
+    """
+    from matplotlib.ticker import (
+        FuncFormatter,
+        LogFormatterSciNotation,
+        LogLocator,
+        MaxNLocator,
+        NullFormatter,
+        NullLocator,
+    )
 
     ax.set_xscale("log")
+    positive = np.asarray([lam for lam in lambdas if lam > 0], dtype=float)
+    decades = float(np.log10(positive.max() / positive.min())) if positive.size else 1.0
+    if decades < 0.5:  # 1-2-5 would leave one label or none
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=3, min_n_ticks=2))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:.3g}"))
+        ax.xaxis.set_minor_locator(NullLocator())
+    else:
+        subs = next((s for s in _LOG_SUBS if len(s) * (decades + 0.6) <= _MAX_LABELS), (1.0,))
+        ax.xaxis.set_major_locator(LogLocator(base=10, subs=subs, numticks=_MAX_LABELS))
+        # every position the locator gives is labelled (by default only decades are, on long axes)
+        ax.xaxis.set_major_formatter(LogFormatterSciNotation(labelOnlyBase=False, minor_thresholds=(np.inf, np.inf)))
+        ax.xaxis.set_minor_locator(LogLocator(base=10, subs=[2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0], numticks=12))
     ax.xaxis.set_minor_formatter(NullFormatter())
 
 
@@ -55,7 +86,7 @@ def plot_cv_curve(run: Run, ax=None):
     ax.axvline(run["lambda_min"], color="tab:green", linestyle="--", label=f"λ_min = {run['lambda_min']:.3g}")
     ax.axvline(run["lambda_1se"], color="tab:red", linestyle=":", label=f"λ_1se = {run['lambda_1se']:.3g}")
     ax.set(xlabel="λ", ylabel="held-out loss", title=f"{run['penalty']}: cross-validation")
-    _log_lambda(ax)
+    _log_lambda(ax, lambdas)
     ax.legend(fontsize=7)
     return ax
 
@@ -78,7 +109,7 @@ def plot_path(run: Run, points: Points, feature_names: Sequence[str], ax=None, h
     for value, linestyle in ((run["lambda_min"], "--"), (run["lambda_1se"], ":")):
         ax.axvline(value, color="0.4", linestyle=linestyle, linewidth=0.8)
     ax.set(xlabel="λ", ylabel="‖input weights‖₂", title=f"{run['penalty']}: path")
-    _log_lambda(ax)
+    _log_lambda(ax, lambdas)
     ax.legend(fontsize=6, ncol=2)
     return ax
 
@@ -93,7 +124,8 @@ def plot_sparsity(run: Run, points: Points, ax=None):
     features = [p["n_features"] / n_inputs for p in full]
     ax.plot(lambdas, nonzero, "o-", markersize=3, label="weights ≠ 0")
     ax.plot(lambdas, features, "s-", markersize=3, label="input features used")
-    ax.set(xscale="log", xlabel="λ", ylabel="fraction", ylim=(-0.03, 1.03), title=f"{run['penalty']}: sparsity")
+    ax.set(xlabel="λ", ylabel="fraction", ylim=(-0.03, 1.03), title=f"{run['penalty']}: sparsity")
+    _log_lambda(ax, lambdas)
     ax.legend(fontsize=7)
     return ax
 
@@ -107,7 +139,7 @@ def plot_losses(run: Run, points: Points, ax=None):
     ax.plot(lambdas, [p["train_loss"] for p in full], "o-", markersize=3, label="training")
     ax.plot(lambdas, [p["val_loss"] for p in full], "s-", markersize=3, label="validation")
     ax.set(xlabel="λ", ylabel="data loss", title=f"{run['penalty']}: fit")
-    _log_lambda(ax)
+    _log_lambda(ax, lambdas)
     ax.legend(fontsize=7)
     return ax
 
