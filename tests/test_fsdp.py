@@ -279,8 +279,8 @@ def test_regularizer_built_before_fully_shard_is_refused(sharded_runs):
         seen = rank["conventions"]
         assert seen["order_check"] == (
             "parameter '0.weight' is no longer the model's: it was replaced after the Regularizer was built "
-            "(fully_shard replaces parameters with DTensors). Build the Regularizer after fully_shard or any "
-            "other change of the parameters"
+            "(fully_shard replaces parameters with DTensors). Build the Regularizer after fully_shard, "
+            "load_state_dict(assign=True) or any other replacement of the parameters"
         )
         assert seen["order_attach"] == seen["order_check"]  # attach refuses it, in every mode
         assert seen["order_right"] is None  # built after fully_shard: its tensors are the model's

@@ -194,3 +194,52 @@ def test_models_on_cuda_prune_on_cuda():
     estimator = ShrinkageMLPRegressor((8,), penalty="group", lambda_=0.05, device="cuda", random_state=0).fit(X, y)
     small, report = estimator.prune()
     assert next(small.parameters()).device.type == "cuda" and report.latency_device == "cuda"
+
+
+@pytest.mark.parametrize(
+    "activation",
+    [
+        torch.nn.GELU(approximate="tanh"),
+        torch.nn.GELU(),
+        torch.nn.ELU(alpha=0.7),
+        torch.nn.CELU(alpha=1.3),
+        torch.nn.SELU(),
+        torch.nn.Mish(),
+        torch.nn.Hardswish(),
+        torch.nn.Hardsigmoid(),
+        torch.nn.ReLU6(),
+        torch.nn.Softplus(beta=2.0, threshold=10.0),
+        torch.nn.Hardtanh(-0.5, 0.8),
+        torch.nn.Threshold(0.1, -1.0),
+        torch.nn.Softshrink(0.2),
+        torch.nn.Hardshrink(0.3),
+        torch.nn.Softsign(),
+        torch.nn.Tanhshrink(),
+        torch.nn.LogSigmoid(),
+        torch.nn.AlphaDropout(0.1),
+    ],
+    ids=lambda m: repr(m),
+)
+def test_every_elementwise_layer_saves_and_loads_with_its_settings(tmp_path, activation):
+    from shrinkage.prune import load_model, save_model
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 8), activation, torch.nn.Linear(8, 1)).eval()
+    try:
+        small, _ = prune(model, measure=False)
+    except TypeError:  # element-wise layers an MLP chain refuses (a CNN chain takes them)
+        small = model
+    save_model(small, tmp_path / "m.safetensors")
+    again, _ = load_model(tmp_path / "m.safetensors")
+    assert repr(again[1]) == repr(small[1])  # the settings too (GELU's approximation, ELU's alpha, …)
+    x = torch.randn(200, 3) * 3
+    with torch.no_grad():
+        assert torch.equal(again.eval()(x), small(x))
+
+
+def test_save_model_names_the_layers_it_can_describe(tmp_path):
+    from shrinkage.prune import save_model
+
+    model = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.Softmax(dim=1))
+    with pytest.raises(TypeError, match=r"cannot describe the layer Softmax; it describes: .*GELU.*Linear"):
+        save_model(model, tmp_path / "m.safetensors")

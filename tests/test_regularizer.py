@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import pytest
 import torch
@@ -171,6 +172,17 @@ def test_unknown_optimizer_warns_in_proximal_mode():
     model = mlp()
     with pytest.warns(ExactStepWarning, match="does not know the per-element step of NAdam"):
         Regularizer(model, L1(0.1)).attach(torch.optim.NAdam(model.parameters()))
+
+
+def test_centered_rmsprop_warns_in_proximal_mode():
+    """Its variance v − ḡ² vanishes where the data gradient settles at −λ·sign(w)."""
+    model = mlp()
+    with pytest.warns(ExactStepWarning, match=r"centered=True\) does not settle"):
+        Regularizer(model, L1(0.1)).attach(torch.optim.RMSprop(model.parameters(), centered=True))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ExactStepWarning)
+        plain = mlp()
+        Regularizer(plain, L1(0.1)).attach(torch.optim.RMSprop(plain.parameters()))
 
 
 # ------------------------------------------------------------------- mode ``loss``
@@ -439,3 +451,24 @@ def test_regularizer_keeps_no_parameter_sized_buffers():
             stack.extend(vars(obj).values())
     # the first layer's column labels (64) and √|g| per group (63); the weights have 8320
     assert own == 64 + 63
+
+
+@pytest.mark.parametrize(
+    ("call", "match"),
+    [
+        (lambda m: Regularizer.from_dict(m, {"rules": "x"}), "config must be a dict with a list of 'rules'"),
+        (lambda m: Regularizer.from_dict(m, {"rules": ["x"]}), r"config\['rules'\]\[0\] must be a dict with 'penalty'"),
+        (lambda m: Regularizer(m, L1(0.1)).sparsity(feature_names="abcd"), "feature_names must be a sequence of names"),
+    ],
+)
+def test_bad_configs_and_names_get_the_message_shape(call, match):
+    with pytest.raises((TypeError, ValueError), match=match):
+        call(mlp())
+
+
+def test_a_list_of_module_types_selects_like_a_tuple():
+    model = mlp()
+    as_tuple = Regularizer(model, Rule(L1(0.1), select=(torch.nn.Linear,))).parameter_names()
+    as_list = Regularizer(model, Rule(L1(0.1), select=[torch.nn.Linear]))
+    assert as_list.parameter_names() == as_tuple
+    assert Regularizer.from_dict(model, as_list.to_dict()).parameter_names() == as_tuple

@@ -364,3 +364,62 @@ def test_the_training_loop_reads_the_loss_once_an_epoch_not_once_a_step(monkeypa
         train(net, X, y, regularizer=Regularizer(net, L1(1e-3)), config=config)
         counts[batch_size] = len(reads)
     assert counts[4] == counts[64] > 0
+
+
+def test_add_grad_survives_a_skipped_step_as_gradscaler_skips_one():
+    """backward → add_grad → clip → step skipped (an overflow) → the next iteration's
+    add_grad works, and every step that runs carries the penalty exactly once."""
+    results = {}
+    for skip in (False, True):
+        model = _double_mlp()
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        reg = Regularizer(model, L1(0.2), mode="gradient")
+        reg.attach(optimizer)
+        for t, (x, y) in enumerate(_batches(4)):
+            optimizer.zero_grad()
+            torch.nn.functional.mse_loss(model(x), y).backward()
+            reg.add_grad()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 0.05)
+            if skip and t == 1:
+                continue  # what GradScaler.step does on inf/NaN gradients
+            optimizer.step()
+        results[skip] = [p.detach().clone() for p in model.parameters()]
+    # the reference: the same loop without iteration 1 at all, penalty in the loss
+    model = _double_mlp()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    reg = Regularizer(model, L1(0.2), mode="loss")
+    reg.attach(optimizer)
+    for t, (x, y) in enumerate(_batches(4)):
+        if t == 1:
+            continue
+        optimizer.zero_grad()
+        (torch.nn.functional.mse_loss(model(x), y) + reg.penalty()).backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 0.05)
+        optimizer.step()
+    for got, want in zip(results[True], [p.detach() for p in model.parameters()]):
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
+    assert any(not torch.equal(a, b) for a, b in zip(results[True], results[False]))
+
+
+def test_add_grad_twice_on_the_same_gradients_is_refused_attached_or_not():
+    model = _double_mlp()
+    reg = Regularizer(model, L1(0.1), mode="gradient")  # not attached: the user steps by hand
+    x, y = _batches(1)[0]
+    torch.nn.functional.mse_loss(model(x), y).backward()
+    reg.add_grad()
+    with pytest.raises(RuntimeError, match="already called on these gradients"):
+        reg.add_grad()
+    torch.nn.functional.mse_loss(model(x), y).backward()  # new gradients: allowed again
+    reg.add_grad()
+
+
+def test_loss_mode_refuses_tensors_replaced_after_the_regularizer_was_built():
+    """load_state_dict(assign=True) (or fully_shard) replaces the parameters: a penalty
+    on the old tensors would never reach training."""
+    model = torch.nn.Linear(4, 1)
+    reg = Regularizer(model, L1(1.0), mode="loss")
+    model.load_state_dict(torch.nn.Linear(4, 1).state_dict(), assign=True)
+    with pytest.raises(ValueError, match=r"'weight' is no longer the model's.*assign=True"):
+        reg.penalty()
+    with torch.no_grad():
+        reg.penalty()  # logging only: allowed

@@ -11,8 +11,9 @@ optimizer                   step ``D`` used by the prox
 SGD                         ``lr·(1 − dampening) / (1 − momentum)`` (the momentum buffer
                             tends to ``(1 − dampening)·g / (1 − momentum)``; Nesterov too)
 Adam, AdamW (amsgrad too)   ``lr / (√(v / (1 − β₂ᵗ)) + ε)`` per element
-RMSprop                     ``lr / (√v + ε)`` per element (centered: ``√(v − ḡ²)``),
-                            divided by ``1 − momentum``
+RMSprop                     ``lr / (√v + ε)`` per element, divided by ``1 − momentum``
+                            (centered: ``√(v − ḡ²)``, with a warning: that variance
+                            vanishes at the optimum, so the steps do not settle)
 Adagrad                     ``lr / (1 + (t − 1)·lr_decay) / (√Σg² + ε)`` per element
 Adamax                      ``lr / u`` per element (``u`` its infinity-norm state)
 anything else               ``lr`` (with a warning: the fixed point is then not exact)
@@ -175,6 +176,14 @@ def check_optimizer(optimizer: Any, mode: str) -> None:
             raise InputError(
                 f"optimizer param group {index} must have momentum < 1 for mode='proximal', got {group['momentum']}"
             )
+    if mode == "proximal" and isinstance(optimizer, RMSprop) and any(g.get("centered") for g in optimizer.param_groups):
+        warnings.warn(
+            "mode='proximal' with RMSprop(centered=True) does not settle: at the regularized optimum the data "
+            "gradient is a non-zero constant, so the centered variance v − ḡ² tends to 0 and the step to lr/eps; "
+            "use centered=False (exact) or Adam",
+            ExactStepWarning,
+            stacklevel=3,
+        )
     if mode == "proximal" and _rule_for(optimizer) is None:
         warnings.warn(
             f"mode='proximal' does not know the per-element step of {type(optimizer).__name__}; "
@@ -245,5 +254,6 @@ def check_parameters_current(model: nn.Module, named: Iterable[tuple[str, Tensor
             hint = " (fully_shard replaces parameters with DTensors)" if _sharded_placements(now) else ""
             raise InputError(
                 f"parameter {name!r} is no longer the model's: it was replaced after the Regularizer was "
-                f"built{hint}. Build the Regularizer after fully_shard or any other change of the parameters"
+                f"built{hint}. Build the Regularizer after fully_shard, load_state_dict(assign=True) or any other "
+                "replacement of the parameters"
             )

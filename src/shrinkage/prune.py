@@ -614,12 +614,19 @@ def prune(
 
 
 # ------------------------------------------------------------------ save / load
-_ACTIVATIONS = {
+_ACTIVATIONS = {  # element-wise layers without settings
     nn.ReLU: "relu",
+    nn.ReLU6: "relu6",
     nn.Tanh: "tanh",
-    nn.GELU: "gelu",
     nn.SiLU: "silu",
+    nn.Mish: "mish",
+    nn.SELU: "selu",
     nn.Sigmoid: "sigmoid",
+    nn.LogSigmoid: "logsigmoid",
+    nn.Hardswish: "hardswish",
+    nn.Hardsigmoid: "hardsigmoid",
+    nn.Softsign: "softsign",
+    nn.Tanhshrink: "tanhshrink",
     nn.Identity: "identity",
 }
 
@@ -675,6 +682,15 @@ _LAYERS: dict[str, tuple[type[nn.Module], dict[str, tuple[str, str]]]] = {
     "prelu": (nn.PReLU, {"num_parameters": ("num_parameters", "count")}),
     "dropout": (nn.Dropout, {"p": ("p", "float")}),
     "leaky_relu": (nn.LeakyReLU, {"negative_slope": ("negative_slope", "float")}),
+    "gelu": (nn.GELU, {"approximate": ("approximate", "gelu")}),
+    "elu": (nn.ELU, {"alpha": ("alpha", "float")}),
+    "celu": (nn.CELU, {"alpha": ("alpha", "float")}),
+    "softplus": (nn.Softplus, {"beta": ("beta", "float"), "threshold": ("threshold", "float")}),
+    "hardtanh": (nn.Hardtanh, {"min_val": ("min_val", "float"), "max_val": ("max_val", "float")}),
+    "threshold": (nn.Threshold, {"threshold": ("threshold", "float"), "value": ("value", "float")}),
+    "softshrink": (nn.Softshrink, {"lambd": ("lambd", "float")}),
+    "hardshrink": (nn.Hardshrink, {"lambd": ("lambd", "float")}),
+    "alpha_dropout": (nn.AlphaDropout, {"p": ("p", "float")}),
     **{name: (cls, {}) for cls, name in _ACTIVATIONS.items()},
 }
 _WITH_TENSORS = (nn.Linear, *_CONVS, *_NORMS, nn.PReLU)  # built on the meta device, then given the file's tensors
@@ -687,7 +703,11 @@ def _json_value(value: Any) -> Any:
 def _describe_layer(module: nn.Module) -> dict:
     kind = next((name for name, (cls, _) in _LAYERS.items() if type(module) is cls), None)
     if kind is None or (isinstance(module, _POOLS) and getattr(module, "return_indices", False)):
-        raise InputTypeError(f"save_model cannot describe a {type(module).__name__} layer")
+        known = ", ".join(sorted({cls.__name__ for cls, _ in _LAYERS.values()}))
+        raise InputTypeError(
+            f"save_model cannot describe the layer {type(module).__name__}"
+            f"{' with return_indices=True' if kind is not None else ''}; it describes: {known}"
+        )
     fields = _LAYERS[kind][1]
     out: dict[str, Any] = {"type": kind}
     for key, (argument, _) in fields.items():
@@ -708,6 +728,7 @@ _KINDS: dict[str, Callable[[Any], bool]] = {
     "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v),
     "float?": lambda v: v is None or _KINDS["float"](v),
     "str": lambda v: isinstance(v, str),
+    "gelu": lambda v: v in ("none", "tanh"),
     "size": lambda v: _is_int(v) or (isinstance(v, list) and 0 < len(v) <= 3 and all(_is_int(n) for n in v)),
     "padding": lambda v: v in ("same", "valid") or _KINDS["size"](v),
     "output_size": lambda v: (

@@ -33,6 +33,7 @@ gradient, so adding it to the loss cannot apply the penalty twice.
 from __future__ import annotations
 
 import warnings
+import weakref
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -203,6 +204,7 @@ class Regularizer:
         self._optimizer: torch.optim.Optimizer | None = None
         self._penalty_since_step = False
         self._grad_added = False
+        self._new_grad_hooks: list[Any] = []
 
     # ------------------------------------------------------------------ binding
     def _bind(self) -> list[Term]:
@@ -296,6 +298,10 @@ class Regularizer:
                 "reg.attach(optimizer) first (then reg.penalty() is for logging), use "
                 "mode='loss' to add reg.penalty() to the loss, or log with reg.values()"
             )
+        if grad_wanted and self.in_loss:
+            # the penalty is differentiated here, not through attach's checks: its tensors
+            # must still be the model's (not replaced by fully_shard or load_state_dict(assign=True))
+            optim.check_parameters_current(self.model, self.named_parameters())
         total = None
         for term in self._terms:
             with torch.set_grad_enabled(grad_wanted and term.mode == "loss"):
@@ -470,8 +476,12 @@ class Regularizer:
 
         Without this call the attached optimizer adds it inside ``step()``, after any
         clipping, as torch's own ``weight_decay`` does. Tensors without a gradient are
-        left alone. Raises if no term is in mode ``gradient``, or if called twice before
-        a step.
+        left alone. The gradients count as holding the penalty until the next
+        ``optimizer.step()`` or the next ``backward()`` that reaches a penalized tensor,
+        so a skipped step (``GradScaler`` on an overflow, a guard against a loss spike)
+        is harmless: the next iteration's ``add_grad()`` adds it to the new gradients.
+        Raises if no term is in mode ``gradient``, or if called twice on the same
+        gradients.
         """
         terms = [t for t in self._terms if t.mode == "gradient"]
         if not terms:
@@ -480,10 +490,27 @@ class Regularizer:
                 f"terms are in mode(s) {sorted({t.mode for t in self._terms})}"
             )
         if self._grad_added:
-            raise RuntimeError("add_grad() was already called since the last optimizer.step()")
+            raise RuntimeError(
+                "add_grad() was already called on these gradients (since the last optimizer.step() or backward())"
+            )
+        if not self._new_grad_hooks:
+            self._watch_new_gradients(terms)
         for term in terms:
             self._add_term_grad(term)
-        self._grad_added = self._optimizer is not None  # the attached step then skips it
+        self._grad_added = True  # until the step (which then skips it) or new gradients
+
+    def _watch_new_gradients(self, terms: list[Term]) -> None:
+        """A ``backward()`` that accumulates into a penalized tensor makes new gradients,
+        without the penalty: forget that ``add_grad()`` was called."""
+        owner = weakref.ref(self)  # the tensors' hooks must not keep the regularizer alive
+
+        def fresh_gradient(_param: Tensor) -> None:
+            regularizer = owner()
+            if regularizer is not None:
+                regularizer._grad_added = False
+
+        params = {id(p): p for t in terms for p in t.params if p.requires_grad}
+        self._new_grad_hooks = [p.register_post_accumulate_grad_hook(fresh_gradient) for p in params.values()]
 
     @torch.no_grad()
     def _after_step(self, optimizer, args, kwargs) -> None:
@@ -529,8 +556,11 @@ class Regularizer:
     @classmethod
     def from_dict(cls, model: nn.Module, config: dict[str, Any]) -> Regularizer:
         """Rebuild a regularizer on ``model`` from :meth:`to_dict` output."""
-        if not isinstance(config, dict) or "rules" not in config:
-            raise fail("config", "a dict with 'rules' (from Regularizer.to_dict)", config, kind=TypeError)
+        if not isinstance(config, dict) or not isinstance(config.get("rules"), list):
+            raise fail("config", "a dict with a list of 'rules' (from Regularizer.to_dict)", config, kind=TypeError)
+        for index, r in enumerate(config["rules"]):
+            if not isinstance(r, dict) or "penalty" not in r:
+                raise fail(f"config['rules'][{index}]", "a dict with 'penalty'", r, kind=TypeError)
         rules = [
             Rule(
                 make_penalty(r["penalty"]),
@@ -564,9 +594,10 @@ class Regularizer:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore the penalties saved by :meth:`state_dict` (a λ changed during training,
-        say). The rules must bind the same tensors in the same modes, else ``InputError``
-        names the first difference; the attachment to an optimizer is kept."""
+        """Restore the penalties saved by :meth:`state_dict` (a λ changed during training
+        through ``reg.rules[i].penalty.lambda_``, say). The rules must bind the same
+        tensors in the same modes, else ``InputError`` names the first difference; the
+        attachment to an optimizer is kept."""
         if not isinstance(state, dict) or not isinstance(state.get("rules"), list):
             raise fail("state", "a dict from Regularizer.state_dict()", state, kind=TypeError)
         saved = state["rules"]

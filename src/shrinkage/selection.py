@@ -14,8 +14,8 @@ A *selector* is one of:
 - a string or list of strings — parameter-name patterns (:mod:`fnmatch` globs such as
   ``"encoder.*.weight"``, or exact names); biases are selected only if a pattern names
   them.
-- an ``nn.Module`` subclass or tuple of them — the non-bias parameters held directly by
-  modules of those types.
+- an ``nn.Module`` subclass, or a tuple or list of them — the non-bias parameters held
+  directly by modules of those types.
 - a callable ``(name, parameter, module) -> bool``.
 
 Frozen parameters (``requires_grad=False``) are never selected: a penalty cannot move
@@ -97,6 +97,8 @@ def _predicate(select: Selector) -> Callable[[str, nn.Parameter, nn.Module], boo
         select = [select]
     if isinstance(select, type) and issubclass(select, nn.Module):
         select = (select,)
+    if isinstance(select, list) and select and all(isinstance(t, type) and issubclass(t, nn.Module) for t in select):
+        select = tuple(select)  # a list of module types reads as a tuple of them
     if isinstance(select, tuple) and select and all(isinstance(t, type) and issubclass(t, nn.Module) for t in select):
         return lambda name, p, m: isinstance(m, select) and not _is_bias(name)
     if isinstance(select, Sequence) and select and all(isinstance(s, str) for s in select):
@@ -165,7 +167,7 @@ def describe_selector(select: Selector, *, strict: bool = True) -> Any:
         return {"names": [select]}
     if isinstance(select, type):
         select = (select,)
-    if isinstance(select, tuple) and all(isinstance(t, type) for t in select):
+    if isinstance(select, (tuple, list)) and select and all(isinstance(t, type) for t in select):
         return {"modules": [f"{t.__module__}.{t.__qualname__}" for t in select]}
     if isinstance(select, Sequence) and all(isinstance(s, str) for s in select):
         return {"names": list(select)}

@@ -405,6 +405,8 @@ def sparsity_report(
     else:
         dead = sum(t.zero_rows or 0 for t in tensors.values())
     if feature_names is not None:
+        if isinstance(feature_names, (str, bytes)):
+            raise fail("feature_names", "a sequence of names, one per input feature", feature_names, kind=TypeError)
         feature_names = [str(f) for f in feature_names]
         if n_features is None:
             raise InputError(
