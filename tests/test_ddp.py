@@ -11,7 +11,6 @@ Why it holds: DDP all-reduces (averages) the gradients during ``backward()``. In
 
 from __future__ import annotations
 
-import socket
 import sys
 
 import pytest
@@ -19,6 +18,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from helpers import free_port, make_optimizer
 from shrinkage import L1, L2, ElasticNet, GroupLasso, Regularizer, Rule
 from shrinkage.models import MLP
 
@@ -46,19 +46,11 @@ def _data():
     return X, y
 
 
-def _optimizer(name, params):
-    return {
-        "sgd": lambda: torch.optim.SGD(params, lr=0.05, momentum=0.9),
-        "adamw": lambda: torch.optim.AdamW(params, lr=1e-2, weight_decay=0.0),
-        "adam": lambda: torch.optim.Adam(params, lr=1e-2),
-    }[name]()
-
-
 def _train(model, mode, rows, all_reduce_values=False):
     """The user's loop: two extra lines (Regularizer, attach)."""
     rules, optimizer_name = CASES[mode]
     reg = Regularizer(model.module if hasattr(model, "module") else model, rules(), mode=mode)
-    optimizer = _optimizer(optimizer_name, model.parameters())
+    optimizer = make_optimizer(optimizer_name, model.parameters())
     reg.attach(optimizer)
     X, y = _data()
     logged = []
@@ -96,16 +88,10 @@ def _worker(rank, port, mode, folder):
         dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.skipif(sys.platform == "win32", reason="gloo over tcp on loopback")
 @pytest.mark.parametrize("mode", list(CASES))
 def test_ddp_equals_one_process_and_replicas_stay_identical(tmp_path, mode):
-    mp.spawn(_worker, args=(_free_port(), mode, str(tmp_path)), nprocs=WORLD, join=True)
+    mp.spawn(_worker, args=(free_port(), mode, str(tmp_path)), nprocs=WORLD, join=True)
     result = torch.load(tmp_path / "result.pt", weights_only=True)
     replicas, logged = result["replicas"], result["logged"]
     assert torch.equal(replicas[0], replicas[1])  # bit-identical after every step

@@ -18,7 +18,6 @@ so the module costs one start-up.
 
 from __future__ import annotations
 
-import socket
 import sys
 
 import pytest
@@ -26,6 +25,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from helpers import free_port, make_optimizer
 from shrinkage import (
     L1,
     L2,
@@ -87,14 +87,6 @@ def _data():
     return X, y
 
 
-def _optimizer(name, params):
-    return {
-        "sgd": lambda: torch.optim.SGD(params, lr=0.05, momentum=0.9),
-        "adam": lambda: torch.optim.Adam(params, lr=1e-2),
-        "adamw": lambda: torch.optim.AdamW(params, lr=1e-2, weight_decay=0.0),
-    }[name]()
-
-
 def _sharded(model):
     """FSDP2 as its docs recommend: each layer a unit, then the root."""
     from torch.distributed.fsdp import fully_shard
@@ -114,7 +106,7 @@ def _train(model, penalty, mode, optimizer_name, rows):
     """The user's loop: the Regularizer built on the (sharded) model, then attach."""
     select = "*" if mode == "decoupled" else None  # biases too: AdamW-style decay of everything
     reg = Regularizer(model, Rule(PENALTIES[penalty](), select=select), mode=mode)
-    optimizer = _optimizer(optimizer_name, model.parameters())
+    optimizer = make_optimizer(optimizer_name, model.parameters())
     reg.attach(optimizer)
     X, y = _data()
     logged = []
@@ -206,17 +198,11 @@ def _worker(rank, port, folder):
         dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def sharded_runs(tmp_path_factory):
     """Every case, trained once by two FSDP processes: one result dict per rank."""
     folder = tmp_path_factory.mktemp("fsdp")
-    mp.spawn(_worker, args=(_free_port(), str(folder)), nprocs=WORLD, join=True)
+    mp.spawn(_worker, args=(free_port(), str(folder)), nprocs=WORLD, join=True)
     return torch.load(folder / "results.pt", weights_only=False)
 
 

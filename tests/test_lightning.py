@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 pl = pytest.importorskip("pytorch_lightning", reason="Lightning is the optional extra shrinkage[lightning]")
 
+from helpers import make_optimizer  # noqa: E402
 from shrinkage import L2, ElasticNet, GroupLasso, Regularizer, Rule  # noqa: E402
 from shrinkage.lightning import RegularizerCallback  # noqa: E402
 from shrinkage.models import MLP  # noqa: E402
@@ -51,15 +52,7 @@ class Module(pl.LightningModule):
         return loss
 
     def configure_optimizers(self):
-        return _optimizer(self.optimizer, self.parameters())
-
-
-def _optimizer(name, params):
-    return {
-        "sgd": lambda: torch.optim.SGD(params, lr=0.05, momentum=0.9),
-        "adam": lambda: torch.optim.Adam(params, lr=1e-2),
-        "adamw": lambda: torch.optim.AdamW(params, lr=1e-2, weight_decay=0.0),
-    }[name]()
+        return make_optimizer(self.optimizer, self.parameters())
 
 
 def _data():
