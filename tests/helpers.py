@@ -24,3 +24,18 @@ def make_optimizer(name: str, params) -> torch.optim.Optimizer:
         "adam": lambda: torch.optim.Adam(params, lr=1e-2),
         "adamw": lambda: torch.optim.AdamW(params, lr=1e-2, weight_decay=0.0),
     }[name]()
+
+
+def user_loop(model, reg, optimizer, X, y, rows) -> list[float]:
+    """The plain loop a user writes: one step per global batch ``X[step]`` (this process's
+    ``rows`` of it), the penalty in the loss only in mode ``loss``; the logged penalties."""
+    logged = []
+    for step in range(X.shape[0]):
+        optimizer.zero_grad()
+        loss = torch.nn.functional.mse_loss(model(X[step][rows]), y[step][rows])
+        if reg.in_loss:
+            loss = loss + reg.penalty()  # a plain tensor, also for sharded (FSDP) tensors
+        loss.backward()
+        optimizer.step()
+        logged.append(sum(reg.values().values()))
+    return logged

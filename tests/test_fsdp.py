@@ -25,7 +25,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from helpers import free_port, make_optimizer
+from helpers import free_port, make_optimizer, user_loop
 from shrinkage import (
     L1,
     L2,
@@ -108,16 +108,7 @@ def _train(model, penalty, mode, optimizer_name, rows):
     reg = Regularizer(model, Rule(PENALTIES[penalty](), select=select), mode=mode)
     optimizer = make_optimizer(optimizer_name, model.parameters())
     reg.attach(optimizer)
-    X, y = _data()
-    logged = []
-    for step in range(STEPS):
-        optimizer.zero_grad()
-        loss = torch.nn.functional.mse_loss(model(X[step][rows]), y[step][rows])
-        if mode == "loss":
-            loss = loss + reg.penalty()  # the global penalty, a plain tensor
-        loss.backward()
-        optimizer.step()
-        logged.append(sum(reg.values().values()))
+    logged = user_loop(model, reg, optimizer, *_data(), rows)
     return logged, reg
 
 
