@@ -139,3 +139,29 @@ def test_lr_only_prox_after_adam_misses_the_optimum(monkeypatch):
         weight, _ = fit(L1(from_sklearn_lasso(0.1)), X, y, "adam")
     relative = np.max(np.abs(weight.ravel() - sk.coef_)) / np.max(np.abs(sk.coef_))
     assert relative > 1e-2
+
+
+@pytest.mark.parametrize("penalty_name", ["l1", "elasticnet"])
+def test_stationarity_is_zero_at_scikit_learns_optimum_and_not_elsewhere(penalty_name):
+    """The path's convergence measure against an independent solver's solution."""
+    from shrinkage.path import stationarity
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((150, 8))
+    y = X[:, :3] @ np.array([2.0, -1.0, 0.5]) + 40.0 + 0.3 * rng.standard_normal(150)  # raw: a large intercept
+    if penalty_name == "l1":
+        sk = Lasso(alpha=0.05, tol=1e-14, max_iter=100_000).fit(X, y)
+        penalty = L1(from_sklearn_lasso(0.05))
+    else:
+        sk = SkElasticNet(alpha=0.05, l1_ratio=0.3, tol=1e-14, max_iter=100_000).fit(X, y)
+        penalty = ElasticNet(*from_sklearn_enet(0.05, 0.3))
+    model = nn.Linear(8, 1).double()
+    with torch.no_grad():
+        model.weight.copy_(torch.tensor(sk.coef_)[None])
+        model.bias.fill_(float(sk.intercept_))
+    reg = Regularizer(model, penalty)
+    data = torch.tensor(X), torch.tensor(y).reshape(-1, 1)
+    assert stationarity(model, reg, *data, "mse", 0.01) < 1e-9
+    with torch.no_grad():
+        model.bias.add_(0.5)  # only the intercept off: the large intercept must not hide it
+    assert stationarity(model, reg, *data, "mse", 0.01) > 1e-4

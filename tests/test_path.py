@@ -130,6 +130,8 @@ def test_network_path_records_and_ends_without_features():
     assert first.feature_names == [list("abcdef")[j] for j in first.features]
     record = first.record()
     assert "state" not in record and record["lambda_"] == first.lambda_
+    assert record["stationarity"] == first.stationarity >= 0  # measured at every point, stored with it
+    assert all(np.isfinite(point.stationarity) for point in [path.dense, *path.points])
     exits = path.feature_exit_lambdas()
     assert np.all(np.isfinite(exits)) and exits.min() >= path.lambdas[0]
     # the two real inputs are the last to go

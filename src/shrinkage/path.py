@@ -79,6 +79,7 @@ __all__ = [
     "next_lambda",
     "regularization_path",
     "relaxed_fit",
+    "stationarity",
 ]
 
 ModelSpec = nn.Module | Callable[[], nn.Module]
@@ -238,6 +239,9 @@ class PathPoint:
         batches; validation: at the epoch's end).
     feature_norms : list of float
         ‖column j‖₂ of the input weight for each input feature: what a path plot draws.
+    stationarity : float
+        How far this fit is from a stationary point of its objective (see
+        :func:`~shrinkage.path.stationarity`): 0 at the optimum; NaN when not measured (a diverged fit).
     """
 
     lambda_: float
@@ -262,6 +266,7 @@ class PathPoint:
     train_curve: list[float] = field(default_factory=list, repr=False)
     val_curve: list[float] = field(default_factory=list, repr=False)
     feature_norms: list[float] = field(default_factory=list, repr=False)
+    stationarity: float = math.nan
 
     @property
     def n_features(self) -> int:
@@ -352,6 +357,13 @@ def _is_linear(model: nn.Module) -> bool:
 def _intercept_at_zero_(layer: nn.Linear, y: Tensor, loss: str) -> None:
     """Set a linear layer's weight to 0 and its bias to the optimum for that weight."""
     layer.weight.zero_()
+    _bias_at_best_constant_(layer, y, loss)
+
+
+@torch.no_grad()
+def _bias_at_best_constant_(layer: nn.Linear, y: Tensor, loss: str) -> None:
+    """The bias at the best constant prediction: the mean for squared error, the log-odds
+    or log class frequencies for cross-entropy."""
     if layer.bias is None:
         return
     if loss == "mse":
@@ -379,6 +391,36 @@ def _data_gradient(model: nn.Module, X: Tensor, y: Tensor, loss: str, params: Se
                 g.add_(part)
     model.train(was_training)
     return grads
+
+
+def stationarity(model: nn.Module, reg: Regularizer, X: Tensor, y: Tensor, loss: str, step: float) -> float:
+    """How far ``model`` is from a stationary point of ``mean ℓ + Σ λ·R``, one number for
+    every penalty: the largest, over trainable tensors ``w``, of
+    ``‖w − prox_{s·λR}(w − s·∇f(w))‖ / ‖w‖``.
+
+    That is the relative change one full-batch proximal-gradient step of size ``s`` would
+    still make to each tensor (the data loss's gradient ``∇f`` over all of ``(X, y)``;
+    the prox of each of ``reg``'s terms on its tensors, none on the others), taken per
+    tensor so that a large intercept does not hide unconverged weights. It is 0 exactly
+    at a stationary point — the optimum, for a convex problem — for any ``s``; the path
+    takes ``s`` = its training learning rate. A tensor at exactly zero that the step
+    would move counts as infinitely far. Computed in float64.
+    """
+    params = [p for p in model.parameters() if p.requires_grad]
+    grads = _data_gradient(model, X, y, loss, params)
+    with torch.no_grad():
+        moved = {id(p): p.detach().double() - step * g.double() for p, g in zip(params, grads)}
+        for term in reg.terms:
+            if term.penalty.lambda_ > 0 and all(id(p) in moved for p in term.params):
+                targets = [moved[id(p)] for p in term.params]
+                term.penalty.prox_(targets, term.layouts, step=[step] * len(targets))
+        worst = 0.0
+        for p in params:
+            change = float(torch.linalg.vector_norm(p.detach().double() - moved[id(p)]))
+            size = float(torch.linalg.vector_norm(p.detach().double()))
+            if change > 0:
+                worst = max(worst, change / size if size > 0 else math.inf)
+    return worst
 
 
 def scaled(rules: Sequence[Rule], lambda_: float) -> list[Rule]:
@@ -512,6 +554,7 @@ def _point(
     result: TrainResult,
     seconds: float,
     keep_state: bool,
+    step: float,
 ) -> PathPoint:
     report = reg.sparsity(feature_names=feature_names)
     # known: regularization_path refused a model without an identified input weight
@@ -535,6 +578,7 @@ def _point(
         train_curve=list(result.train_loss),
         val_curve=list(result.val_loss),
         feature_norms=column_norms(model),
+        stationarity=stationarity(model, reg, *data["train"], loss, step) if data["train"] is not None else math.nan,
     )
 
 
@@ -724,7 +768,8 @@ class _PathFit:
         return Regularizer(self.net, scaled(self.rules, lambda_), mode=self.config.mode)
 
     def _point(self, lambda_: float, reg: Regularizer, result: TrainResult, seconds: float, keep: bool) -> PathPoint:
-        return _point(lambda_, self.net, reg, self.data, self.loss, self.names, result, seconds, keep)
+        config = self.config.dense_config if lambda_ == 0.0 else self.config.train_config
+        return _point(lambda_, self.net, reg, self.data, self.loss, self.names, result, seconds, keep, config.lr)
 
     def dense_fit(self) -> PathPoint:
         """Train without penalty (λ = 0) from the initial weights."""
@@ -797,7 +842,7 @@ class _PathFit:
         self.optimizer = self._optimizer()
         kept = self._point(lambda_, reg, TrainResult(error.epoch + 1, 0), 0.0, False)
         nan = math.nan  # what the kept weights score says nothing of this λ
-        return replace(kept, train_loss=nan, val_loss=nan, test_loss=nan, penalty=nan, diverged=True)
+        return replace(kept, train_loss=nan, val_loss=nan, test_loss=nan, penalty=nan, stationarity=nan, diverged=True)
 
     def _relaxed_model(self, features: list[int]) -> nn.Module:
         X, y = self.data["train"]

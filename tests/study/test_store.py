@@ -166,25 +166,34 @@ def test_the_declared_columns_are_the_live_schema(tmp_path):
         table.name: [(c.name, c.sql_type, None if c.default is None else str(c.default)) for c in table.columns]
         for table in _TABLES
     }
-    assert SCHEMA_VERSION == 4 and _versions(path) == (4, "4")
+    assert SCHEMA_VERSION == 5 and _versions(path) == (5, "5")
 
 
 def test_version_4_has_the_columns_of_version_3(tmp_path):
-    # the oracle: the schema of the last release that wrote it, by hand (only the default is new)
+    # the oracle: the schemas the releases wrote, by hand (only the default is new)
     make_old_store(tmp_path / "v3.sqlite", 3)
-    Store(tmp_path / "v4.sqlite").close()
+    make_old_store(tmp_path / "v4.sqlite", 4)
     old, new = _live_columns(tmp_path / "v3.sqlite"), _live_columns(tmp_path / "v4.sqlite")
     assert old["points"][-1] == ("diverged", "INTEGER", None) and new["points"][-1] == ("diverged", "INTEGER", "0")
     old["points"][-1] = new["points"][-1]
     assert old == new
 
 
+def test_version_5_adds_the_stationarity_of_each_point(tmp_path):
+    make_old_store(tmp_path / "v4.sqlite", 4)
+    Store(tmp_path / "v5.sqlite").close()
+    old, new = _live_columns(tmp_path / "v4.sqlite"), _live_columns(tmp_path / "v5.sqlite")
+    assert new["points"][-1] == ("stationarity", "REAL", None)
+    new["points"].pop()
+    assert old == new
+
+
 # ---------------------------------------------------------------------------- older stores
-@pytest.mark.parametrize("version", [1, 2, 3])
+@pytest.mark.parametrize("version", [1, 2, 3, 4])
 def test_an_older_store_is_upgraded_in_place(tmp_path, version):
     path = tmp_path / f"v{version}.sqlite"
     make_old_store(path, version)
-    assert _versions(path) == (0, str(version))
+    assert _versions(path) == (4 if version == 4 else 0, str(version))
     with Store(path) as store:
         (study,) = store.studies()
         assert (study["key"], study["name"], study["status"], study["n_runs"]) == ("old-key", "diabetes", "complete", 1)
@@ -200,21 +209,22 @@ def test_an_older_store_is_upgraded_in_place(tmp_path, version):
         points = store.points(run["id"])
         assert [(p["fold"], p["idx"]) for p in points] == [(-1, 0), (-1, 1), (0, 0), (0, 1)]
         assert points[0]["features"] == [1] and points[0]["feature_norms"] == [0.0, 1.5]
-        assert [p["diverged"] for p in points] == (DIVERGED if version == 3 else [0, 0, 0, 0])  # before 3: none did
+        assert [p["diverged"] for p in points] == (DIVERGED if version >= 3 else [0, 0, 0, 0])  # before 3: none did
+        assert all(p["stationarity"] is None for p in points)  # not measured before version 5
 
         new_run = {**_run("group"), "model": b"m", "penalized": b"p"}
         new_id = store.add_run(study["id"], new_run, [{**_points()[0], "diverged": True}])
         assert [r["penalty"] for r in store.runs(study["id"])] == ["l1", "group"]
         assert (store.runs(study["id"])[1]["model"], store.points(new_id)[0]["diverged"]) == (b"m", 1)
         assert store.add_study(key="new", name="d", config={}, data={}) == 2
-    assert _versions(path) == (4, "4")
+    assert _versions(path) == (5, "5")
     declared = {table.name: {c.name: c.sql_type for c in table.columns} for table in _TABLES}
     assert {name: {c[0]: c[1] for c in columns} for name, columns in _live_columns(path).items()} == declared
     with Store(path) as store:  # opened again: nothing left to do
         assert len(store.runs(1)) == 2
 
 
-@pytest.mark.parametrize("version", [1, 2, 3])
+@pytest.mark.parametrize("version", [1, 2, 3, 4])
 def test_an_older_store_opened_read_only_is_read_as_it_is(tmp_path, version):
     path = tmp_path / f"v{version}.sqlite"
     make_old_store(path, version)
@@ -222,11 +232,11 @@ def test_an_older_store_opened_read_only_is_read_as_it_is(tmp_path, version):
     with Store(path, read_only=True) as store:
         (run,) = store.runs(1)
         assert run["lambdas"] == [0.1, 0.2] and run["model"] == (None if version == 1 else MODELS["model"])
-        assert [p["diverged"] for p in store.points(run["id"])] == (DIVERGED if version == 3 else [0, 0, 0, 0])
+        assert [p["diverged"] for p in store.points(run["id"])] == (DIVERGED if version >= 3 else [0, 0, 0, 0])
         with pytest.raises(StoreError) as info:
             store.set_status(1, "running")
         assert str(info.value) == f"store {str(path)!r}: attempt to write a readonly database"
-    assert path.read_bytes() == before and _versions(path) == (0, str(version))
+    assert path.read_bytes() == before and _versions(path) == (4 if version == 4 else 0, str(version))
 
 
 def test_read_only_never_creates(tmp_path):
@@ -251,7 +261,7 @@ def test_openers_at_once_upgrade_an_older_store_once(tmp_path):
         thread.start()
     for thread in threads:
         thread.join()
-    assert errors == [] and _versions(path) == (4, "4")
+    assert errors == [] and _versions(path) == (5, "5")
     with Store(path, read_only=True) as store:
         assert store.runs(1)[0]["model"] is None
 
@@ -261,12 +271,13 @@ def test_a_newer_store_is_refused_untouched(tmp_path, read_only):
     path = tmp_path / "future.sqlite"
     Store(path).close()
     with closing(sqlite3.connect(path)) as db:
-        db.execute("PRAGMA user_version = 5")
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     before = path.read_bytes()
     with pytest.raises(StoreError) as info:
         Store(path, read_only=read_only)
     assert str(info.value) == (
-        f"store {str(path)!r} has schema version 5; this version of shrinkage reads versions 1 to 4 "
+        f"store {str(path)!r} has schema version {SCHEMA_VERSION + 1}; this version of shrinkage reads versions 1 "
+        f"to {SCHEMA_VERSION} "
         "(upgrade shrinkage to open it)"
     )
     assert path.read_bytes() == before

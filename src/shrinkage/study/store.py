@@ -9,9 +9,10 @@ rows read back (JSON parsed, float32 blobs as arrays) are all built from those t
     runs     one per penalty of a study, UNIQUE (study_id, penalty)
     points   one per λ of the full-data path (fold -1) and of each CV fold
 
-The schema version is ``PRAGMA user_version`` (4). Stores written before it carry their
-version only in ``meta`` (user_version 0): version 1 lacks ``runs.model`` and
-``runs.penalized``, versions 1 and 2 lack ``points.diverged``. Such a store is upgraded in place,
+The schema version is ``PRAGMA user_version`` (5). Stores written before version 4 carry
+their version only in ``meta`` (user_version 0): version 1 lacks ``runs.model`` and
+``runs.penalized``, versions 1 and 2 lack ``points.diverged``, versions 1 to 4 lack
+``points.stationarity``. Such a store is upgraded in place,
 one named step per version, in one transaction, when it is opened for writing; opened
 with ``read_only=True`` it is left as it is and a column it lacks reads as that column's
 default. A store newer than this code is refused, and so is a file that lacks the
@@ -39,7 +40,7 @@ from shrinkage.validation import InputError
 
 __all__ = ["SCHEMA_VERSION", "Store", "StoreError"]
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 _FORMAT = "shrinkage-store"
 
 
@@ -233,6 +234,7 @@ _POINTS = _Table(
         _Column("epochs", "int"),
         _Column("seconds", "float"),
         _Column("diverged", "int", default=0),  # 1: the fit at this λ diverged (losses NULL); v3
+        _Column("stationarity", "float"),  # how far the fit is from a stationary point (path.stationarity); v5
     ),
     ("PRIMARY KEY (run_id, fold, idx)",),
 )
@@ -256,10 +258,16 @@ def _version_in_header(db: sqlite3.Connection) -> None:
     """Version 3 → 4: the version moves to ``PRAGMA user_version``; the tables stay as they are."""
 
 
+def _add_stationarity(db: sqlite3.Connection) -> None:
+    """Version 4 → 5: each fit's distance from a stationary point (NULL: not measured)."""
+    db.execute(_POINTS.add_column("stationarity"))
+
+
 _MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
     1: _add_models,
     2: _add_diverged,
     3: _version_in_header,
+    4: _add_stationarity,
 }  # version → the step to version + 1
 
 
