@@ -374,3 +374,21 @@ def test_filter_group_lasso_on_digits_kills_filters_that_prune_removes():
     torch.testing.assert_close(out_pruned, out, rtol=1e-5, atol=1e-5)
     accuracy = float((out_pruned.argmax(1) == y[1200:]).float().mean())
     assert accuracy > 0.8
+
+
+def test_channel_dropout_passes_through_prune_and_save(tmp_path):
+    """Dropout2d is the identity in eval mode: a CNN with it prunes and round-trips."""
+    torch.manual_seed(3)
+    model = nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Dropout2d(0.2), nn.Flatten(), nn.Linear(4 * 64, 2)
+    ).double()
+    with torch.no_grad():
+        model[0].weight[1] = 0
+        model[0].bias[1] = 0
+    model.eval()
+    pruned, report = prune(model, input_shape=(1, 8, 8), measure=False)
+    assert report.widths_after == [3]
+    _assert_same_outputs(model, pruned, report, (1, 8, 8))
+    save_model(pruned, tmp_path / "m.safetensors")
+    again, _ = load_model(tmp_path / "m.safetensors")
+    assert isinstance(again[2], nn.Dropout2d) and again[2].p == 0.2

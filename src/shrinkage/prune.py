@@ -681,6 +681,8 @@ _LAYERS: dict[str, tuple[type[nn.Module], dict[str, tuple[str, str]]]] = {
     "flatten": (nn.Flatten, {"start_dim": ("start_dim", "int"), "end_dim": ("end_dim", "int")}),
     "prelu": (nn.PReLU, {"num_parameters": ("num_parameters", "count")}),
     "dropout": (nn.Dropout, {"p": ("p", "float")}),
+    "dropout1d": (nn.Dropout1d, {"p": ("p", "float")}),
+    "dropout2d": (nn.Dropout2d, {"p": ("p", "float")}),
     "leaky_relu": (nn.LeakyReLU, {"negative_slope": ("negative_slope", "float")}),
     "gelu": (nn.GELU, {"approximate": ("approximate", "gelu")}),
     "elu": (nn.ELU, {"alpha": ("alpha", "float")}),

@@ -92,6 +92,8 @@ ELEMENTWISE: tuple[type[nn.Module], ...] = (
     nn.Tanhshrink,
     nn.Identity,
     nn.Dropout,
+    nn.Dropout1d,
+    nn.Dropout2d,
     nn.AlphaDropout,
 )
 
