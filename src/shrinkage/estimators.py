@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import copy
 import numbers
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, cast
@@ -44,6 +45,7 @@ from typing import Any, cast
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.feature_selection import SelectorMixin
 from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets
@@ -52,7 +54,7 @@ from torch import nn
 
 from .cv import cross_validate
 from .models import ACTIVATIONS, MLP, SkipMLP
-from .path import FIT_CONFIG, PathConfig, column_norms, regularization_path
+from .path import FIT_CONFIG, PathConfig, PathPoint, column_norms, regularization_path
 from .penalties import L1
 from .presets import PRESETS, get_preset
 from .prune import PruneReport, prune
@@ -208,6 +210,33 @@ class _ShrinkageMLP(SelectorMixin, BaseEstimator):
             **fields,
         )
 
+    def _warn_if_unconverged(self, point: PathPoint) -> None:
+        """scikit-learn's ``ConvergenceWarning`` when the fit that became the model ends
+        more than ``tol`` from a stationary point (:func:`~shrinkage.path.stationarity`, 0
+        at the optimum) after using every one of its ``max_iter`` epochs — or, for the
+        linear configuration (a convex objective with one optimum), at all."""
+        if point.diverged or not point.stationarity > self.tol:
+            return
+        capped = point.epochs >= self.max_iter
+        linear = not _hidden_sizes("hidden_layer_sizes", self.hidden_layer_sizes)
+        if not (capped or linear):
+            return
+        why, advice = (
+            (f"used all max_iter={self.max_iter} epochs", "increase max_iter or learning_rate")
+            if capped
+            else (
+                f"stopped early after {point.epochs} epochs",
+                "its objective is convex with one optimum: train it there with early_stopping=False and a "
+                "larger n_iter_no_change",
+            )
+        )
+        warnings.warn(
+            f"{type(self).__name__}: the fit at λ={point.lambda_:.4g} {why} and is still {point.stationarity:.2g} "
+            f"from a stationary point, above tol={self.tol:g} (see shrinkage.path.stationarity); {advice}",
+            ConvergenceWarning,
+            stacklevel=3,
+        )
+
     def _seed(self) -> int:
         return int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
 
@@ -333,6 +362,7 @@ class _SingleLambda(_ShrinkageMLP):
         assert path.model is not None  # regularization_path returns its trained model
         self._set_fitted(path.model, records, records[-1].features, X.shape[1])
         self.penalty_value_ = records[-1].penalty
+        self._warn_if_unconverged(records[-1])
         self._optimizer, self._partial_seed = None, seed  # for partial_fit after fit
         return self
 
@@ -419,6 +449,7 @@ class _CrossValidated(_ShrinkageMLP):
         point = result.path.points[result.index]
         self._set_fitted(copy.deepcopy(result.model), [point], point.features, X.shape[1])
         self.penalty_value_ = point.penalty
+        self._warn_if_unconverged(point)
         return self
 
 
@@ -499,7 +530,11 @@ _COMMON_DOC = """
     n_iter_no_change : int, default 30
         Patience, in epochs.
     tol : float, default 1e-4
-        Relative improvement that resets the patience.
+        Relative improvement that resets the patience. Also the convergence test: a fit
+        that used all ``max_iter`` epochs — or, for the linear configuration
+        (``hidden_layer_sizes=()``, a convex objective), any fit — and ends more than
+        ``tol`` from a stationary point (:func:`~shrinkage.path.stationarity`) gives
+        scikit-learn's ``ConvergenceWarning``.
     random_state : int, RandomState or None
         Seeds initialization, splits and mini-batches.
     device : str, default "cpu"
