@@ -265,3 +265,16 @@ def test_log_lambda_labels_never_overlap():
             assert 2 <= len(labels) <= 5, (decades, draw.__name__, [text for text, _ in labels])
             for (text, box), (after, next_box) in itertools.pairwise(labels):
                 assert box.x1 + 5 < next_box.x0, (decades, draw.__name__, text, after)
+
+
+def test_a_lambda_min_at_the_grids_edge_is_said_in_the_answers():
+    from shrinkage.study.report import _answers, at_grid_edge
+
+    run = {"penalty": "l1", "rules": [{"penalty": {"name": "l1", "lambda_": 1.0}}], "lambdas": [0.01, 0.1, 1.0]}
+    run |= {"lambda_min": 0.01, "lambda_1se": 0.1, "lambda_chosen": 0.1, "cv_loss": 0.5, "cv_loss_se": 0.1}
+    run |= {"test_score": 0.5, "n_features": 2, "features": ["a", "b"]}
+    assert at_grid_edge(run) and not at_grid_edge(run | {"lambda_min": 0.1})
+    assert not at_grid_edge(run | {"lambdas": [0.01]})  # one λ: no edge to speak of
+    which = _answers([run], {"columns": ["a", "b"]}, "R²")["which"]
+    assert "At the grid's edge: l1 — λ_min is the smallest λ tried" in which
+    assert "edge" not in _answers([run | {"lambda_min": 0.1}], {"columns": ["a", "b"]}, "R²")["which"]

@@ -18,7 +18,7 @@ from shrinkage.validation import InputError
 
 from ..store import Store
 
-__all__ = ["build_report", "scored_model"]
+__all__ = ["at_grid_edge", "build_report", "scored_model"]
 
 
 def _png(fig) -> str:
@@ -55,6 +55,12 @@ def _answers(runs: list[dict[str, Any]], data: dict[str, Any], score_name: str) 
         f"{best['penalty']} has the lowest CV loss, at λ = {best['lambda_chosen']:.4g} "
         f"(λ_min = {best['lambda_min']:.4g}, λ_1se = {best['lambda_1se']:.4g})."
     )
+    edge = [run["penalty"] for run in penalized if at_grid_edge(run)]
+    if edge:
+        out["which"] += (
+            f" At the grid's edge: {', '.join(edge)} — λ_min is the smallest λ tried, so the CV loss may fall "
+            "further below it (a smaller --lambda-min-ratio extends the grid down)."
+        )
     sparse = [run for run in penalized if _sparsifying(run)]
     if sparse:
         n = len(data["columns"])
@@ -64,6 +70,12 @@ def _answers(runs: list[dict[str, Any]], data: dict[str, Any], score_name: str) 
             f" (the true ones: {', '.join(data['true_features'])})." if data.get("true_features") else "."
         )
     return out
+
+
+def at_grid_edge(run: dict[str, Any]) -> bool:
+    """Whether a run's λ_min is the smallest λ of its grid (``GridEdgeWarning`` in the library)."""
+    lambdas = run.get("lambdas") or []
+    return len(lambdas) > 1 and run.get("lambda_min") is not None and run["lambda_min"] <= lambdas[0]
 
 
 def _sparsifying(run: dict[str, Any]) -> bool:
