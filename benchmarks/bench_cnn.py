@@ -30,12 +30,13 @@ import copy
 import time
 
 import torch
+from _tables import print_size_and_latency
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 from torch import nn
 
 from shrinkage import GroupLasso, Regularizer, Rule
-from shrinkage.prune import _latency_ms, prune
+from shrinkage.prune import prune
 from shrinkage.train import TrainConfig, train
 
 CONFIG = TrainConfig(optimizer="adam", lr=3e-3, batch_size=64, max_epochs=40, patience=40, restore_best=False)
@@ -135,21 +136,9 @@ def main() -> None:
     print("|---|---|---|---|")
     before, after = filters(model), filters(pruned)
     print(f"| conv filters | {before} = {sum(before)} | {after} = {sum(after)} | {sum(after) / sum(before):.3f} |")
-    print(
-        f"| parameters | {report.params_before:,} | {report.params_after:,} | "
-        f"{report.params_after / report.params_before:.3f} |"
+    print_size_and_latency(
+        model, pruned, report, lambda batch: torch.rand(batch, *SHAPE), repeats=args.repeats, threads=threads
     )
-    print(f"| FLOPs per image | {report.flops_before:,} | {report.flops_after:,} | {report.flop_ratio:.3f} |")
-    for n_threads in sorted({1, threads}):
-        torch.set_num_threads(n_threads)
-        for batch in (1, 256, 4096):
-            x = torch.rand(batch, *SHAPE)
-            t_before, t_after = _latency_ms([model, pruned], [x, x[:, report.kept_features]], args.repeats)
-            print(
-                f"| latency, batch {batch}, {n_threads} thread(s) (median of {args.repeats}) | {t_before:.3f} ms | "
-                f"{t_after:.3f} ms | {t_after / t_before:.3f} |"
-            )
-    torch.set_num_threads(threads)
     pruned_acc = accuracy(pruned, X_test[:, report.kept_features], y_test)
     print(f"| test accuracy (500 images) | {accuracy(model, X_test, y_test):.3f} | {pruned_acc:.3f} | |")
     print(

@@ -26,12 +26,13 @@ import time
 
 import numpy as np
 import torch
+from _tables import print_size_and_latency
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
 from shrinkage import GroupLasso, Regularizer, Rule
 from shrinkage.models import MLP
-from shrinkage.prune import _latency_ms, prune
+from shrinkage.prune import prune
 from shrinkage.train import TrainConfig, train
 
 CONFIG = TrainConfig(optimizer="adam", lr=1e-3, batch_size=64, max_epochs=60, patience=60, restore_best=False)
@@ -94,22 +95,9 @@ def main() -> None:
     print("|---|---|---|---|")
     print(f"| hidden units dead | {dead_fraction(model):.1%} | 0 % | |")
     print(f"| input features | {report.n_features} | {len(report.kept_features)} | |")
-    print(
-        f"| parameters | {report.params_before:,} | {report.params_after:,} | "
-        f"{report.params_after / report.params_before:.3f} |"
+    print_size_and_latency(
+        model, pruned, report, lambda batch: torch.randn(batch, 64), repeats=args.repeats, threads=threads
     )
-    print(f"| FLOPs per sample | {report.flops_before:,} | {report.flops_after:,} | {report.flop_ratio:.3f} |")
-    for n_threads in sorted({1, threads}):
-        torch.set_num_threads(n_threads)
-        for batch in (1, 256, 4096):
-            x = torch.randn(batch, 64)
-            before, after = _latency_ms([model, pruned], [x, x[:, report.kept_features]], args.repeats)
-            ratio = after / before
-            print(
-                f"| latency, batch {batch}, {n_threads} thread(s) (median of {args.repeats}) | {before:.3f} ms | "
-                f"{after:.3f} ms | {ratio:.3f} (= {ratio / report.flop_ratio:.2f}× the FLOP ratio) |"
-            )
-    torch.set_num_threads(threads)
     print(
         f"| test accuracy | {accuracy(model, X_test, y_test):.3f} | "
         f"{accuracy(pruned, X_test[:, report.kept_features], y_test):.3f} | |"
