@@ -357,13 +357,6 @@ def _is_linear(model: nn.Module) -> bool:
 def _intercept_at_zero_(layer: nn.Linear, y: Tensor, loss: str) -> None:
     """Set a linear layer's weight to 0 and its bias to the optimum for that weight."""
     layer.weight.zero_()
-    _bias_at_best_constant_(layer, y, loss)
-
-
-@torch.no_grad()
-def _bias_at_best_constant_(layer: nn.Linear, y: Tensor, loss: str) -> None:
-    """The bias at the best constant prediction: the mean for squared error, the log-odds
-    or log class frequencies for cross-entropy."""
     if layer.bias is None:
         return
     if loss == "mse":

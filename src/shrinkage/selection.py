@@ -90,17 +90,26 @@ def _is_layer_weight(name: str, p: nn.Parameter, m: nn.Module) -> bool:
     return p.ndim >= 2 and "weight" in _local_name(name, m) and not isinstance(m, NORM_LAYERS)
 
 
+def _module_types(select: Any) -> tuple[type[nn.Module], ...] | None:
+    """``select`` as a tuple of module types when it is one type, or a tuple or list of them."""
+    items = (select,) if isinstance(select, type) else select
+    if (
+        isinstance(items, (tuple, list))
+        and items
+        and all(isinstance(t, type) and issubclass(t, nn.Module) for t in items)
+    ):
+        return tuple(items)
+    return None
+
+
 def _predicate(select: Selector) -> Callable[[str, nn.Parameter, nn.Module], bool]:
     if select is None:
         return _is_layer_weight
     if isinstance(select, str):
         select = [select]
-    if isinstance(select, type) and issubclass(select, nn.Module):
-        select = (select,)
-    if isinstance(select, list) and select and all(isinstance(t, type) and issubclass(t, nn.Module) for t in select):
-        select = tuple(select)  # a list of module types reads as a tuple of them
-    if isinstance(select, tuple) and select and all(isinstance(t, type) and issubclass(t, nn.Module) for t in select):
-        return lambda name, p, m: isinstance(m, select) and not _is_bias(name)
+    types = _module_types(select)
+    if types is not None:
+        return lambda name, p, m: isinstance(m, types) and not _is_bias(name)
     if isinstance(select, Sequence) and select and all(isinstance(s, str) for s in select):
         patterns = cast(list[str], list(select))  # every item a str: checked just above
         return lambda name, p, m: any(fnmatch.fnmatchcase(name, pat) for pat in patterns)
@@ -165,10 +174,9 @@ def describe_selector(select: Selector, *, strict: bool = True) -> Any:
         return None
     if isinstance(select, str):
         return {"names": [select]}
-    if isinstance(select, type):
-        select = (select,)
-    if isinstance(select, (tuple, list)) and select and all(isinstance(t, type) for t in select):
-        return {"modules": [f"{t.__module__}.{t.__qualname__}" for t in select]}
+    types = _module_types(select)
+    if types is not None:
+        return {"modules": [f"{t.__module__}.{t.__qualname__}" for t in types]}
     if isinstance(select, Sequence) and all(isinstance(s, str) for s in select):
         return {"names": list(select)}
     if strict:
