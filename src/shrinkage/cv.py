@@ -34,9 +34,18 @@ import torch
 from sklearn.model_selection import KFold, StratifiedKFold
 from torch import nn
 
+from . import batched
 from ._arrays import check_X, check_y
 from ._progress import progress_bar
-from .path import ModelSpec, PathConfig, RegularizationPath, regularization_path, resolve_config
+from .path import (
+    ModelSpec,
+    PathConfig,
+    RegularizationPath,
+    _as_rules,
+    _fresh_model,
+    regularization_path,
+    resolve_config,
+)
 from .penalties import L1, Penalty
 from .regularizer import Rule
 from .train import Diverged
@@ -137,6 +146,12 @@ class CVResult:
     relaxed : bool
     admissible : ndarray of bool (n_lambdas,)
         The λ eligible for selection (see :func:`consistent_refits`).
+    engine : str
+        How the folds were trained: ``"batched"`` (one stacked network,
+        :mod:`shrinkage.batched`) or ``"sequential"`` (one path per fold).
+    engine_note : str
+        Why the folds were not batched (empty when they were, or when asked for
+        ``engine="sequential"``).
     """
 
     lambdas: np.ndarray
@@ -152,6 +167,8 @@ class CVResult:
     model: nn.Module = field(repr=False)
     relaxed: bool = False
     admissible: np.ndarray | None = None
+    engine: str = "sequential"
+    engine_note: str = ""
 
     @property
     def lambda_min(self) -> float:
@@ -222,7 +239,7 @@ def _full_path(model: ModelSpec, X, y, **kwargs: Any) -> RegularizationPath:
 
 
 def _fold_paths(model: ModelSpec, X, y, folds, kwargs: dict[str, Any], n_jobs, bar) -> list[RegularizationPath]:
-    """Every fold's path through joblib, in fold order."""
+    """Every fold's path through joblib, in fold order (the sequential engine)."""
     jobs = (
         joblib.delayed(_fold_path)(k, len(folds), tr, te, X, y, {"model": model, "path": kwargs})
         for k, (tr, te) in enumerate(folds)
@@ -232,6 +249,34 @@ def _fold_paths(model: ModelSpec, X, y, folds, kwargs: dict[str, Any], n_jobs, b
         results.append(result)
         bar.advance(1)
     return [p for _, p in sorted(results, key=lambda r: r[0])]
+
+
+def _batched(
+    model: ModelSpec, X, y, folds, kwargs: dict[str, Any], engine: str
+) -> tuple[tuple[RegularizationPath, list[RegularizationPath]] | None, str]:
+    """The full path and the fold paths from the batched engine, or ``None`` and why not."""
+    if engine == "sequential":
+        return None, ""
+    rules, config = _as_rules(kwargs["penalty"]), kwargs["config"]
+    note = batched.unsupported(_fresh_model(model), rules, config, X.shape[0])
+    if note and engine == "batched":
+        raise InputError(f"engine='batched' cannot train these folds: {note}; use engine='auto' or 'sequential'")
+    if note:
+        return None, note
+    try:
+        paths = batched.joint_paths(
+            model,
+            X,
+            y,
+            folds,
+            rules=rules,
+            task=kwargs["task"],
+            config=config,
+            feature_names=kwargs.get("feature_names"),
+        )
+    except batched.Unbatchable as error:  # a fit diverged: the sequential engine says where and how
+        return None, f"{error}; the paths were trained one by one"
+    return paths, ""
 
 
 def _check_data(X: Any, y: Any, task: str, cv: int) -> tuple[np.ndarray, np.ndarray, int]:
@@ -254,6 +299,7 @@ def cross_validate_unpenalized(
     feature_names: Sequence[str] | None = None,
     n_jobs: int | None = None,
     progress: bool | None = None,
+    engine: str = "auto",
     **options: Any,
 ) -> tuple[np.ndarray, np.ndarray, RegularizationPath]:
     """The same folds without any penalty: the baseline a penalty has to beat.
@@ -266,13 +312,19 @@ def cross_validate_unpenalized(
     """
     X_np, y_np, cv = _check_data(X, y, task, cv)
     check_n_jobs("n_jobs", n_jobs)
+    check_choice("engine", engine, batched.ENGINES)
     config = resolve_config(config, options).replace(lambdas=(), dense_start=True, relax=False, keep_states=False)
     folds = _folds(y_np, task, cv, config.seed)
     common = dict(penalty=L1(0.0), task=task, config=config, feature_names=feature_names)
     with progress_bar(cv + 1, "cross-validation (no penalty)", enabled=progress) as bar:
-        full = _full_path(model, X_np, y_np, progress=False, **common)
-        bar.advance(1)
-        paths = _fold_paths(model, X_np, y_np, folds, common, n_jobs, bar)
+        joint, _ = _batched(model, X_np, y_np, folds, common, engine)
+        if joint is not None:
+            full, paths = joint
+            bar.advance(cv + 1)
+        else:
+            full = _full_path(model, X_np, y_np, progress=False, **common)
+            bar.advance(1)
+            paths = _fold_paths(model, X_np, y_np, folds, common, n_jobs, bar)
     dense_fits = [p.dense for p in paths if p.dense is not None]
     assert len(dense_fits) == len(paths)  # dense_start=True: every fold's path has its dense fit
     scores = np.array([d.test_loss for d in dense_fits])
@@ -292,6 +344,7 @@ def cross_validate(
     feature_names: Sequence[str] | None = None,
     n_jobs: int | None = None,
     progress: bool | None = None,
+    engine: str = "auto",
     **options: Any,
 ) -> CVResult:
     """K-fold cross-validation of a regularization path; see the module docstring.
@@ -317,11 +370,19 @@ def cross_validate(
         rather than the right amount of shrinkage (glmnet's ``relax=TRUE``,
         LassoNet's debiasing). It costs one more fit per feature set and fold.
     n_jobs : int, optional
-        Folds in parallel through joblib (``-1``: all cores; the active joblib backend,
-        e.g. Dask, decides where). Each fold trains on one torch thread, so results do
-        not depend on ``n_jobs``.
+        For the sequential engine: folds in parallel through joblib (``-1``: all cores;
+        the active joblib backend, e.g. Dask, decides where). Each fold trains on one
+        torch thread, so results do not depend on ``n_jobs``. The batched engine runs
+        in this process on torch's threads and ignores it.
     progress : bool, optional
         Progress bars; default only when stderr is a terminal.
+    engine : {"auto", "batched", "sequential"}, default "auto"
+        How the folds train: ``"batched"``, all K folds as one stacked network
+        (:mod:`shrinkage.batched`: full-batch Adam, mode ``proximal``, element-wise and
+        group penalties, models without dropout or buffers) — several times faster on
+        small data, and the way to use a GPU; ``"sequential"``, one path per fold (the
+        reference); ``"auto"``, batched where it applies (else sequential, and a fit
+        that diverges is rerun sequentially). ``CVResult.engine`` says which ran.
     **options
         Fields of :class:`~shrinkage.path.PathConfig` (``n_lambdas=30``, ``relax=True``,
         …), applied over ``config``.
@@ -329,27 +390,37 @@ def cross_validate(
     X_np, y_np, cv = _check_data(X, y, task, cv)
     check_choice("selection", selection, ("1se", "min"))
     check_n_jobs("n_jobs", n_jobs)
+    check_choice("engine", engine, batched.ENGINES)
     config = resolve_config(config, options)
     folds = _folds(y_np, task, cv, config.seed)
     common = dict(penalty=penalty, task=task, feature_names=feature_names)
 
     with progress_bar(cv + 1, "cross-validation (paths)", enabled=progress) as bar:
-        full = _full_path(model, X_np, y_np, config=config.replace(keep_states=True), progress=False, **common)
-        bar.advance(1)
-        grid = full.lambdas
-        fold_config = config.replace(lambdas=tuple(grid), keep_states=False)
-        paths = _fold_paths(model, X_np, y_np, folds, {"config": fold_config, **common}, n_jobs, bar)
+        joint, note = _batched(model, X_np, y_np, folds, {"config": config.replace(keep_states=True), **common}, engine)
+        if joint is not None:
+            (full, paths), used = joint, "batched"
+            grid = full.lambdas
+            bar.advance(cv + 1)
+        else:
+            full = _full_path(model, X_np, y_np, config=config.replace(keep_states=True), progress=False, **common)
+            bar.advance(1)
+            grid = full.lambdas
+            fold_config = config.replace(lambdas=tuple(grid), keep_states=False)
+            paths, used = (
+                _fold_paths(model, X_np, y_np, folds, {"config": fold_config, **common}, n_jobs, bar),
+                "sequential",
+            )
     relax = config.relax
     held_out, own = ("relaxed_test_loss", "relaxed_val_loss") if relax else ("test_loss", "val_loss")
     scores = np.array([[getattr(point, held_out) for point in p.points] for p in paths])
     sizes = np.array([len(te) for _, te in folds])
-    _, se, _, _ = one_standard_error(scores, grid, sizes)
-    admissible = consistent_refits(scores, se, np.array([getattr(point, own) for point in full.points]))
     diverged = np.array([[point.diverged for point in path.points] for path in [full, *paths]])
     # numpy's stubs type .any(axis=0) as "bool | array"; on this 2-D array it is a 1-D array
     failed: np.ndarray = diverged.any(axis=0)  # type: ignore[assignment]
     if failed.all():
         raise FloatingPointError("training diverged at every λ of the grid (on some fold or on the full data)")
+    _, se, _, _ = one_standard_error(scores, grid, sizes)
+    admissible = consistent_refits(scores, se, np.array([getattr(point, own) for point in full.points]))
     admissible &= ~failed
     if not admissible.any():  # no consistent refit left: any λ that did not diverge
         admissible = ~failed
@@ -383,4 +454,6 @@ def cross_validate(
         model=selected,
         relaxed=relax,
         admissible=admissible,
+        engine=used,
+        engine_note=note,
     )

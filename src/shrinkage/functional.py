@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
@@ -135,12 +135,22 @@ class GroupLayout:
     weights : Tensor or float
         √|g| for each group (``(n_groups,)``), or one float when all groups have the
         same size.
+    batch : int
+        Leading dimensions that index separate models of one stacked tensor (the
+        K fold models trained together, :mod:`shrinkage.batched`): ``axis`` counts
+        after them, and per-group results have shape ``(*batch_shape, n_groups)``.
+        0 for an ordinary tensor.
     """
 
     axis: int
     labels: Tensor | None
     n_groups: int
     weights: Tensor | float
+    batch: int = 0
+
+    def stacked(self) -> GroupLayout:
+        """The same groups on a tensor of such models stacked along a new first dimension."""
+        return replace(self, batch=self.batch + 1)
 
 
 #: The named group layouts and the axis whose slices they are: columns (inputs, input
@@ -203,23 +213,24 @@ def group_layout(
 
 
 def _other_dims(x: Tensor, layout: GroupLayout) -> list[int]:
-    return [d for d in range(x.ndim) if d != layout.axis]
+    return [d for d in range(layout.batch, x.ndim) if d != layout.batch + layout.axis]
 
 
 def _group_sum(x: Tensor, layout: GroupLayout) -> Tensor:
-    """Sum of ``x`` over each group: ``(n_groups,)``."""
+    """Sum of ``x`` over each group: ``(*batch_shape, n_groups)``."""
     per_slice = x.sum(dim=_other_dims(x, layout))
     if layout.labels is None:
         return per_slice
-    out = per_slice.new_zeros(layout.n_groups)
-    return out.index_add_(0, layout.labels, per_slice)
+    out = per_slice.new_zeros((*per_slice.shape[:-1], layout.n_groups))
+    return out.index_add_(layout.batch, layout.labels, per_slice)
 
 
 def _expand(per_group: Tensor, like: Tensor, layout: GroupLayout) -> Tensor:
-    """A ``(n_groups,)`` vector broadcastable against ``like``."""
-    per_slice = per_group if layout.labels is None else per_group[layout.labels]
+    """A ``(n_groups,)`` or ``(*batch_shape, n_groups)`` tensor broadcastable against ``like``."""
+    per_slice = per_group if layout.labels is None else per_group[..., layout.labels]
     shape = [1] * like.ndim
-    shape[layout.axis] = like.shape[layout.axis]
+    shape[: per_slice.ndim - 1] = per_slice.shape[:-1]  # the models' dimensions, when it has them
+    shape[layout.batch + layout.axis] = like.shape[layout.batch + layout.axis]
     return per_slice.reshape(shape)
 
 
@@ -424,7 +435,7 @@ def _group_shrink_scaled_(x: Tensor, layout: GroupLayout, step: ScaledStep | Ten
         s_sum = _group_sum(work, layout)
         return s_sum, _group_sum(work.mul_(inverse), layout)
 
-    radius = torch.zeros(layout.n_groups, dtype=x.dtype, device=x.device)
+    radius = torch.zeros((*x.shape[: layout.batch], layout.n_groups), dtype=x.dtype, device=x.device)
     s_sum, t_sum = sums(radius)
     keep = s_sum > 1.0  # ‖w/s‖ > √|g|: the group survives
     # Start from a lower bound of the root (Jensen on 1/z²): r ≥ ‖w‖ − Σw²c/Σw²,

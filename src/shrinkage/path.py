@@ -41,9 +41,11 @@ from ._arrays import check_X, check_y, to_tensors
 from ._progress import progress_bar
 from .penalties import Penalty
 from .regularizer import MODES, Regularizer, Rule, as_rules
+from .solvers import largest_relative_change
 from .structure import input_parameter_of, input_parameters_of, linear_chain
 from .train import (
     LOSSES,
+    SOLVERS,
     Diverged,
     TrainConfig,
     TrainResult,
@@ -396,24 +398,23 @@ def stationarity(model: nn.Module, reg: Regularizer, X: Tensor, y: Tensor, loss:
     the prox of each of ``reg``'s terms on its tensors, none on the others), taken per
     tensor so that a large intercept does not hide unconverged weights. It is 0 exactly
     at a stationary point — the optimum, for a convex problem — for any ``s``; the path
-    takes ``s`` = its training learning rate. A tensor at exactly zero that the step
-    would move counts as infinitely far. Computed in float64.
+    takes ``s`` = its training learning rate. A tensor smaller than a thousandth of the
+    norm of all trainable tensors together (or of their gradient step, if larger) is
+    measured against that thousandth instead
+    (:func:`~shrinkage.solvers.largest_relative_change`): at or rounding around zero —
+    the intercept of a centred target — it has no scale of its own. Computed in float64.
     """
     params = [p for p in model.parameters() if p.requires_grad]
     grads = _data_gradient(model, X, y, loss, params)
     with torch.no_grad():
-        moved = {id(p): p.detach().double() - step * g.double() for p, g in zip(params, grads)}
+        before = [p.detach().double() for p in params]
+        stepped = [b - step * g.double() for b, g in zip(before, grads)]
+        moved = {id(p): s.clone() for p, s in zip(params, stepped)}
         for term in reg.terms:
             if term.penalty.lambda_ > 0 and all(id(p) in moved for p in term.params):
                 targets = [moved[id(p)] for p in term.params]
                 term.penalty.prox_(targets, term.layouts, step=[step] * len(targets))
-        worst = 0.0
-        for p in params:
-            change = float(torch.linalg.vector_norm(p.detach().double() - moved[id(p)]))
-            size = float(torch.linalg.vector_norm(p.detach().double()))
-            if change > 0:
-                worst = max(worst, change / size if size > 0 else math.inf)
-    return worst
+        return float(largest_relative_change(before, [moved[id(p)] for p in params], stepped))
 
 
 def scaled(rules: Sequence[Rule], lambda_: float) -> list[Rule]:
@@ -751,11 +752,24 @@ class _PathFit:
         self.optimizer = self._optimizer()
         self.relaxed = _RelaxedFits(self._relaxed_model, self._relaxed_scores, config.keep_states)
 
-    def _optimizer(self) -> torch.optim.Optimizer:
+    def _optimizer(self) -> torch.optim.Optimizer | None:
+        """The path's torch optimizer; none for a full-batch solver (``fista``), which
+        :func:`~shrinkage.train.train` runs itself and which carries no state between λ."""
         train_config = self.config.train_config
+        if train_config.optimizer in SOLVERS:
+            return None
         return make_optimizer(
             train_config.optimizer, self.net.parameters(), lr=train_config.lr, **train_config.optimizer_kwargs
         )
+
+    def reset_optimizer(self) -> None:
+        self.optimizer = self._optimizer()
+
+    def snapshot(self) -> dict[str, Tensor]:
+        return _state_copy(self.net)
+
+    def restore(self, state: dict[str, Tensor]) -> None:
+        self.net.load_state_dict(state)
 
     def regularizer(self, lambda_: float) -> Regularizer:
         return Regularizer(self.net, scaled(self.rules, lambda_), mode=self.config.mode)
@@ -832,7 +846,7 @@ class _PathFit:
         The network is back at its last finite weights; the optimizer's state may not
         be, so it starts afresh.
         """
-        self.optimizer = self._optimizer()
+        self.reset_optimizer()
         kept = self._point(lambda_, reg, TrainResult(error.epoch + 1, 0), 0.0, False)
         nan = math.nan  # what the kept weights score says nothing of this λ
         return replace(kept, train_loss=nan, val_loss=nan, test_loss=nan, penalty=nan, stationarity=nan, diverged=True)
@@ -934,12 +948,32 @@ def regularization_path(
     """
     config = resolve_config(config, options)
     rules = _as_rules(penalty)
+    fit = path_fit(model, X, y, rules, task, config, validation=validation, test=test, feature_names=feature_names)
+    points, dense, lam_max, notes = walk(fit, rules, config, progress=progress, callback=callback)
+    n_features = len(fit.names)
+    return RegularizationPath(
+        points, scaled(rules, 1.0), lam_max, dense, n_features, fit.names, model=fit.net, notes=notes
+    )
+
+
+def path_fit(
+    model: ModelSpec,
+    X: Any,
+    y: Any,
+    rules: list[Rule],
+    task: str,
+    config: PathConfig,
+    *,
+    validation: tuple[Any, Any] | None = None,
+    test: tuple[Any, Any] | None = None,
+    feature_names: Sequence[str] | None = None,
+) -> _PathFit:
+    """A path's training state, its arguments checked: the fresh network (seeded), the
+    data split and on the device, one optimizer for the λ."""
     arrays = _prepare(X, y, task, validation, config.val_fraction, test, config.seed)
     everything = arrays["all"]
     assert everything is not None  # _prepare always sets "all" (and "train")
-    n_features = everything[0].shape[1]
-    names = _names(feature_names, n_features)
-
+    names = _names(feature_names, everything[0].shape[1])
     torch.manual_seed(config.seed)
     net = _fresh_model(model).to(config.device)
     dtype = next(net.parameters()).dtype
@@ -953,10 +987,24 @@ def regularization_path(
     Regularizer(net, rules, mode=config.mode)  # a bad selection or mode fails now, not after the dense fit
     if input_parameter_of(net) is None:  # a path counts the input features each λ keeps
         raise _no_input_layer()
-    fit = _PathFit(net, rules, data, names, task, config)
+    return _PathFit(net, rules, data, names, task, config)
 
+
+def walk(
+    fit: Any,
+    rules: list[Rule],
+    config: PathConfig,
+    *,
+    progress: bool | None = None,
+    callback: Callable[[PathPoint], bool | None] | None = None,
+) -> tuple[list[PathPoint], PathPoint | None, float | None, list[str]]:
+    """The path's steps over ``fit`` (a :class:`_PathFit`, or a stacked fit that trains
+    other models alongside): the dense start, the grid — automatic from λ_max, extended
+    past it while weights survive, extended below it when the model becomes constant
+    before ``n_lambdas`` — and the λ in that order. Returns the points (increasing λ),
+    the dense point, λ_max (automatic grids) and the notes."""
     grid = np.asarray(config.lambdas) if config.lambdas is not None else None
-    dense = fit.dense_fit() if config.dense_start or (grid is None and not _is_linear(net)) else None
+    dense = fit.dense_fit() if config.dense_start or (grid is None and not _is_linear(fit.net)) else None
     lam_max = None
     if grid is None:
         lam_max = fit.lambda_max()
@@ -970,7 +1018,7 @@ def regularization_path(
     )
     points: list[PathPoint] = []
     notes: list[str] = []
-    start = _state_copy(net) if automatic else None  # where the first λ starts, for a lower segment
+    start = fit.snapshot() if automatic else None  # where the first λ starts, for a lower segment
     stopped = False
     with progress_bar(len(grid), "λ path", enabled=progress) as bar:
         while (lam := next_lambda(grid, points, **steps)) is not None:
@@ -996,12 +1044,12 @@ def regularization_path(
                 f"constant ({points[-1].lambda_:.4g}): {len(points) - missing} λ of the grid were trained, and "
                 f"{missing} smaller λ were added below it (down to {points[0].lambda_:.4g}) to keep n_lambdas"
             )
-    return RegularizationPath(points, scaled(rules, 1.0), lam_max, dense, n_features, names, model=net, notes=notes)
+    return points, dense, lam_max, notes
 
 
 def _lower_segment(
-    fit: _PathFit,
-    start: dict[str, Tensor],
+    fit: Any,
+    start: Any,
     lambdas: np.ndarray,
     first_index: int,
     bar: Any,
@@ -1009,9 +1057,9 @@ def _lower_segment(
 ) -> list[PathPoint]:
     """Train ``lambdas`` (increasing) from the path's starting weights, warm-started λ
     after λ as the path itself, then put the network back at the path's last λ."""
-    end = _state_copy(fit.net)
-    fit.net.load_state_dict(start)
-    fit.optimizer = fit._optimizer()  # as at the path's first λ
+    end = fit.snapshot()
+    fit.restore(start)
+    fit.reset_optimizer()  # as at the path's first λ
     segment: list[PathPoint] = []
     for offset, lam in enumerate(lambdas):
         point = fit.fit_at(float(lam), first_index + offset)
@@ -1019,5 +1067,5 @@ def _lower_segment(
         bar.advance(1)
         if not point.diverged and callback is not None and callback(point):
             break
-    fit.net.load_state_dict(end)
+    fit.restore(end)
     return segment

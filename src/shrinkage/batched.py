@@ -1,0 +1,540 @@
+"""Many fits of one network trained together, as one stacked network.
+
+Cross-validation trains the same architecture from the same initial weights on K sets
+of rows, λ after λ. Fitted one at a time, a small tabular network spends its time in
+per-step overhead (Python, kernel launches, the optimizer), not in arithmetic. Here
+the K models' parameters are stacked along a new first dimension
+(:func:`torch.func.stack_module_state`) and the model is called through
+:func:`torch.func.vmap`: one forward, one backward and one optimizer step per epoch
+serve every fold, as batched matrix products on the CPU or a GPU.
+
+Each model keeps its own everything: its rows (a weight per row and model, so folds
+of different sizes share one data tensor), its early stopping (a model that stopped is
+frozen while the others go on), its Adam state and step count, its proximal step (the
+prox of the penalty with the per-element step its own Adam took) and its relaxed refits.
+So each model follows the same trajectory as :func:`~shrinkage.path.regularization_path`
+would give it alone, up to floating-point summation order; the sequential engine stays
+the reference, and the tests compare the two.
+
+What it covers (:func:`unsupported` says why not, otherwise): full-batch Adam in mode
+``proximal`` with the element-wise and group penalties (L1, L2, elastic net, group and
+sparse-group lasso), on models without buffers or dropout that :func:`torch.func.vmap`
+can call. Anything else, and any fit that diverges, is run by the sequential engine.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call, vmap
+from torch.nn import functional as nnf
+
+from ._arrays import to_tensors
+from .path import (
+    ModelSpec,
+    PathConfig,
+    PathPoint,
+    RegularizationPath,
+    _PathFit,
+    _point,
+    _state_copy,
+    path_fit,
+    scaled,
+    split_validation,
+    walk,
+)
+from .penalties import L1, L2, ElasticNet, GroupLasso, SparseGroupLasso
+from .regularizer import Regularizer, Rule
+from .structure import input_parameters_of, linear_chain
+from .train import TrainConfig, TrainResult
+
+__all__ = ["ENGINES", "Unbatchable", "joint_paths", "unsupported"]
+
+#: How :func:`~shrinkage.cv.cross_validate` trains its folds: ``batched`` (here),
+#: ``sequential`` (one :func:`~shrinkage.path.regularization_path` per fold, through
+#: joblib), ``auto`` (batched where :func:`unsupported` finds nothing against it).
+ENGINES = ("auto", "batched", "sequential")
+
+_PENALTIES = (L1, L2, ElasticNet, GroupLasso, SparseGroupLasso)
+#: Elements of stacked activations (models × rows × width) one batch of relaxed fits may hold.
+_ACTIVATION_BUDGET = 1 << 25
+_ADAM_OPTIONS = {"betas", "eps"}
+
+
+class Unbatchable(RuntimeError):
+    """A batched fit cannot go on (a model diverged): run the sequential engine instead."""
+
+
+def unsupported(model: nn.Module, rules: Sequence[Rule], config: PathConfig, n_rows: int) -> str | None:
+    """Why the batched engine cannot train these fits, or ``None`` when it can."""
+    if config.mode != "proximal":
+        return f"mode={config.mode!r} (the batched engine applies penalties as proximal steps)"
+    for name in ("train_config", "dense_config"):
+        train_config: TrainConfig = getattr(config, name)
+        if train_config.optimizer != "adam" or set(train_config.optimizer_kwargs) - _ADAM_OPTIONS:
+            return f"{name} uses {train_config.optimizer!r} with {train_config.optimizer_kwargs} (batched: Adam)"
+        if train_config.batch_size is not None and train_config.batch_size < n_rows:
+            return f"{name} trains on mini-batches of {train_config.batch_size} rows (batched: full batch)"
+    for rule in rules:
+        if type(rule.penalty) not in _PENALTIES or rule.mode not in (None, "proximal"):
+            return f"penalty {rule.penalty!r} (batched: L1, L2, elastic net, group and sparse-group lasso)"
+    if any(True for _ in model.buffers()):
+        return "the model has buffers (batch norm, …)"
+    if any(isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0 for m in model.modules()):
+        return "the model has dropout"
+    if not input_parameters_of(model):
+        return "the model's input weight is not known"
+    return None
+
+
+# ------------------------------------------------------------------------------ rows
+@dataclass
+class _Rows:
+    """Which rows of the shared data each model trains on, stops on and is scored on:
+    ``(models, rows)`` weights, each row of a set weighted 1/|set| (a mean)."""
+
+    train: Tensor
+    val: Tensor | None
+    test: Tensor | None
+
+    def take(self, index: Sequence[int]) -> _Rows:
+        pick = torch.as_tensor(list(index), device=self.train.device)
+        val, test = (w.index_select(0, pick) if w is not None else None for w in (self.val, self.test))
+        return _Rows(self.train.index_select(0, pick), val, test)
+
+
+def _row_weights(sets: Sequence[np.ndarray], n_rows: int, device, dtype) -> Tensor:
+    weights = torch.zeros(len(sets), n_rows, dtype=dtype)
+    for k, rows in enumerate(sets):
+        if len(rows):
+            weights[k, torch.as_tensor(rows)] = 1.0 / len(rows)
+    return weights.to(device)
+
+
+def _row_losses(out: Tensor, target: Tensor, loss: str) -> Tensor:
+    """Each model's loss on each row, ``(models, rows)``: the terms of the data loss's mean."""
+    if loss == "cross_entropy":
+        models, rows, classes = out.shape
+        flat = nnf.cross_entropy(out.reshape(models * rows, classes), target.repeat(models), reduction="none")
+        return flat.view(models, rows)
+    target = target.expand_as(out)
+    if loss == "mse":
+        return (out - target).square().mean(-1)
+    return nnf.binary_cross_entropy_with_logits(out, target, reduction="none").mean(-1)
+
+
+# ----------------------------------------------------------------------------- stack
+class _Stack:
+    """Several copies of ``template`` as one ``(models, parameters)`` tensor, with one
+    Adam state and step count per model.
+
+    Each named parameter is a view ``(models, *shape)`` of that tensor, so that the
+    optimizer's element-wise work is a few operations on one tensor, whatever the depth.
+    """
+
+    def __init__(self, template: nn.Module, states: Sequence[dict[str, Tensor]], device):
+        self.template = copy.deepcopy(template).to(device)
+        named = list(self.template.named_parameters())
+        self.shapes = {name: tuple(p.shape) for name, p in named}
+        self.slices: dict[str, tuple[int, int]] = {}
+        offset = 0
+        for name, p in named:
+            self.slices[name] = (offset, offset + p.numel())
+            offset += p.numel()
+        rows = [torch.cat([state[name].reshape(-1) for name, _ in named]) for state in states]
+        self.flat = torch.stack(rows).to(device=device, dtype=named[0][1].dtype).requires_grad_(True)
+        self.n = len(states)
+        self.chain = linear_chain(self.template)
+        self.fresh_optimizer()
+
+    def fresh_optimizer(self) -> None:
+        self.moments = (torch.zeros_like(self.flat), torch.zeros_like(self.flat))
+        self.steps = torch.zeros(self.n, dtype=torch.float64, device=self.flat.device)
+
+    def views(self, flat: Tensor | None = None) -> dict[str, Tensor]:
+        """Each parameter of every model, ``(models, *shape)``: views of ``flat`` (default: the weights)."""
+        flat = self.flat if flat is None else flat
+        return {name: flat[:, a:b].view(self.n, *self.shapes[name]) for name, (a, b) in self.slices.items()}
+
+    def forward(self, X: Tensor) -> Tensor:
+        """Every model's output on every row: ``(models, rows, outputs)``."""
+        params = self.views()
+        if self.chain is not None:  # batched matrix products, layer by layer
+            h = X
+            for name, module in self.template.named_children():
+                if isinstance(module, nn.Linear):
+                    h = torch.matmul(h, params[f"{name}.weight"].transpose(1, 2))
+                    if module.bias is not None:
+                        h = h + params[f"{name}.bias"].unsqueeze(1)
+                else:
+                    h = module(h)
+            return h
+
+        def one(weights: dict[str, Tensor], x: Tensor) -> Tensor:
+            return functional_call(self.template, weights, (x,))
+
+        return vmap(one, in_dims=(0, None))(params, X)
+
+    def state(self, k: int) -> dict[str, Tensor]:
+        return {name: p[k].detach().to("cpu", copy=True) for name, p in self.views().items()}
+
+    def load_into(self, model: nn.Module, k: int) -> nn.Module:
+        views = self.views(self.flat.detach())
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                p.copy_(views[name][k])
+        return model
+
+
+class _Terms:
+    """The penalty's terms on the stacked tensors: (penalty, tensor names, stacked layouts)."""
+
+    def __init__(self, template: nn.Module, rules: Sequence[Rule]):
+        names = {id(p): name for name, p in template.named_parameters()}
+        reg = Regularizer(template, list(rules), mode="proximal")
+        self.terms = [
+            (
+                term.penalty,
+                [names[id(p)] for p in term.params],
+                None if term.layouts is None else [layout.stacked() for layout in term.layouts],
+                term.layouts,
+            )
+            for term in reg.terms
+        ]
+
+    def prox_(self, params: dict[str, Tensor], steps: dict[str, Tensor]) -> None:
+        for penalty, names, layouts, _ in self.terms:
+            penalty.prox_([params[n] for n in names], layouts, step=[steps[n] for n in names])
+
+    def values(self, params: dict[str, Tensor], n: int) -> Tensor:
+        """λ·R of each model, ``(models,)``."""
+        out = []
+        for k in range(n):
+            parts = [penalty.value([params[m][k] for m in names], layouts) for penalty, names, _, layouts in self.terms]
+            out.append(torch.stack([p.double() for p in parts]).sum())
+        return torch.stack(out)
+
+
+@dataclass
+class _PhaseResult:
+    epochs: list[int]
+    best_epoch: list[int]
+    train_curves: list[list[float]]
+    val_curves: list[list[float]]
+
+    def result(self, k: int) -> TrainResult:
+        return TrainResult(self.epochs[k], self.best_epoch[k], self.train_curves[k], self.val_curves[k])
+
+
+def _train(
+    stack: _Stack,
+    X: Tensor,
+    target: Tensor,
+    rows: _Rows,
+    loss: str,
+    config: TrainConfig,
+    terms: _Terms | None,
+    hold: Tensor | None = None,
+) -> _PhaseResult:
+    """One :func:`~shrinkage.train.train` call for every model of ``stack`` at once.
+
+    Full-batch Adam; after each step the prox of ``terms`` with each model's own
+    per-element step (the rule of :mod:`shrinkage.optim` for Adam), and ``hold``
+    (``(models, parameters)`` of 0/1) multiplied in: relaxed fits keep their dropped
+    input columns at exactly zero. Early stopping, patience, ``tol`` and
+    ``restore_best`` as in ``train``, per model.
+    """
+    n, device = stack.n, X.device
+    beta1, beta2 = config.optimizer_kwargs.get("betas", (0.9, 0.999))
+    adam = (float(config.lr), float(beta1), float(beta2), float(config.optimizer_kwargs.get("eps", 1e-8)))
+    objective = config.monitor == "objective" and terms is not None
+    score_rows = rows.val if rows.val is not None else rows.train
+
+    active = torch.ones(n, dtype=torch.bool, device=device)
+    best = torch.full((n,), math.inf, dtype=torch.float64, device=device)
+    best_epoch = torch.zeros(n, dtype=torch.long, device=device)
+    epochs = torch.zeros(n, dtype=torch.long, device=device)
+    waited = torch.zeros(n, dtype=torch.long, device=device)
+    best_flat = stack.flat.detach().clone()
+    train_curve: list[Tensor] = []
+    val_curve: list[Tensor] = []
+    for epoch in range(config.max_epochs + 1):
+        losses = _row_losses(stack.forward(X), target, loss)
+        train_loss = (losses * rows.train).sum(1)
+        if epoch > 0:  # the weights after `epoch` steps: the end of epoch `epoch - 1`
+            with torch.no_grad():
+                score = (losses.detach() * score_rows).sum(1).double()
+                val_curve.append(score)
+                if objective:
+                    assert terms is not None
+                    score = score + terms.values(stack.views(stack.flat.detach()), n)
+                if not bool(torch.isfinite(torch.where(active, score, 0.0)).all()):
+                    raise Unbatchable("a batched fit diverged")
+                tol = config.tol * torch.clamp(best.abs(), min=1.0)
+                improved = active & (torch.isinf(best) | (score < best - tol))
+                best = torch.where(improved, score, best)
+                best_epoch = torch.where(improved, epoch - 1, best_epoch)
+                waited = torch.where(improved, 0, torch.where(active, waited + 1, waited))
+                epochs = torch.where(active, epoch, epochs)
+                if config.restore_best:
+                    torch.where(improved[:, None], stack.flat.detach(), best_flat, out=best_flat)
+                active = active & (waited < config.patience)
+                if epoch == config.max_epochs or not bool(active.any()):
+                    break
+        train_curve.append(train_loss.detach().double())
+        (grad,) = torch.autograd.grad(train_loss.sum(), [stack.flat])
+        with torch.no_grad():
+            _adam_prox_step(stack, grad, active, adam, terms, hold)
+    if config.restore_best:
+        with torch.no_grad():
+            stack.flat.copy_(best_flat)
+    epochs_list = epochs.tolist()
+    curves = torch.stack(train_curve, 1).tolist() if train_curve else [[] for _ in range(n)]
+    vals = torch.stack(val_curve, 1).tolist() if val_curve else [[] for _ in range(n)]
+    return _PhaseResult(
+        epochs=epochs_list,
+        best_epoch=best_epoch.tolist(),
+        train_curves=[c[:e] for c, e in zip(curves, epochs_list)],
+        val_curves=[c[:e] for c, e in zip(vals, epochs_list)],
+    )
+
+
+def _adam_prox_step(
+    stack: _Stack,
+    grad: Tensor,
+    active: Tensor,
+    adam: tuple[float, float, float, float],
+    terms: _Terms | None,
+    hold: Tensor | None,
+) -> None:
+    """torch's Adam step on every active model, then the prox with the step it took; the
+    models that stopped keep their weights and state."""
+    lr, beta1, beta2, eps = adam
+    p, (m, v) = stack.flat.data, stack.moments
+    flags = active[:, None]
+    before = p.clone()
+    stack.steps += active.to(stack.steps.dtype)
+    bias1 = (1.0 - beta1**stack.steps).to(p.dtype)[:, None]
+    root2 = torch.sqrt(1.0 - beta2**stack.steps).to(p.dtype)[:, None]
+    torch.where(flags, m.lerp(grad, 1.0 - beta1), m, out=m)
+    torch.where(flags, torch.addcmul(v * beta2, grad, grad, value=1.0 - beta2), v, out=v)
+    # lr / (√(v/(1−β₂ᵗ)) + ε): Adam's per-element step, what the prox scales by
+    step = (v.sqrt() / root2).add_(eps).reciprocal_().mul_(lr)
+    p.sub_(step * m / bias1)
+    if terms is not None:
+        terms.prox_(stack.views(p), stack.views(step))
+    if hold is not None:
+        p.mul_(hold)
+    torch.where(flags, p, before, out=p)
+
+
+# ------------------------------------------------------------------------- fold paths
+@dataclass
+class _Fold:
+    train: np.ndarray  # rows of the shared data
+    val: np.ndarray | None
+    test: np.ndarray
+
+
+class _StackedPathFit:
+    """The interface :func:`~shrinkage.path.walk` drives (a path's training state), over
+    a stack whose model 0 is the full-data path (the lead: its λ_max, its end, its
+    extensions set the grid) and models 1..K the folds, trained alongside at every λ."""
+
+    def __init__(self, lead: _PathFit, folds: list[_Fold], X: Tensor, y: Tensor, config: PathConfig):
+        self.lead, self.net, self.config = lead, lead.net, config
+        self.loss, self.rules = lead.loss, lead.rules
+        self.X = X
+        self.target = y.long() if self.loss == "cross_entropy" else y.reshape(-1, 1).to(X.dtype)
+        self.data = [lead.data] + [
+            {
+                "train": (X[f.train], y[f.train]),
+                "val": (X[f.val], y[f.val]) if f.val is not None else None,
+                "test": (X[f.test], y[f.test]),
+            }
+            for f in folds[1:]
+        ]
+        n_rows, device, dtype = X.shape[0], X.device, X.dtype
+        self.rows = _Rows(
+            train=_row_weights([f.train for f in folds], n_rows, device, dtype),
+            val=_row_weights([f.val for f in folds if f.val is not None], n_rows, device, dtype)
+            if config.val_fraction > 0
+            else None,
+            test=_row_weights([f.test for f in folds], n_rows, device, dtype),
+        )
+        self.initial = _state_copy(lead.net)
+        self.stack = _Stack(lead.net, [self.initial] * len(folds), device)
+        self.models = [lead.net] + [copy.deepcopy(lead.net) for _ in folds[1:]]
+        self.along: list[list[PathPoint]] = [[] for _ in folds]
+        self.dense: list[PathPoint | None] = [None] * len(folds)
+
+    def _points(
+        self, lambda_: float, phase: _PhaseResult, train_config: TrainConfig, seconds: float
+    ) -> list[PathPoint]:
+        out = []
+        for k, model in enumerate(self.models):
+            self.stack.load_into(model, k)
+            reg = Regularizer(model, scaled(self.rules, lambda_), mode="proximal")
+            keep = self.config.keep_states and k == 0
+            result = phase.result(k)
+            out.append(
+                _point(
+                    lambda_,
+                    model,
+                    reg,
+                    self.data[k],
+                    self.loss,
+                    self.lead.names,
+                    result,
+                    seconds,
+                    keep,
+                    train_config.lr,
+                )
+            )
+        return out
+
+    def _phase(self, lambda_: float, train_config: TrainConfig) -> list[PathPoint]:
+        started = time.perf_counter()
+        terms = _Terms(self.stack.template, scaled(self.rules, lambda_)) if lambda_ > 0 else None
+        phase = _train(self.stack, self.X, self.target, self.rows, self.loss, train_config, terms)
+        return self._points(lambda_, phase, train_config, (time.perf_counter() - started) / self.stack.n)
+
+    def dense_fit(self) -> PathPoint:
+        points = self._phase(0.0, self.config.dense_config)
+        self.dense = list(points)
+        self.stack.fresh_optimizer()  # the path's optimizer starts fresh at its first λ
+        return points[0]
+
+    def lambda_max(self) -> float:
+        self.stack.load_into(self.lead.net, 0)
+        return self.lead.lambda_max()
+
+    def fit_at(self, lambda_: float, index: int) -> PathPoint:
+        points = self._phase(lambda_, self.config.train_config)
+        for k, point in enumerate(points):
+            self.along[k].append(point)
+        return points[0]
+
+    def snapshot(self) -> Tensor:
+        return self.stack.flat.detach().clone()
+
+    def restore(self, state: Tensor) -> None:
+        with torch.no_grad():
+            self.stack.flat.copy_(state)
+
+    def reset_optimizer(self) -> None:
+        self.stack.fresh_optimizer()
+
+
+def joint_paths(
+    model: ModelSpec,
+    X: np.ndarray,
+    y: np.ndarray,
+    folds: Sequence[tuple[np.ndarray, np.ndarray]],
+    *,
+    rules: list[Rule],
+    task: str,
+    config: PathConfig,
+    feature_names: Sequence[str] | None = None,
+) -> tuple[RegularizationPath, list[RegularizationPath]]:
+    """The full-data path and every fold's path, trained as one stacked network.
+
+    The full-data path is :func:`~shrinkage.path.regularization_path`'s (its λ grid,
+    its ``config``, its weights at each λ with ``keep_states``); each fold trains the
+    same λ in the same order (warm starts, a lower segment from the dense start), its
+    held-out rows scored as ``test``. Raises :class:`Unbatchable` when a fit diverges.
+    """
+    lead = path_fit(model, X, y, rules, task, config, feature_names=feature_names)
+    X_t, y_t = to_tensors(X, y, device=config.device, dtype=next(lead.net.parameters()).dtype)
+    everything = _Fold(*_split(np.arange(X.shape[0]), y, task, config), test=np.array([], dtype=np.int64))
+    parts = [everything] + [_Fold(*_split(tr, y, task, config), test=te) for tr, te in folds]
+    fit = _StackedPathFit(lead, parts, X_t, y_t, config)
+    points, dense, lam_max, notes = walk(fit, rules, config)
+    states = _relax(fit) if config.relax else None
+    if states is not None:
+        for point in points:
+            point.relaxed_state = states.get(tuple(point.features))
+    fit.stack.load_into(lead.net, 0)
+    n_features = X.shape[1]
+    full = RegularizationPath(
+        points, scaled(rules, 1.0), lam_max, dense, n_features, lead.names, model=lead.net, notes=notes
+    )
+    fold_paths = [
+        RegularizationPath(
+            sorted(fit.along[k], key=lambda p: p.lambda_),
+            scaled(rules, 1.0),
+            None,
+            fit.dense[k],
+            n_features,
+            lead.names,
+        )
+        for k in range(1, len(parts))
+    ]
+    return full, fold_paths
+
+
+def _split(rows: np.ndarray, y: np.ndarray, task: str, config: PathConfig) -> tuple[np.ndarray, np.ndarray | None]:
+    """``rows`` split into training and early-stopping rows as a path splits its data."""
+    if config.val_fraction == 0:
+        return rows, None
+    kept, _, held, _ = split_validation(rows.reshape(-1, 1), y[rows], task, config.val_fraction, config.seed)
+    return kept.ravel(), held.ravel()
+
+
+def _relax(fit: _StackedPathFit) -> dict[tuple[int, ...], dict[str, Tensor]] | None:
+    """The relaxed fit of every (model, feature set) on the paths, all at once, from the
+    initial weights with the dropped input columns held at zero; their losses go on the
+    points. Returns the full-data path's relaxed weights per feature set when the path
+    keeps states."""
+    along = fit.along
+    wanted: dict[tuple[int, tuple[int, ...]], int] = {}
+    for k, points in enumerate(along):
+        for point in points:
+            wanted.setdefault((k, tuple(point.features)), len(wanted))
+    keys = list(wanted)
+    X, config = fit.X, fit.config
+    val: list[float] = []
+    test: list[float] = []
+    states: dict[tuple[int, ...], dict[str, Tensor]] = {}
+    # many feature sets on large data: a few at a time, so that the stacked activations fit
+    hidden = max(p.shape[0] for p in fit.net.parameters())
+    chunk = max(1, _ACTIVATION_BUDGET // max(1, X.shape[0] * hidden))
+    for first in range(0, len(keys), chunk):
+        part = keys[first : first + chunk]
+        stack = _Stack(fit.net, [fit.initial] * len(part), X.device)
+        hold = torch.ones_like(stack.flat.detach())
+        masks = stack.views(hold)
+        for name, _ in input_parameters_of(stack.template):
+            for m, (_, features) in enumerate(part):
+                kept = set(features)
+                masks[name][m][:, [j for j in range(masks[name].shape[2]) if j not in kept]] = 0.0
+        with torch.no_grad():
+            stack.flat.mul_(hold)
+        picked = fit.rows.take([k for k, _ in part])
+        _train(stack, X, fit.target, picked, fit.loss, config.dense_config, None, hold)
+        with torch.no_grad():
+            losses = _row_losses(stack.forward(X), fit.target, fit.loss)
+            val += _means(losses, picked.val, len(part))
+            test += _means(losses, picked.test, len(part))
+        if config.keep_states:
+            states.update({features: stack.state(m) for m, (k, features) in enumerate(part) if k == 0})
+    for k, points in enumerate(along):
+        for point in points:
+            m = wanted[(k, tuple(point.features))]
+            point.relaxed_val_loss, point.relaxed_test_loss = val[m], test[m]
+    return states if config.keep_states else None
+
+
+def _means(losses: Tensor, weights: Tensor | None, n: int) -> list[float]:
+    """Each model's mean loss over its rows; NaN for a model without such rows."""
+    if weights is None:
+        return [math.nan] * n
+    means = (losses * weights).sum(1)
+    return torch.where(weights.sum(1) > 0, means, math.nan).tolist()

@@ -1,0 +1,216 @@
+"""The batched engine (all folds and the full path as one stacked network) against the
+sequential one (one path per fold), which stays the reference."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from sklearn.datasets import load_breast_cancer, load_diabetes, load_wine
+from sklearn.preprocessing import StandardScaler
+from torch import nn
+
+from shrinkage import functional as F
+from shrinkage.batched import unsupported
+from shrinkage.cv import cross_validate, cross_validate_unpenalized
+from shrinkage.models import MLP
+from shrinkage.path import PathConfig
+from shrinkage.penalties import L1, L2, ElasticNet, GroupLasso, HierarchicalLasso, SparseGroupLasso
+from shrinkage.regularizer import Rule
+from shrinkage.train import TrainConfig
+from shrinkage.validation import InputError
+
+pytestmark = pytest.mark.filterwarnings("ignore::shrinkage.cv.GridEdgeWarning")
+
+
+def _standardized(loader, rows=None):
+    X, y = loader(return_X_y=True)
+    X = StandardScaler().fit_transform(X)
+    if rows is not None:
+        X, y = X[:rows], y[:rows]
+    return X, y
+
+
+@pytest.fixture(scope="module")
+def diabetes():
+    X, y = _standardized(load_diabetes)
+    return X, (y - y.mean()) / y.std()
+
+
+def _both(model, X, y, **kwargs):
+    runs = {
+        engine: cross_validate(model, X, y, engine=engine, n_jobs=1, **kwargs) for engine in ("sequential", "batched")
+    }
+    assert runs["batched"].engine == "batched" and runs["sequential"].engine == "sequential"
+    return runs["sequential"], runs["batched"]
+
+
+# --------------------------------------------------------------- stacked group layouts
+@pytest.mark.parametrize("groups", ["input", "unit", [[0, 1], [2], [3, 4, 5]]])
+def test_stacked_group_prox_is_each_models_prox(groups):
+    """A group layout over a stack of models: each model's groups shrink as if alone,
+    with one step per tensor or per-element steps that differ between models."""
+    torch.manual_seed(0)
+    W = torch.randn(3, 4, 6, dtype=torch.float64) * torch.tensor([0.1, 1.0, 3.0], dtype=torch.float64).view(3, 1, 1)
+    layout = F.group_layout((4, 6), groups)
+    steps = [
+        0.8,
+        torch.rand(3, 4, 6, dtype=torch.float64),
+        F.ScaledStep(0.9, torch.rand(3, 4, 6, dtype=torch.float64) + 0.3),
+    ]
+    for step in steps:
+        stacked = W.clone()
+        F.group_shrink_([stacked], [layout.stacked()], step=[step])
+        for k in range(3):
+            alone = W[k].clone()
+            own = (
+                step
+                if isinstance(step, float)
+                else (step[k] if isinstance(step, torch.Tensor) else F.ScaledStep(0.9, step.denominator[k]))
+            )
+            F.group_shrink_([alone], [layout], step=[own])
+            torch.testing.assert_close(stacked[k], alone, rtol=0, atol=1e-14)
+            assert torch.equal(stacked[k] == 0, alone == 0)
+        assert (stacked[0] == 0).sum() > (stacked[2] == 0).sum()  # the small model lost more groups
+    torch.testing.assert_close(
+        F.group_norms(W, layout.stacked()), torch.stack([F.group_norms(W[k], layout) for k in range(3)])
+    )
+
+
+# ---------------------------------------------------------------------- equivalence
+def test_linear_model_folds_match_the_sequential_engine(diabetes):
+    """A linear model's objective is convex: each fold's solution at each λ is the same
+    whichever engine trains it (early stopping aside, to the training tolerance)."""
+    X, y = diabetes
+    grid = tuple(np.geomspace(2e-3, 0.5, 8))
+    config = PathConfig(
+        lambdas=grid, val_fraction=0.0, train_config=TrainConfig(lr=1e-2, batch_size=None, max_epochs=400, patience=400)
+    )
+    seq, bat = _both(lambda: MLP(10, (), 1), X, y, penalty=L1(), config=config, cv=4)
+    np.testing.assert_allclose(bat.scores, seq.scores, rtol=2e-3, atol=1e-4)
+    for fold_seq, fold_bat in zip(seq.folds, bat.folds):
+        assert [p.features for p in fold_seq.points] == [p.features for p in fold_bat.points]
+    assert bat.index_min == seq.index_min and bat.index_1se == seq.index_1se
+    assert seq.scores.std() > 1e-3  # λ mattered
+
+
+@pytest.mark.parametrize("penalty", [GroupLasso(), L1(), ElasticNet(l1_ratio=0.3), L2(), SparseGroupLasso()])
+def test_network_folds_follow_the_sequential_engine(penalty):
+    """A network on a given grid: the dense fits follow the same trajectory per fold (the
+    same epochs of early stopping, the same losses to float rounding); with the
+    penalty, where float rounding can tip a weight to zero or not, the same solution
+    to a few percent."""
+    X, y = _standardized(load_breast_cancer, rows=300)
+    config = PathConfig(
+        lambdas=tuple(np.geomspace(1e-3, 3e-2, 4)),
+        dense_config=TrainConfig(lr=3e-2, batch_size=None, max_epochs=150, patience=5),
+        train_config=TrainConfig(lr=1e-2, batch_size=None, max_epochs=150, patience=5, monitor="objective"),
+    )
+    seq, bat = _both(lambda: MLP(30, (16,), 1), X, y, penalty=penalty, task="binary", config=config, cv=3)
+    for fold_seq, fold_bat in zip(seq.folds, bat.folds):
+        assert fold_seq.dense.epochs == fold_bat.dense.epochs
+        np.testing.assert_allclose(fold_bat.dense.test_loss, fold_seq.dense.test_loss, rtol=1e-4)
+        first_seq, first_bat = fold_seq.points[0], fold_bat.points[0]
+        objective = lambda p: p.train_loss + p.penalty  # noqa: E731
+        np.testing.assert_allclose(objective(first_bat), objective(first_seq), rtol=0.05)
+        assert abs(first_bat.n_nonzero - first_seq.n_nonzero) <= 0.1 * first_seq.n_penalized
+    np.testing.assert_allclose(bat.scores, seq.scores, rtol=0.1, atol=1e-2)
+    # early stopping is per fold: the folds stopped at different epochs
+    assert len({f.dense.epochs for f in bat.folds}) > 1
+
+
+def test_full_path_is_the_sequential_full_path():
+    """The full-data path (its automatic grid, its weights at every λ) is the one the
+    sequential engine makes: the lead model of the stack trains exactly as alone."""
+    X, y = _standardized(load_breast_cancer, rows=300)
+    seq, bat = _both(lambda: MLP(30, (16,), 1), X, y, penalty=GroupLasso(), task="binary", n_lambdas=6, cv=3)
+    np.testing.assert_allclose(bat.lambdas, seq.lambdas, rtol=1e-5)
+    for a, b in zip(seq.path.points[:3], bat.path.points[:3]):
+        assert a.features == b.features and a.epochs == b.epochs
+        for name, tensor in a.state.items():
+            torch.testing.assert_close(b.state[name], tensor, rtol=1e-3, atol=1e-5)
+
+
+def test_relaxed_fits_match(diabetes):
+    X, y = diabetes
+    grid = tuple(np.geomspace(0.01, 0.3, 4))
+    seq, bat = _both(lambda: MLP(10, (8,), 1), X, y, penalty=GroupLasso(), lambdas=grid, relax=True, cv=3)
+    relaxed = lambda result: np.array([[p.relaxed_test_loss for p in f.points] for f in result.folds])  # noqa: E731
+    assert np.isfinite(relaxed(bat)).all()
+    np.testing.assert_allclose(relaxed(bat), relaxed(seq), rtol=0.05)
+    chosen = bat.path.points[bat.index]
+    assert chosen.relaxed_state is not None  # the refit returned for the chosen λ
+    assert bat.relaxed and bat.model is not None
+
+
+def test_multiclass_and_unpenalized():
+    X, y = _standardized(load_wine)
+    seq, bat = _both(lambda: MLP(13, (8,), 3), X, y, penalty=L1(), task="multiclass", lambdas=(0.01, 0.05), cv=3)
+    np.testing.assert_allclose(bat.scores, seq.scores, rtol=0.05, atol=1e-3)
+    runs = [
+        cross_validate_unpenalized(lambda: MLP(13, (8,), 3), X, y, task="multiclass", cv=3, engine=engine, n_jobs=1)
+        for engine in ("sequential", "batched")
+    ]
+    np.testing.assert_allclose(runs[1][0], runs[0][0], rtol=1e-3)
+    np.testing.assert_array_equal(runs[1][1], runs[0][1])
+
+
+# ------------------------------------------------------------------- what it covers
+def test_unsupported_cases_are_named_and_fall_back(diabetes):
+    X, y = diabetes
+    model = MLP(10, (8,), 1)
+    assert unsupported(model, [Rule(L1())], PathConfig(), 400) is None
+    assert "mode" in unsupported(model, [Rule(L1())], PathConfig(mode="loss"), 400)
+    assert "mini-batches" in unsupported(model, [Rule(L1())], PathConfig(train_config=TrainConfig(batch_size=32)), 400)
+    assert "sgd" in unsupported(model, [Rule(L1())], PathConfig(dense_config=TrainConfig(optimizer="sgd")), 400)
+    assert "dropout" in unsupported(MLP(10, (8,), 1, dropout=0.2), [Rule(L1())], PathConfig(), 400)
+    assert "buffers" in unsupported(
+        nn.Sequential(nn.Linear(10, 4), nn.BatchNorm1d(4), nn.Linear(4, 1)), [Rule(L1())], PathConfig(), 400
+    )
+    assert "penalty" in unsupported(
+        model, [Rule(HierarchicalLasso(), select=["0.weight", "2.weight"])], PathConfig(), 400
+    )
+
+    with pytest.raises(InputError, match="engine='batched' cannot.*mode='gradient'"):
+        cross_validate(model, X, y, penalty=L1(), lambdas=(0.1,), cv=2, mode="gradient", engine="batched")
+    with pytest.raises(InputError, match="engine"):
+        cross_validate(model, X, y, penalty=L1(), cv=2, engine="fast")
+    result = cross_validate(model, X, y, penalty=L1(), lambdas=(0.1,), cv=2, mode="gradient", n_jobs=1)
+    assert result.engine == "sequential" and "mode='gradient'" in result.engine_note
+
+
+def test_a_divergence_reruns_sequentially(diabetes):
+    """A fit that diverges stops the batched engine; the sequential engine reruns the
+    paths and handles the divergence as it always does (here: each λ recorded as
+    failed, then the error that no λ is left)."""
+    X, y = diabetes
+    config = PathConfig(
+        lambdas=(0.01, 0.1), on_divergence="skip", train_config=TrainConfig(lr=1e25, batch_size=None, max_epochs=20)
+    )
+    with pytest.raises(FloatingPointError, match="training diverged at every λ"):
+        cross_validate(lambda: MLP(10, (8,), 1), X, y, penalty=L1(), config=config, cv=2, n_jobs=1)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_follows_the_cpu():
+    """The same stacked fits on a GPU: the dense fits stop at the same epochs with the
+    same losses; the penalized fits reach the same objective to a few percent."""
+    X, y = _standardized(load_breast_cancer, rows=300)
+    config = PathConfig(
+        lambdas=(1e-3, 1e-2),
+        dense_config=TrainConfig(lr=3e-2, batch_size=None, max_epochs=150, patience=5),
+        train_config=TrainConfig(lr=1e-2, batch_size=None, max_epochs=150, patience=5, monitor="objective"),
+    )
+    runs = [
+        cross_validate(
+            lambda: MLP(30, (16,), 1), X, y, penalty=GroupLasso(), task="binary", config=config, cv=3,
+            device=device, engine="batched",
+        )
+        for device in ("cpu", "cuda")
+    ]  # fmt: skip
+    for cpu, gpu in zip(runs[0].folds, runs[1].folds):
+        assert cpu.dense.epochs == gpu.dense.epochs
+        np.testing.assert_allclose(gpu.dense.test_loss, cpu.dense.test_loss, rtol=1e-3)
+        for a, b in zip(cpu.points, gpu.points):
+            np.testing.assert_allclose(b.train_loss + b.penalty, a.train_loss + a.penalty, rtol=0.05)
+    assert runs[1].engine == "batched"
