@@ -36,6 +36,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, vmap
 from torch.nn import functional as nnf
 
+from . import functional as F
 from ._arrays import to_tensors
 from .path import (
     ModelSpec,
@@ -63,6 +64,9 @@ __all__ = ["ENGINES", "Unbatchable", "joint_paths", "unsupported"]
 ENGINES = ("auto", "batched", "sequential")
 
 _PENALTIES = (L1, L2, ElasticNet, GroupLasso, SparseGroupLasso)
+#: On an accelerator, the group prox's Newton iterations are tested for convergence every
+#: this many iterations (see :func:`shrinkage.functional.device_checks`).
+_NEWTON_CHECKS = 3
 #: Elements of stacked activations (models × rows × width) one batch of relaxed fits may hold.
 _ACTIVATION_BUDGET = 1 << 25
 _ADAM_OPTIONS = {"betas", "eps"}
@@ -275,8 +279,7 @@ def _train(
                 if objective:
                     assert terms is not None
                     score = score + terms.values(stack.views(stack.flat.detach()), n)
-                if not bool(torch.isfinite(torch.where(active, score, 0.0)).all()):
-                    raise Unbatchable("a batched fit diverged")
+                finite = torch.isfinite(torch.where(active, score, 0.0)).all()
                 tol = config.tol * torch.clamp(best.abs(), min=1.0)
                 improved = active & (torch.isinf(best) | (score < best - tol))
                 best = torch.where(improved, score, best)
@@ -286,11 +289,14 @@ def _train(
                 if config.restore_best:
                     torch.where(improved[:, None], stack.flat.detach(), best_flat, out=best_flat)
                 active = active & (waited < config.patience)
-                if epoch == config.max_epochs or not bool(active.any()):
+                finite_, going = torch.stack([finite, active.any()]).tolist()  # the epoch's one host sync
+                if not finite_:
+                    raise Unbatchable("a batched fit diverged")
+                if epoch == config.max_epochs or not going:
                     break
         train_curve.append(train_loss.detach().double())
         (grad,) = torch.autograd.grad(train_loss.sum(), [stack.flat])
-        with torch.no_grad():
+        with torch.no_grad(), F.device_checks(_NEWTON_CHECKS):  # the epoch waits on the device anyway
             _adam_prox_step(stack, grad, active, adam, terms, hold)
     if config.restore_best:
         with torch.no_grad():

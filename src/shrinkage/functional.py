@@ -33,7 +33,9 @@ diagonal metric, so that proximal training has the regularized optimum as fixed 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, replace
 
 import torch
@@ -62,6 +64,7 @@ __all__ = [
     "add_group_grad_",
     "add_l1_grad_",
     "add_l2_grad_",
+    "device_checks",
     "group_layout",
     "group_norms",
     "group_shrink_",
@@ -419,6 +422,24 @@ def group_shrink_(
 
 _DEVICE_NEWTON_ITERATIONS = 30
 
+#: How often the scaled group prox may stop the host on an accelerator to test its
+#: Newton iterations for convergence: 0 (the default) never — a training step must not
+#: wait on the device. Code that waits on the device every step anyway (the batched CV
+#: engine reads its early-stopping state each epoch) sets it with :func:`device_checks`.
+_DEVICE_CHECKS: ContextVar[int] = ContextVar("newton_device_checks", default=0)
+
+
+@contextmanager
+def device_checks(every: int) -> Iterator[None]:
+    """Within the block, the scaled group prox on an accelerator tests its Newton
+    iterations for convergence every ``every`` iterations (a host sync each time)
+    instead of running a fixed count: a few iterations usually suffice."""
+    token = _DEVICE_CHECKS.set(every)
+    try:
+        yield
+    finally:
+        _DEVICE_CHECKS.reset(token)
+
 
 def _group_shrink_scaled_(x: Tensor, layout: GroupLayout, step: ScaledStep | Tensor, *, max_iter: int) -> None:
     weights = _weights(layout, x)  # √|g| per group
@@ -448,12 +469,13 @@ def _group_shrink_scaled_(x: Tensor, layout: GroupLayout, step: ScaledStep | Ten
     # there a fixed count runs instead (Newton from below converges quadratically; at
     # the root its step is 0, so extra iterations change nothing)
     on_host = x.device.type == "cpu"
-    for _ in range(max_iter if on_host else min(max_iter, _DEVICE_NEWTON_ITERATIONS)):
+    every = 1 if on_host else _DEVICE_CHECKS.get()
+    for iteration in range(max_iter if on_host or every else min(max_iter, _DEVICE_NEWTON_ITERATIONS)):
         s_sum, t_sum = sums(radius)
         # Newton step on S^(-1/2) − 1: r ← r + S(√S − 1)/T
         delta = torch.where(keep, s_sum * (s_sum.sqrt() - 1.0) / t_sum, 0.0)
         radius += delta
-        if on_host and not bool((delta > tolerance * radius).any()):
+        if every and (iteration + 1) % every == 0 and not bool((delta > tolerance * radius).any()):
             break
     r = _expand(radius, x, layout)
     x.mul_(r / (r + c))

@@ -1,0 +1,129 @@
+"""Cross-validation on small tables: the batched engine against the sequential one.
+
+    python benchmarks/bench_cv.py --repeats 3 --out benchmarks/results_cv.md
+
+Each case runs with ``engine="sequential"`` (one path per fold, the folds through joblib
+on all cores — the engine before the batched one) and ``engine="batched"`` (the full
+path and the folds as one stacked network), alternated, ``--repeats`` times; the table
+gives the median wall times and their ratio, measured in the same run. Cases:
+
+- ``ShrinkageMLPClassifierCV()`` with its defaults on breast_cancer (standardized),
+  beside scikit-learn's ``LogisticRegressionCV(penalty="l1", solver="saga")`` and
+  ``LogisticRegressionCV()`` in the same run;
+- the README's example: 5-fold CV of an L1 path for an MLP on the synthetic task
+  (:func:`shrinkage.study.datasets.synthetic`'s default), ``cross_validate`` defaults;
+- ``ShrinkageMLPRegressorCV()`` defaults on diabetes (standardized target).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+import warnings
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from sklearn.datasets import load_breast_cancer, load_diabetes
+from sklearn.linear_model import LogisticRegressionCV
+from sklearn.preprocessing import StandardScaler
+
+import shrinkage.estimators as estimators
+from shrinkage.cv import cross_validate
+from shrinkage.models import MLP
+from shrinkage.penalties import L1
+
+
+def _timed(run: Callable[[], object]) -> tuple[float, object]:
+    start = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = run()
+    return time.perf_counter() - start, result
+
+
+def _with_engine(engine: str, run: Callable[[], object]) -> Callable[[], object]:
+    """``run`` with every ``cross_validate`` of the estimators on ``engine``."""
+
+    def wrapped() -> object:
+        original = estimators.cross_validate
+        estimators.cross_validate = lambda *a, **k: original(*a, engine=engine, **k)
+        try:
+            return run()
+        finally:
+            estimators.cross_validate = original
+
+    return wrapped
+
+
+def cases() -> dict[str, dict[str, Callable[[], object]]]:
+    X_bc, y_bc = load_breast_cancer(return_X_y=True)
+    X_bc = StandardScaler().fit_transform(X_bc)
+    X_d, y_d = load_diabetes(return_X_y=True)
+    X_d, y_d = StandardScaler().fit_transform(X_d), (y_d - y_d.mean()) / y_d.std()
+    rng = np.random.default_rng(0)
+    X_s = rng.standard_normal((500, 10))
+    y_s = 2 * X_s[:, 0] - X_s[:, 1] + 0.5 * rng.standard_normal(500)
+
+    def classifier() -> object:
+        return estimators.ShrinkageMLPClassifierCV(random_state=0).fit(X_bc, y_bc)
+
+    def regressor() -> object:
+        return estimators.ShrinkageMLPRegressorCV(random_state=0).fit(X_d, y_d)
+
+    def readme(engine: str) -> Callable[[], object]:
+        return lambda: cross_validate(lambda: MLP(10, (32,)), X_s, y_s, penalty=L1(), cv=5, n_jobs=-1, engine=engine)
+
+    return {
+        "ShrinkageMLPClassifierCV(), breast_cancer": {
+            "sequential": _with_engine("sequential", classifier),
+            "batched": _with_engine("batched", classifier),
+            "LogisticRegressionCV(l1, saga)": lambda: LogisticRegressionCV(
+                penalty="l1", solver="saga", max_iter=5000, n_jobs=-1
+            ).fit(X_bc, y_bc),
+            "LogisticRegressionCV()": lambda: LogisticRegressionCV(max_iter=5000, n_jobs=-1).fit(X_bc, y_bc),
+        },
+        "cross_validate(MLP, L1), synthetic 500×10": {"sequential": readme("sequential"), "batched": readme("batched")},
+        "ShrinkageMLPRegressorCV(), diabetes": {
+            "sequential": _with_engine("sequential", regressor),
+            "batched": _with_engine("batched", regressor),
+        },
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--only", default=None, help="run the cases whose name contains this")
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args()
+    lines = [
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads; median of {args.repeats} alternated runs",
+        "",
+        "| case | sequential | batched | sequential / batched | others (same run) |",
+        "|---|---|---|---|---|",
+    ]
+    for name, runs in cases().items():
+        if args.only and args.only not in name:
+            continue
+        times: dict[str, list[float]] = {key: [] for key in runs}
+        for _ in range(args.repeats):
+            for key, run in runs.items():
+                times[key].append(_timed(run)[0])
+        median = {key: statistics.median(values) for key, values in times.items()}
+        others = ", ".join(f"{key} {value:.1f} s" for key, value in median.items() if key not in ("sequential", "batched"))
+        lines.append(
+            f"| {name} | {median['sequential']:.1f} s | {median['batched']:.1f} s | "
+            f"{median['sequential'] / median['batched']:.2f} | {others or '—'} |"
+        )
+        print(lines[-1], flush=True)
+    text = "\n".join(lines)
+    print(text)
+    if args.out:
+        with open(args.out, "w") as handle:
+            handle.write(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
