@@ -21,6 +21,7 @@ from .validation import InputError, check_bool, check_choice, check_int, check_n
 __all__ = [
     "LOSSES",
     "OPTIMIZERS",
+    "SOLVERS",
     "TASKS",
     "Diverged",
     "TrainConfig",
@@ -39,6 +40,11 @@ OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
     "rmsprop": torch.optim.RMSprop,
     "adagrad": torch.optim.Adagrad,
 }
+
+#: Full-batch solvers that :func:`train` runs itself, without a torch optimizer
+#: (:mod:`shrinkage.solvers`): ``"fista"``, accelerated proximal gradient with line
+#: search, which runs to a stationarity ``tol`` rather than stopping early.
+SOLVERS = ("fista",)
 
 LOSSES: dict[str, Callable[..., nn.Module]] = {
     "mse": nn.MSELoss,
@@ -90,6 +96,11 @@ def make_optimizer(name: str, params, *, lr: float, **kwargs: Any) -> torch.opti
     Adam and AdamW use PyTorch's fused kernel unless ``fused``/``foreach`` is given: on
     the small models of tabular work it is about 30% faster per step than the default.
     """
+    if name in SOLVERS:
+        raise InputError(
+            f"optimizer {name!r} is a full-batch solver that train() runs itself, not a torch optimizer: "
+            f"pass TrainConfig(optimizer={name!r}) to train()"
+        )
     check_choice("optimizer", name, OPTIMIZERS)
     lr = check_number("lr", lr, low=0.0, low_open=True)
     params = list(params)
@@ -111,19 +122,28 @@ class TrainConfig:
 
     Parameters
     ----------
-    optimizer : {"sgd", "adam", "adamw", "rmsprop", "adagrad"}, default "adam"
+    optimizer : {"sgd", "adam", "adamw", "rmsprop", "adagrad", "fista"}, default "adam"
+        A torch optimizer, or ``"fista"``: the full-batch accelerated proximal-gradient
+        solver of :func:`shrinkage.solvers.fista`, which needs ``batch_size=None`` and
+        runs until its stationarity is at most ``tol`` (or ``max_epochs`` iterations):
+        no early stopping, so ``patience``, ``monitor`` and ``restore_best`` do not
+        apply (its objective never rises: the last point is the best), and the
+        validation data is only scored.
     lr : float, default 1e-3
+        For ``"fista"``: the step its stationarity is measured with (the path's too),
+        and the first step its line search tries; :data:`~shrinkage.solvers.FISTA_CONFIG`
+        uses 1.
     batch_size : int or None, default 64
         ``None`` trains full-batch.
     max_epochs : int, default 200
-        Cap on epochs per fit.
+        Cap on epochs per fit (iterations for ``"fista"``).
     patience : int, default 10
         Stop after this many epochs without an improvement of the monitored value
         by ``tol·max(|best|, 1)``.
     tol : float, default 1e-4
         Relative for values above 1, absolute below: a cross-entropy falling toward 0
         on separable classes stops, while a loss in the thousands still needs a
-        relative gain.
+        relative gain. For ``"fista"``: the stationarity it stops at.
     monitor : {"loss", "objective"}, default "loss"
         What early stopping watches, on the validation data when given (else on the
         training data): the data loss, or the data loss plus the penalty. Paths use
@@ -145,10 +165,12 @@ class TrainConfig:
     optimizer_kwargs: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        check_choice("optimizer", self.optimizer, (*OPTIMIZERS, *SOLVERS))
         check_number("lr", self.lr, low=0.0, low_open=True)
         if self.batch_size is not None:
             check_int("batch_size", self.batch_size, low=1)
+            if self.optimizer in SOLVERS:
+                raise fail("batch_size", f"None (full batch) with optimizer={self.optimizer!r}", self.batch_size)
         check_int("max_epochs", self.max_epochs, low=1)
         check_int("patience", self.patience, low=1)
         check_number("tol", self.tol, low=0.0)
@@ -156,6 +178,8 @@ class TrainConfig:
         check_bool("restore_best", self.restore_best)
         if not isinstance(self.optimizer_kwargs, dict):
             raise fail("optimizer_kwargs", "a dict", self.optimizer_kwargs, kind=TypeError)
+        if self.optimizer in SOLVERS and self.optimizer_kwargs:
+            raise fail("optimizer_kwargs", f"empty with optimizer={self.optimizer!r}", self.optimizer_kwargs)
 
     def replace(self, **changes: Any) -> TrainConfig:
         """A copy with some fields changed (validated again)."""
@@ -246,7 +270,14 @@ def train(
         Called after every optimizer step (e.g. to hold weights at zero).
     optimizer : torch.optim.Optimizer, optional
         An optimizer over ``model``'s parameters to continue with (its state carries
-        over, as along a path); default: a new one as ``config`` says.
+        over, as along a path); default: a new one as ``config`` says. Not with
+        ``config.optimizer="fista"``, which needs none.
+
+    Returns
+    -------
+    TrainResult
+        A :class:`~shrinkage.solvers.FistaResult` for ``"fista"`` (``epochs`` counts its
+        iterations, ``stopped_early`` that it reached ``tol``).
     """
     config = config if config is not None else TrainConfig()
     if not isinstance(config, TrainConfig):
@@ -258,6 +289,23 @@ def train(
         raise fail("X", "non-empty", tuple(X.shape))
     if regularizer is not None and regularizer.model is not model:
         raise InputError("regularizer must be bound to the model being trained")
+    if config.optimizer in SOLVERS:
+        if optimizer is not None:
+            raise InputError(f"optimizer must be None with config.optimizer={config.optimizer!r}, got {optimizer!r}")
+        from .solvers import fista  # built on this module's pieces (losses, results)
+
+        return fista(
+            model,
+            X,
+            y,
+            loss=loss,
+            regularizer=regularizer,
+            tol=config.tol,
+            max_iter=config.max_epochs,
+            step_size=config.lr,
+            validation=validation,
+            after_step=after_step,
+        )
 
     opt = optimizer
     if opt is None:
