@@ -270,15 +270,3 @@ def test_a_fit_that_runs_out_of_epochs_warns_with_its_distance_from_the_optimum(
     with warnings.catch_warnings():
         warnings.simplefilter("error", ConvergenceWarning)  # a network stopped early: no warning
         ShrinkageMLPRegressor(hidden_layer_sizes=(4,), penalty="l1", lambda_=1e-3, n_iter_no_change=1).fit(X, y)
-
-
-def test_the_linear_configuration_warns_when_it_stops_short_of_its_optimum():
-    """Convex, with one optimum: a default fit on the raw target ends far from it (weights
-    66 % from scikit-learn's Lasso), and that is now said instead of silent."""
-    from sklearn.datasets import load_diabetes
-    from sklearn.exceptions import ConvergenceWarning
-
-    X, y = load_diabetes(return_X_y=True)
-    X = (X - X.mean(0)) / X.std(0)
-    with pytest.warns(ConvergenceWarning, match=r"the fit at λ=1 .* is still 0\.\d+ from a stationary point"):
-        ShrinkageMLPRegressor(hidden_layer_sizes=(), penalty="l1", lambda_=1.0).fit(X, y)  # the raw target

@@ -28,6 +28,14 @@ Each minimizes ``mean_i ℓ(f(x_i), y_i) + λ·R(W)`` over the weights ``W`` of 
                    ``M``), selected by ``λ·Σ_j ‖skip_j‖`` (:class:`~shrinkage.HierarchicalLasso`)
 =================  ==================================================================
 
+With ``hidden_layer_sizes=()`` the network is one ``nn.Linear`` and the objective is
+convex: the linear configuration. By default (``optimizer="auto"``) it is trained by
+:func:`~shrinkage.solvers.fista` in float64 on all the training rows until its
+stationarity is at most 1e-8 — scikit-learn's ``Lasso``, ``ElasticNet`` and
+``LogisticRegression(penalty="l1")`` solutions, and with the CV variants ``LassoCV``'s
+and ``ElasticNetCV``'s choice on the same folds (conversions in :mod:`shrinkage.convert`).
+Networks train with Adam and early stopping.
+
 They are also feature selectors (``transform`` keeps the input features the network
 still uses, ``SelectFromModel`` works with ``feature_importances_``). Inputs are not
 scaled here: put a ``StandardScaler`` in front, as for any penalized model.
@@ -59,7 +67,8 @@ from .penalties import L1
 from .presets import PRESETS, get_preset
 from .prune import PruneReport, prune
 from .regularizer import MODES, Regularizer, Rule
-from .train import OPTIMIZERS, TrainConfig, loss_for_task, make_optimizer, train
+from .solvers import FISTA_CONFIG
+from .train import OPTIMIZERS, SOLVERS, TrainConfig, loss_for_task, make_optimizer, train
 from .validation import (
     InputError,
     InputTypeError,
@@ -80,6 +89,11 @@ __all__ = [
 ]
 
 PENALTY_NAMES = tuple(PRESETS)
+#: The ``optimizer`` values: "auto" picks FISTA for the linear configuration (see ``_solver``).
+OPTIMIZER_NAMES = ("auto", *OPTIMIZERS, *SOLVERS)
+#: ``tol`` and ``max_iter`` when None: a torch optimizer's (early-stopping gain, epochs)
+#: and FISTA's (stationarity at a unit step, iterations: :data:`~shrinkage.solvers.FISTA_CONFIG`).
+DEFAULTS = {"optimizer": (1e-4, 500), "fista": (FISTA_CONFIG.tol, FISTA_CONFIG.max_epochs)}
 
 
 @contextmanager
@@ -145,14 +159,14 @@ _COMMON_CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "M": _number(low=0.0, low_open=True),
     "mode": _choices(MODES),
     "activation": _choices(ACTIVATIONS),
-    "optimizer": _choices(OPTIMIZERS),
+    "optimizer": _choices(OPTIMIZER_NAMES),
     "learning_rate": _number(low=0.0, low_open=True),
     "batch_size": _optional_int(1),
-    "max_iter": lambda name, value: check_int(name, value, low=1),
+    "max_iter": _optional_int(1),
     "early_stopping": _flag,
     "validation_fraction": _number(low=0.0, high=1.0, low_open=True, high_open=True),
     "n_iter_no_change": lambda name, value: check_int(name, value, low=1),
-    "tol": _number(low=0.0),
+    "tol": lambda name, value: None if value is None else check_number(name, value, low=0.0),
     "random_state": _random_state,
     "device": check_device,
     "verbose": _verbose,
@@ -183,15 +197,47 @@ class _ShrinkageMLP(SelectorMixin, BaseEstimator):
     _task_kind: str  # "regression" or "classification"
 
     # ----------------------------------------------------------------- configuration
+    def _linear(self) -> bool:
+        """The linear configuration: one ``nn.Linear`` (no hidden layer, no skip network),
+        whose objective is convex."""
+        hidden = _hidden_sizes("hidden_layer_sizes", self.hidden_layer_sizes)
+        return not hidden and get_preset(self.penalty).model == "mlp"
+
+    def _solver(self) -> str:
+        """The optimizer ``optimizer`` resolves to: for ``"auto"``, FISTA for the linear
+        configuration trained full-batch in mode proximal, Adam otherwise."""
+        if self.optimizer != "auto":
+            if self.optimizer in SOLVERS:
+                if self.batch_size is not None:
+                    raise fail("batch_size", f"None (full batch) with optimizer={self.optimizer!r}", self.batch_size)
+                if self.mode != "proximal":
+                    raise fail("mode", f"'proximal' with optimizer={self.optimizer!r} (it applies the prox)", self.mode)
+            return self.optimizer
+        full_batch = self.batch_size is None and self.mode == "proximal"
+        return "fista" if self._linear() and full_batch else "adam"
+
+    def _tol(self) -> float:
+        """``tol``, or its default for the solver."""
+        return self.tol if self.tol is not None else DEFAULTS[self._kind()][0]
+
+    def _max_iter(self) -> int:
+        """``max_iter``, or its default for the solver."""
+        return self.max_iter if self.max_iter is not None else DEFAULTS[self._kind()][1]
+
+    def _kind(self) -> str:
+        return "fista" if self._solver() in SOLVERS else "optimizer"
+
     def _train_config(self) -> TrainConfig:
-        """Training at the penalized λ: early stopping on the objective."""
+        """Training at the penalized λ: early stopping on the objective; FISTA to ``tol``
+        (its stationarity measured at a unit step, where its line search starts)."""
+        fista = self._solver() in SOLVERS
         return TrainConfig(
-            optimizer=self.optimizer,
-            lr=self.learning_rate,
+            optimizer=self._solver(),
+            lr=FISTA_CONFIG.lr if fista else self.learning_rate,
             batch_size=self.batch_size,
-            max_epochs=self.max_iter,
+            max_epochs=self._max_iter(),
             patience=self.n_iter_no_change,
-            tol=self.tol,
+            tol=self._tol(),
             monitor="objective",
         )
 
@@ -200,10 +246,17 @@ class _ShrinkageMLP(SelectorMixin, BaseEstimator):
         return self._train_config().replace(monitor="loss")
 
     def _path_config(self, **fields: Any) -> PathConfig:
-        """The path settings the estimator's parameters give (``fields`` added)."""
+        """The path settings the estimator's parameters give (``fields`` added).
+
+        FISTA runs every fit to ``tol`` on all the training rows: it holds none out for
+        early stopping, and a convex fit needs no dense start.
+        """
+        fista = self._solver() in SOLVERS
+        if fista and self._linear() and fields.get("lambdas") != ():
+            fields["dense_start"] = False
         return PathConfig(
             mode=self.mode,
-            val_fraction=self.validation_fraction if self.early_stopping else 0.0,
+            val_fraction=self.validation_fraction if self.early_stopping and not fista else 0.0,
             train_config=self._train_config(),
             dense_config=self._fit_config(),
             device=self.device,
@@ -215,24 +268,31 @@ class _ShrinkageMLP(SelectorMixin, BaseEstimator):
         more than ``tol`` from a stationary point (:func:`~shrinkage.path.stationarity`, 0
         at the optimum) after using every one of its ``max_iter`` epochs — or, for the
         linear configuration (a convex objective with one optimum), at all."""
-        if point.diverged or not point.stationarity > self.tol:
+        tol = self._tol()
+        if point.diverged or not point.stationarity > tol:
             return
-        capped = point.epochs >= self.max_iter
-        linear = not _hidden_sizes("hidden_layer_sizes", self.hidden_layer_sizes)
-        if not (capped or linear):
+        max_iter = self._max_iter()
+        capped = point.epochs >= max_iter
+        if not (capped or self._linear()):
             return
-        why, advice = (
-            (f"used all max_iter={self.max_iter} epochs", "increase max_iter or learning_rate")
+        fista = self._solver() in SOLVERS
+        why = (
+            f"used all max_iter={max_iter} {'iterations' if fista else 'epochs'}"
             if capped
-            else (
-                f"stopped early after {point.epochs} epochs",
-                "its objective is convex with one optimum: train it there with early_stopping=False and a "
-                "larger n_iter_no_change",
-            )
+            else f"stopped early after {point.epochs} epochs"
         )
+        if fista:
+            advice = "increase max_iter"
+        elif self._linear():
+            advice = (
+                "its objective is convex with one optimum: optimizer='fista' trains it there (the default, "
+                "optimizer='auto', does with batch_size=None and mode='proximal')"
+            )
+        else:
+            advice = "increase max_iter or learning_rate"
         warnings.warn(
             f"{type(self).__name__}: the fit at λ={point.lambda_:.4g} {why} and is still {point.stationarity:.2g} "
-            f"from a stationary point, above tol={self.tol:g} (see shrinkage.path.stationarity); {advice}",
+            f"from a stationary point, above tol={tol:g} (see shrinkage.path.stationarity); {advice}",
             ConvergenceWarning,
             stacklevel=3,
         )
@@ -240,10 +300,14 @@ class _ShrinkageMLP(SelectorMixin, BaseEstimator):
     def _seed(self) -> int:
         return int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
 
-    def _factory(self, n_features: int, n_outputs: int):
+    def _dtype(self) -> torch.dtype:
+        """float64 for FISTA (its default tolerance is below float32's resolution), else float32."""
+        return torch.float64 if self._solver() in SOLVERS else torch.float32
+
+    def _factory(self, n_features: int, n_outputs: int, dtype: torch.dtype = torch.float32):
         hidden, activation = _hidden_sizes("hidden_layer_sizes", self.hidden_layer_sizes), self.activation
         model = SkipMLP if get_preset(self.penalty).model == "skip_mlp" else MLP
-        return lambda: model(n_features, hidden, n_outputs, activation=activation)
+        return lambda: model(n_features, hidden, n_outputs, activation=activation).to(dtype)
 
     def _check_params(self) -> None:
         """Every parameter against its rule (an :class:`~shrinkage.validation.InputError` naming it)."""
@@ -343,7 +407,7 @@ class _SingleLambda(_ShrinkageMLP):
         """Fit the network at ``lambda_``; see the class docstring for the objective."""
         X, target, task, outputs = self._fit_data(X, y)
         warm = self.warm_start and hasattr(self, "model_")
-        model = copy.deepcopy(self.model_) if warm else self._factory(X.shape[1], outputs)
+        model = copy.deepcopy(self.model_) if warm else self._factory(X.shape[1], outputs, self._dtype())
         rules = _rules(self, model if warm else model(), self.lambda_)
         lambdas = [self.lambda_] if rules is not None and self.lambda_ > 0 else []
         seed = self._seed()
@@ -366,7 +430,25 @@ class _SingleLambda(_ShrinkageMLP):
         self._optimizer, self._partial_seed = None, seed  # for partial_fit after fit
         return self
 
+    def _partial_config(self) -> TrainConfig:
+        """One epoch with a torch optimizer ("auto": Adam); FISTA has no epochs to give."""
+        if self.optimizer in SOLVERS:
+            raise fail("optimizer", "a torch optimizer or 'auto' for partial_fit", self.optimizer)
+        optimizer = "adam" if self.optimizer == "auto" else self.optimizer
+        tol = self.tol if self.tol is not None else DEFAULTS["optimizer"][0]
+        return TrainConfig(
+            optimizer=optimizer,
+            lr=self.learning_rate,
+            batch_size=self.batch_size,
+            max_epochs=1,
+            patience=self.n_iter_no_change,
+            tol=tol,
+            monitor="objective",
+            restore_best=False,
+        )
+
     def _partial_fit(self, X, y, classes=None):
+        config = self._partial_config()
         first = not hasattr(self, "model_")
         if self._task_kind == "classification" and first:
             if classes is None:
@@ -380,7 +462,6 @@ class _SingleLambda(_ShrinkageMLP):
             self.model_ = self._factory(X.shape[1], outputs)().to(self.device)
             self.loss_curve_, self.n_iter_ = [], 0
         model = self.model_.train()
-        config = self._train_config().replace(max_epochs=1, restore_best=False)
         if getattr(self, "_optimizer", None) is None:  # kept between calls, like the weights
             self._optimizer = make_optimizer(config.optimizer, model.parameters(), lr=config.lr)
         rules = _rules(self, model, self.lambda_)
@@ -414,7 +495,11 @@ class _CrossValidated(_ShrinkageMLP):
     def fit(self, X, y):
         """Cross-validate the path and keep the model at the selected λ."""
         X, target, task, outputs = self._fit_data(X, y)
-        factory = self._factory(X.shape[1], outputs)
+        factory = self._factory(X.shape[1], outputs, self._dtype())
+        # unpenalized fits: the library's defaults for networks; FISTA's convex fits keep FISTA
+        options: dict[str, Any] = {}
+        if self.fit_config == "default" and self._solver() not in SOLVERS:
+            options["dense_config"] = FIT_CONFIG
         rules = _rules(self, factory(), 1.0)
         assert rules is not None  # _CV_CHECKS refuses penalty="none"
         result = cross_validate(
@@ -435,7 +520,7 @@ class _CrossValidated(_ShrinkageMLP):
             feature_names=self._feature_names(X.shape[1]),
             n_jobs=self.n_jobs,
             progress=self.verbose > 0,
-            **({"dense_config": FIT_CONFIG} if self.fit_config == "default" else {}),
+            **options,
         )
         self.cv_result_ = result
         self.lambdas_ = result.lambdas
@@ -517,24 +602,37 @@ _COMMON_DOC = """
     mode : {"proximal", "loss", "gradient", "decoupled"}, default "proximal"
         How the penalty reaches the weights; only ``"proximal"`` gives exact zeros.
     activation : {"relu", "tanh", "gelu", "silu"}, default "relu"
-    optimizer : {"adam", "adamw", "sgd", "rmsprop", "adagrad"}, default "adam"
+    optimizer : {"auto", "fista", "adam", "adamw", "sgd", "rmsprop", "adagrad"}, default "auto"
+        ``"fista"``: the full-batch accelerated proximal-gradient solver
+        (:func:`~shrinkage.solvers.fista`), in float64, run to ``tol`` on all the training
+        rows — for the linear configuration, the optimum scikit-learn's solvers find. It
+        needs ``batch_size=None`` and ``mode="proximal"``; ``learning_rate``,
+        ``early_stopping`` and ``n_iter_no_change`` do not apply (no rows are held out,
+        nothing stops early). The others are torch optimizers with early stopping.
+        ``"auto"``: ``"fista"`` for the linear configuration (``hidden_layer_sizes=()``,
+        any penalty but ``"hierarchical"``) with ``batch_size=None`` and
+        ``mode="proximal"``, else ``"adam"``.
     learning_rate : float, default 1e-2
+        For the torch optimizers.
     batch_size : int or None, default None
         ``None`` trains full-batch (fast for tabular data of a few thousand rows).
-    max_iter : int, default 500
-        Cap on epochs per fit.
+    max_iter : int, optional
+        Cap per fit: on epochs for a torch optimizer (default 500), on iterations for
+        FISTA (default 10,000).
     early_stopping : bool, default True
         Hold out ``validation_fraction`` of the training rows and stop when the
-        validation objective stalls; otherwise watch the training objective.
+        validation objective stalls; otherwise watch the training objective (torch
+        optimizers).
     validation_fraction : float in (0, 1), default 0.1
     n_iter_no_change : int, default 30
-        Patience, in epochs.
-    tol : float, default 1e-4
-        Relative improvement that resets the patience. Also the convergence test: a fit
-        that used all ``max_iter`` epochs — or, for the linear configuration
-        (``hidden_layer_sizes=()``, a convex objective), any fit — and ends more than
-        ``tol`` from a stationary point (:func:`~shrinkage.path.stationarity`) gives
-        scikit-learn's ``ConvergenceWarning``.
+        Patience, in epochs (torch optimizers).
+    tol : float, optional
+        For a torch optimizer (default 1e-4), the relative improvement that resets the
+        patience; for FISTA (default 1e-8), the stationarity at a unit step
+        (:func:`~shrinkage.path.stationarity`) it runs to. Also the convergence test: a fit
+        that used all ``max_iter`` epochs or iterations — or, for the linear configuration
+        (a convex objective), any fit — and ends more than ``tol`` from a stationary
+        point gives scikit-learn's ``ConvergenceWarning``.
     random_state : int, RandomState or None
         Seeds initialization, splits and mini-batches.
     device : str, default "cpu"
@@ -571,7 +669,10 @@ class ShrinkageMLPRegressor(_RegressorMethods, _SingleLambda):
 
     Minimizes ``(1/n)·Σ_i (y_i − f(x_i))² + lambda_·R(W)`` (see :mod:`shrinkage.estimators`
     for ``R``). With ``hidden_layer_sizes=()`` and ``penalty="l1"`` this is scikit-learn's
-    ``Lasso(alpha=lambda_/2)``.
+    ``Lasso(alpha=lambda_/2)``, and with ``penalty="elasticnet"`` its
+    ``ElasticNet(alpha=lambda_·(2 − ρ)/2, l1_ratio=ρ/(2 − ρ))``, ``ρ = l1_ratio``
+    (:func:`~shrinkage.convert.to_sklearn_enet`): by default FISTA solves it to their
+    optimum.
 
     Parameters
     ----------
@@ -609,14 +710,14 @@ class ShrinkageMLPRegressor(_RegressorMethods, _SingleLambda):
         M=10.0,
         mode="proximal",
         activation="relu",
-        optimizer="adam",
+        optimizer="auto",
         learning_rate=1e-2,
         batch_size=None,
-        max_iter=500,
+        max_iter=None,
         early_stopping=True,
         validation_fraction=0.1,
         n_iter_no_change=30,
-        tol=1e-4,
+        tol=None,
         warm_start=False,
         random_state=None,
         device="cpu",
@@ -652,8 +753,9 @@ class ShrinkageMLPClassifier(_ClassifierMethods, _SingleLambda):
     __doc__ = f"""An MLP classifier with an L1, L2, elastic-net or group penalty.
 
     Minimizes the mean cross-entropy (one logit for two classes, softmax otherwise)
-    ``+ lambda_·R(W)``. With ``hidden_layer_sizes=()`` and ``penalty="l1"`` on two
-    classes this is scikit-learn's ``LogisticRegression(penalty="l1", C=1/(n·lambda_))``.
+    ``+ lambda_·R(W)``. With ``hidden_layer_sizes=()`` and ``penalty="l1"`` this is
+    scikit-learn's ``LogisticRegression(penalty="l1", C=1/(n·lambda_))`` (multinomial for
+    more than two classes), solved to its optimum by FISTA by default.
 
     Parameters
     ----------
@@ -739,14 +841,14 @@ class ShrinkageMLPRegressorCV(_RegressorMethods, _CrossValidated):
         relax=False,
         mode="proximal",
         activation="relu",
-        optimizer="adam",
+        optimizer="auto",
         learning_rate=1e-2,
         batch_size=None,
-        max_iter=500,
+        max_iter=None,
         early_stopping=True,
         validation_fraction=0.1,
         n_iter_no_change=30,
-        tol=1e-4,
+        tol=None,
         fit_config="default",
         n_jobs=None,
         random_state=None,
