@@ -77,6 +77,25 @@ def test_stacked_group_prox_is_each_models_prox(groups):
     )
 
 
+@pytest.mark.parametrize(
+    "penalty",
+    [L1(0.3), L2(0.2), ElasticNet(0.1, l1_ratio=0.3), GroupLasso(0.5), GroupLasso(0.5, groups=[[0, 1], [2], [3, 4, 5]]),
+     GroupLasso(0.5, groups="unit"), SparseGroupLasso(0.4, l1_ratio=0.7)],
+)  # fmt: skip
+def test_each_models_penalty_value(penalty):
+    """The objective each stacked model stops on: its penalty's own ``value``."""
+    from shrinkage.batched import _value_per_model
+
+    torch.manual_seed(1)
+    W = torch.randn(3, 4, 6)
+    W[1, :, 2] = 0.0
+    layouts = penalty.layouts([("w", W[0])])
+    layout = None if layouts is None else layouts[0]
+    values = _value_per_model(penalty, W, None if layout is None else layout.stacked())
+    expected = [float(penalty.value([W[k]], layouts)) for k in range(3)]
+    np.testing.assert_allclose(values.numpy(), expected, rtol=1e-6)
+
+
 # ---------------------------------------------------------------------- equivalence
 def test_linear_model_folds_match_the_sequential_engine(diabetes):
     """A linear model's objective is convex: each fold's solution at each λ is the same

@@ -51,7 +51,7 @@ from .path import (
     split_validation,
     walk,
 )
-from .penalties import L1, L2, ElasticNet, GroupLasso, SparseGroupLasso
+from .penalties import L1, L2, ElasticNet, GroupLasso, Penalty, SparseGroupLasso
 from .regularizer import Regularizer, Rule
 from .structure import input_parameters_of, linear_chain
 from .train import TrainConfig, TrainResult
@@ -217,13 +217,34 @@ class _Terms:
         for penalty, names, layouts, _ in self.terms:
             penalty.prox_([params[n] for n in names], layouts, step=[steps[n] for n in names])
 
-    def values(self, params: dict[str, Tensor], n: int) -> Tensor:
-        """λ·R of each model, ``(models,)``."""
-        out = []
-        for k in range(n):
-            parts = [penalty.value([params[m][k] for m in names], layouts) for penalty, names, _, layouts in self.terms]
-            out.append(torch.stack([p.double() for p in parts]).sum())
-        return torch.stack(out)
+    def values(self, params: dict[str, Tensor]) -> Tensor:
+        """λ·R of each model, ``(models,)`` in float64 (each penalty's ``value``, per model)."""
+        total: Tensor | int = 0
+        for penalty, names, layouts, _ in self.terms:
+            for i, name in enumerate(names):
+                total = total + _value_per_model(penalty, params[name], None if layouts is None else layouts[i])
+        assert isinstance(total, Tensor)  # every term has a tensor
+        return total
+
+
+def _value_per_model(penalty: Penalty, x: Tensor, layout: F.GroupLayout | None) -> Tensor:
+    """``penalty.value`` of each model's slice of the stacked ``x``, at once."""
+    flat = x.detach().flatten(1).double()
+    l1 = flat.abs().sum(1)
+    if isinstance(penalty, L1):
+        return penalty.lambda_ * l1
+    l2 = flat.square().sum(1)
+    if isinstance(penalty, ElasticNet):
+        return penalty.lambda_ * (penalty.l1_ratio * l1 + (1.0 - penalty.l1_ratio) * l2)
+    if isinstance(penalty, L2):
+        return penalty.lambda_ * l2
+    assert isinstance(penalty, GroupLasso) and layout is not None  # unsupported() admits no other
+    norms = F.group_norms(x.detach().double(), layout)
+    weights = layout.weights if isinstance(layout.weights, float) else layout.weights.to(norms)
+    groups = (norms * weights).sum(-1)
+    if isinstance(penalty, SparseGroupLasso):
+        return penalty.lambda_ * (penalty.l1_ratio * l1 + (1.0 - penalty.l1_ratio) * groups)
+    return penalty.lambda_ * groups
 
 
 @dataclass
@@ -278,7 +299,7 @@ def _train(
                 val_curve.append(score)
                 if objective:
                     assert terms is not None
-                    score = score + terms.values(stack.views(stack.flat.detach()), n)
+                    score = score + terms.values(stack.views(stack.flat.detach()))
                 finite = torch.isfinite(torch.where(active, score, 0.0)).all()
                 tol = config.tol * torch.clamp(best.abs(), min=1.0)
                 improved = active & (torch.isinf(best) | (score < best - tol))
