@@ -136,7 +136,10 @@ def _float64(tensors: Sequence[Tensor]) -> list[Tensor]:
 
 # --------------------------------------------------------------- the objective
 class _Objective:
-    """``mean ℓ + Σ λ·R`` of one model on one batch: values, gradients, prox, penalty."""
+    """``mean ℓ + Σ λ·R`` of one model on one batch: values, gradients, prox, penalty.
+
+    Every method but :meth:`value_and_grad` runs under ``torch.no_grad()`` (the caller's).
+    """
 
     def __init__(self, model, X, y, loss, regularizer, validation, after_step):
         self.model, self.X, self.after_step = model, X, after_step
@@ -155,11 +158,9 @@ class _Objective:
         grads = torch.autograd.grad(value, self.params)
         return value.detach().double(), list(grads)
 
-    @torch.no_grad()
     def load_(self, tensors: Sequence[Tensor]) -> None:
         torch._foreach_copy_(self.params, list(tensors))
 
-    @torch.no_grad()
     def try_(self, tensors: list[Tensor]) -> tuple[list[Tensor], list[Tensor]]:
         """Load ``tensors`` (projected by ``after_step``): the point, and its data loss
         (and validation loss, with validation data) as 0-d float64 tensors."""
@@ -173,13 +174,11 @@ class _Objective:
             values.append(self.criterion(self.model(X_val), y_val).double())
         return tensors, values
 
-    @torch.no_grad()
     def prox_(self, tensors: list[Tensor], step: float) -> None:
         """``prox_{step·λR}`` of every term on its tensors, in rule order, in place."""
         for term, at in self.terms:
             _prox_in_safe_precision(term.penalty, [tensors[i] for i in at], term.layouts, [step] * len(at))
 
-    @torch.no_grad()
     def penalty(self, tensors: list[Tensor]) -> Tensor:
         """``Σ λ·R`` at ``tensors``, 0-d float64."""
         total = torch.zeros((), dtype=torch.float64, device=tensors[0].device)
@@ -187,7 +186,6 @@ class _Objective:
             total = total + term.penalty.value([tensors[i] for i in at], term.layouts).double()
         return total
 
-    @torch.no_grad()
     def stationarity(self, point: list[Tensor], grads: list[Tensor], step: float) -> Tensor:
         """:func:`shrinkage.path.stationarity` at ``point`` from its gradient (0-d float64)."""
         before = _float64(point)
@@ -226,11 +224,6 @@ def _record(result: FistaResult, values: tuple[float, float, float], validation:
     if validation:
         result.val_loss.append(values[2])
     result.best_epoch = len(result.train_loss) - 1
-
-
-def _dot(a: Sequence[Tensor], b: Sequence[Tensor]) -> Tensor:
-    """``Σ_t <a_t, b_t>`` in float64, 0-d."""
-    return torch.dot(_flat(a), _flat(b))
 
 
 def _flat(tensors: Sequence[Tensor]) -> Tensor:
@@ -340,7 +333,8 @@ def _run(problem: _Objective, tol: float, max_iter: int, step_size: float) -> Fi
     t, accepted, search = 1.0, step_size, _Search(step_size, torch.finfo(x[0].dtype).eps)
     for iteration in range(max_iter):
         result.epochs = iteration + 1
-        problem.load_(point)
+        with torch.no_grad():
+            problem.load_(point)
         value, grads = problem.value_and_grad()
         result.evaluations += 1
         with torch.no_grad():
@@ -352,7 +346,8 @@ def _run(problem: _Objective, tol: float, max_iter: int, step_size: float) -> Fi
         if iteration == 0:
             at_x = (f_y, read["here"][2], math.nan)
             if not math.isfinite(sum(at_x[:2])):
-                problem.load_(x)
+                with torch.no_grad():
+                    problem.load_(x)
                 raise Diverged(f"the objective at the start is {sum(at_x[:2])}", 0)
         if stat <= tol:  # y_k is stationary: the answer
             with torch.no_grad():
@@ -363,7 +358,8 @@ def _run(problem: _Objective, tol: float, max_iter: int, step_size: float) -> Fi
             result.stationarity, result.step = stat, accepted
             return result
         if trial is None:
-            problem.load_(x)
+            with torch.no_grad():
+                problem.load_(x)
             raise Diverged("the line search found no step that decreases the objective", iteration)
         f_z, r_z, opposed, val_z = read["trial"]
         objective_x = at_x[0] + at_x[1]
@@ -386,9 +382,11 @@ def _run(problem: _Objective, tol: float, max_iter: int, step_size: float) -> Fi
         x, t, accepted = trial, t_next, search.step
         search.grow()
     # out of iterations: keep the last accepted point, and say how far it is
-    problem.load_(x)
+    with torch.no_grad():
+        problem.load_(x)
     _, grads = problem.value_and_grad()
-    result.stationarity = float(problem.stationarity(x, grads, step_size))
+    with torch.no_grad():
+        result.stationarity = float(problem.stationarity(x, grads, step_size))
     result.step = accepted
     return result
 
@@ -414,14 +412,16 @@ class _Search:
         stationarity is within ``tol`` (the caller keeps ``point``).
         """
         read: dict = {}
+        flat_grads, flat_point, flat_x = _flat(grads), _flat(point), _flat(x)
         for _ in range(_MAX_HALVINGS + 1):
             trial = list(torch._foreach_add(point, grads, alpha=-self.step))
             problem.prox_(trial, self.step)
             trial, values = problem.try_(trial)
             result.evaluations += 1
-            move = torch._foreach_sub(trial, point)
-            bound = here[0] + _dot(grads, move) + _dot(move, move) / (2 * self.step)
-            opposed = -_dot(move, torch._foreach_sub(trial, x))  # > 0: the step goes against the momentum
+            flat_trial = _flat(trial)
+            move = flat_trial - flat_point
+            bound = here[0] + torch.dot(flat_grads, move) + torch.dot(move, move) / (2 * self.step)
+            opposed = -torch.dot(move, flat_trial - flat_x)  # > 0: the step goes against the momentum
             numbers = torch.stack([*here, bound, values[0], problem.penalty(trial), opposed, *values[1:]]).tolist()
             read["here"], (q_z, *found) = numbers[: len(here)], numbers[len(here) :]  # the trial's one read
             read["trial"] = (*found, math.nan) if len(found) == 3 else tuple(found)
