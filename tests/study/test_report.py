@@ -75,6 +75,7 @@ def test_numbers_match_the_store(truth_study):
     report = _parsed(truth_study["report"])
     with Store(truth_study["store"], create=False) as store:
         runs = store.runs(truth_study["study"])
+        store_points = {run["id"]: store.points(run["id"]) for run in runs}
     assert {name for name in report.cells if not name.startswith("pruned:")} == {run["penalty"] for run in runs}
     for run in runs:
         cells = report.cells[run["penalty"]]
@@ -84,6 +85,10 @@ def test_numbers_match_the_store(truth_study):
         assert cells["test_score"] == f"{run['test_score']:.4f}"
         assert cells["fraction_zero"] == f"{100 * run['fraction_zero']:.1f}%"
         assert cells["features"].endswith(", ".join(run["features"]))
+        # the penalized fit at the chosen λ: its full-data path point's stationarity, as stored
+        at = [p for p in store_points[run["id"]] if p["fold"] == -1 and p["lambda"] == run["lambda_chosen"]]
+        assert len(at) == 1 and cells["stationarity"] == f"{at[0]['stationarity']:.2g}"
+        assert 0 <= at[0]["stationarity"] < 1  # a number a reader can act on, not NaN
 
 
 def test_user_strings_are_escaped(truth_study):
@@ -171,7 +176,7 @@ def test_the_table_says_which_model_each_number_describes(truth_study):
     assert models == {"none": "unpenalized fit", "l1": "relaxed refit", "l2": "penalized fit", "group": "relaxed refit"}
     html = " ".join(truth_study["report"].read_text(encoding="utf-8").split())
     assert (
-        '<th colspan="4">the chosen model, at the chosen λ</th> <th colspan="2">the penalized fit at the chosen λ</th>'
+        '<th colspan="4">the chosen model, at the chosen λ</th> <th colspan="3">the penalized fit at the chosen λ</th>'
         in html
     )
     assert "<b>weights = 0</b> is the share of the weight matrices (not the biases) of the penalized fit" in html

@@ -18,7 +18,7 @@ from shrinkage.validation import InputError
 
 from ..store import Store
 
-__all__ = ["at_grid_edge", "build_report", "scored_model"]
+__all__ = ["at_grid_edge", "build_report", "chosen_stationarity", "scored_model"]
 
 
 def _png(fig) -> str:
@@ -76,6 +76,14 @@ def at_grid_edge(run: dict[str, Any]) -> bool:
     """Whether a run's λ_min is the smallest λ of its grid (``GridEdgeWarning`` in the library)."""
     lambdas = run.get("lambdas") or []
     return len(lambdas) > 1 and run.get("lambda_min") is not None and run["lambda_min"] <= lambdas[0]
+
+
+def chosen_stationarity(run: dict[str, Any], full_path: list[dict[str, Any]]) -> float:
+    """How far the penalized fit at a run's chosen λ is from a stationary point of its
+    objective (:func:`shrinkage.path.stationarity`, stored on every point; NaN for a
+    store made before it was measured): read from the full-data path's point there."""
+    at = [p for p in full_path if p["lambda"] == run["lambda_chosen"] and p.get("stationarity") is not None]
+    return float(at[0]["stationarity"]) if at else math.nan
 
 
 def _sparsifying(run: dict[str, Any]) -> bool:
@@ -182,6 +190,8 @@ def build_report(store: Store, study_id: int | None = None, path: str | Path = "
         )
     penalized = [run for run in runs if run["penalty"] != "none"]
     points = {run["id"]: store.points(run["id"]) for run in penalized}
+    for run in runs:
+        run["stationarity"] = chosen_stationarity(run, store.points(run["id"], fold=-1))
     names = data["encoded_features"]
     truth = data.get("true_features") or []
 
