@@ -200,6 +200,7 @@ def test_validation_is_scored_and_held_weights_stay_zero():
     data = torch.tensor(X), torch.tensor(y)
     result = fista(model, *data, regularizer=reg, validation=data, after_step=hold)
     sk = Lasso(alpha=0.5, tol=1e-14, max_iter=1_000_000).fit(X[:, 1:], y)
+    assert result.converged  # the constrained problem's stationarity: the held weight's step projected too
     assert model.weight[0, 0] == 0 and relative(model.weight.detach()[0, 1:], sk.coef_) < 1e-5
     assert len(result.val_loss) == len(result.train_loss) == result.epochs
     assert result.val_loss == pytest.approx(result.train_loss)  # the same data, the same points

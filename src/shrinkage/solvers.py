@@ -192,7 +192,19 @@ class _Objective:
         stepped = torch._foreach_add(before, _float64(grads), alpha=-step)
         moved = [v.clone() for v in stepped]
         self.prox_(moved, step)
+        if self.after_step is not None:  # the step of the constrained problem: projected too
+            moved = self._projected(moved, point)
         return largest_relative_change(before, moved, stepped)
+
+    def _projected(self, tensors: list[Tensor], point: list[Tensor]) -> list[Tensor]:
+        """``after_step``'s projection of ``tensors`` (float64), applied through the model's
+        parameters, which then hold ``point`` again."""
+        self.load_(tensors)
+        assert self.after_step is not None
+        self.after_step()
+        projected = [p.detach().double().clone() for p in self.params]
+        self.load_(point)
+        return projected
 
 
 def _terms(regularizer: Regularizer | None, params: list[Tensor]) -> list[tuple[Term, list[int]]]:
@@ -271,7 +283,9 @@ def fista(
         it does not stop early.
     after_step : callable, optional
         Called after each trial point is loaded into the model: a projection onto a
-        constraint set that the prox commutes with, e.g. holding weights at zero.
+        constraint set that the prox commutes with, e.g. holding weights at zero (as a
+        relaxed fit does). The stationarity is then that of the constrained problem: its
+        step is projected too.
 
     Returns
     -------
