@@ -100,6 +100,31 @@ def test_l1_logistic_regression():
     np.testing.assert_allclose(ours.predict_proba(X), sk.predict_proba(X), atol=1e-5)
 
 
+def test_uncentred_inputs():
+    """Columns with mean 100 couple the intercept to the weights (ill-conditioned); the fit
+    centres them — exactly: the intercept absorbs the shift — and gives the model back for
+    the inputs as they are. A warm start continues from that model."""
+    X, y = diabetes("raw")
+    X = X + 100.0
+    for alpha in (0.5, 2.0):
+        sk = Lasso(alpha=alpha, **TIGHT).fit(X, y)
+        if alpha == 0.5:
+            ours = ShrinkageMLPRegressor((), lambda_=from_sklearn_lasso(alpha), warm_start=True).fit(X, y)
+        else:
+            ours.set_params(lambda_=from_sklearn_lasso(alpha)).fit(X, y)  # from the fit at 0.5
+        check_close(ours, sk.coef_, sk.intercept_)  # measured: 2e-6 and 2e-8
+        assert ours.n_iter_ < 300
+    # saga does not centre: on these inputs it stops at max_iter with twice the optimal
+    # objective. Its solution on the centred inputs, the intercept shifted, is the oracle.
+    Xb, yb = load_breast_cancer(return_X_y=True)
+    Xb = (Xb - Xb.mean(0)) / Xb.std(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        sk = LogisticRegression(l1_ratio=1.0, C=0.1, solver="saga", tol=1e-10, max_iter=100_000).fit(Xb, yb)
+    ours = ShrinkageMLPClassifier((), lambda_=from_sklearn_logistic(0.1, len(yb))).fit(Xb + 100.0, yb)
+    check_close(ours, sk.coef_, sk.intercept_ - 100.0 * sk.coef_.sum())  # measured: 4e-6
+
+
 # ------------------------------------------------------------------ cross-validation
 def same_folds(n: int, cv: int, random_state: int) -> list:
     """The folds ShrinkageMLP…CV makes: KFold(shuffle=True) seeded from random_state."""
@@ -131,8 +156,29 @@ def test_cv_chooses_what_scikit_learn_chooses_on_the_same_folds(target, penalty)
     chosen = lambdas[int(np.flatnonzero(np.isclose(alphas, sk.alpha_))[0])]
     assert ours.lambda_ == pytest.approx(chosen, rel=1e-12)
     check_close(ours, sk.coef_, sk.intercept_)
+    recorded = ours.path_.points[ours.cv_result_.index].state  # the path's record: the same model
+    assert all(torch.equal(recorded[k], v.cpu()) for k, v in ours.model_.state_dict().items())
     # the CV curve itself: LassoCV's mse_path_ is (alphas decreasing, folds)
     np.testing.assert_allclose(ours.cv_scores_.T, sk.mse_path_[::-1], rtol=1e-5)
+
+
+def test_relaxed_cv_is_least_squares_on_the_features_kept():
+    """relax=True: the model at the chosen λ is the unpenalized fit on that λ's features —
+    ordinary least squares on those columns (inputs uncentred: the relaxed fits too are
+    centred and given back)."""
+    from sklearn.linear_model import LinearRegression
+
+    X, y = diabetes("raw")
+    X = X + 100.0
+    top = 2 * np.abs((X - X.mean(0)).T @ (y - y.mean())).max() / len(y)
+    ours = ShrinkageMLPRegressorCV((), penalty="l1", lambdas=np.geomspace(0.05, 0.5, 4) * top, cv=3, relax=True)
+    ours.fit(X, y)
+    kept = ours.selected_features_
+    assert 0 < kept.sum() < X.shape[1]
+    ols = LinearRegression().fit(X[:, kept], y)
+    coef, bias = linear(ours)
+    assert relative(coef.ravel()[kept], ols.coef_) < 1e-6 and abs(bias[0] - ols.intercept_) < 1e-6 * abs(ols.intercept_)
+    assert np.all(coef.ravel()[~kept] == 0)
 
 
 # ------------------------------------------------------------------ convergence and errors
