@@ -31,7 +31,9 @@ Each minimizes ``mean_i ℓ(f(x_i), y_i) + λ·R(W)`` over the weights ``W`` of 
 With ``hidden_layer_sizes=()`` the network is one ``nn.Linear`` and the objective is
 convex: the linear configuration. By default (``optimizer="auto"``) it is trained by
 :func:`~shrinkage.solvers.fista` in float64 on all the training rows until its
-stationarity is at most 1e-8 — scikit-learn's ``Lasso``, ``ElasticNet`` and
+stationarity is at most 1e-8, its inputs centred on their column means (exactly: the
+intercept absorbs the shift, and the model is given back for the inputs as they are) —
+scikit-learn's ``Lasso``, ``ElasticNet`` and
 ``LogisticRegression(penalty="l1")`` solutions, and with the CV variants ``LassoCV``'s
 and ``ElasticNetCV``'s choice on the same folds (conversions in :mod:`shrinkage.convert`).
 Networks train with Adam and early stopping.
