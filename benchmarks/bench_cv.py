@@ -29,8 +29,8 @@ from sklearn.datasets import load_breast_cancer, load_diabetes
 from sklearn.linear_model import LogisticRegressionCV
 from sklearn.preprocessing import StandardScaler
 
-import shrinkage.estimators as estimators
 from shrinkage.cv import cross_validate
+from shrinkage.estimators import ShrinkageMLPClassifierCV, ShrinkageMLPRegressorCV
 from shrinkage.models import MLP
 from shrinkage.penalties import L1
 
@@ -43,20 +43,6 @@ def _timed(run: Callable[[], object]) -> tuple[float, object]:
     return time.perf_counter() - start, result
 
 
-def _with_engine(engine: str, run: Callable[[], object]) -> Callable[[], object]:
-    """``run`` with every ``cross_validate`` of the estimators on ``engine``."""
-
-    def wrapped() -> object:
-        original = estimators.cross_validate
-        estimators.cross_validate = lambda *a, **k: original(*a, engine=engine, **k)
-        try:
-            return run()
-        finally:
-            estimators.cross_validate = original
-
-    return wrapped
-
-
 def cases() -> dict[str, dict[str, Callable[[], object]]]:
     X_bc, y_bc = load_breast_cancer(return_X_y=True)
     X_bc = StandardScaler().fit_transform(X_bc)
@@ -66,19 +52,19 @@ def cases() -> dict[str, dict[str, Callable[[], object]]]:
     X_s = rng.standard_normal((500, 10))
     y_s = 2 * X_s[:, 0] - X_s[:, 1] + 0.5 * rng.standard_normal(500)
 
-    def classifier() -> object:
-        return estimators.ShrinkageMLPClassifierCV(random_state=0).fit(X_bc, y_bc)
+    def classifier(engine: str) -> Callable[[], object]:
+        return lambda: ShrinkageMLPClassifierCV(engine=engine, random_state=0).fit(X_bc, y_bc)
 
-    def regressor() -> object:
-        return estimators.ShrinkageMLPRegressorCV(random_state=0).fit(X_d, y_d)
+    def regressor(engine: str) -> Callable[[], object]:
+        return lambda: ShrinkageMLPRegressorCV(engine=engine, random_state=0).fit(X_d, y_d)
 
     def readme(engine: str) -> Callable[[], object]:
         return lambda: cross_validate(lambda: MLP(10, (32,)), X_s, y_s, penalty=L1(), cv=5, n_jobs=-1, engine=engine)
 
     return {
         "ShrinkageMLPClassifierCV(), breast_cancer": {
-            "sequential": _with_engine("sequential", classifier),
-            "batched": _with_engine("batched", classifier),
+            "sequential": classifier("sequential"),
+            "batched": classifier("batched"),
             "LogisticRegressionCV(l1, saga)": lambda: LogisticRegressionCV(
                 penalty="l1", solver="saga", max_iter=5000, n_jobs=-1
             ).fit(X_bc, y_bc),
@@ -86,8 +72,8 @@ def cases() -> dict[str, dict[str, Callable[[], object]]]:
         },
         "cross_validate(MLP, L1), synthetic 500×10": {"sequential": readme("sequential"), "batched": readme("batched")},
         "ShrinkageMLPRegressorCV(), diabetes": {
-            "sequential": _with_engine("sequential", regressor),
-            "batched": _with_engine("batched", regressor),
+            "sequential": regressor("sequential"),
+            "batched": regressor("batched"),
         },
     }
 
@@ -112,7 +98,8 @@ def main() -> None:
             for key, run in runs.items():
                 times[key].append(_timed(run)[0])
         median = {key: statistics.median(values) for key, values in times.items()}
-        others = ", ".join(f"{key} {value:.1f} s" for key, value in median.items() if key not in ("sequential", "batched"))
+        engines = ("sequential", "batched")
+        others = ", ".join(f"{key} {value:.1f} s" for key, value in median.items() if key not in engines)
         lines.append(
             f"| {name} | {median['sequential']:.1f} s | {median['batched']:.1f} s | "
             f"{median['sequential'] / median['batched']:.2f} | {others or '—'} |"

@@ -54,6 +54,7 @@ def main() -> None:
     parser.add_argument("--devices", default="cpu,cuda")
     parser.add_argument("--n-lambdas", type=int, default=20)
     parser.add_argument("--out", default=None)
+    parser.add_argument("--verbose", type=int, default=0, help="the estimator's progress bars (stderr)")
     args = parser.parse_args()
     X, y = data(args.rows + 10_000)
     X_train, y_train, X_test, y_test = X[: args.rows], y[: args.rows], X[args.rows :], y[args.rows :]
@@ -67,7 +68,7 @@ def main() -> None:
         "|---|---|---|---|---|---|---|",
     ]
     for device in args.devices.split(","):  # each row printed and written as it is measured
-        r = run(device, X_train, y_train, X_test, y_test, n_lambdas=args.n_lambdas)
+        r = run(device, X_train, y_train, X_test, y_test, n_lambdas=args.n_lambdas, verbose=args.verbose)
         lines.append(
             f"| {r['device']} | {r['seconds']:.1f} s | {r['engine']} | {r['lambda']:.4g} | {r['features']} | "
             f"{r['epochs']} | {r['r2']:.4f} |"

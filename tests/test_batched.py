@@ -233,3 +233,16 @@ def test_cuda_follows_the_cpu():
         for a, b in zip(cpu.points, gpu.points):
             np.testing.assert_allclose(b.train_loss + b.penalty, a.train_loss + a.penalty, rtol=0.05)
     assert runs[1].engine == "batched"
+
+
+def test_the_cv_estimators_train_batched_by_default(diabetes):
+    from shrinkage.estimators import ShrinkageMLPClassifierCV, ShrinkageMLPRegressorCV
+
+    X, y = diabetes
+    small = dict(hidden_layer_sizes=(8,), n_lambdas=3, cv=3, max_iter=20, random_state=0)
+    assert ShrinkageMLPRegressorCV(**small).fit(X, y).cv_result_.engine == "batched"
+    assert ShrinkageMLPRegressorCV(engine="sequential", **small).fit(X, y).cv_result_.engine == "sequential"
+    hierarchical = ShrinkageMLPClassifierCV(penalty="hierarchical", **small).fit(X, y > 0)
+    assert hierarchical.cv_result_.engine == "sequential" and "penalty" in hierarchical.cv_result_.engine_note
+    with pytest.raises(InputError, match="engine must be one of"):
+        ShrinkageMLPRegressorCV(engine="fast").fit(X, y)

@@ -62,6 +62,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 from torch import nn
 
+from .batched import ENGINES
 from .cv import cross_validate
 from .models import ACTIVATIONS, MLP, SkipMLP
 from .path import FIT_CONFIG, PathConfig, PathPoint, RegularizationPath, column_norms, regularization_path
@@ -561,6 +562,7 @@ class _CrossValidated(_ShrinkageMLP):
             feature_names=self._feature_names(X.shape[1]),
             n_jobs=self.n_jobs,
             progress=self.verbose > 0,
+            engine=self.engine,
             **options,
         )
         if means is not None:
@@ -633,6 +635,7 @@ _CV_CHECKS = {
     "relax": _flag,
     "fit_config": _choices(("default", "same")),
     "n_jobs": check_n_jobs,
+    "engine": _choices(ENGINES),
 }
 
 _COMMON_DOC = """
@@ -847,7 +850,12 @@ class ShrinkageMLPRegressorCV(_RegressorMethods, _CrossValidated):
         Unpenalized fits (dense start, relaxed fits) with the library's full-batch
         defaults, or with this estimator's training parameters.
     n_jobs : int, optional
-        Folds in parallel through joblib.
+        Folds in parallel through joblib, for the sequential engine.
+    engine : {{"auto", "batched", "sequential"}}, default "auto"
+        How the folds train (:func:`~shrinkage.cv.cross_validate`): ``"auto"`` trains
+        the full-data path and the folds as one stacked network where it applies
+        (full-batch Adam in mode ``proximal``; :mod:`shrinkage.batched`), else one path
+        per fold; ``cv_result_.engine`` says which ran.
     {_COMMON_DOC}
 
     Attributes
@@ -895,6 +903,7 @@ class ShrinkageMLPRegressorCV(_RegressorMethods, _CrossValidated):
         tol=None,
         fit_config="default",
         n_jobs=None,
+        engine="auto",
         random_state=None,
         device="cpu",
         verbose=0,
@@ -921,6 +930,7 @@ class ShrinkageMLPRegressorCV(_RegressorMethods, _CrossValidated):
         self.tol = tol
         self.fit_config = fit_config
         self.n_jobs = n_jobs
+        self.engine = engine
         self.random_state = random_state
         self.device = device
         self.verbose = verbose
