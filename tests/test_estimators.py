@@ -37,6 +37,9 @@ SMALL_CV = dict(hidden_layer_sizes=(8,), max_iter=30, cv=3, n_lambdas=3, fit_con
         ShrinkageMLPClassifier(**SMALL),
         ShrinkageMLPRegressorCV(**SMALL_CV),
         ShrinkageMLPClassifierCV(**SMALL_CV),
+        # the linear configuration at its defaults: FISTA
+        ShrinkageMLPRegressor((), random_state=0),
+        ShrinkageMLPClassifier((), random_state=0),
     ]
 )
 def test_sklearn_estimator_checks(estimator, check):
