@@ -12,13 +12,17 @@ gives the median wall times and their ratio, measured in the same run. Cases:
   ``LogisticRegressionCV()`` in the same run;
 - the README's example: 5-fold CV of an L1 path for an MLP on the synthetic task
   (:func:`shrinkage.study.datasets.synthetic`'s default), ``cross_validate`` defaults;
-- ``ShrinkageMLPRegressorCV()`` defaults on diabetes (standardized target).
+- ``ShrinkageMLPRegressorCV()`` defaults on diabetes (standardized target);
+- the default ``shrinkage study`` on diabetes (its runs, without writing the report), the
+  study's cross-validations pinned to one engine.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
+import tempfile
 import time
 import warnings
 from collections.abc import Callable
@@ -61,7 +65,25 @@ def cases() -> dict[str, dict[str, Callable[[], object]]]:
     def readme(engine: str) -> Callable[[], object]:
         return lambda: cross_validate(lambda: MLP(10, (32,)), X_s, y_s, penalty=L1(), cv=5, n_jobs=-1, engine=engine)
 
+    def study(engine: str) -> Callable[[], object]:
+        def run() -> object:
+            import shrinkage.study.runner as runner
+            from shrinkage.study import StudyConfig
+            from shrinkage.study.store import Store
+
+            originals = runner.cross_validate, runner.cross_validate_unpenalized
+            runner.cross_validate = functools.partial(originals[0], engine=engine)
+            runner.cross_validate_unpenalized = functools.partial(originals[1], engine=engine)
+            try:
+                with tempfile.TemporaryDirectory() as folder:
+                    return runner.run_study(StudyConfig(), Store(f"{folder}/study.sqlite"))
+            finally:
+                runner.cross_validate, runner.cross_validate_unpenalized = originals
+
+        return run
+
     return {
+        "default study, diabetes (runs only)": {"sequential": study("sequential"), "batched": study("batched")},
         "ShrinkageMLPClassifierCV(), breast_cancer": {
             "sequential": classifier("sequential"),
             "batched": classifier("batched"),

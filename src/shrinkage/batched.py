@@ -27,7 +27,8 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -483,8 +484,10 @@ def joint_paths(
     everything = _Fold(*_split(np.arange(X.shape[0]), y, task, config), test=np.array([], dtype=np.int64))
     parts = [everything] + [_Fold(*_split(tr, y, task, config), test=te) for tr, te in folds]
     fit = _StackedPathFit(lead, parts, X_t, y_t, config)
-    points, dense, lam_max, notes = walk(fit, rules, config)
-    states = _relax(fit) if config.relax else None
+    width = max(max(p.shape) for p in lead.net.parameters())
+    with _cpu_threads(X_t.device, len(parts) * X.shape[0] * width):
+        points, dense, lam_max, notes = walk(fit, rules, config)
+        states = _relax(fit) if config.relax else None
     if states is not None:
         for point in points:
             point.relaxed_state = states.get(tuple(point.features))
@@ -505,6 +508,27 @@ def joint_paths(
         for k in range(1, len(parts))
     ]
     return full, fold_paths
+
+
+#: Below this many elements in a layer's stacked activations (models × rows × width), the
+#: CPU trains on one thread: such operations gain little from a second thread, and on a
+#: machine whose cores are busy with other work, threads that wait for each other at every
+#: operation made a study ten times slower (measured on 2 shared cores).
+_ONE_THREAD_BELOW = 1 << 22
+
+
+@contextmanager
+def _cpu_threads(device: torch.device, activations: int) -> Iterator[None]:
+    """One torch thread for small stacked work on the CPU (see :data:`_ONE_THREAD_BELOW`)."""
+    if device.type != "cpu" or activations >= _ONE_THREAD_BELOW:
+        yield
+        return
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _split(rows: np.ndarray, y: np.ndarray, task: str, config: PathConfig) -> tuple[np.ndarray, np.ndarray | None]:
