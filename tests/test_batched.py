@@ -246,3 +246,40 @@ def test_the_cv_estimators_train_batched_by_default(diabetes):
     assert hierarchical.cv_result_.engine == "sequential" and "penalty" in hierarchical.cv_result_.engine_note
     with pytest.raises(InputError, match="engine must be one of"):
         ShrinkageMLPRegressorCV(engine="fast").fit(X, y)
+
+
+def test_a_forward_pass_vmap_cannot_batch_falls_back_before_training():
+    """Functional dropout is a random operation inside vmap: found by a probe, before any
+    training — ``auto`` trains sequentially and says why, ``batched`` refuses."""
+
+    class FunctionalDropout(nn.Module):
+        input_parameter = "inner.weight"
+
+        def __init__(self):
+            super().__init__()
+            self.inner, self.out = nn.Linear(5, 8), nn.Linear(8, 1)
+
+        def forward(self, x):
+            return self.out(nn.functional.dropout(torch.relu(self.inner(x)), 0.2, training=self.training))
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((60, 5))
+    y = X[:, 0] + 0.1 * rng.standard_normal(60)
+    result = cross_validate(FunctionalDropout, X, y, penalty=L1(), cv=3, lambdas=(0.01, 0.1), n_jobs=1)
+    assert result.engine == "sequential" and "vmap cannot batch" in result.engine_note
+    with pytest.raises(InputError, match="engine='batched' cannot train these folds: torch.func.vmap cannot batch"):
+        cross_validate(FunctionalDropout, X, y, penalty=L1(), cv=3, lambdas=(0.01, 0.1), engine="batched")
+
+
+def test_a_batch_norm_model_trains_on_the_sequential_engine():
+    """Its output is checked on one row in eval mode (training mode refuses one row)."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((60, 5))
+    y = X[:, 0] + 0.1 * rng.standard_normal(60)
+
+    def model():
+        return nn.Sequential(nn.Linear(5, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 1))
+
+    result = cross_validate(model, X, y, penalty=L1(), cv=3, lambdas=(0.01, 0.1), n_jobs=1)
+    assert result.engine == "sequential" and "buffers" in result.engine_note
+    assert np.isfinite(result.scores).all()

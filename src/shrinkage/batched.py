@@ -77,14 +77,28 @@ class Unbatchable(RuntimeError):
     """A batched fit cannot go on (a model diverged): run the sequential engine instead."""
 
 
-def unsupported(model: nn.Module, rules: Sequence[Rule], config: PathConfig, n_rows: int) -> str | None:
-    """Why the batched engine cannot train these fits, or ``None`` when it can."""
+def unsupported(
+    model: nn.Module, rules: Sequence[Rule], config: PathConfig, n_rows: int, X: np.ndarray | None = None
+) -> str | None:
+    """Why the batched engine cannot train these fits, or ``None`` when it can.
+
+    With ``X``, the stacked model is also called on two of its rows: a forward pass that
+    :func:`torch.func.vmap` cannot batch (random operations such as functional dropout,
+    ``.item()``, data-dependent control flow) is found here, before any training.
+    """
     if config.mode != "proximal":
         return f"mode={config.mode!r} (the batched engine applies penalties as proximal steps)"
     for name in ("train_config", "dense_config"):
         train_config: TrainConfig = getattr(config, name)
         if train_config.optimizer != "adam" or set(train_config.optimizer_kwargs) - _ADAM_OPTIONS:
-            return f"{name} uses {train_config.optimizer!r} with {train_config.optimizer_kwargs} (batched: Adam)"
+            options = f" with {train_config.optimizer_kwargs}" if train_config.optimizer_kwargs else ""
+            chosen = (
+                " (an estimator's optimizer='auto' chooses it for the linear configuration, which needs no batching)"
+                if train_config.optimizer == "fista"
+                else ""
+            )
+            optimizer = train_config.optimizer
+            return f"{name} uses optimizer {optimizer!r}{options}{chosen}; the batched engine trains with Adam"
         if train_config.batch_size is not None and train_config.batch_size < n_rows:
             return f"{name} trains on mini-batches of {train_config.batch_size} rows (batched: full batch)"
     for rule in rules:
@@ -96,6 +110,14 @@ def unsupported(model: nn.Module, rules: Sequence[Rule], config: PathConfig, n_r
         return "the model has dropout"
     if not input_parameters_of(model):
         return "the model's input weight is not known"
+    if X is not None:
+        try:
+            dtype = next(model.parameters()).dtype
+            stack = _Stack(model, [_state_copy(model)] * 2, config.device)
+            with torch.no_grad():
+                stack.forward(torch.as_tensor(X[:2], dtype=dtype, device=config.device))
+        except RuntimeError as error:
+            return "torch.func.vmap cannot batch the model's forward pass: " + " ".join(str(error).split())[:300]
     return None
 
 

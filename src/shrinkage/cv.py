@@ -251,6 +251,11 @@ def _fold_paths(model: ModelSpec, X, y, folds, kwargs: dict[str, Any], n_jobs, b
     return [p for _, p in sorted(results, key=lambda r: r[0])]
 
 
+#: joblib backends that run on this machine: under any other (Dask, Ray), ``engine="auto"``
+#: sends the folds there, one path each, rather than batching them here.
+_LOCAL_BACKENDS = ("LokyBackend", "MultiprocessingBackend", "ThreadingBackend", "SequentialBackend")
+
+
 def _batched(
     model: ModelSpec, X, y, folds, kwargs: dict[str, Any], engine: str
 ) -> tuple[tuple[RegularizationPath, list[RegularizationPath]] | None, str]:
@@ -258,7 +263,10 @@ def _batched(
     if engine == "sequential":
         return None, ""
     rules, config = _as_rules(kwargs["penalty"]), kwargs["config"]
-    note = batched.unsupported(_fresh_model(model), rules, config, X.shape[0])
+    note = batched.unsupported(_fresh_model(model), rules, config, X.shape[0], X)
+    backend = type(joblib.parallel.get_active_backend()[0]).__name__
+    if engine == "auto" and not note and backend not in _LOCAL_BACKENDS:
+        return None, f"the active joblib backend ({backend}) takes the folds, one path each"
     if note and engine == "batched":
         raise InputError(f"engine='batched' cannot train these folds: {note}; use engine='auto' or 'sequential'")
     if note:
@@ -382,7 +390,9 @@ def cross_validate(
         group penalties, models without dropout or buffers) — several times faster on
         small data, and the way to use a GPU; ``"sequential"``, one path per fold (the
         reference); ``"auto"``, batched where it applies (else sequential, and a fit
-        that diverges is rerun sequentially). ``CVResult.engine`` says which ran.
+        that diverges is rerun sequentially) — and sequential under a joblib backend
+        that runs elsewhere (Dask, Ray), which then receives the folds.
+        ``CVResult.engine`` says which ran, ``CVResult.engine_note`` why not batched.
     **options
         Fields of :class:`~shrinkage.path.PathConfig` (``n_lambdas=30``, ``relax=True``,
         …), applied over ``config``.

@@ -486,14 +486,17 @@ def _fresh_model(model: ModelSpec) -> nn.Module:
 
 
 def _check_output(model: nn.Module, X: Tensor, y: Tensor, task: str) -> None:
+    was_training = model.training
     try:
         with torch.no_grad():
-            out = model(X[:1])
+            out = model.eval()(X[:1])  # eval: a batch norm in training mode refuses a single row
     except RuntimeError as error:  # most often: the model expects another number of inputs
         raise InputError(
             f"model must accept X's rows ({X.shape[1]} features), got an error from its forward pass: "
             + " ".join(str(error).split())
         ) from None
+    finally:
+        model.train(was_training)
     expected = int(y.max()) + 1 if task == "multiclass" else 1
     if out.ndim != 2 or out.shape[1] < expected or (task != "multiclass" and out.shape[1] != 1):
         raise InputError(
