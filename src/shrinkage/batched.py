@@ -4,8 +4,8 @@ Cross-validation trains the same architecture from the same initial weights on K
 of rows, λ after λ. Fitted one at a time, a small tabular network spends its time in
 per-step overhead (Python, kernel launches, the optimizer), not in arithmetic. Here
 the K models' parameters are stacked along a new first dimension
-(:func:`torch.func.stack_module_state`) and the model is called through
-:func:`torch.func.vmap`: one forward, one backward and one optimizer step per epoch
+(``torch.func.stack_module_state``) and the model is called through
+``torch.func.vmap``: one forward, one backward and one optimizer step per epoch
 serve every fold, as batched matrix products on the CPU or a GPU.
 
 Each model keeps its own everything: its rows (a weight per row and model, so folds
@@ -18,7 +18,7 @@ the reference, and the tests compare the two.
 
 What it covers (:func:`unsupported` says why not, otherwise): full-batch Adam in mode
 ``proximal`` with the element-wise and group penalties (L1, L2, elastic net, group and
-sparse-group lasso), on models without buffers or dropout that :func:`torch.func.vmap`
+sparse-group lasso), on models without buffers or dropout that ``torch.func.vmap``
 can call. Anything else, and any fit that diverges, is run by the sequential engine.
 """
 
@@ -83,7 +83,7 @@ def unsupported(
     """Why the batched engine cannot train these fits, or ``None`` when it can.
 
     With ``X``, the stacked model is also called on two of its rows: a forward pass that
-    :func:`torch.func.vmap` cannot batch (random operations such as functional dropout,
+    ``torch.func.vmap`` cannot batch (random operations such as functional dropout,
     ``.item()``, data-dependent control flow) is found here, before any training.
     """
     if config.mode != "proximal":
