@@ -231,19 +231,18 @@ class _Terms:
                 term.penalty,
                 [names[id(p)] for p in term.params],
                 None if term.layouts is None else [layout.stacked() for layout in term.layouts],
-                term.layouts,
             )
             for term in reg.terms
         ]
 
     def prox_(self, params: dict[str, Tensor], steps: dict[str, Tensor]) -> None:
-        for penalty, names, layouts, _ in self.terms:
+        for penalty, names, layouts in self.terms:
             penalty.prox_([params[n] for n in names], layouts, step=[steps[n] for n in names])
 
     def values(self, params: dict[str, Tensor]) -> Tensor:
         """λ·R of each model, ``(models,)`` in float64 (each penalty's ``value``, per model)."""
         total: Tensor | int = 0
-        for penalty, names, layouts, _ in self.terms:
+        for penalty, names, layouts in self.terms:
             for i, name in enumerate(names):
                 total = total + _value_per_model(penalty, params[name], None if layouts is None else layouts[i])
         assert isinstance(total, Tensor)  # every term has a tensor
