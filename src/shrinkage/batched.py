@@ -305,6 +305,7 @@ def _train(
     score_rows = rows.val if rows.val is not None else rows.train
 
     active = torch.ones(n, dtype=torch.bool, device=device)
+    everyone = True  # every model still training (read from the device once an epoch)
     best = torch.full((n,), math.inf, dtype=torch.float64, device=device)
     best_epoch = torch.zeros(n, dtype=torch.long, device=device)
     epochs = torch.zeros(n, dtype=torch.long, device=device)
@@ -332,7 +333,8 @@ def _train(
                 if config.restore_best:
                     torch.where(improved[:, None], stack.flat.detach(), best_flat, out=best_flat)
                 active = active & (waited < config.patience)
-                finite_, going = torch.stack([finite, active.any()]).tolist()  # the epoch's one host sync
+                # the epoch's one host read
+                finite_, going, everyone = torch.stack([finite, active.any(), active.all()]).tolist()
                 if not finite_:
                     raise Unbatchable("a batched fit diverged")
                 if epoch == config.max_epochs or not going:
@@ -340,7 +342,7 @@ def _train(
         train_curve.append(train_loss.detach().double())
         (grad,) = torch.autograd.grad(train_loss.sum(), [stack.flat])
         with torch.no_grad(), F.device_checks(_NEWTON_CHECKS):  # the epoch waits on the device anyway
-            _adam_prox_step(stack, grad, active, adam, terms, hold)
+            _adam_prox_step(stack, grad, active, adam, terms, hold, everyone)
     if config.restore_best:
         with torch.no_grad():
             stack.flat.copy_(best_flat)
@@ -362,18 +364,20 @@ def _adam_prox_step(
     adam: tuple[float, float, float, float],
     terms: _Terms | None,
     hold: Tensor | None,
+    everyone: bool = False,
 ) -> None:
     """torch's Adam step on every active model, then the prox with the step it took; the
-    models that stopped keep their weights and state."""
+    models that stopped keep their weights and state. ``everyone``: every model is
+    active (known from the epoch's host read), so nothing needs to be kept aside."""
     lr, beta1, beta2, eps = adam
     p, (m, v) = stack.flat.data, stack.moments
     flags = active[:, None]
-    before = p.clone()
+    before = None if everyone else (p.clone(), m.clone(), v.clone())
     stack.steps += active.to(stack.steps.dtype)
     bias1 = (1.0 - beta1**stack.steps).to(p.dtype)[:, None]
     root2 = torch.sqrt(1.0 - beta2**stack.steps).to(p.dtype)[:, None]
-    torch.where(flags, m.lerp(grad, 1.0 - beta1), m, out=m)
-    torch.where(flags, torch.addcmul(v * beta2, grad, grad, value=1.0 - beta2), v, out=v)
+    m.lerp_(grad, 1.0 - beta1)
+    v.mul_(beta2).addcmul_(grad, grad, value=1.0 - beta2)
     # lr / (√(v/(1−β₂ᵗ)) + ε): Adam's per-element step, what the prox scales by
     step = (v.sqrt() / root2).add_(eps).reciprocal_().mul_(lr)
     p.sub_(step * m / bias1)
@@ -381,7 +385,9 @@ def _adam_prox_step(
         terms.prox_(stack.views(p), stack.views(step))
     if hold is not None:
         p.mul_(hold)
-    torch.where(flags, p, before, out=p)
+    if before is not None:  # the stopped models: weights and moments as they were
+        for now, was in zip((p, m, v), before):
+            torch.where(flags, now, was, out=now)
 
 
 # ------------------------------------------------------------------------- fold paths
