@@ -35,7 +35,6 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
-from torch.nn import functional as nnf
 
 from . import functional as F
 from ._arrays import to_tensors
@@ -55,7 +54,7 @@ from .path import (
 from .penalties import L1, L2, ElasticNet, GroupLasso, Penalty, SparseGroupLasso
 from .regularizer import Regularizer, Rule
 from .structure import input_parameters_of, linear_chain
-from .train import TrainConfig, TrainResult
+from .train import LOSSES, TrainConfig, TrainResult, as_targets
 
 __all__ = ["ENGINES", "Unbatchable", "joint_paths", "unsupported"]
 
@@ -146,15 +145,18 @@ def _row_weights(sets: Sequence[np.ndarray], n_rows: int, device, dtype) -> Tens
 
 
 def _row_losses(out: Tensor, target: Tensor, loss: str) -> Tensor:
-    """Each model's loss on each row, ``(models, rows)``: the terms of the data loss's mean."""
+    """Each model's loss on each row, ``(models, rows)``: the terms of the data loss's mean
+    (the task's loss from :data:`~shrinkage.train.LOSSES`, unreduced)."""
+    criterion = LOSSES[loss](reduction="none")
     if loss == "cross_entropy":
         models, rows, classes = out.shape
-        flat = nnf.cross_entropy(out.reshape(models * rows, classes), target.repeat(models), reduction="none")
-        return flat.view(models, rows)
-    target = target.expand_as(out)
-    if loss == "mse":
-        return (out - target).square().mean(-1)
-    return nnf.binary_cross_entropy_with_logits(out, target, reduction="none").mean(-1)
+        return criterion(out.reshape(models * rows, classes), target.repeat(models)).view(models, rows)
+    return criterion(out, target.expand_as(out)).mean(-1)
+
+
+def _widest(model: nn.Module) -> int:
+    """The largest dimension of any of the model's parameters: a bound on a layer's width."""
+    return max(max(p.shape, default=1) for p in model.parameters())
 
 
 # ----------------------------------------------------------------------------- stack
@@ -407,7 +409,7 @@ class _StackedPathFit:
         self.lead, self.net, self.config = lead, lead.net, config
         self.loss, self.rules = lead.loss, lead.rules
         self.X = X
-        self.target = y.long() if self.loss == "cross_entropy" else y.reshape(-1, 1).to(X.dtype)
+        self.target = as_targets(y, self.loss, X.dtype)
         self.data = [lead.data] + [
             {
                 "train": (X[f.train], y[f.train]),
@@ -511,8 +513,7 @@ def joint_paths(
     everything = _Fold(*_split(np.arange(X.shape[0]), y, task, config), test=np.array([], dtype=np.int64))
     parts = [everything] + [_Fold(*_split(tr, y, task, config), test=te) for tr, te in folds]
     fit = _StackedPathFit(lead, parts, X_t, y_t, config)
-    width = max(max(p.shape) for p in lead.net.parameters())
-    with _cpu_threads(X_t.device, len(parts) * X.shape[0] * width):
+    with _cpu_threads(X_t.device, len(parts) * X.shape[0] * _widest(lead.net)):
         points, dense, lam_max, notes = walk(fit, rules, config)
         states = _relax(fit) if config.relax else None
     if states is not None:
@@ -571,9 +572,8 @@ def _relax(fit: _StackedPathFit) -> dict[tuple[int, ...], dict[str, Tensor]] | N
     initial weights with the dropped input columns held at zero; their losses go on the
     points. Returns the full-data path's relaxed weights per feature set when the path
     keeps states."""
-    along = fit.along
     wanted: dict[tuple[int, tuple[int, ...]], int] = {}
-    for k, points in enumerate(along):
+    for k, points in enumerate(fit.along):
         for point in points:
             wanted.setdefault((k, tuple(point.features)), len(wanted))
     keys = list(wanted)
@@ -582,8 +582,7 @@ def _relax(fit: _StackedPathFit) -> dict[tuple[int, ...], dict[str, Tensor]] | N
     test: list[float] = []
     states: dict[tuple[int, ...], dict[str, Tensor]] = {}
     # many feature sets on large data: a few at a time, so that the stacked activations fit
-    hidden = max(p.shape[0] for p in fit.net.parameters())
-    chunk = max(1, _ACTIVATION_BUDGET // max(1, X.shape[0] * hidden))
+    chunk = max(1, _ACTIVATION_BUDGET // (X.shape[0] * _widest(fit.net)))
     for first in range(0, len(keys), chunk):
         part = keys[first : first + chunk]
         stack = _Stack(fit.net, [fit.initial] * len(part), X.device)
@@ -603,7 +602,7 @@ def _relax(fit: _StackedPathFit) -> dict[tuple[int, ...], dict[str, Tensor]] | N
             test += _means(losses, picked.test, len(part))
         if config.keep_states:
             states.update({features: stack.state(m) for m, (k, features) in enumerate(part) if k == 0})
-    for k, points in enumerate(along):
+    for k, points in enumerate(fit.along):
         for point in points:
             m = wanted[(k, tuple(point.features))]
             point.relaxed_val_loss, point.relaxed_test_loss = val[m], test[m]

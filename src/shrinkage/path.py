@@ -30,7 +30,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -993,8 +993,28 @@ def path_fit(
     return _PathFit(net, rules, data, names, task, config)
 
 
+class PathTraining(Protocol):
+    """What :func:`walk` drives: a path's training state (:class:`_PathFit`, or the batched
+    engine's stack of the full-data model and the folds). ``snapshot``/``restore`` save
+    and put back the weights; ``reset_optimizer`` starts the optimizer afresh."""
+
+    net: nn.Module
+
+    def dense_fit(self) -> PathPoint: ...
+
+    def lambda_max(self) -> float: ...
+
+    def fit_at(self, lambda_: float, index: int) -> PathPoint: ...
+
+    def snapshot(self) -> Any: ...
+
+    def restore(self, state: Any) -> None: ...
+
+    def reset_optimizer(self) -> None: ...
+
+
 def walk(
-    fit: Any,
+    fit: PathTraining,
     rules: list[Rule],
     config: PathConfig,
     *,
@@ -1051,7 +1071,7 @@ def walk(
 
 
 def _lower_segment(
-    fit: Any,
+    fit: PathTraining,
     start: Any,
     lambdas: np.ndarray,
     first_index: int,

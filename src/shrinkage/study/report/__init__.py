@@ -189,9 +189,9 @@ def build_report(store: Store, study_id: int | None = None, path: str | Path = "
             }
         )
     penalized = [run for run in runs if run["penalty"] != "none"]
-    points = {run["id"]: store.points(run["id"]) for run in penalized}
+    points = {run["id"]: store.points(run["id"]) for run in runs}
     for run in runs:
-        run["stationarity"] = chosen_stationarity(run, store.points(run["id"], fold=-1))
+        run["stationarity"] = chosen_stationarity(run, [p for p in points[run["id"]] if p["fold"] == -1])
     names = data["encoded_features"]
     truth = data.get("true_features") or []
 
