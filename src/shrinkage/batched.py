@@ -188,13 +188,15 @@ class _Stack:
         self.steps = torch.zeros(self.n, dtype=torch.float64, device=self.flat.device)
 
     def views(self, flat: Tensor | None = None) -> dict[str, Tensor]:
-        """Each parameter of every model, ``(models, *shape)``: views of ``flat`` (default: the weights)."""
+        """Each parameter of every model, ``(models, *shape)``: views of ``flat`` (default:
+        the weights; any number of models)."""
         flat = self.flat if flat is None else flat
-        return {name: flat[:, a:b].view(self.n, *self.shapes[name]) for name, (a, b) in self.slices.items()}
+        return {name: flat[:, a:b].view(flat.shape[0], *self.shapes[name]) for name, (a, b) in self.slices.items()}
 
-    def forward(self, X: Tensor) -> Tensor:
-        """Every model's output on every row: ``(models, rows, outputs)``."""
-        params = self.views()
+    def forward(self, X: Tensor, flat: Tensor | None = None) -> Tensor:
+        """Every model's output on every row: ``(models, rows, outputs)``, with the
+        weights ``flat`` (default: the stack's)."""
+        params = self.views(flat)
         if self.chain is not None:  # batched matrix products, layer by layer
             h = X
             for name, module in self.template.named_children():
@@ -299,85 +301,144 @@ def _train(
     (``(models, parameters)`` of 0/1) multiplied in: relaxed fits keep their dropped
     input columns at exactly zero. Early stopping, patience, ``tol`` and
     ``restore_best`` as in ``train``, per model.
+
+    A model that stops leaves the working set: its weights, Adam state and curves go
+    back to ``stack``, and the others go on as a smaller stack, so that an epoch costs
+    what the models still training cost.
     """
-    n, device = stack.n, X.device
     beta1, beta2 = config.optimizer_kwargs.get("betas", (0.9, 0.999))
     adam = (float(config.lr), float(beta1), float(beta2), float(config.optimizer_kwargs.get("eps", 1e-8)))
     objective = config.monitor == "objective" and terms is not None
-    score_rows = rows.val if rows.val is not None else rows.train
-
-    active = torch.ones(n, dtype=torch.bool, device=device)
-    everyone = True  # every model still training (read from the device once an epoch)
-    best = torch.full((n,), math.inf, dtype=torch.float64, device=device)
-    best_epoch = torch.zeros(n, dtype=torch.long, device=device)
-    epochs = torch.zeros(n, dtype=torch.long, device=device)
-    waited = torch.zeros(n, dtype=torch.long, device=device)
-    best_flat = stack.flat.detach().clone()
-    train_curve: list[Tensor] = []
-    val_curve: list[Tensor] = []
+    work = _Working(stack, rows, hold)
     for epoch in range(config.max_epochs + 1):
-        losses = _row_losses(stack.forward(X), target, loss)
-        train_loss = (losses * rows.train).sum(1)
+        weights = work.weights.requires_grad_(True)
+        losses = _row_losses(stack.forward(X, weights), target, loss)
+        train_loss = (losses * work.train_rows).sum(1)
+        going: Tensor | None = None
         if epoch > 0:  # the weights after `epoch` steps: the end of epoch `epoch - 1`
             with torch.no_grad():
-                score = (losses.detach() * score_rows).sum(1).double()
-                val_curve.append(score)
+                score = (losses.detach() * work.score_rows).sum(1).double()
+                work.val.append(score)
                 if objective:
                     assert terms is not None
-                    score = score + terms.values(stack.views(stack.flat.detach()))
-                finite = torch.isfinite(torch.where(active, score, 0.0)).all()
-                tol = config.tol * torch.clamp(best.abs(), min=1.0)
-                improved = active & (torch.isinf(best) | (score < best - tol))
-                best = torch.where(improved, score, best)
-                best_epoch = torch.where(improved, epoch - 1, best_epoch)
-                waited = torch.where(improved, 0, torch.where(active, waited + 1, waited))
-                epochs = torch.where(active, epoch, epochs)
-                if config.restore_best:
-                    torch.where(improved[:, None], stack.flat.detach(), best_flat, out=best_flat)
-                active = active & (waited < config.patience)
-                # the epoch's one host read
-                finite_, going, everyone = torch.stack([finite, active.any(), active.all()]).tolist()
-                if not finite_:
-                    raise Unbatchable("a batched fit diverged")
-                if epoch == config.max_epochs or not going:
-                    break
-        train_curve.append(train_loss.detach().double())
-        (grad,) = torch.autograd.grad(train_loss.sum(), [stack.flat])
+                    score = score + terms.values(stack.views(weights.detach()))
+                going = work.score(score, epoch, config)
+        (grad,) = torch.autograd.grad(train_loss.sum(), [weights])
+        weights.requires_grad_(False)
+        if going is not None:
+            if epoch == config.max_epochs:
+                going = torch.zeros_like(going)
+            keep = work.retire(going, epoch, config.restore_best)
+            if keep is None:
+                break
+            if keep is not True:
+                train_loss, grad = train_loss.index_select(0, keep), grad.index_select(0, keep)
+        work.train.append(train_loss.detach().double())
         with torch.no_grad(), F.device_checks(_NEWTON_CHECKS):  # the epoch waits on the device anyway
-            _adam_prox_step(stack, grad, active, adam, terms, hold, everyone)
-    if config.restore_best:
+            _adam_prox_step(stack, work, grad, adam, terms)
+    return work.result()
+
+
+class _Working:
+    """The models of one :func:`_train` call still training: copies of their weights,
+    Adam state, rows and early-stopping state, ``(working, …)``; ``index`` says which
+    models of the stack they are. Models that stop go back to the stack (:meth:`retire`)."""
+
+    def __init__(self, stack: _Stack, rows: _Rows, hold: Tensor | None):
+        n, device = stack.n, stack.flat.device
+        self.stack = stack
+        self.index = list(range(n))
+        self.weights = stack.flat.detach().clone()
+        self.best_weights = self.weights.clone()
+        self.moments = (stack.moments[0].clone(), stack.moments[1].clone())
+        self.steps = stack.steps.clone()
+        self.train_rows = rows.train
+        self.score_rows = rows.val if rows.val is not None else rows.train
+        self.hold = hold
+        self.best = torch.full((n,), math.inf, dtype=torch.float64, device=device)
+        self.best_epoch = torch.zeros(n, dtype=torch.long, device=device)
+        self.waited = torch.zeros(n, dtype=torch.long, device=device)
+        self.train: list[Tensor] = []  # this working set's curves, one (working,) tensor an epoch
+        self.val: list[Tensor] = []
+        self.out = _PhaseResult(
+            epochs=[0] * n, best_epoch=[0] * n, train_curves=[[] for _ in range(n)], val_curves=[[] for _ in range(n)]
+        )
+
+    def score(self, score: Tensor, epoch: int, config: TrainConfig) -> Tensor:
+        """Early stopping's bookkeeping after ``epoch`` steps; which models go on (on the host)."""
+        tol = config.tol * torch.clamp(self.best.abs(), min=1.0)
+        improved = torch.isinf(self.best) | (score < self.best - tol)
+        self.best = torch.where(improved, score, self.best)
+        self.best_epoch = torch.where(improved, epoch - 1, self.best_epoch)
+        self.waited = torch.where(improved, 0, self.waited + 1)
+        if config.restore_best:
+            torch.where(improved[:, None], self.weights, self.best_weights, out=self.best_weights)
+        going = self.waited < config.patience
+        # the epoch's one host read
+        finite, *flags = torch.cat([torch.isfinite(score).all().view(1), going]).tolist()
+        if not finite:
+            raise Unbatchable("a batched fit diverged")
+        return torch.tensor(flags, dtype=torch.bool)
+
+    def retire(self, going: Tensor, epoch: int, restore_best: bool) -> Tensor | bool | None:
+        """Send the models that stop after ``epoch`` back to the stack. Returns the
+        positions of those that go on (to index the epoch's tensors with), ``True``
+        when all go on, ``None`` when none does."""
+        if bool(going.all()):
+            return True
+        stopping = [j for j, flag in enumerate(going.tolist()) if not flag]
+        self._flush(epoch)
+        at = torch.tensor(stopping, device=self.weights.device)
+        models = torch.tensor([self.index[j] for j in stopping], device=self.weights.device)
+        stack = self.stack
         with torch.no_grad():
-            stack.flat.copy_(best_flat)
-    epochs_list = epochs.tolist()
-    curves = torch.stack(train_curve, 1).tolist() if train_curve else [[] for _ in range(n)]
-    vals = torch.stack(val_curve, 1).tolist() if val_curve else [[] for _ in range(n)]
-    return _PhaseResult(
-        epochs=epochs_list,
-        best_epoch=best_epoch.tolist(),
-        train_curves=[c[:e] for c, e in zip(curves, epochs_list)],
-        val_curves=[c[:e] for c, e in zip(vals, epochs_list)],
-    )
+            final = self.best_weights if restore_best else self.weights
+            stack.flat.index_copy_(0, models, final.index_select(0, at))
+            for full, part in zip(stack.moments, self.moments):
+                full.index_copy_(0, models, part.index_select(0, at))
+            stack.steps.index_copy_(0, models, self.steps.index_select(0, at))
+        best_epoch = self.best_epoch.tolist()
+        for j in stopping:
+            self.out.epochs[self.index[j]] = epoch
+            self.out.best_epoch[self.index[j]] = best_epoch[j]
+        kept = [j for j, flag in enumerate(going.tolist()) if flag]
+        if not kept:
+            return None
+        keep = torch.tensor(kept, device=self.weights.device)
+        self.index = [self.index[j] for j in kept]
+        self.weights = self.weights.index_select(0, keep)
+        self.best_weights = self.best_weights.index_select(0, keep)
+        self.moments = (self.moments[0].index_select(0, keep), self.moments[1].index_select(0, keep))
+        self.steps = self.steps.index_select(0, keep)
+        self.train_rows = self.train_rows.index_select(0, keep)
+        self.score_rows = self.score_rows.index_select(0, keep)
+        self.hold = None if self.hold is None else self.hold.index_select(0, keep)
+        self.best, self.best_epoch, self.waited = (
+            t.index_select(0, keep) for t in (self.best, self.best_epoch, self.waited)
+        )
+        return keep
+
+    def _flush(self, epoch: int) -> None:
+        """Move this working set's curves to the host, onto each model's lists."""
+        for segment, curves in ((self.train, self.out.train_curves), (self.val, self.out.val_curves)):
+            if segment:
+                for j, values in enumerate(torch.stack(segment, 1).tolist()):
+                    curves[self.index[j]].extend(values)
+            segment.clear()
+
+    def result(self) -> _PhaseResult:
+        return self.out
 
 
 def _adam_prox_step(
-    stack: _Stack,
-    grad: Tensor,
-    active: Tensor,
-    adam: tuple[float, float, float, float],
-    terms: _Terms | None,
-    hold: Tensor | None,
-    everyone: bool = False,
+    stack: _Stack, work: _Working, grad: Tensor, adam: tuple[float, float, float, float], terms: _Terms | None
 ) -> None:
-    """torch's Adam step on every active model, then the prox with the step it took; the
-    models that stopped keep their weights and state. ``everyone``: every model is
-    active (known from the epoch's host read), so nothing needs to be kept aside."""
+    """torch's Adam step on every working model, then the prox with the step it took."""
     lr, beta1, beta2, eps = adam
-    p, (m, v) = stack.flat.data, stack.moments
-    flags = active[:, None]
-    before = None if everyone else (p.clone(), m.clone(), v.clone())
-    stack.steps += active.to(stack.steps.dtype)
-    bias1 = (1.0 - beta1**stack.steps).to(p.dtype)[:, None]
-    root2 = torch.sqrt(1.0 - beta2**stack.steps).to(p.dtype)[:, None]
+    p, (m, v) = work.weights, work.moments
+    work.steps += 1.0
+    bias1 = (1.0 - beta1**work.steps).to(p.dtype)[:, None]
+    root2 = torch.sqrt(1.0 - beta2**work.steps).to(p.dtype)[:, None]
     m.lerp_(grad, 1.0 - beta1)
     v.mul_(beta2).addcmul_(grad, grad, value=1.0 - beta2)
     # lr / (√(v/(1−β₂ᵗ)) + ε): Adam's per-element step, what the prox scales by
@@ -385,11 +446,8 @@ def _adam_prox_step(
     p.sub_(step * m / bias1)
     if terms is not None:
         terms.prox_(stack.views(p), stack.views(step))
-    if hold is not None:
-        p.mul_(hold)
-    if before is not None:  # the stopped models: weights and moments as they were
-        for now, was in zip((p, m, v), before):
-            torch.where(flags, now, was, out=now)
+    if work.hold is not None:
+        p.mul_(work.hold)
 
 
 # ------------------------------------------------------------------------- fold paths

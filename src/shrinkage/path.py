@@ -751,22 +751,27 @@ class _PathFit:
         self.loss = loss_for_task(task)
         self.initial = _state_copy(net) if config.relax else None
         # one optimizer for the whole path: its state (momentum, Adam's moments) carries
-        # from λ to λ like the weights do, so no λ starts with a cold optimizer's jolt
-        self.optimizer = self._optimizer()
+        # from λ to λ like the weights do, so no λ starts with a cold optimizer's jolt.
+        # Made at the first λ: the batched engine, which drives its own Adam, never makes
+        # it (torch's first optimizer costs about a second of imports).
+        self._made: torch.optim.Optimizer | None = None
         self.relaxed = _RelaxedFits(self._relaxed_model, self._relaxed_scores, config.keep_states)
 
-    def _optimizer(self) -> torch.optim.Optimizer | None:
+    @property
+    def optimizer(self) -> torch.optim.Optimizer | None:
         """The path's torch optimizer; none for a full-batch solver (``fista``), which
         :func:`~shrinkage.train.train` runs itself and which carries no state between λ."""
         train_config = self.config.train_config
         if train_config.optimizer in SOLVERS:
             return None
-        return make_optimizer(
-            train_config.optimizer, self.net.parameters(), lr=train_config.lr, **train_config.optimizer_kwargs
-        )
+        if self._made is None:
+            self._made = make_optimizer(
+                train_config.optimizer, self.net.parameters(), lr=train_config.lr, **train_config.optimizer_kwargs
+            )
+        return self._made
 
     def reset_optimizer(self) -> None:
-        self.optimizer = self._optimizer()
+        self._made = None  # a fresh one at the next λ
 
     def snapshot(self) -> dict[str, Tensor]:
         return _state_copy(self.net)
