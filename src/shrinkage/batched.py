@@ -329,9 +329,9 @@ def _train(
             if epoch == config.max_epochs:
                 going = torch.zeros_like(going)
             keep = work.retire(going, epoch, config.restore_best)
-            if keep is None:
+            if not work.index:
                 break
-            if keep is not True:
+            if keep is not None:
                 train_loss, grad = train_loss.index_select(0, keep), grad.index_select(0, keep)
         work.train.append(train_loss.detach().double())
         with torch.no_grad(), F.device_checks(_NEWTON_CHECKS):  # the epoch waits on the device anyway
@@ -380,12 +380,12 @@ class _Working:
             raise Unbatchable("a batched fit diverged")
         return torch.tensor(flags, dtype=torch.bool)
 
-    def retire(self, going: Tensor, epoch: int, restore_best: bool) -> Tensor | bool | None:
+    def retire(self, going: Tensor, epoch: int, restore_best: bool) -> Tensor | None:
         """Send the models that stop after ``epoch`` back to the stack. Returns the
-        positions of those that go on (to index the epoch's tensors with), ``True``
-        when all go on, ``None`` when none does."""
+        positions of those that go on (to index the epoch's tensors with), ``None`` when
+        the working set is unchanged; ``index`` is empty when none goes on."""
         if bool(going.all()):
-            return True
+            return None
         stopping = [j for j, flag in enumerate(going.tolist()) if not flag]
         self._flush(epoch)
         at = torch.tensor(stopping, device=self.weights.device)
@@ -403,6 +403,7 @@ class _Working:
             self.out.best_epoch[self.index[j]] = best_epoch[j]
         kept = [j for j, flag in enumerate(going.tolist()) if flag]
         if not kept:
+            self.index = []
             return None
         keep = torch.tensor(kept, device=self.weights.device)
         self.index = [self.index[j] for j in kept]
