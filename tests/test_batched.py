@@ -11,7 +11,7 @@ from sklearn.preprocessing import StandardScaler
 from torch import nn
 
 from shrinkage import functional as F
-from shrinkage.batched import unsupported
+from shrinkage.batched import Reuse, unsupported
 from shrinkage.cv import cross_validate, cross_validate_unpenalized
 from shrinkage.models import MLP
 from shrinkage.path import PathConfig
@@ -160,6 +160,33 @@ def test_relaxed_fits_match(diabetes):
     chosen = bat.path.points[bat.index]
     assert chosen.relaxed_state is not None  # the refit returned for the chosen λ
     assert bat.relaxed and bat.model is not None
+
+
+def test_reused_unpenalized_fits_change_nothing(diabetes):
+    """A Reuse shared by cross-validations of different penalties hands each the dense
+    starts and relaxed refits an earlier one trained: results are those of fresh runs."""
+    X, y = diabetes
+    model = lambda: MLP(10, (8,), 1)  # noqa: E731
+    options = dict(lambdas=tuple(np.geomspace(0.01, 0.3, 4)), relax=True, cv=3, engine="batched")
+    reuse = Reuse()
+    baseline = cross_validate_unpenalized(model, X, y, cv=3, engine="batched", reuse=reuse)
+    assert reuse.hits == 0
+    for penalty in (L1(), ElasticNet(l1_ratio=0.5)):
+        shared = cross_validate(model, X, y, penalty=penalty, reuse=reuse, **options)
+        fresh = cross_validate(model, X, y, penalty=penalty, **options)
+        np.testing.assert_array_equal(shared.scores, fresh.scores)
+        relaxed = lambda r: [[p.relaxed_test_loss for p in f.points] for f in r.folds]  # noqa: E731
+        np.testing.assert_array_equal(relaxed(shared), relaxed(fresh))
+        assert [p.epochs for p in shared.path.points] == [p.epochs for p in fresh.path.points]
+        assert shared.path.dense is not None and fresh.path.dense is not None
+        assert shared.path.dense.val_loss == fresh.path.dense.val_loss == baseline[2].dense.val_loss
+        dense_scores = [fold.dense.test_loss for fold in shared.folds if fold.dense is not None]
+        np.testing.assert_array_equal(dense_scores, baseline[0])
+    # the dense starts of both penalties' 4 models came from the unpenalized run; the
+    # elastic net's relaxed fits largely from the L1 run's
+    assert reuse.hits > 8
+    other_data = cross_validate(model, X[:300], y[:300], penalty=L1(), reuse=reuse, **options)
+    assert np.isfinite(other_data.scores).all()  # different rows: nothing found, all trained
 
 
 def test_multiclass_and_unpenalized():

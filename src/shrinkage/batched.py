@@ -25,11 +25,13 @@ can call. Anything else, and any fit that diverges, is run by the sequential eng
 from __future__ import annotations
 
 import copy
+import hashlib
 import math
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -56,7 +58,7 @@ from .regularizer import Regularizer, Rule
 from .structure import input_parameters_of, linear_chain
 from .train import LOSSES, TrainConfig, TrainResult, as_targets
 
-__all__ = ["ENGINES", "Unbatchable", "joint_paths", "unsupported"]
+__all__ = ["ENGINES", "Reuse", "Unbatchable", "joint_paths", "unsupported"]
 
 #: How :func:`~shrinkage.cv.cross_validate` trains its folds: ``batched`` (here),
 #: ``sequential`` (one :func:`~shrinkage.path.regularization_path` per fold, through
@@ -74,6 +76,43 @@ _ADAM_OPTIONS = {"betas", "eps"}
 
 class Unbatchable(RuntimeError):
     """A batched fit cannot go on (a model diverged): run the sequential engine instead."""
+
+
+class Reuse:
+    """Unpenalized fits shared by cross-validations of one model on one data set.
+
+    The dense starts and the relaxed refits train without penalty, from the model's
+    initial weights, on a fold's rows (relaxed: on a set of input features): they do not
+    depend on the penalty. Passed (``reuse=``) to several
+    :func:`~shrinkage.cv.cross_validate` calls — a study comparing penalties — each such
+    fit trains once. Fits are found by a fingerprint of the data, the rows, the initial
+    weights and the training settings, so a call that differs in any of them trains its
+    own. Used by the batched engine; the sequential engine trains everything itself.
+    """
+
+    def __init__(self) -> None:
+        self._fits: dict[tuple[str, ...], Any] = {}
+        self.hits = 0  # fits taken from here rather than trained
+
+    def get(self, key: tuple[str, ...]) -> Any:
+        found = self._fits.get(key)
+        self.hits += found is not None
+        return found
+
+    def put(self, key: tuple[str, ...], fit: Any) -> None:
+        self._fits[key] = fit
+
+
+def _fingerprint(*tensors: Tensor | None) -> str:
+    digest = hashlib.sha1()
+    for t in tensors:
+        if t is None:
+            digest.update(b"-")
+        else:
+            t = t.detach().cpu().contiguous()
+            digest.update(f"{t.dtype}{tuple(t.shape)}".encode())
+            digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return digest.hexdigest()
 
 
 def unsupported(
@@ -464,8 +503,10 @@ class _StackedPathFit:
     a stack whose model 0 is the full-data path (the lead: its λ_max, its end, its
     extensions set the grid) and models 1..K the folds, trained alongside at every λ."""
 
-    def __init__(self, lead: _PathFit, folds: list[_Fold], X: Tensor, y: Tensor, config: PathConfig):
-        self.lead, self.net, self.config = lead, lead.net, config
+    def __init__(
+        self, lead: _PathFit, folds: list[_Fold], X: Tensor, y: Tensor, config: PathConfig, reuse: Reuse | None
+    ):
+        self.lead, self.net, self.config, self.reuse = lead, lead.net, config, reuse
         self.loss, self.rules = lead.loss, lead.rules
         self.X = X
         self.target = as_targets(y, self.loss, X.dtype)
@@ -490,6 +531,15 @@ class _StackedPathFit:
         self.models = [lead.net] + [copy.deepcopy(lead.net) for _ in folds[1:]]
         self.along: list[list[PathPoint]] = [[] for _ in folds]
         self.dense: list[PathPoint | None] = [None] * len(folds)
+        # what an unpenalized fit of model k depends on, for `reuse`
+        self.keys: list[tuple[str, ...]] = []
+        if reuse is not None:
+            data = _fingerprint(X, self.target)
+            start = _fingerprint(self.stack.flat[0])
+            self.keys = [
+                (data, start, _fingerprint(*(None if w is None else w[k] for w in vars(self.rows).values())))
+                for k in range(len(folds))
+            ]
 
     def _points(
         self, lambda_: float, phase: _PhaseResult, train_config: TrainConfig, seconds: float
@@ -523,7 +573,24 @@ class _StackedPathFit:
         return self._points(lambda_, phase, train_config, (time.perf_counter() - started) / self.stack.n)
 
     def dense_fit(self) -> PathPoint:
-        points = self._phase(0.0, self.config.dense_config)
+        config = self.config.dense_config
+        keys = [(*key, repr(config)) for key in self.keys]
+        found = [self.reuse.get(key) for key in keys] if self.reuse is not None else []
+        if found and all(fit is not None for fit in found):  # trained by an earlier cross-validation
+            with torch.no_grad():
+                self.stack.flat.copy_(torch.stack([weights for weights, _ in found]).to(self.stack.flat))
+            phase = _PhaseResult(*(list(column) for column in zip(*(curves for _, curves in found))))
+            points = self._points(0.0, phase, config, 0.0)
+        else:
+            started = time.perf_counter()
+            phase = _train(self.stack, self.X, self.target, self.rows, self.loss, config, None)
+            points = self._points(0.0, phase, config, (time.perf_counter() - started) / self.stack.n)
+            if self.reuse is not None:
+                for k, key in enumerate(keys):
+                    curves = [
+                        column[k] for column in (phase.epochs, phase.best_epoch, phase.train_curves, phase.val_curves)
+                    ]
+                    self.reuse.put(key, (self.stack.flat[k].detach().cpu().clone(), curves))
         self.dense = list(points)
         self.stack.fresh_optimizer()  # the path's optimizer starts fresh at its first λ
         return points[0]
@@ -559,6 +626,7 @@ def joint_paths(
     task: str,
     config: PathConfig,
     feature_names: Sequence[str] | None = None,
+    reuse: Reuse | None = None,
 ) -> tuple[RegularizationPath, list[RegularizationPath]]:
     """The full-data path and every fold's path, trained as one stacked network.
 
@@ -571,7 +639,7 @@ def joint_paths(
     X_t, y_t = to_tensors(X, y, device=config.device, dtype=next(lead.net.parameters()).dtype)
     everything = _Fold(*_split(np.arange(X.shape[0]), y, task, config), test=np.array([], dtype=np.int64))
     parts = [everything] + [_Fold(*_split(tr, y, task, config), test=te) for tr, te in folds]
-    fit = _StackedPathFit(lead, parts, X_t, y_t, config)
+    fit = _StackedPathFit(lead, parts, X_t, y_t, config, reuse)
     with _cpu_threads(X_t.device, len(parts) * X.shape[0] * _widest(lead.net)):
         points, dense, lam_max, notes = walk(fit, rules, config)
         states = _relax(fit) if config.relax else None
@@ -630,20 +698,25 @@ def _relax(fit: _StackedPathFit) -> dict[tuple[int, ...], dict[str, Tensor]] | N
     """The relaxed fit of every (model, feature set) on the paths, all at once, from the
     initial weights with the dropped input columns held at zero; their losses go on the
     points. Returns the full-data path's relaxed weights per feature set when the path
-    keeps states."""
-    wanted: dict[tuple[int, tuple[int, ...]], int] = {}
-    for k, points in enumerate(fit.along):
-        for point in points:
-            wanted.setdefault((k, tuple(point.features)), len(wanted))
-    keys = list(wanted)
+    keeps states. Fits found in ``fit.reuse`` are not trained again."""
     X, config = fit.X, fit.config
-    val: list[float] = []
-    test: list[float] = []
-    states: dict[tuple[int, ...], dict[str, Tensor]] = {}
+    keep = config.keep_states
+    wanted = list(dict.fromkeys((k, tuple(point.features)) for k, points in enumerate(fit.along) for point in points))
+    keys = {
+        (k, features): (*fit.keys[k], repr(config.dense_config), str(features)) if fit.reuse is not None else ()
+        for k, features in wanted
+    }
+    done: dict[tuple[int, tuple[int, ...]], tuple[float, float, dict[str, Tensor] | None]] = {}
+    if fit.reuse is not None:
+        for pair in wanted:
+            found = fit.reuse.get(keys[pair])
+            if found is not None and (found[2] is not None or not keep or pair[0] != 0):
+                done[pair] = found
+    missing = [pair for pair in wanted if pair not in done]
     # many feature sets on large data: a few at a time, so that the stacked activations fit
     chunk = max(1, _ACTIVATION_BUDGET // (X.shape[0] * _widest(fit.net)))
-    for first in range(0, len(keys), chunk):
-        part = keys[first : first + chunk]
+    for first in range(0, len(missing), chunk):
+        part = missing[first : first + chunk]
         stack = _Stack(fit.net, [fit.initial] * len(part), X.device)
         hold = torch.ones_like(stack.flat.detach())
         masks = stack.views(hold)
@@ -657,15 +730,17 @@ def _relax(fit: _StackedPathFit) -> dict[tuple[int, ...], dict[str, Tensor]] | N
         _train(stack, X, fit.target, picked, fit.loss, config.dense_config, None, hold)
         with torch.no_grad():
             losses = _row_losses(stack.forward(X), fit.target, fit.loss)
-            val += _means(losses, picked.val, len(part))
-            test += _means(losses, picked.test, len(part))
-        if config.keep_states:
-            states.update({features: stack.state(m) for m, (k, features) in enumerate(part) if k == 0})
+            val, test = _means(losses, picked.val, len(part)), _means(losses, picked.test, len(part))
+        for m, pair in enumerate(part):
+            done[pair] = (val[m], test[m], stack.state(m) if keep and pair[0] == 0 else None)
+            if fit.reuse is not None:
+                fit.reuse.put(keys[pair], done[pair])
     for k, points in enumerate(fit.along):
         for point in points:
-            m = wanted[(k, tuple(point.features))]
-            point.relaxed_val_loss, point.relaxed_test_loss = val[m], test[m]
-    return states if config.keep_states else None
+            point.relaxed_val_loss, point.relaxed_test_loss, _ = done[(k, tuple(point.features))]
+    if not keep:
+        return None
+    return {features: state for (k, features), (_, _, state) in done.items() if k == 0 and state is not None}
 
 
 def _means(losses: Tensor, weights: Tensor | None, n: int) -> list[float]:

@@ -281,6 +281,7 @@ def _batched(
             task=kwargs["task"],
             config=config,
             feature_names=kwargs.get("feature_names"),
+            reuse=kwargs.get("reuse"),
         )
     except batched.Unbatchable as error:  # a fit diverged: the sequential engine says where and how
         return None, f"{error}; the paths were trained one by one"
@@ -308,12 +309,13 @@ def cross_validate_unpenalized(
     n_jobs: int | None = None,
     progress: bool | None = None,
     engine: str = "auto",
+    reuse: batched.Reuse | None = None,
     **options: Any,
 ) -> tuple[np.ndarray, np.ndarray, RegularizationPath]:
     """The same folds without any penalty: the baseline a penalty has to beat.
 
-    ``config`` and ``options`` as for :func:`cross_validate` (only ``val_fraction``,
-    ``dense_config``, ``device`` and ``seed`` matter here). Returns the held-out loss
+    ``config``, ``reuse`` and ``options`` as for :func:`cross_validate` (only
+    ``val_fraction``, ``dense_config``, ``device`` and ``seed`` matter here). Returns the held-out loss
     of each fold, the fold sizes and the full-data fit (its record in
     ``RegularizationPath.dense``, its model in ``.model``). With the same ``seed`` and
     ``cv`` these are exactly the dense starts of :func:`cross_validate`'s paths.
@@ -325,7 +327,7 @@ def cross_validate_unpenalized(
     folds = _folds(y_np, task, cv, config.seed)
     common = dict(penalty=L1(0.0), task=task, config=config, feature_names=feature_names)
     with progress_bar(cv + 1, "cross-validation (no penalty)", enabled=progress) as bar:
-        joint, _ = _batched(model, X_np, y_np, folds, common, engine)
+        joint, _ = _batched(model, X_np, y_np, folds, {**common, "reuse": reuse}, engine)
         if joint is not None:
             full, paths = joint
             bar.advance(cv + 1)
@@ -353,6 +355,7 @@ def cross_validate(
     n_jobs: int | None = None,
     progress: bool | None = None,
     engine: str = "auto",
+    reuse: batched.Reuse | None = None,
     **options: Any,
 ) -> CVResult:
     """K-fold cross-validation of a regularization path; see the module docstring.
@@ -395,6 +398,11 @@ def cross_validate(
         that diverges is rerun sequentially) — and sequential under a joblib backend
         that runs elsewhere (Dask, Ray), which then receives the folds.
         ``CVResult.engine`` says which ran, ``CVResult.engine_note`` why not batched.
+    reuse : shrinkage.batched.Reuse, optional
+        Unpenalized fits (the dense starts, the relaxed refits) shared with other
+        cross-validations of the same model, data and folds given the same object: they
+        do not depend on the penalty, so comparing penalties trains them once (the
+        study does). Batched engine only.
     **options
         Fields of :class:`~shrinkage.path.PathConfig` (``n_lambdas=30``, ``relax=True``,
         …), applied over ``config``.
@@ -408,7 +416,9 @@ def cross_validate(
     common = dict(penalty=penalty, task=task, feature_names=feature_names)
 
     with progress_bar(cv + 1, "cross-validation (paths)", enabled=progress) as bar:
-        joint, note = _batched(model, X_np, y_np, folds, {"config": config.replace(keep_states=True), **common}, engine)
+        joint, note = _batched(
+            model, X_np, y_np, folds, {"config": config.replace(keep_states=True), "reuse": reuse, **common}, engine
+        )
         if joint is not None:
             (full, paths), used = joint, "batched"
             grid = full.lambdas

@@ -31,6 +31,7 @@ import torch
 from sklearn.model_selection import train_test_split
 from torch import nn
 
+from shrinkage.batched import Reuse
 from shrinkage.cv import cross_validate, cross_validate_unpenalized, one_standard_error
 from shrinkage.models import MLP, SkipMLP
 from shrinkage.path import PathConfig, PathPoint, RegularizationPath
@@ -241,6 +242,7 @@ def run_study(
         feature_names=prepared.encoder.feature_names,
         n_jobs=config.jobs(device),
         progress=progress,
+        reuse=Reuse(),  # every penalty starts from the same dense fits; relaxed fits recur too
     )
     for name in config.penalties:
         if name in done:

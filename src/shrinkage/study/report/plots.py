@@ -46,14 +46,7 @@ def _log_lambda(ax, lambdas: Sequence[float] | np.ndarray) -> None:
     a long grid: ``LogLocator``'s ``numticks``); unlabelled minor ticks in between. A
     grid narrower than half a decade gets at most four evenly spaced plain numbers.
     """
-    from matplotlib.ticker import (
-        FuncFormatter,
-        LogFormatterSciNotation,
-        LogLocator,
-        MaxNLocator,
-        NullFormatter,
-        NullLocator,
-    )
+    from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter, NullLocator
 
     ax.set_xscale("log")
     positive = np.asarray([lam for lam in lambdas if lam > 0], dtype=float)
@@ -66,9 +59,29 @@ def _log_lambda(ax, lambdas: Sequence[float] | np.ndarray) -> None:
         subs = next((s for s in _LOG_SUBS if len(s) * (decades + 0.6) <= _MAX_LABELS), (1.0,))
         ax.xaxis.set_major_locator(LogLocator(base=10, subs=subs, numticks=_MAX_LABELS))
         # every position the locator gives is labelled (by default only decades are, on long axes)
-        ax.xaxis.set_major_formatter(LogFormatterSciNotation(labelOnlyBase=False, minor_thresholds=(np.inf, np.inf)))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: power_of_ten(x)))
         ax.xaxis.set_minor_locator(LogLocator(base=10, subs=[2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0], numticks=12))
     ax.xaxis.set_minor_formatter(NullFormatter())
+
+
+_SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
+
+
+def power_of_ten(x: float) -> str:
+    """A tick label in plain text (no mathtext to parse): ``0.2``, ``5``, ``10`` near 1,
+    ``2×10⁻³`` and ``10⁴`` beyond.
+
+    >>> power_of_ten(0.002), power_of_ten(0.5), power_of_ten(10000.0), power_of_ten(0)
+    ('2×10⁻³', '0.5', '10⁴', '0')
+    """
+    if x == 0 or not np.isfinite(x):
+        return f"{x:g}"
+    exponent = int(np.floor(np.log10(abs(x)) + 1e-9))
+    mantissa = round(x / 10.0**exponent, 2)
+    if -2 <= exponent <= 2:
+        return f"{x:.3g}"
+    power = "10" + str(exponent).translate(_SUPERSCRIPT)
+    return power if mantissa == 1 else f"{mantissa:g}×{power}"
 
 
 def _full(points: Points) -> list[Mapping[str, Any]]:
@@ -161,7 +174,10 @@ def plot_weight_histogram(run: Run, ax=None):
             label=f"exactly 0: {100 * zeros.mean():.1f}%",
         )
     ax.set(xlabel="weight", ylabel="count", title=run["penalty"])
+    from matplotlib.ticker import FuncFormatter
+
     ax.set_yscale("symlog", linthresh=10)
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda y, _: power_of_ten(y)))
     ax.legend(fontsize=6)
     return ax
 
