@@ -26,7 +26,7 @@ import copy
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import joblib
 import numpy as np
@@ -54,6 +54,7 @@ from .validation import Described, InputError, check_choice, check_int, check_n_
 __all__ = [
     "CVResult",
     "GridEdgeWarning",
+    "UnpenalizedCV",
     "consistent_refits",
     "cross_validate",
     "cross_validate_unpenalized",
@@ -121,6 +122,22 @@ class GridEdgeWarning(UserWarning):
     Extend the grid down (a smaller ``lambda_min_ratio``, or ``lambdas=``) — or take it
     as the data saying that this penalty barely helps.
     """
+
+
+class UnpenalizedCV(NamedTuple):
+    """What :func:`cross_validate_unpenalized` returns; it unpacks as
+    ``scores, fold_sizes, path, engine, engine_note``."""
+
+    #: Each fold's held-out loss.
+    scores: np.ndarray
+    #: Each fold's held-out rows.
+    fold_sizes: np.ndarray
+    #: The full-data fit: its record in ``.dense``, its model in ``.model``.
+    path: RegularizationPath
+    #: Which engine trained the folds, as :attr:`CVResult.engine`.
+    engine: str
+    #: Why not the batched one, as :attr:`CVResult.engine_note`.
+    engine_note: str
 
 
 @dataclass
@@ -311,13 +328,14 @@ def cross_validate_unpenalized(
     engine: str = "auto",
     reuse: batched.Reuse | None = None,
     **options: Any,
-) -> tuple[np.ndarray, np.ndarray, RegularizationPath]:
+) -> UnpenalizedCV:
     """The same folds without any penalty: the baseline a penalty has to beat.
 
     ``config``, ``reuse`` and ``options`` as for :func:`cross_validate` (only
     ``val_fraction``, ``dense_config``, ``device`` and ``seed`` matter here). Returns the held-out loss
-    of each fold, the fold sizes and the full-data fit (its record in
-    ``RegularizationPath.dense``, its model in ``.model``). With the same ``seed`` and
+    of each fold, the fold sizes, the full-data fit (its record in
+    ``RegularizationPath.dense``, its model in ``.model``) and the engine that ran
+    (:class:`UnpenalizedCV`). With the same ``seed`` and
     ``cv`` these are exactly the dense starts of :func:`cross_validate`'s paths.
     """
     X_np, y_np, cv = _check_data(X, y, task, cv)
@@ -327,7 +345,7 @@ def cross_validate_unpenalized(
     folds = _folds(y_np, task, cv, config.seed)
     common = dict(penalty=L1(0.0), task=task, config=config, feature_names=feature_names)
     with progress_bar(cv + 1, "cross-validation (no penalty)", enabled=progress) as bar:
-        joint, _ = _batched(model, X_np, y_np, folds, {**common, "reuse": reuse}, engine)
+        joint, note = _batched(model, X_np, y_np, folds, {**common, "reuse": reuse}, engine)
         if joint is not None:
             full, paths = joint
             bar.advance(cv + 1)
@@ -338,7 +356,8 @@ def cross_validate_unpenalized(
     dense_fits = [p.dense for p in paths if p.dense is not None]
     assert len(dense_fits) == len(paths)  # dense_start=True: every fold's path has its dense fit
     scores = np.array([d.test_loss for d in dense_fits])
-    return scores, np.array([len(te) for _, te in folds]), full
+    used = "batched" if joint is not None else "sequential"
+    return UnpenalizedCV(scores, np.array([len(te) for _, te in folds]), full, used, note)
 
 
 def cross_validate(

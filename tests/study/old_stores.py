@@ -1,7 +1,7 @@
 """Results stores as older shrinkage releases wrote them, built by hand.
 
 The schemas are copied as they were from ``src/shrinkage/store.py`` (version 1: commit
-340c049, version 2: a22ea9d, version 3: d5ec4e8, version 4: a3874eb), not derived from the
+340c049, version 2: a22ea9d, version 3: d5ec4e8, version 4: a3874eb, version 5: 20f351e), not derived from the
 code under test. Releases before version 4 kept the version in the ``meta`` table only
 (``PRAGMA user_version`` 0).
 """
@@ -94,6 +94,23 @@ CREATE TABLE points (run_id INTEGER REFERENCES runs(id), fold INTEGER, idx INTEG
     PRIMARY KEY (run_id, fold, idx));
 PRAGMA user_version = 4;
 """,
+    # version 5: version 4 and each point's stationarity (sqlite_master at commit 20f351e)
+    5: """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT);
+CREATE TABLE studies (id INTEGER PRIMARY KEY, key TEXT UNIQUE, name TEXT, created TEXT, config TEXT, data TEXT,
+    status TEXT);
+CREATE TABLE runs (id INTEGER PRIMARY KEY, study_id INTEGER REFERENCES studies(id), penalty TEXT, rules TEXT,
+    lambdas TEXT, cv_mean TEXT, cv_se TEXT, admissible TEXT, lambda_min REAL, lambda_1se REAL, lambda_chosen REAL,
+    selection TEXT, cv_loss REAL, cv_loss_se REAL, test_loss REAL, test_score REAL, fraction_zero REAL,
+    features TEXT, n_features INTEGER, weights BLOB, model BLOB, penalized BLOB, seconds REAL,
+    UNIQUE (study_id, penalty));
+CREATE TABLE points (run_id INTEGER REFERENCES runs(id), fold INTEGER, idx INTEGER, lambda REAL, train_loss REAL,
+    val_loss REAL, test_loss REAL, relaxed_val_loss REAL, relaxed_test_loss REAL, penalty REAL, n_nonzero INTEGER,
+    n_penalized INTEGER, zero_groups INTEGER, n_groups INTEGER, n_features INTEGER, features TEXT,
+    feature_norms TEXT, epochs INTEGER, seconds REAL, diverged INTEGER DEFAULT 0, stationarity REAL,
+    PRIMARY KEY (run_id, fold, idx));
+PRAGMA user_version = 5;
+""",
 }
 
 # What the old release wrote: JSON as text, the weights as float32 bytes.
@@ -153,7 +170,7 @@ def _insert(db: sqlite3.Connection, table: str, row: dict) -> int:
 
 
 def make_old_store(path: Path, version: int) -> None:
-    """A store at ``version`` (1 to 4) with one complete study, one l1 run and its points."""
+    """A store at ``version`` (1 to 5) with one complete study, one l1 run and its points."""
     with closing(sqlite3.connect(path)) as db:
         db.execute("PRAGMA journal_mode=WAL")
         db.executescript(SCHEMAS[version])

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+from shrinkage.study import StudyConfig
+from shrinkage.study.report import build_report
 from shrinkage.study.runner import run_study
 from shrinkage.study.store import Store
 
@@ -33,6 +35,24 @@ def test_every_fold_and_lambda_is_stored(truth_study):
                 assert all(len(p["feature_norms"]) == 49 + 3 for p in full)  # 49 numeric, 3 one-hot columns
                 for fold in range(5):
                     assert len([p for p in points if p["fold"] == fold]) == len(run["lambdas"])
+
+
+def test_each_run_records_the_engine_that_trained_it(truth_study):
+    with Store(truth_study["store"], create=False) as store:
+        runs = store.runs(truth_study["study"])
+    assert {run["penalty"]: (run["engine"], run["engine_note"]) for run in runs} == {
+        name: ("batched", "") for name in ("none", "l1", "l2", "group")
+    }
+    assert "engine" in truth_study["report"].read_text()
+
+
+def test_a_penalty_the_batched_engine_cannot_train_says_so(tmp_path):
+    config = StudyConfig(dataset="diabetes", penalties=("hierarchical",), n_lambdas=3, cv=2)
+    with Store(tmp_path / "s.sqlite") as store:
+        (run,) = store.runs(run_study(config, store, progress=False))
+        report = build_report(store, path=tmp_path / "report.html").read_text()
+    assert run["engine"] == "sequential" and "HierarchicalLasso" in run["engine_note"]
+    assert "hierarchical: sequential (penalty" in report
 
 
 def test_running_the_same_study_again_resumes_it(truth_study):

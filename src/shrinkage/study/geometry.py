@@ -24,7 +24,7 @@ import torch
 from shrinkage import functional as F
 from shrinkage.validation import InputError, check_number, fail
 
-__all__ = ["Quadratic", "l1_solution", "l2_solution", "plot_geometry", "plot_track", "showcase_lambda"]
+__all__ = ["Quadratic", "l1_solution", "l1_solutions", "l2_solution", "plot_geometry", "plot_track", "showcase_lambda"]
 
 
 @dataclass(frozen=True)
@@ -57,15 +57,21 @@ class Quadratic:
 
 def l1_solution(f: Quadratic, lambda_: float, *, iterations: int = 5000) -> np.ndarray:
     """argmin f(w) + λ‖w‖₁ by proximal gradient, with :func:`~shrinkage.functional.soft_threshold_`."""
-    lambda_ = check_number("lambda_", lambda_, low=0.0)
+    return l1_solutions(f, [check_number("lambda_", lambda_, low=0.0)], iterations=iterations)[0]
+
+
+def l1_solutions(f: Quadratic, lambdas: Sequence[float] | np.ndarray, *, iterations: int = 5000) -> np.ndarray:
+    """:func:`l1_solution` at every λ of ``lambdas`` at once, ``(len(lambdas), 2)``: the
+    proximal gradient iterations run on all of them together until none moves."""
     step = 1.0 / np.linalg.eigvalsh(f.H).max()
     H = torch.tensor(f.H, dtype=torch.float64)
     c = torch.tensor(f.c, dtype=torch.float64)
-    w = torch.zeros(2, dtype=torch.float64)
+    thresholds = step * torch.as_tensor(np.asarray(lambdas, dtype=float)).reshape(-1, 1)
+    w = torch.zeros(thresholds.shape[0], 2, dtype=torch.float64)
     for _ in range(iterations):
         previous = w.clone()
-        w = w - step * (H @ (w - c))
-        F.soft_threshold_([w], threshold=[step * lambda_])
+        w = w - step * ((w - c) @ H)  # H is symmetric
+        F.soft_threshold_([w], threshold=[thresholds])
         if torch.equal(w, previous):
             break
     return w.numpy()
@@ -80,8 +86,8 @@ def l2_solution(f: Quadratic, lambda_: float) -> np.ndarray:
 def showcase_lambda(f: Quadratic) -> float:
     """A λ at which the L1 solution has exactly one zero coordinate (mid-interval)."""
     lambdas = np.geomspace(1e-3, 1e2, 400) * float(np.abs(f.H @ f.c).max())
-    one_zero = [lam for lam in lambdas if np.sum(l1_solution(f, lam) == 0) == 1]
-    if not one_zero:
+    one_zero = lambdas[np.sum(l1_solutions(f, lambdas) == 0, axis=1) == 1]
+    if not one_zero.size:
         raise InputError("this quadratic has no λ with exactly one zero coordinate")
     return float(np.sqrt(one_zero[0] * one_zero[-1]))
 
@@ -130,7 +136,7 @@ def plot_track(ax=None, f: Quadratic | None = None, lambdas: Sequence[float] | n
     if lambdas is None:
         lambdas = np.geomspace(1e-3, 1e1, 200) * float(np.abs(f.H @ f.c).max())
     ax = ax or plt.figure(figsize=(5.2, 5)).add_subplot()
-    l1 = np.array([l1_solution(f, lam) for lam in lambdas])
+    l1 = l1_solutions(f, lambdas)
     l2 = np.array([l2_solution(f, lam) for lam in lambdas])
     ax.plot(l1[:, 0], l1[:, 1], "-", color="tab:blue", label="L1 solutions")
     ax.plot(l2[:, 0], l2[:, 1], "-", color="tab:orange", label="L2 solutions")

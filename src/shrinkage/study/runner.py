@@ -252,7 +252,7 @@ def run_study(
             preset = get_preset(name)
             factory, rules = _penalty_rules(config, prepared, name)
             if rules is None:
-                scores, sizes, full = cross_validate_unpenalized(
+                scores, sizes, full, engine, engine_note = cross_validate_unpenalized(
                     factory,
                     prepared.X_train,
                     prepared.y_train,
@@ -277,6 +277,8 @@ def run_study(
                     selection=config.selection,
                     cv_loss=mean[0],
                     cv_loss_se=se[0],
+                    engine=engine,
+                    engine_note=engine_note,
                 )
                 points = _point_rows(full, -1, include_dense=True)
                 points += [dict(fold=k, idx=-1, **{"lambda": 0.0, "test_loss": float(s)}) for k, s in enumerate(scores)]
@@ -316,6 +318,8 @@ def run_study(
                     selection=config.selection,
                     cv_loss=result.mean[result.index],
                     cv_loss_se=result.se[result.index],
+                    engine=result.engine,
+                    engine_note=result.engine_note,
                 )
                 points = _point_rows(result.path, -1, include_dense=True)
                 for k, fold in enumerate(result.folds):

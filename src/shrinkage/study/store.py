@@ -9,10 +9,11 @@ rows read back (JSON parsed, float32 blobs as arrays) are all built from those t
     runs     one per penalty of a study, UNIQUE (study_id, penalty)
     points   one per λ of the full-data path (fold -1) and of each CV fold
 
-The schema version is ``PRAGMA user_version`` (5). Stores written before version 4 carry
+The schema version is ``PRAGMA user_version`` (6). Stores written before version 4 carry
 their version only in ``meta`` (user_version 0): version 1 lacks ``runs.model`` and
 ``runs.penalized``, versions 1 and 2 lack ``points.diverged``, versions 1 to 4 lack
-``points.stationarity``. Such a store is upgraded in place,
+``points.stationarity``, versions 1 to 5 ``runs.engine`` and ``runs.engine_note``. Such a
+store is upgraded in place,
 one named step per version, in one transaction, when it is opened for writing; opened
 with ``read_only=True`` it is left as it is and a column it lacks reads as that column's
 default. A store newer than this code is refused, and so is a file that lacks the
@@ -40,7 +41,7 @@ from shrinkage.validation import InputError
 
 __all__ = ["SCHEMA_VERSION", "Store", "StoreError"]
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 _FORMAT = "shrinkage-store"
 
 
@@ -207,6 +208,8 @@ _RUNS = _Table(
         _Column("model", "blob"),  # safetensors: the chosen model (relaxed when relaxed); v2
         _Column("penalized", "blob"),  # safetensors: the penalized fit; v2
         _Column("seconds", "float"),
+        _Column("engine", "text"),  # how the folds trained: batched or sequential (NULL: not recorded); v6
+        _Column("engine_note", "text"),  # why not batched, when not; v6
     ),
     ("UNIQUE (study_id, penalty)",),
 )
@@ -263,11 +266,18 @@ def _add_stationarity(db: sqlite3.Connection) -> None:
     db.execute(_POINTS.add_column("stationarity"))
 
 
+def _add_engine(db: sqlite3.Connection) -> None:
+    """Version 5 → 6: which cross-validation engine trained each run (NULL: not recorded)."""
+    db.execute(_RUNS.add_column("engine"))
+    db.execute(_RUNS.add_column("engine_note"))
+
+
 _MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
     1: _add_models,
     2: _add_diverged,
     3: _version_in_header,
     4: _add_stationarity,
+    5: _add_engine,
 }  # version → the step to version + 1
 
 

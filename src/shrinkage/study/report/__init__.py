@@ -104,11 +104,12 @@ def scored_model(run: dict[str, Any], config: dict[str, Any]) -> str:
     return "relaxed refit" if config.get("relax", True) and _sparsifying(run) else "penalized fit"
 
 
-def _configuration(config: dict[str, Any], data: dict[str, Any]) -> list[tuple[str, str]]:
+def _configuration(config: dict[str, Any], data: dict[str, Any], runs: list[dict[str, Any]]) -> list[tuple[str, str]]:
     """The Configuration table's rows: the study's options as a reader needs them.
 
     The data row names what was studied (a file, or a bundled set) with its size, and
-    the options that did not apply (``dataset`` beside a file) are left out.
+    the options that did not apply (``dataset`` beside a file) are left out. The last
+    row says which cross-validation engine trained each run (when the store knows).
     """
     shape = f"{data['n_samples']} rows × {len(data['columns'])} feature columns"
     rows: list[tuple[str, str]] = []
@@ -129,7 +130,26 @@ def _configuration(config: dict[str, Any], data: dict[str, Any]) -> list[tuple[s
             rows.append((key, str(value)))
     if "device" not in config:  # a study stored before the option: it trained on the CPU
         rows.append(("device", data.get("device", "cpu")))
+    engines = _engines(runs)
+    if engines:
+        rows.append(("engine", engines))
     return rows
+
+
+def _engines(runs: list[dict[str, Any]]) -> str:
+    """Which engine trained the folds of each run (:func:`~shrinkage.cv.cross_validate`),
+    and why not the batched one; empty for a store that did not record it."""
+    recorded = [run for run in runs if run.get("engine")]
+    if not recorded:
+        return ""
+    if all(run["engine"] == "batched" for run in recorded) and len(recorded) == len(runs):
+        return "batched: the full-data path and the folds trained as one stacked network (every run)"
+    parts = []
+    for run in runs:
+        engine = run.get("engine") or "not recorded"
+        note = f" ({run['engine_note']})" if run.get("engine_note") else ""
+        parts.append(f"{run['penalty']}: {engine}{note}")
+    return "; ".join(parts)
 
 
 def _pruned_sizes(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -279,7 +299,7 @@ def build_report(store: Store, study_id: int | None = None, path: str | Path = "
         study=study,
         data=data,
         config=config,
-        configuration=_configuration(config, data),
+        configuration=_configuration(config, data, runs),
         runs=runs,
         sections=sections,
         score_name=score_name,

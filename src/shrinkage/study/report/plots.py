@@ -43,7 +43,7 @@ def _log_lambda(ax, lambdas: Sequence[float] | np.ndarray) -> None:
 
     Labelled ticks at 1, 2, 5 × 10ᵏ on a grid of about a decade, 1 and 3 × 10ᵏ on one
     of a decade or two, the decades only above that (every other decade, or fewer, on
-    a long grid: ``LogLocator``'s ``numticks``); unlabelled minor ticks in between. A
+    a long grid: ``LogLocator``'s ``numticks``), with unlabelled minor ticks in between. A
     grid narrower than half a decade gets at most four evenly spaced plain numbers.
     """
     from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter, NullLocator
@@ -60,7 +60,9 @@ def _log_lambda(ax, lambdas: Sequence[float] | np.ndarray) -> None:
         ax.xaxis.set_major_locator(LogLocator(base=10, subs=subs, numticks=_MAX_LABELS))
         # every position the locator gives is labelled (by default only decades are, on long axes)
         ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: power_of_ten(x)))
-        ax.xaxis.set_minor_locator(LogLocator(base=10, subs=[2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0], numticks=12))
+        # minor ticks only between decades that have no other mark (each tick costs drawing time)
+        minor = LogLocator(base=10, subs=[2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0], numticks=12)
+        ax.xaxis.set_minor_locator(minor if len(subs) == 1 else NullLocator())
     ax.xaxis.set_minor_formatter(NullFormatter())
 
 
