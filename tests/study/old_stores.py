@@ -94,24 +94,14 @@ CREATE TABLE points (run_id INTEGER REFERENCES runs(id), fold INTEGER, idx INTEG
     PRIMARY KEY (run_id, fold, idx));
 PRAGMA user_version = 4;
 """,
-    # version 5: version 4 and each point's stationarity (sqlite_master at commit 20f351e)
-    5: """
-CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT);
-CREATE TABLE studies (id INTEGER PRIMARY KEY, key TEXT UNIQUE, name TEXT, created TEXT, config TEXT, data TEXT,
-    status TEXT);
-CREATE TABLE runs (id INTEGER PRIMARY KEY, study_id INTEGER REFERENCES studies(id), penalty TEXT, rules TEXT,
-    lambdas TEXT, cv_mean TEXT, cv_se TEXT, admissible TEXT, lambda_min REAL, lambda_1se REAL, lambda_chosen REAL,
-    selection TEXT, cv_loss REAL, cv_loss_se REAL, test_loss REAL, test_score REAL, fraction_zero REAL,
-    features TEXT, n_features INTEGER, weights BLOB, model BLOB, penalized BLOB, seconds REAL,
-    UNIQUE (study_id, penalty));
-CREATE TABLE points (run_id INTEGER REFERENCES runs(id), fold INTEGER, idx INTEGER, lambda REAL, train_loss REAL,
-    val_loss REAL, test_loss REAL, relaxed_val_loss REAL, relaxed_test_loss REAL, penalty REAL, n_nonzero INTEGER,
-    n_penalized INTEGER, zero_groups INTEGER, n_groups INTEGER, n_features INTEGER, features TEXT,
-    feature_norms TEXT, epochs INTEGER, seconds REAL, diverged INTEGER DEFAULT 0, stationarity REAL,
-    PRIMARY KEY (run_id, fold, idx));
-PRAGMA user_version = 5;
-""",
 }
+
+# version 5: version 4 and each point's stationarity (checked against sqlite_master at commit 20f351e)
+SCHEMAS[5] = (
+    SCHEMAS[4]
+    .replace("diverged INTEGER DEFAULT 0,", "diverged INTEGER DEFAULT 0, stationarity REAL,")
+    .replace("PRAGMA user_version = 4;", "PRAGMA user_version = 5;")
+)
 
 # What the old release wrote: JSON as text, the weights as float32 bytes.
 RUN = {
