@@ -55,6 +55,7 @@ __all__ = [
     "CVResult",
     "GridEdgeWarning",
     "UnpenalizedCV",
+    "backend_is_local",
     "consistent_refits",
     "cross_validate",
     "cross_validate_unpenalized",
@@ -273,6 +274,13 @@ def _fold_paths(model: ModelSpec, X, y, folds, kwargs: dict[str, Any], n_jobs, b
 _LOCAL_BACKENDS = ("LokyBackend", "MultiprocessingBackend", "ThreadingBackend", "SequentialBackend")
 
 
+def backend_is_local() -> bool:
+    """Whether joblib's active backend runs its tasks on this machine (its default, loky,
+    or processes, threads, none); not a cluster's (Dask, Ray), which then receives the
+    folds of the sequential engine, one path each."""
+    return type(joblib.parallel.get_active_backend()[0]).__name__ in _LOCAL_BACKENDS
+
+
 def _batched(
     model: ModelSpec, X, y, folds, kwargs: dict[str, Any], engine: str
 ) -> tuple[tuple[RegularizationPath, list[RegularizationPath]] | None, str]:
@@ -281,8 +289,8 @@ def _batched(
         return None, ""
     rules, config = _as_rules(kwargs["penalty"]), kwargs["config"]
     note = batched.unsupported(_fresh_model(model), rules, config, X.shape[0], X)
-    backend = type(joblib.parallel.get_active_backend()[0]).__name__
-    if engine == "auto" and not note and backend not in _LOCAL_BACKENDS:
+    if engine == "auto" and not note and not backend_is_local():
+        backend = type(joblib.parallel.get_active_backend()[0]).__name__
         return None, f"the active joblib backend ({backend}) takes the folds, one path each"
     if note and engine == "batched":
         raise InputError(f"engine='batched' cannot train these folds: {note}; use engine='auto' or 'sequential'")

@@ -88,8 +88,9 @@ def test_study_help_comes_from_the_config_docstring_and_shows_the_defaults():
         "--cv INTEGER Cross-validation folds (shrinkage.cv.cross_validate). [default: 5]",
         "--selection [1se|min] The λ chosen:",
         "[default: 1se]",
-        "--n-jobs INTEGER Folds in parallel (joblib); -1 uses every core. Not given: every core on the CPU; "
-        "on a GPU (cuda, mps) one process, the folds one after another",
+        "--n-jobs INTEGER Processes on the CPU (joblib's count: -1 uses every core): the penalties train in up "
+        "to that many processes at once",
+        "Not given: every core on the CPU; on a GPU (cuda, mps) one process, the folds one after another",
         "--device DEVICE Where the networks train: cpu, cuda (or cuda:1, …), mps, or auto",
         "[default: cpu]",
         "--out PATH Folder for the store and the report. [default: shrinkage-study]",

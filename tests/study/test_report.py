@@ -219,7 +219,7 @@ def test_missing_values_are_counted_over_all_rows_and_the_device_used_is_shown(t
     ) in html
     assert '<th>dataset</th><td class="text"><code>diabetes (10 rows × 2 feature columns)</code>' in html
     assert '<th>device</th><td class="text"><code>auto (used: cuda)</code>' in html
-    assert "<code>not given: every core on the CPU, one process on a GPU (for folds run one path each)</code>" in html
+    assert "<code>not given: every core on the CPU (penalties in parallel processes), one on a GPU</code>" in html
 
 
 def test_a_study_stored_before_devices_reads_as_trained_on_the_cpu(tmp_path):

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
+
+import numpy as np
 
 from shrinkage.study import StudyConfig
 from shrinkage.study.report import build_report
-from shrinkage.study.runner import run_study
+from shrinkage.study.runner import _Claims, run_study
 from shrinkage.study.store import Store
+
+KEYS = ("penalty", "lambdas", "cv_mean", "lambda_chosen", "test_loss", "features", "weights", "engine")
 
 
 def test_sparse_penalties_keep_exactly_the_true_features(truth_study):
@@ -53,6 +58,30 @@ def test_a_penalty_the_batched_engine_cannot_train_says_so(tmp_path):
         report = build_report(store, path=tmp_path / "report.html").read_text()
     assert run["engine"] == "sequential" and "HierarchicalLasso" in run["engine_note"]
     assert "hierarchical: sequential (penalty" in report
+
+
+def test_penalties_trained_in_several_processes_give_the_same_study(tmp_path):
+    """n_jobs=2: this process trains penalties from the front, a worker from the back."""
+    config = StudyConfig(dataset="diabetes", penalties=("none", "l1", "l2"), n_lambdas=3, cv=2, relax=False)
+    stored = {}
+    for jobs in (1, 2):
+        with Store(tmp_path / f"{jobs}.sqlite") as store:
+            seen = []
+            study = run_study(replace(config, n_jobs=jobs), store, progress=False, on_run=seen.append)
+            assert [r["penalty"] for r in seen] == ["none", "l1", "l2"]  # reported in the study's order
+            stored[jobs] = [{k: r[k] for k in KEYS} for r in store.runs(study)]
+    for one, two in zip(stored[1], stored[2], strict=True):
+        np.testing.assert_array_equal(one.pop("weights"), two.pop("weights"))
+        assert one == two
+
+
+def test_claims_hand_out_each_index_once_from_both_ends():
+    claims = _Claims(5)
+    assert [claims.take(front=True), claims.take(front=False), claims.take(front=False)] == [0, 4, 3]
+    assert [claims.take(front=True), claims.take(front=True), claims.take(front=False)] == [1, 2, None]
+    claims = _Claims(3)
+    claims.close()
+    assert claims.take(front=True) is None and claims.take(front=False) is None
 
 
 def test_running_the_same_study_again_resumes_it(truth_study):

@@ -80,9 +80,11 @@ class StudyConfig:
     seed : int
         Seed of the split, the folds and the initial weights.
     n_jobs : int or None
-        Folds in parallel (joblib); -1 uses every core. Not given: every core on the
-        CPU; on a GPU (cuda, mps) one process, the folds one after another (processes
-        sharing one GPU would each hold their own copy of its context and compete for it).
+        Processes on the CPU (joblib's count: -1 uses every core): the penalties train in
+        up to that many processes at once, and the folds of a penalty that runs them one
+        path each share them. Not given: every core on the CPU; on a GPU (cuda, mps) one
+        process, the folds one after another (processes sharing one GPU would each hold
+        their own copy of its context and compete for it). Results do not depend on it.
     on_divergence : {"raise", "skip"}
         A fit whose loss or weights stop being finite stops the study with an error
         naming penalty, fold, λ and epoch (penalties already stored stay), or is

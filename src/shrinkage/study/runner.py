@@ -20,19 +20,24 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import os
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import joblib
 import numpy as np
 import torch
+from joblib.externals.loky import ProcessPoolExecutor  # type: ignore[import-untyped]
 from sklearn.model_selection import train_test_split
 from torch import nn
 
 from shrinkage.batched import Reuse
-from shrinkage.cv import cross_validate, cross_validate_unpenalized, one_standard_error
+from shrinkage.cv import backend_is_local, cross_validate, cross_validate_unpenalized, one_standard_error
 from shrinkage.models import MLP, SkipMLP
 from shrinkage.path import PathConfig, PathPoint, RegularizationPath
 from shrinkage.presets import get_preset
@@ -220,7 +225,7 @@ def run_study(
     ``on_run`` is called with each run's stored summary as it finishes.
     """
     prepared = prepared if prepared is not None else prepare_study(config)
-    table, task = prepared.table, prepared.table.task
+    table = prepared.table
     device = resolve_device(config.device)
     # results do not depend on n_jobs; they do on the device used (not on how it was named:
     # "auto" or "cuda"), and a CPU study keeps the key it had before devices were an option
@@ -234,119 +239,227 @@ def run_study(
         data = {**prepared.summary, "device": device}
         study_id = store.add_study(key=key, name=table.name, config=config.to_dict(), data=data)
     done = {run["penalty"] for run in store.runs(study_id)}
-    torch.manual_seed(config.seed)
-
-    common: dict[str, Any] = dict(
-        task=task,
-        cv=config.cv,
-        feature_names=prepared.encoder.feature_names,
-        n_jobs=config.jobs(device),
-        progress=progress,
-        reuse=Reuse(),  # every penalty starts from the same dense fits; relaxed fits recur too
-    )
-    for name in config.penalties:
-        if name in done:
-            continue
-        start = time.perf_counter()
-        with _naming_divergence(f"penalty {name!r}"):
-            preset = get_preset(name)
-            factory, rules = _penalty_rules(config, prepared, name)
-            if rules is None:
-                scores, sizes, full, engine, engine_note = cross_validate_unpenalized(
-                    factory,
-                    prepared.X_train,
-                    prepared.y_train,
-                    config=PathConfig(seed=config.seed, device=device),
-                    **common,
-                )
-                # dense_start=True: the full fit's record is its dense point; the path returns its model
-                assert full.model is not None and full.dense is not None
-                model = penalized = full.model.cpu()  # scored and stored on the CPU
-                mean, se, _, _ = one_standard_error(scores[:, None], np.array([0.0]), sizes)
-                record = full.dense
-                run = dict(
-                    penalty="none",
-                    rules=[],
-                    lambdas=[0.0],
-                    cv_mean=mean,
-                    cv_se=se,
-                    admissible=[True],
-                    lambda_min=0.0,
-                    lambda_1se=0.0,
-                    lambda_chosen=0.0,
-                    selection=config.selection,
-                    cv_loss=mean[0],
-                    cv_loss_se=se[0],
-                    engine=engine,
-                    engine_note=engine_note,
-                )
-                points = _point_rows(full, -1, include_dense=True)
-                points += [dict(fold=k, idx=-1, **{"lambda": 0.0, "test_loss": float(s)}) for k, s in enumerate(scores)]
-            else:
-                sparsifying = preset.sparsifying(l1_ratio=config.l1_ratio)
-                result = cross_validate(
-                    factory,
-                    prepared.X_train,
-                    prepared.y_train,
-                    penalty=rules,
-                    selection=config.selection,
-                    config=PathConfig(
-                        n_lambdas=config.n_lambdas,
-                        # L2 has no λ where weights vanish to end its grid: it gets twice the decades
-                        lambda_min_ratio=config.lambda_min_ratio if sparsifying else config.lambda_min_ratio**2,
-                        relax=config.relax and sparsifying,
-                        on_divergence=config.on_divergence,
-                        seed=config.seed,
-                        device=device,
-                    ),
-                    **common,
-                )
-                model, record = result.model.cpu(), result.path.points[result.index]  # scored and stored on the CPU
-                penalized = copy.deepcopy(model)  # the penalized fit (the chosen model may be relaxed)
-                assert record.state is not None  # cross_validate keeps the full path's weights at every λ
-                penalized.load_state_dict(record.state)
-                run = dict(
-                    penalty=name,
-                    rules=[{"penalty": r.penalty.get_config(), "select": r.select} for r in rules],
-                    lambdas=result.lambdas,
-                    cv_mean=result.mean,
-                    cv_se=result.se,
-                    admissible=result.admissible,
-                    lambda_min=result.lambda_min,
-                    lambda_1se=result.lambda_1se,
-                    lambda_chosen=result.lambda_,
-                    selection=config.selection,
-                    cv_loss=result.mean[result.index],
-                    cv_loss_se=result.se[result.index],
-                    engine=result.engine,
-                    engine_note=result.engine_note,
-                )
-                points = _point_rows(result.path, -1, include_dense=True)
-                for k, fold in enumerate(result.folds):
-                    points += _point_rows(fold, k)
-        test_loss, test_score = _test_metrics(model, prepared, task)
-        weights = _weights(penalized)
-        metadata = {
-            "penalty": name,
-            "lambda": run["lambda_chosen"],
-            "features": prepared.encoder.feature_names,
-            "task": task,
-            "classes": prepared.summary["classes"],
-            "target_scale": list(prepared.y_scale),
-        }
-        run.update(
-            model=model_bytes(model, metadata=metadata),
-            penalized=model_bytes(penalized, metadata=metadata),
-            test_loss=test_loss,
-            test_score=test_score,
-            fraction_zero=float(np.mean(weights == 0)) if weights.size else 0.0,
-            features=_columns_kept(record.features, prepared.encoder.groups, prepared.encoder.group_names),
-            n_features=len(_columns_kept(record.features, prepared.encoder.groups, prepared.encoder.group_names)),
-            weights=weights,
-            seconds=time.perf_counter() - start,
-        )
+    pending = [name for name in config.penalties if name not in done]
+    for run, points in _runs(config, prepared, pending, device, progress):
         store.add_run(study_id, run, points)
         if on_run is not None:
             on_run(run)
     store.set_status(study_id, "complete")
     return study_id
+
+
+def _processes(config: StudyConfig, device: str, pending: int) -> int:
+    """How many processes train the pending penalties: on the CPU, ``n_jobs`` (default:
+    every core), at most one per penalty; one on any other device, or when the active
+    joblib backend runs elsewhere (Dask, Ray: it receives the sequential engine's folds)."""
+    if device != "cpu" or pending <= 1 or not backend_is_local():
+        return 1
+    return max(1, min(pending, joblib.effective_n_jobs(config.jobs(device))))
+
+
+def _runs(
+    config: StudyConfig, prepared: _Prepared, pending: list[str], device: str, progress: bool | None
+) -> Iterator[tuple[dict[str, Any], list[dict[str, Any]]]]:
+    """Each pending penalty's run, in the study's order.
+
+    With several processes (:func:`_processes`), this one trains penalties from the front
+    of the list while worker processes take them from the back; a penalty a worker has
+    not started when this process reaches it is taken back, so each trains once. Each
+    process runs ``cores // processes`` torch threads (the batched engine's small stacks
+    one), so the penalties do not fight for the same cores; the folds of a penalty that
+    falls back to the sequential engine share the same budget (``n_jobs``).
+    """
+    processes = _processes(config, device, len(pending))
+    jobs = config.jobs(device)
+    common: dict[str, Any] = dict(
+        task=prepared.table.task,
+        cv=config.cv,
+        feature_names=prepared.encoder.feature_names,
+        n_jobs=jobs if processes == 1 else max(1, joblib.effective_n_jobs(jobs) // processes),
+        progress=progress if processes == 1 else False,
+    )
+    reuse = Reuse()  # every penalty starts from the same dense fits; relaxed fits recur too
+    if processes == 1:
+        for name in pending:
+            yield _run_penalty(config, prepared, name, device, {**common, "reuse": reuse})
+        return
+    threads = max(1, (os.cpu_count() or 1) // processes)
+    # loky's processes (joblib's): no `if __name__ == "__main__"` needed in the caller's
+    # script; an executor of our own, so that joblib's shared one is left as it expects
+    pool = ProcessPoolExecutor(processes - 1, initializer=torch.set_num_threads, initargs=(threads,))
+    study = prepared.summary["fingerprint"]
+    results: list[Future] = [Future() for _ in pending]
+    claims = _Claims(len(pending))
+
+    def feed() -> None:  # one per worker: the penalties from the back, one at a time
+        while (i := claims.take(front=False)) is not None:
+            try:
+                results[i].set_result(
+                    pool.submit(_run_remote, config, prepared, pending[i], device, common, study).result()
+                )
+            except BaseException as error:  # handed to this process, which raises it in order
+                results[i].set_exception(error)
+
+    feeders = [threading.Thread(target=feed, daemon=True) for _ in range(processes - 1)]
+    for feeder in feeders:
+        feeder.start()
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    finished = False
+    try:
+        for i, name in enumerate(pending):
+            if claims.take(front=True) == i:  # not taken by a worker: trained here
+                yield _run_penalty(config, prepared, name, device, {**common, "reuse": reuse})
+            else:
+                yield results[i].result()
+        finished = True
+    finally:
+        claims.close()  # after an error (or an interruption) the workers start nothing more
+        torch.set_num_threads(previous)
+        pool.shutdown(wait=finished, kill_workers=not finished)
+
+
+class _Claims:
+    """Indices of a list handed out from both ends, each once (thread-safe)."""
+
+    def __init__(self, n: int):
+        self._lock = threading.Lock()
+        self._front, self._back = 0, n - 1
+
+    def take(self, *, front: bool) -> int | None:
+        with self._lock:
+            if self._front > self._back:
+                return None
+            if front:
+                self._front += 1
+                return self._front - 1
+            self._back -= 1
+            return self._back + 1
+
+    def close(self) -> None:
+        with self._lock:
+            self._front, self._back = 1, 0
+
+
+#: A worker process's unpenalized fits, for the study it works on (by its data's fingerprint).
+_WORKER_REUSE: dict[str, Reuse] = {}
+
+
+def _run_remote(
+    config: StudyConfig, prepared: _Prepared, name: str, device: str, common: dict[str, Any], study: str
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """:func:`_run_penalty` in a worker process, sharing fits with the worker's other
+    penalties of the same study."""
+    if study not in _WORKER_REUSE:
+        _WORKER_REUSE.clear()
+        _WORKER_REUSE[study] = Reuse()
+    return _run_penalty(config, prepared, name, device, {**common, "reuse": _WORKER_REUSE[study]})
+
+
+def _run_penalty(
+    config: StudyConfig, prepared: _Prepared, name: str, device: str, common: dict[str, Any]
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """One penalty's run: cross-validation, the chosen model scored on the test split;
+    the run's summary and its path points, as the store takes them. Seeded alone, so
+    that the run does not depend on the ones before it or on the process it runs in."""
+    task = prepared.table.task
+    torch.manual_seed(config.seed)
+    start = time.perf_counter()
+    with _naming_divergence(f"penalty {name!r}"):
+        preset = get_preset(name)
+        factory, rules = _penalty_rules(config, prepared, name)
+        if rules is None:
+            scores, sizes, full, engine, engine_note = cross_validate_unpenalized(
+                factory,
+                prepared.X_train,
+                prepared.y_train,
+                config=PathConfig(seed=config.seed, device=device),
+                **common,
+            )
+            # dense_start=True: the full fit's record is its dense point; the path returns its model
+            assert full.model is not None and full.dense is not None
+            model = penalized = full.model.cpu()  # scored and stored on the CPU
+            mean, se, _, _ = one_standard_error(scores[:, None], np.array([0.0]), sizes)
+            record = full.dense
+            run = dict(
+                penalty="none",
+                rules=[],
+                lambdas=[0.0],
+                cv_mean=mean,
+                cv_se=se,
+                admissible=[True],
+                lambda_min=0.0,
+                lambda_1se=0.0,
+                lambda_chosen=0.0,
+                selection=config.selection,
+                cv_loss=mean[0],
+                cv_loss_se=se[0],
+                engine=engine,
+                engine_note=engine_note,
+            )
+            points = _point_rows(full, -1, include_dense=True)
+            points += [dict(fold=k, idx=-1, **{"lambda": 0.0, "test_loss": float(s)}) for k, s in enumerate(scores)]
+        else:
+            sparsifying = preset.sparsifying(l1_ratio=config.l1_ratio)
+            result = cross_validate(
+                factory,
+                prepared.X_train,
+                prepared.y_train,
+                penalty=rules,
+                selection=config.selection,
+                config=PathConfig(
+                    n_lambdas=config.n_lambdas,
+                    # L2 has no λ where weights vanish to end its grid: it gets twice the decades
+                    lambda_min_ratio=config.lambda_min_ratio if sparsifying else config.lambda_min_ratio**2,
+                    relax=config.relax and sparsifying,
+                    on_divergence=config.on_divergence,
+                    seed=config.seed,
+                    device=device,
+                ),
+                **common,
+            )
+            model, record = result.model.cpu(), result.path.points[result.index]  # scored and stored on the CPU
+            penalized = copy.deepcopy(model)  # the penalized fit (the chosen model may be relaxed)
+            assert record.state is not None  # cross_validate keeps the full path's weights at every λ
+            penalized.load_state_dict(record.state)
+            run = dict(
+                penalty=name,
+                rules=[{"penalty": r.penalty.get_config(), "select": r.select} for r in rules],
+                lambdas=result.lambdas,
+                cv_mean=result.mean,
+                cv_se=result.se,
+                admissible=result.admissible,
+                lambda_min=result.lambda_min,
+                lambda_1se=result.lambda_1se,
+                lambda_chosen=result.lambda_,
+                selection=config.selection,
+                cv_loss=result.mean[result.index],
+                cv_loss_se=result.se[result.index],
+                engine=result.engine,
+                engine_note=result.engine_note,
+            )
+            points = _point_rows(result.path, -1, include_dense=True)
+            for k, fold in enumerate(result.folds):
+                points += _point_rows(fold, k)
+    test_loss, test_score = _test_metrics(model, prepared, task)
+    weights = _weights(penalized)
+    metadata = {
+        "penalty": name,
+        "lambda": run["lambda_chosen"],
+        "features": prepared.encoder.feature_names,
+        "task": task,
+        "classes": prepared.summary["classes"],
+        "target_scale": list(prepared.y_scale),
+    }
+    run.update(
+        model=model_bytes(model, metadata=metadata),
+        penalized=model_bytes(penalized, metadata=metadata),
+        test_loss=test_loss,
+        test_score=test_score,
+        fraction_zero=float(np.mean(weights == 0)) if weights.size else 0.0,
+        features=_columns_kept(record.features, prepared.encoder.groups, prepared.encoder.group_names),
+        n_features=len(_columns_kept(record.features, prepared.encoder.groups, prepared.encoder.group_names)),
+        weights=weights,
+        seconds=time.perf_counter() - start,
+    )
+    return run, points

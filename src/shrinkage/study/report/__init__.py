@@ -120,7 +120,7 @@ def _configuration(config: dict[str, Any], data: dict[str, Any], runs: list[dict
             elif key == "data" and value is not None:
                 rows.append(("data", f"{value} ({shape}, target {config.get('target')})"))
         elif key == "n_jobs" and value is None:
-            rows.append((key, "not given: every core on the CPU, one process on a GPU (for folds run one path each)"))
+            rows.append((key, "not given: every core on the CPU (penalties in parallel processes), one on a GPU"))
         elif key == "device":
             used = data.get("device", "cpu")
             rows.append((key, value if value == used else f"{value} (used: {used})"))
