@@ -174,9 +174,11 @@ def test_reused_unpenalized_fits_change_nothing(diabetes):
     for penalty in (L1(), ElasticNet(l1_ratio=0.5)):
         shared = cross_validate(model, X, y, penalty=penalty, reuse=reuse, **options)
         fresh = cross_validate(model, X, y, penalty=penalty, **options)
-        np.testing.assert_array_equal(shared.scores, fresh.scores)
+        # equal up to float rounding: the relaxed fits left to train form a smaller stack
+        np.testing.assert_allclose(shared.scores, fresh.scores, rtol=1e-6)
         relaxed = lambda r: [[p.relaxed_test_loss for p in f.points] for f in r.folds]  # noqa: E731
-        np.testing.assert_array_equal(relaxed(shared), relaxed(fresh))
+        np.testing.assert_allclose(relaxed(shared), relaxed(fresh), rtol=1e-6)
+        assert (shared.lambda_min, shared.lambda_1se) == (fresh.lambda_min, fresh.lambda_1se)
         assert [p.epochs for p in shared.path.points] == [p.epochs for p in fresh.path.points]
         assert shared.path.dense is not None and fresh.path.dense is not None
         assert shared.path.dense.val_loss == fresh.path.dense.val_loss == baseline[2].dense.val_loss

@@ -111,3 +111,47 @@ def test_two_processes_writing_one_store_and_the_same_seed_gives_the_same_rows(t
     with sqlite3.connect(store) as db:
         assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     assert _content(store) == reference  # one study, each penalty once, the same numbers
+
+
+def _marked(mark: str) -> list[int]:
+    """Processes whose environment carries ``mark`` (the study and what it started)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if mark.encode() in (entry / "environ").read_bytes():
+                    found.append(int(entry.name))
+            except OSError:  # gone, or not ours to read
+                continue
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="reads /proc")
+def test_a_killed_study_leaves_no_worker_process_behind(tmp_path):
+    """With --n-jobs 2 a worker process trains penalties too; SIGKILL of the study's
+    process must not leave it waiting for work forever."""
+    mark = f"SHRINKAGE_TEST_MARK={os.getpid()}-{time.monotonic_ns()}"
+    args = [*ARGS[: ARGS.index("--n-jobs")], "--n-jobs", "2", *ARGS[ARGS.index("--n-jobs") + 2 :]]
+    command = [
+        sys.executable,
+        "-m",
+        "shrinkage",
+        "study",
+        *args,
+        "--out",
+        str(tmp_path),
+        "--store",
+        str(tmp_path / "s.sqlite"),
+    ]
+    env = {**os.environ, mark.split("=")[0]: mark.split("=")[1]}
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    deadline = time.monotonic() + 300
+    while len(_marked(mark)) < 2 and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)  # until the worker has started
+    assert process.poll() is None and len(_marked(mark)) >= 2, "no worker process started"
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    deadline = time.monotonic() + 60  # a liveness bound, not a speed figure: the worker checks every second
+    while _marked(mark) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _marked(mark) == []

@@ -133,7 +133,7 @@ class UnpenalizedCV(NamedTuple):
     scores: np.ndarray
     #: Each fold's held-out rows.
     fold_sizes: np.ndarray
-    #: The full-data fit: its record in ``.dense``, its model in ``.model``.
+    #: The full-data fit: its record in ``path.dense``, its model in ``path.model``.
     path: RegularizationPath
     #: Which engine trained the folds, as :attr:`CVResult.engine`.
     engine: str

@@ -208,8 +208,8 @@ def _small_store(path, config: dict, data: dict) -> Store:
 
 def test_missing_values_are_counted_over_all_rows_and_the_device_used_is_shown(tmp_path):
     config = {"dataset": "diabetes", "data": None, "target": None, "selection": "1se", "relax": True}
-    config |= {"n_jobs": None, "device": "auto"}
-    data = {"missing": {"a": 3, "b": 1}, "device": "cuda"}
+    config |= {"n_jobs": None, "device": "auto", "task": "auto"}
+    data = {"missing": {"a": 3, "b": 1}, "device": "cuda", "task": "regression"}
     with _small_store(tmp_path / "s.sqlite", config, data) as store:
         html = " ".join(build_report(store, path=tmp_path / "r.html").read_text(encoding="utf-8").split())
     assert (
@@ -219,6 +219,7 @@ def test_missing_values_are_counted_over_all_rows_and_the_device_used_is_shown(t
     ) in html
     assert '<th>dataset</th><td class="text"><code>diabetes (10 rows × 2 feature columns)</code>' in html
     assert '<th>device</th><td class="text"><code>auto (used: cuda)</code>' in html
+    assert '<th>task</th><td class="text"><code>auto (inferred: regression)</code>' in html
     assert "<code>not given: every core on the CPU (penalties in parallel processes), one on a GPU</code>" in html
 
 

@@ -286,7 +286,7 @@ def _runs(
     threads = max(1, (os.cpu_count() or 1) // processes)
     # loky's processes (joblib's): no `if __name__ == "__main__"` needed in the caller's
     # script; an executor of our own, so that joblib's shared one is left as it expects
-    pool = ProcessPoolExecutor(processes - 1, initializer=torch.set_num_threads, initargs=(threads,))
+    pool = ProcessPoolExecutor(processes - 1, initializer=_start_worker, initargs=(threads, os.getpid()))
     study = prepared.summary["fingerprint"]
     results: list[Future] = [Future() for _ in pending]
     claims = _Claims(len(pending))
@@ -339,6 +339,20 @@ class _Claims:
     def close(self) -> None:
         with self._lock:
             self._front, self._back = 1, 0
+
+
+def _start_worker(threads: int, parent: int) -> None:
+    """A worker process's setup: its torch threads, and a watch on the study's process:
+    when that one dies without shutting the pool down (SIGKILL), the worker exits too
+    instead of waiting for work forever."""
+    torch.set_num_threads(threads)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="shrinkage-parent-watch").start()
 
 
 #: A worker process's unpenalized fits, for the study it works on (by its data's fingerprint).

@@ -119,6 +119,8 @@ def _configuration(config: dict[str, Any], data: dict[str, Any], runs: list[dict
                 rows.append(("dataset", f"{value} ({shape})"))
             elif key == "data" and value is not None:
                 rows.append(("data", f"{value} ({shape}, target {config.get('target')})"))
+        elif key == "task" and value == "auto" and data.get("task"):
+            rows.append((key, f"auto (inferred: {data['task']})"))
         elif key == "n_jobs" and value is None:
             rows.append((key, "not given: every core on the CPU (penalties in parallel processes), one on a GPU"))
         elif key == "device":
