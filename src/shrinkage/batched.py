@@ -9,8 +9,8 @@ the K models' parameters are stacked along a new first dimension
 serve every fold, as batched matrix products on the CPU or a GPU.
 
 Each model keeps its own everything: its rows (a weight per row and model, so folds
-of different sizes share one data tensor), its early stopping (a model that stopped is
-frozen while the others go on), its Adam state and step count, its proximal step (the
+of different sizes share one data tensor), its early stopping (a model that stops leaves
+the stack, the others go on as a smaller one), its Adam state and step count, its proximal step (the
 prox of the penalty with the per-element step its own Adam took) and its relaxed refits.
 So each model follows the same trajectory as :func:`~shrinkage.path.regularization_path`
 would give it alone, up to floating-point summation order; the sequential engine stays
@@ -426,7 +426,7 @@ class _Working:
         if bool(going.all()):
             return None
         stopping = [j for j, flag in enumerate(going.tolist()) if not flag]
-        self._flush(epoch)
+        self._flush()
         at = torch.tensor(stopping, device=self.weights.device)
         models = torch.tensor([self.index[j] for j in stopping], device=self.weights.device)
         stack = self.stack
@@ -458,7 +458,7 @@ class _Working:
         )
         return keep
 
-    def _flush(self, epoch: int) -> None:
+    def _flush(self) -> None:
         """Move this working set's curves to the host, onto each model's lists."""
         for segment, curves in ((self.train, self.out.train_curves), (self.val, self.out.val_curves)):
             if segment:
