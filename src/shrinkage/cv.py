@@ -341,9 +341,8 @@ def cross_validate_unpenalized(
 
     ``config``, ``reuse`` and ``options`` as for :func:`cross_validate` (only
     ``val_fraction``, ``dense_config``, ``device`` and ``seed`` matter here). Returns the held-out loss
-    of each fold, the fold sizes, the full-data fit (its record in
-    ``RegularizationPath.dense``, its model in ``.model``) and the engine that ran
-    (:class:`UnpenalizedCV`). With the same ``seed`` and
+    of each fold, the fold sizes, the full-data fit (its record in ``path.dense``, its
+    model in ``path.model``) and the engine that ran (:class:`UnpenalizedCV`). With the same ``seed`` and
     ``cv`` these are exactly the dense starts of :func:`cross_validate`'s paths.
     """
     X_np, y_np, cv = _check_data(X, y, task, cv)
