@@ -287,16 +287,13 @@ def _runs(
     # loky's processes (joblib's): no `if __name__ == "__main__"` needed in the caller's
     # script; an executor of our own, so that joblib's shared one is left as it expects
     pool = ProcessPoolExecutor(processes - 1, initializer=_start_worker, initargs=(threads, os.getpid()))
-    study = prepared.summary["fingerprint"]
     results: list[Future] = [Future() for _ in pending]
     claims = _Claims(len(pending))
 
     def feed() -> None:  # one per worker: the penalties from the back, one at a time
         while (i := claims.take(front=False)) is not None:
             try:
-                results[i].set_result(
-                    pool.submit(_run_remote, config, prepared, pending[i], device, common, study).result()
-                )
+                results[i].set_result(pool.submit(_run_remote, config, prepared, pending[i], device, common).result())
             except BaseException as error:  # handed to this process, which raises it in order
                 results[i].set_exception(error)
 
@@ -346,6 +343,7 @@ def _start_worker(threads: int, parent: int) -> None:
     when that one dies without shutting the pool down (SIGKILL), the worker exits too
     instead of waiting for work forever."""
     torch.set_num_threads(threads)
+    _WORKER_REUSE.append(Reuse())
 
     def watch() -> None:
         while os.getppid() == parent:
@@ -355,19 +353,15 @@ def _start_worker(threads: int, parent: int) -> None:
     threading.Thread(target=watch, daemon=True, name="shrinkage-parent-watch").start()
 
 
-#: A worker process's unpenalized fits, for the study it works on (by its data's fingerprint).
-_WORKER_REUSE: dict[str, Reuse] = {}
+#: A worker process's unpenalized fits (a worker serves one study: its pool is the study's).
+_WORKER_REUSE: list[Reuse] = []
 
 
 def _run_remote(
-    config: StudyConfig, prepared: _Prepared, name: str, device: str, common: dict[str, Any], study: str
+    config: StudyConfig, prepared: _Prepared, name: str, device: str, common: dict[str, Any]
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """:func:`_run_penalty` in a worker process, sharing fits with the worker's other
-    penalties of the same study."""
-    if study not in _WORKER_REUSE:
-        _WORKER_REUSE.clear()
-        _WORKER_REUSE[study] = Reuse()
-    return _run_penalty(config, prepared, name, device, {**common, "reuse": _WORKER_REUSE[study]})
+    """:func:`_run_penalty` in a worker process, sharing fits with the worker's other penalties."""
+    return _run_penalty(config, prepared, name, device, {**common, "reuse": _WORKER_REUSE[0]})
 
 
 def _run_penalty(
