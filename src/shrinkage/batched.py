@@ -319,8 +319,12 @@ class _PhaseResult:
     train_curves: list[list[float]]
     val_curves: list[list[float]]
 
+    def row(self, k: int) -> tuple[int, int, list[float], list[float]]:
+        """Model ``k``'s fields, in the order the constructor takes them per model."""
+        return self.epochs[k], self.best_epoch[k], self.train_curves[k], self.val_curves[k]
+
     def result(self, k: int) -> TrainResult:
-        return TrainResult(self.epochs[k], self.best_epoch[k], self.train_curves[k], self.val_curves[k])
+        return TrainResult(*self.row(k))
 
 
 def _train(
@@ -375,7 +379,7 @@ def _train(
         work.train.append(train_loss.detach().double())
         with torch.no_grad(), F.device_checks(_NEWTON_CHECKS):  # the epoch waits on the device anyway
             _adam_prox_step(stack, work, grad, adam, terms)
-    return work.result()
+    return work.out
 
 
 class _Working:
@@ -465,9 +469,6 @@ class _Working:
                 for j, values in enumerate(torch.stack(segment, 1).tolist()):
                     curves[self.index[j]].extend(values)
             segment.clear()
-
-    def result(self) -> _PhaseResult:
-        return self.out
 
 
 def _adam_prox_step(
@@ -566,31 +567,34 @@ class _StackedPathFit:
             )
         return out
 
-    def _phase(self, lambda_: float, train_config: TrainConfig) -> list[PathPoint]:
+    def _phase(self, lambda_: float, train_config: TrainConfig) -> tuple[list[PathPoint], _PhaseResult]:
         started = time.perf_counter()
         terms = _Terms(self.stack.template, scaled(self.rules, lambda_)) if lambda_ > 0 else None
         phase = _train(self.stack, self.X, self.target, self.rows, self.loss, train_config, terms)
-        return self._points(lambda_, phase, train_config, (time.perf_counter() - started) / self.stack.n)
+        return self._points(lambda_, phase, train_config, (time.perf_counter() - started) / self.stack.n), phase
+
+    def recall(self, k: int, config: TrainConfig, *extra: str) -> Any:
+        """Model ``k``'s unpenalized fit under ``config`` (``extra``: what else it depends
+        on) from ``reuse``, or None."""
+        return None if self.reuse is None else self.reuse.get((*self.keys[k], repr(config), *extra))
+
+    def remember(self, k: int, config: TrainConfig, fit: Any, *extra: str) -> None:
+        """Keep model ``k``'s unpenalized fit in ``reuse`` (when there is one)."""
+        if self.reuse is not None:
+            self.reuse.put((*self.keys[k], repr(config), *extra), fit)
 
     def dense_fit(self) -> PathPoint:
         config = self.config.dense_config
-        keys = [(*key, repr(config)) for key in self.keys]
-        found = [self.reuse.get(key) for key in keys] if self.reuse is not None else []
-        if found and all(fit is not None for fit in found):  # trained by an earlier cross-validation
+        found = [self.recall(k, config) for k in range(self.stack.n)]
+        if all(fit is not None for fit in found):  # trained by an earlier cross-validation
             with torch.no_grad():
                 self.stack.flat.copy_(torch.stack([weights for weights, _ in found]).to(self.stack.flat))
-            phase = _PhaseResult(*(list(column) for column in zip(*(curves for _, curves in found))))
+            phase = _PhaseResult(*(list(column) for column in zip(*(row for _, row in found))))
             points = self._points(0.0, phase, config, 0.0)
         else:
-            started = time.perf_counter()
-            phase = _train(self.stack, self.X, self.target, self.rows, self.loss, config, None)
-            points = self._points(0.0, phase, config, (time.perf_counter() - started) / self.stack.n)
-            if self.reuse is not None:
-                for k, key in enumerate(keys):
-                    curves = [
-                        column[k] for column in (phase.epochs, phase.best_epoch, phase.train_curves, phase.val_curves)
-                    ]
-                    self.reuse.put(key, (self.stack.flat[k].detach().cpu().clone(), curves))
+            points, phase = self._phase(0.0, config)
+            for k in range(self.stack.n):
+                self.remember(k, config, (self.stack.flat[k].detach().cpu().clone(), phase.row(k)))
         self.dense = list(points)
         self.stack.fresh_optimizer()  # the path's optimizer starts fresh at its first λ
         return points[0]
@@ -600,7 +604,7 @@ class _StackedPathFit:
         return self.lead.lambda_max()
 
     def fit_at(self, lambda_: float, index: int) -> PathPoint:
-        points = self._phase(lambda_, self.config.train_config)
+        points, _ = self._phase(lambda_, self.config.train_config)
         for k, point in enumerate(points):
             self.along[k].append(point)
         return points[0]
@@ -702,16 +706,11 @@ def _relax(fit: _StackedPathFit) -> dict[tuple[int, ...], dict[str, Tensor]] | N
     X, config = fit.X, fit.config
     keep = config.keep_states
     wanted = list(dict.fromkeys((k, tuple(point.features)) for k, points in enumerate(fit.along) for point in points))
-    keys = {
-        (k, features): (*fit.keys[k], repr(config.dense_config), str(features)) if fit.reuse is not None else ()
-        for k, features in wanted
-    }
     done: dict[tuple[int, tuple[int, ...]], tuple[float, float, dict[str, Tensor] | None]] = {}
-    if fit.reuse is not None:
-        for pair in wanted:
-            found = fit.reuse.get(keys[pair])
-            if found is not None and (found[2] is not None or not keep or pair[0] != 0):
-                done[pair] = found
+    for k, features in wanted:
+        found = fit.recall(k, config.dense_config, str(features))
+        if found is not None and (found[2] is not None or not keep or k != 0):  # with the weights it must give
+            done[(k, features)] = found
     missing = [pair for pair in wanted if pair not in done]
     # many feature sets on large data: a few at a time, so that the stacked activations fit
     chunk = max(1, _ACTIVATION_BUDGET // (X.shape[0] * _widest(fit.net)))
@@ -733,8 +732,7 @@ def _relax(fit: _StackedPathFit) -> dict[tuple[int, ...], dict[str, Tensor]] | N
             val, test = _means(losses, picked.val, len(part)), _means(losses, picked.test, len(part))
         for m, pair in enumerate(part):
             done[pair] = (val[m], test[m], stack.state(m) if keep and pair[0] == 0 else None)
-            if fit.reuse is not None:
-                fit.reuse.put(keys[pair], done[pair])
+            fit.remember(pair[0], config.dense_config, done[pair], str(pair[1]))
     for k, points in enumerate(fit.along):
         for point in points:
             point.relaxed_val_loss, point.relaxed_test_loss, _ = done[(k, tuple(point.features))]
