@@ -14,16 +14,22 @@ Elastic net and sparse group lasso are compositions of these (soft-threshold fir
 
 Functions ending in ``_`` change their first argument in place and must run under
 ``torch.no_grad()`` when the tensors are parameters. Element-wise gradients use
-PyTorch's multi-tensor ``torch._foreach_*`` kernels (fused on CUDA); proxes run one
-native in-place kernel per tensor (``softshrink`` writing into its input, ``mul_``, ``div_``) because
-on CPU every temporary tensor costs page faults and a pass over memory, so the fewest
-passes win. Lists should share one device and dtype (the caller buckets them).
+PyTorch's multi-tensor ``torch._foreach_*`` kernels (fused on CUDA). On CUDA the proxes
+of L1, L2, elastic net and (ungrouped-label) group lasso run as one-pass Triton kernels
+over a whole list of tensors (``shrinkage._triton``), when Triton is installed. On
+the CPU, and as the reference those kernels are tested against, proxes run one native
+in-place kernel per tensor (``softshrink`` writing into its input, ``mul_``, ``div_``),
+one tensor at a time, because on CPU every temporary tensor costs page faults and a pass
+over memory, so the fewest passes win. Lists should share one device and dtype (the
+caller buckets them). Nothing here reads a CUDA tensor back to the host.
 
 A *step* is given per tensor, as one of:
 
-- a float ``s`` — every element moves with the same step (SGD);
-- a :class:`ScaledStep` ``(a, d)`` — element i moves with step ``a / d_i`` (Adam,
-  RMSprop, …: ``d`` is the optimizer's denominator, such as ``√v̂ + ε``; read only);
+- a float ``s`` (or a 0-d tensor) — every element moves with the same step (SGD);
+- a :class:`RootStep` ``(a, q, e)`` — element i moves with step ``a / (√q_i + e)``
+  (Adam, RMSprop, Adagrad: ``q`` is the optimizer's second-moment state; read only);
+- a :class:`ScaledStep` ``(a, d)`` — element i moves with step ``a / d_i`` (``d`` any
+  denominator, such as Adamax's state; read only);
 - a tensor of per-element steps.
 
 With per-element steps every prox here is the exact prox in the optimizer's own
@@ -46,25 +52,57 @@ from .validation import InputError
 
 @dataclass(frozen=True)
 class ScaledStep:
-    """Per-element steps ``numerator / denominator`` (``denominator`` is never written)."""
+    """Per-element steps ``numerator / denominator`` (``denominator`` is never written).
 
-    numerator: float
+    ``numerator`` is a float or a 0-d tensor on the tensors' device (a tensor learning
+    rate, a step count kept on the device), which is never read back to the host.
+    """
+
+    numerator: float | Tensor
     denominator: Tensor
 
     def scaled(self, factor: float) -> ScaledStep:
         return ScaledStep(self.numerator * factor, self.denominator)
 
 
-Step = float | ScaledStep | Tensor
+@dataclass(frozen=True)
+class RootStep:
+    """Per-element steps ``numerator / (√square + eps)``: Adam's, RMSprop's, Adagrad's.
+
+    ``square`` is the optimizer's own state (``exp_avg_sq``, ``square_avg``, ``sum``),
+    never written. The denominator is formed where it is used: on CUDA inside the
+    prox's one pass, on the CPU one tensor at a time (:attr:`denominator`).
+    ``numerator`` and ``eps`` are floats or 0-d tensors on the tensors' device.
+    """
+
+    numerator: float | Tensor
+    square: Tensor
+    eps: float | Tensor
+
+    def scaled(self, factor: float) -> RootStep:
+        return RootStep(self.numerator * factor, self.square, self.eps)
+
+    @property
+    def denominator(self) -> Tensor:
+        """``√square + eps``, a new tensor (float32 for a half-precision state)."""
+        square = self.square
+        if square.dtype in (torch.float16, torch.bfloat16):
+            square = square.float()
+        return torch.sqrt(square).add_(self.eps)
+
+
+Step = float | ScaledStep | RootStep | Tensor
 Steps = Sequence[Step]
 
 __all__ = [
     "GroupLayout",
+    "RootStep",
     "ScaledStep",
     "add_group_grad_",
     "add_l1_grad_",
     "add_l2_grad_",
     "device_checks",
+    "elastic_shrink_",
     "group_layout",
     "group_norms",
     "group_shrink_",
@@ -72,6 +110,7 @@ __all__ = [
     "group_zero_threshold",
     "hier_prox_",
     "hier_zero_threshold",
+    "kernels_apply",
     "l1_value",
     "l1_zero_threshold",
     "l2_value",
@@ -91,7 +130,7 @@ def scale_steps(steps: Steps, factor: float) -> list[Step]:
     """``factor · step`` for each tensor's step (new list; inputs are not changed)."""
     out: list[Step] = []
     for s in steps:
-        if isinstance(s, ScaledStep):
+        if isinstance(s, (ScaledStep, RootStep)):
             out.append(s.scaled(factor))
         elif isinstance(s, Tensor):
             out.append(s * factor)
@@ -346,42 +385,114 @@ def sparse_group_zero_threshold(
 
 
 # --------------------------------------------------------------------------- proxes
-def _softshrink_(x: Tensor, threshold: float) -> None:
+def _softshrink_(x: Tensor, threshold: float | Tensor) -> None:
+    if isinstance(threshold, Tensor):  # a device scalar: never read back to the host
+        x.sub_(torch.clamp(x, -threshold, threshold))
+        return
     # one pass: softshrink is sign(v)·max(|v| − t, 0), written into its own input
     torch.ops.aten.softshrink.out(x, threshold, out=x)
+
+
+def _is_scalar(step: Step) -> bool:
+    return not isinstance(step, (ScaledStep, RootStep)) and (not isinstance(step, Tensor) or step.ndim == 0)
+
+
+def _kernel_steps(tensors: Sequence[Tensor], steps: Steps) -> dict | None:
+    """How a Triton kernel takes these steps (see :mod:`shrinkage._triton`), or None
+    where the torch code runs: not CUDA, no Triton, mixed kinds of step."""
+    from . import _triton
+
+    if not _triton.supports(tensors):
+        return None
+    if all(isinstance(s, RootStep) for s in steps):
+        roots = [s for s in steps if isinstance(s, RootStep)]
+        if not _triton.supports([r.square for r in roots]):
+            return None
+        return {
+            "kind": 1,
+            "numerators": [r.numerator for r in roots],
+            "eps": [r.eps for r in roots],
+            "states": [r.square for r in roots],
+        }
+    if all(isinstance(s, ScaledStep) for s in steps):
+        scaled = [s for s in steps if isinstance(s, ScaledStep)]
+        if not _triton.supports([d.denominator for d in scaled]):
+            return None
+        return {
+            "kind": 2,
+            "numerators": [d.numerator for d in scaled],
+            "eps": [0.0] * len(scaled),
+            "states": [d.denominator for d in scaled],
+        }
+    if all(_is_scalar(s) for s in steps):
+        return {"kind": 0, "numerators": list(steps), "eps": [0.0] * len(steps), "states": []}
+    if all(isinstance(s, Tensor) and s.shape == x.shape for s, x in zip(steps, tensors)):
+        if not _triton.supports(list(steps)):  # type: ignore[arg-type]
+            return None
+        return {"kind": 3, "numerators": [1.0] * len(steps), "eps": [0.0] * len(steps), "states": list(steps)}
+    return None
+
+
+def kernels_apply(tensors: Sequence[Tensor], steps: Steps, layouts: Sequence[GroupLayout] | None = None) -> bool:
+    """Whether the proxes here run these tensors through the CUDA kernels, which read
+    half-precision weights, compute in float32 and round once when they store."""
+    return _kernel_steps(tensors, steps) is not None and (layouts is None or all(g.labels is None for g in layouts))
+
+
+def elastic_shrink_(tensors: Sequence[Tensor], *, step: Steps, l1: float, l2: float) -> None:
+    """Prox of ``s·(l1·Σ|w| + l2·Σw²)``: soft-threshold by ``l1·s``, then divide by ``1 + 2·l2·s``.
+
+    The prox of L1 (``l2=0``), L2 (``l1=0``) and elastic net in one pass: exact zeros
+    inside ``[−l1·s, l1·s]``. ``step`` holds one step per tensor (module docstring).
+    With a per-element step ``a / d`` it is computed in the optimizer's metric as
+    ``soft(w·d, l1·a) / (d + 2·l2·a)`` (d > 0), which needs no threshold tensor.
+    """
+    plan = _kernel_steps(tensors, step)
+    if plan is not None:
+        from . import _triton
+
+        _triton.elementwise_prox_(tensors, l1=l1, l2=l2, **plan)
+        return
+    for x, s in zip(tensors, step, strict=True):
+        if isinstance(s, (ScaledStep, RootStep)):
+            a = s.numerator
+            d = s.denominator  # a new tensor for a RootStep (ours to change), the caller's otherwise
+            x.mul_(d)
+            if l1:
+                _softshrink_(x, a * l1)
+            if l2:
+                d = d.add_(2.0 * (a * l2)) if isinstance(s, RootStep) else d + 2.0 * (a * l2)
+            x.div_(d)
+        elif _is_scalar(s):
+            if l1:
+                _softshrink_(x, s * l1)
+            if l2:
+                x.div_(1.0 + 2.0 * (s * l2))
+        else:
+            assert isinstance(s, Tensor)  # per-element steps
+            if l1:
+                t = s * l1
+                x.sub_(torch.maximum(torch.minimum(x, t), -t))  # w − clamp(w, −t, t)
+            if l2:
+                x.div_(1.0 + 2.0 * (s * l2))
 
 
 def soft_threshold_(tensors: Sequence[Tensor], *, threshold: Steps) -> None:
     """Prox of ``t·Σ|w|``: ``w ← sign(w)·max(|w| − t, 0)``; exact zeros inside ``[−t, t]``.
 
-    ``threshold`` holds one float, :class:`ScaledStep` or tensor per tensor. With a
-    scaled step ``a / d`` it uses ``soft(w, a/d) = soft(w·d, a) / d`` (d > 0), which
-    needs no temporary tensor.
+    ``threshold`` holds one float, :class:`RootStep`, :class:`ScaledStep` or tensor per
+    tensor (:func:`elastic_shrink_` with ``l1=1, l2=0``).
     """
-    for x, t in zip(tensors, threshold, strict=True):
-        if isinstance(t, ScaledStep):
-            x.mul_(t.denominator)
-            _softshrink_(x, t.numerator)
-            x.div_(t.denominator)
-        elif isinstance(t, Tensor):
-            x.sub_(torch.maximum(torch.minimum(x, t), -t))  # w − clamp(w, −t, t)
-        else:
-            _softshrink_(x, float(t))
+    elastic_shrink_(tensors, step=threshold, l1=1.0, l2=0.0)
 
 
 def ridge_shrink_(tensors: Sequence[Tensor], *, step: Steps) -> None:
     """Prox of ``s·Σw²``: ``w ← w / (1 + 2s)``; shrinks, never reaches zero.
 
-    With a scaled step ``a / d``: ``w·d / (d + 2a)``.
+    With a per-element step ``a / d``: ``w·d / (d + 2a)`` (:func:`elastic_shrink_` with
+    ``l1=0, l2=1``).
     """
-    for x, s in zip(tensors, step, strict=True):
-        if isinstance(s, ScaledStep):
-            x.mul_(s.denominator)
-            x.div_(s.denominator + 2.0 * s.numerator)
-        elif isinstance(s, Tensor):
-            x.div_(1.0 + 2.0 * s)
-        else:
-            x.div_(1.0 + 2.0 * float(s))
+    elastic_shrink_(tensors, step=step, l1=0.0, l2=1.0)
 
 
 def group_shrink_(
@@ -389,9 +500,11 @@ def group_shrink_(
     layouts: Sequence[GroupLayout],
     *,
     step: Steps,
+    scale: float = 1.0,
+    l1: float = 0.0,
     max_iter: int = 100,
 ) -> None:
-    """Prox of ``s·Σ_g √|g|·‖w_g‖``: whole groups become exactly zero.
+    """Prox of ``scale·s·Σ_g √|g|·‖w_g‖``: whole groups become exactly zero.
 
     With one step ``s`` per tensor this is the closed form
     ``w_g ← w_g·max(0, 1 − s√|g| / ‖w_g‖)``. With per-element steps ``s_i`` it is the
@@ -403,21 +516,59 @@ def group_shrink_(
     ``c_i = s_i√|g|`` and ``r = ‖x‖`` the root of ``Σ_i w_i² / (r + c_i)² = 1``. That
     root is found by Newton's method on ``(Σ_i w_i²/(r + c_i)²)^(−1/2) − 1``, which is
     concave and increasing in r, so the iterates rise monotonically to the root from
-    r = 0 (one iteration when all s_i are equal).
+    r = 0 (one iteration when all s_i are equal). ``scale`` (the penalty's λ) multiplies
+    every step.
+
+    ``l1 > 0`` first soft-thresholds by ``l1·s`` (:func:`elastic_shrink_`): the prox of
+    the sparse group lasso, in the same pass on CUDA.
     """
-    for x, layout, s in zip(tensors, layouts, step, strict=True):
-        if isinstance(s, (ScaledStep, Tensor)):
-            _group_shrink_scaled_(x, layout, s, max_iter=max_iter)
+    # on CUDA, one Triton program per group (its Newton root in registers) for every
+    # tensor whose groups are plain rows or columns
+    plain = [i for i, layout in enumerate(layouts) if layout.labels is None]
+    plan = _kernel_steps([tensors[i] for i in plain], [step[i] for i in plain]) if plain else None
+    if plan is not None:
+        from . import _triton
+
+        _triton.group_prox_(
+            [tensors[i] for i in plain],
+            [_group_shape(tensors[i], layouts[i]) for i in plain],
+            [float(layouts[i].weights) for i in plain],
+            scale=scale,
+            l1=l1,
+            max_iter=max_iter,
+            **plan,
+        )
+    done = set(plain) if plan is not None else set()
+    if l1 and len(done) < len(tensors):
+        rest = [i for i in range(len(tensors)) if i not in done]
+        elastic_shrink_([tensors[i] for i in rest], step=[step[i] for i in rest], l1=l1, l2=0.0)
+    for i, (x, layout, s) in enumerate(zip(tensors, layouts, step, strict=True)):
+        if i in done:
             continue
-        if float(s) == 0.0:
+        if not _is_scalar(s):
+            _group_shrink_scaled_(x, layout, s, scale=scale, max_iter=max_iter)
+            continue
+        assert not isinstance(s, (ScaledStep, RootStep))
+        if not isinstance(s, Tensor) and float(s) * scale == 0.0:
             continue
         # factor = max(0, 1 − s√|g|/‖w_g‖); a zero group gives −inf, then 0. A true
         # division (torch computes float / tensor as a reciprocal times the float), so
         # that ‖w_g‖ = s√|g| gives exactly 0.
         norms = group_norms(x, layout)
-        threshold = torch.as_tensor(float(s) * _weights(layout, norms), dtype=norms.dtype, device=norms.device)
+        threshold = torch.as_tensor((s * scale) * _weights(layout, norms), dtype=norms.dtype, device=norms.device)
         factor = torch.rsub(torch.div(threshold, norms), 1.0).clamp_min_(0.0)
         x.mul_(_expand(factor, x, layout))
+
+
+def _group_shape(x: Tensor, layout: GroupLayout) -> tuple[int, int, int, int]:
+    """``x`` seen as ``(models, outer, groups, inner)``, its groups the slices of the third axis."""
+    axis = layout.batch + layout.axis
+    return (
+        math.prod(x.shape[: layout.batch]),
+        math.prod(x.shape[layout.batch : axis]),
+        x.shape[axis],
+        math.prod(x.shape[axis + 1 :]),
+    )
 
 
 _DEVICE_NEWTON_ITERATIONS = 30
@@ -441,11 +592,15 @@ def device_checks(every: int) -> Iterator[None]:
         _DEVICE_CHECKS.reset(token)
 
 
-def _group_shrink_scaled_(x: Tensor, layout: GroupLayout, step: ScaledStep | Tensor, *, max_iter: int) -> None:
+def _group_shrink_scaled_(x: Tensor, layout: GroupLayout, step: Step, *, scale: float, max_iter: int) -> None:
     weights = _weights(layout, x)  # √|g| per group
     weights = weights if isinstance(weights, float) else _expand(weights, x, layout)
     # c_i = s_i·√|g|, the per-element threshold
-    c = torch.div(step.numerator * weights, step.denominator) if isinstance(step, ScaledStep) else step * weights
+    if isinstance(step, (ScaledStep, RootStep)):
+        c = torch.div((step.numerator * scale) * weights, step.denominator)
+    else:
+        assert isinstance(step, Tensor)  # per-element steps
+        c = (step * scale) * weights
     squares = x.square()
     inverse, work = torch.empty_like(x), torch.empty_like(x)  # scratch, reused by every pass
 

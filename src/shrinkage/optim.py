@@ -32,7 +32,7 @@ import torch
 from torch import Tensor, nn
 from torch.optim import SGD, Adagrad, Adam, Adamax, Optimizer, RMSprop
 
-from .functional import ScaledStep
+from .functional import RootStep, ScaledStep
 from .penalties import Penalty
 from .validation import InputError, InputTypeError
 
@@ -73,14 +73,28 @@ def warn_double_regularization(optimizer: Optimizer, penalized: dict[int, str], 
             return
 
 
-StepRule = Callable[[dict[str, Any], Sequence[Tensor], Optimizer], list[float] | list[ScaledStep]]
+Numerator = float | Tensor
+StepRule = Callable[[dict[str, Any], Sequence[Tensor], Optimizer], list[Numerator] | list[RootStep] | list[ScaledStep]]
+
+
+# Nothing here reads a CUDA tensor back to the host: a learning rate or step count kept on
+# the device (``capturable=True``, ``fused=True``, a tensor ``lr``) stays there, and the
+# steps become 0-d device tensors, so that a step can be captured in a CUDA graph.
+def _on_device(value: Any) -> bool:
+    return isinstance(value, Tensor) and value.device.type != "cpu"
+
+
+def _lr(group: dict[str, Any]) -> Numerator:
+    """The group's learning rate: a float, or a 0-d tensor where it lives on a device."""
+    lr = group["lr"]
+    return lr if _on_device(lr) else float(lr)
 
 
 def _sgd(group, params, optimizer):
     momentum = group.get("momentum", 0.0)
-    step = float(group["lr"])
+    step = _lr(group)
     if momentum:
-        step *= (1.0 - group.get("dampening", 0.0)) / (1.0 - momentum)
+        step = step * ((1.0 - group.get("dampening", 0.0)) / (1.0 - momentum))
     return [step] * len(params)
 
 
@@ -89,49 +103,55 @@ def _step_count(state: dict[str, Any]) -> float:
     return float(step.item() if isinstance(step, Tensor) else step)
 
 
-def _scaled(numerators: Sequence[float], denominators: Sequence[Tensor]) -> list[ScaledStep]:
-    return [ScaledStep(a, d) for a, d in zip(numerators, denominators)]
-
-
 def _adam(group, params, optimizer):
     # lr / (√(v/(1−β₂ᵗ)) + ε) = lr·√(1−β₂ᵗ) / (√v + ε·√(1−β₂ᵗ)), t per parameter
-    beta2, eps, lr = float(group["betas"][1]), float(group["eps"]), float(group["lr"])
+    beta2, eps, lr = float(group["betas"][1]), float(group["eps"]), _lr(group)
     key = "max_exp_avg_sq" if group.get("amsgrad", False) else "exp_avg_sq"
     states = [optimizer.state[p] for p in params]
-    roots = [math.sqrt(1.0 - beta2 ** _step_count(s)) for s in states]
-    denominators = torch._foreach_sqrt([s[key] for s in states])
-    torch._foreach_add_(denominators, [eps * r for r in roots])
-    return _scaled([lr * r for r in roots], denominators)
+    counts = [s["step"] for s in states]
+    device = next((c.device for c in counts if _on_device(c)), lr.device if isinstance(lr, Tensor) else None)
+    if device is None:
+        roots = [math.sqrt(1.0 - beta2 ** _step_count(s)) for s in states]
+        return [RootStep(lr * r, s[key], eps * r) for r, s in zip(roots, states)]
+    # on the device, a few small kernels for all parameters together; a count kept on
+    # the host (a non-capturable Adam given a tensor lr) is read there, without a sync
+    t = torch.stack(
+        [
+            c.reshape(()).to(torch.float32) if _on_device(c) else torch.full((), _step_count(s), device=device)
+            for c, s in zip(counts, states)
+        ]
+    )
+    root = torch.sqrt(1.0 - torch.pow(beta2, t))
+    numerators, epsilons = (root * lr).unbind(), (root * eps).unbind()
+    return [RootStep(a, s[key], e) for a, e, s in zip(numerators, epsilons, states)]
 
 
 def _rmsprop(group, params, optimizer):
     states = [optimizer.state[p] for p in params]
-    if group.get("centered", False):
-        averages = [s["grad_avg"] for s in states]
-        variance = torch._foreach_mul(averages, averages)
-        torch._foreach_neg_(variance)
-        torch._foreach_add_(variance, [s["square_avg"] for s in states])
-        denominators = torch._foreach_sqrt(variance)
-    else:
-        denominators = torch._foreach_sqrt([s["square_avg"] for s in states])
-    torch._foreach_add_(denominators, float(group["eps"]))
-    step = float(group["lr"]) / (1.0 - group.get("momentum", 0.0))
-    return _scaled([step] * len(params), denominators)
+    step = _lr(group) / (1.0 - group.get("momentum", 0.0))
+    eps = float(group["eps"])
+    if not group.get("centered", False):
+        return [RootStep(step, s["square_avg"], eps) for s in states]
+    averages = [s["grad_avg"] for s in states]
+    variance = torch._foreach_mul(averages, averages)
+    torch._foreach_neg_(variance)
+    torch._foreach_add_(variance, [s["square_avg"] for s in states])
+    denominators = torch._foreach_sqrt(variance)
+    torch._foreach_add_(denominators, eps)
+    return [ScaledStep(step, d) for d in denominators]
 
 
 def _adagrad(group, params, optimizer):
     states = [optimizer.state[p] for p in params]
-    decay, lr = float(group.get("lr_decay", 0.0)), float(group["lr"])
-    denominators = torch._foreach_sqrt([s["sum"] for s in states])
-    torch._foreach_add_(denominators, float(group["eps"]))
-    # the decayed learning rate, per parameter (its own step count)
-    return _scaled([lr / (1.0 + (_step_count(s) - 1.0) * decay) for s in states], denominators)
+    decay, lr, eps = float(group.get("lr_decay", 0.0)), _lr(group), float(group["eps"])
+    # the decayed learning rate, per parameter (its own step count; Adagrad keeps it on the host)
+    return [RootStep(lr / (1.0 + (_step_count(s) - 1.0) * decay), s["sum"], eps) for s in states]
 
 
 def _adamax(group, params, optimizer):
     # its denominator is its own state (read only by the prox): no temporary at all
-    lr = float(group["lr"])
-    return _scaled([lr] * len(params), [optimizer.state[p]["exp_inf"] for p in params])
+    lr = _lr(group)
+    return [ScaledStep(lr, optimizer.state[p]["exp_inf"]) for p in params]
 
 
 # Order matters: AdamW subclasses Adam and shares its state layout.
@@ -152,7 +172,7 @@ def _rule_for(optimizer: Optimizer) -> StepRule | None:
 
 
 def _lr_only(group, params, optimizer):
-    return [float(group["lr"])] * len(params)
+    return [_lr(group)] * len(params)
 
 
 def is_adaptive(optimizer: Optimizer) -> bool:
@@ -195,11 +215,14 @@ def check_optimizer(optimizer: Any, mode: str) -> None:
         )
 
 
-def prox_steps(optimizer: Optimizer, group: dict[str, Any], params: Sequence[Tensor]) -> list[float] | list[ScaledStep]:
+def prox_steps(optimizer: Optimizer, group: dict[str, Any], params: Sequence[Tensor]) -> list:
     """The step ``D`` each of ``params`` (all in ``group``) just took, as the prox needs it.
 
-    Returns a float per parameter (SGD) or a :class:`~shrinkage.functional.ScaledStep`
-    per parameter (adaptive optimizers: numerator / the optimizer's denominator).
+    Returns per parameter a float (SGD), a :class:`~shrinkage.functional.RootStep`
+    (Adam, AdamW, RMSprop, Adagrad: numerator / (√ the optimizer's state + ε)) or a
+    :class:`~shrinkage.functional.ScaledStep` (Adamax, centered RMSprop). Numerators are
+    0-d device tensors where the learning rate or the step count lives on a device
+    (``capturable=True``, ``fused=True``, a tensor ``lr``): nothing is read back to the host.
     """
     rule = _rule_for(optimizer) or _lr_only
     return rule(group, params, optimizer)

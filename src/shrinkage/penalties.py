@@ -54,6 +54,9 @@ class Penalty:
     proximal_only: ClassVar[bool] = False
     #: True when its prox is exact for per-element (adaptive-optimizer) steps.
     exact_scaled_prox: ClassVar[bool] = True
+    #: True when its prox is made of :mod:`shrinkage.functional`'s element-wise and group
+    #: proxes, which run as one-pass CUDA kernels (see :func:`~shrinkage.functional.kernels_apply`).
+    one_pass: ClassVar[bool] = True
 
     @property
     def sparsifying(self) -> bool:
@@ -136,7 +139,7 @@ class L1(Penalty):
         F.add_l1_grad_([p.grad for p in params], params, alpha=self.lambda_)
 
     def prox_(self, tensors, layouts=None, *, step):
-        F.soft_threshold_(tensors, threshold=F.scale_steps(step, self.lambda_))
+        F.elastic_shrink_(tensors, step=step, l1=self.lambda_, l2=0.0)
 
     def zero_threshold(self, grads, layouts=None):
         return F.l1_zero_threshold(grads)
@@ -160,7 +163,7 @@ class L2(Penalty):
         F.add_l2_grad_([p.grad for p in params], params, alpha=self.lambda_)
 
     def prox_(self, tensors, layouts=None, *, step):
-        F.ridge_shrink_(tensors, step=F.scale_steps(step, self.lambda_))
+        F.elastic_shrink_(tensors, step=step, l1=0.0, l2=self.lambda_)
 
     def zero_threshold(self, grads, layouts=None):
         return math.inf
@@ -200,8 +203,7 @@ class ElasticNet(Penalty):
 
     def prox_(self, tensors, layouts=None, *, step):
         # prox of ρ|·| + (1−ρ)(·)²: soft-threshold by sρ, then divide by 1 + 2s(1−ρ)
-        F.soft_threshold_(tensors, threshold=F.scale_steps(step, self.lambda_ * self.l1_ratio))
-        F.ridge_shrink_(tensors, step=F.scale_steps(step, self.lambda_ * (1.0 - self.l1_ratio)))
+        F.elastic_shrink_(tensors, step=step, l1=self.lambda_ * self.l1_ratio, l2=self.lambda_ * (1.0 - self.l1_ratio))
 
     def zero_threshold(self, grads, layouts=None):
         # the L2 part has zero gradient at 0: only λρ·Σ|w| must cover g
@@ -291,7 +293,7 @@ class GroupLasso(Penalty):
         F.add_group_grad_([p.grad for p in params], params, layouts, alpha=self.lambda_)
 
     def prox_(self, tensors, layouts=None, *, step):
-        F.group_shrink_(tensors, layouts, step=F.scale_steps(step, self.lambda_))
+        F.group_shrink_(tensors, layouts, step=step, scale=self.lambda_)
 
     def zero_threshold(self, grads, layouts=None):
         return F.group_zero_threshold(grads, layouts)
@@ -330,8 +332,9 @@ class SparseGroupLasso(GroupLasso):
         F.add_group_grad_(grads, params, layouts, alpha=self.lambda_ * (1.0 - self.l1_ratio))
 
     def prox_(self, tensors, layouts=None, *, step):
-        F.soft_threshold_(tensors, threshold=F.scale_steps(step, self.lambda_ * self.l1_ratio))
-        F.group_shrink_(tensors, layouts, step=F.scale_steps(step, self.lambda_ * (1.0 - self.l1_ratio)))
+        F.group_shrink_(
+            tensors, layouts, step=step, scale=self.lambda_ * (1.0 - self.l1_ratio), l1=self.lambda_ * self.l1_ratio
+        )
 
     def zero_threshold(self, grads, layouts=None):
         return F.sparse_group_zero_threshold(grads, layouts, l1_ratio=self.l1_ratio)
@@ -356,6 +359,7 @@ class HierarchicalLasso(Penalty):
 
     name = "hierarchical"
     coupled = True
+    one_pass = False
     proximal_only = True
     exact_scaled_prox = False
 
@@ -405,7 +409,7 @@ class HierarchicalLasso(Penalty):
 
 def _mean_step(step) -> float:
     """One step for a tensor: the float, or the mean of per-element steps."""
-    if isinstance(step, F.ScaledStep):
+    if isinstance(step, (F.ScaledStep, F.RootStep)):
         return float((step.numerator / step.denominator).mean())
     if isinstance(step, Tensor):
         return float(step.mean())

@@ -42,6 +42,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from . import functional as F
 from . import optim
 from .functional import Step
 from .penalties import Penalty, make_penalty
@@ -133,8 +134,11 @@ _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 def _prox_in_safe_precision(penalty: Penalty, params: Sequence[Tensor], layouts, steps) -> None:
     """The prox in place; float16/bfloat16 tensors go through float32 and are rounded
-    once, so a multi-operation prox (elastic net, groups) is as exact as their storage."""
-    if not any(p.dtype in _LOW_PRECISION for p in params):
+    once, so a multi-operation prox (elastic net, groups) is as exact as their storage.
+    The CUDA kernels compute in float32 themselves (one rounding per kernel)."""
+    if not any(p.dtype in _LOW_PRECISION for p in params) or (
+        penalty.one_pass and F.kernels_apply(params, steps, layouts)
+    ):
         penalty.prox_(params, layouts, step=steps)
         return
     work = [p.float() if p.dtype in _LOW_PRECISION else p for p in params]
@@ -358,9 +362,11 @@ class Regularizer:
         optim.warn_double_regularization(optimizer, penalized, penalty)
         self._optimizer = optimizer
         self._group_of, self._group_key = group_of, self._param_groups_key(optimizer)
+        # under torch.compile of the step the hooks run eagerly (a graph break): they launch
+        # the prox kernels themselves, and read the optimizer's state as it is then
         self._handles = [
-            optimizer.register_step_pre_hook(self._before_step),
-            optimizer.register_step_post_hook(self._after_step),
+            optimizer.register_step_pre_hook(torch.compiler.disable(self._before_step)),
+            optimizer.register_step_post_hook(torch.compiler.disable(self._after_step)),
         ]
         return _Handle(self)
 
@@ -443,8 +449,14 @@ class Regularizer:
             elif term.mode == "decoupled" and once:
                 for group, indices in self._groups(term):
                     # AdamW's own update: w ← w·(1 − lr·wd) with wd = 2λ
-                    factor = 1.0 - float(group["lr"]) * (2.0 * term.penalty.lambda_)
-                    torch._foreach_mul_([term.params[i] for i in indices], factor)
+                    # (a learning rate on a device stays there: a 0-d tensor factor)
+                    lr = group["lr"]
+                    decay = 2.0 * term.penalty.lambda_
+                    params: list[Tensor] = [term.params[i] for i in indices]
+                    if isinstance(lr, Tensor) and lr.device.type != "cpu":
+                        torch._foreach_mul_(params, 1.0 - lr * decay)
+                    else:
+                        torch._foreach_mul_(params, 1.0 - float(lr) * decay)
         self._penalty_since_step = False
         self._grad_added = False
 
@@ -522,8 +534,9 @@ class Regularizer:
             indices: list[int] = []
             steps: list[Step] = []
             for group, members in self._groups(term):
-                if float(group["lr"]) == 0.0:
-                    continue
+                lr = group["lr"]
+                if not (isinstance(lr, Tensor) and lr.device.type != "cpu") and float(lr) == 0.0:
+                    continue  # a learning rate on a device is never read back to the host
                 indices += members
                 steps += optim.prox_steps(optimizer, group, [term.params[i] for i in members])
             if indices:

@@ -1,0 +1,299 @@
+# mypy: disable-error-code="name-defined,import-untyped"
+"""One-pass proximal kernels for CUDA tensors, written in Triton.
+
+:mod:`shrinkage.functional` calls these for CUDA tensors when Triton imports; its torch
+code stays the CPU path and the reference the tests compare against.
+
+Each launch covers every tensor of a list (one device and dtype): a table of data
+pointers and a map from program to tensor, as torch's multi-tensor kernels do, so the
+cost on the host is a few launches per step whatever the number of tensors. A kernel
+reads each weight and, for an adaptive optimizer, its second-moment state once, and
+writes the weight once: the per-element step ``a / (√q + e)`` is computed in registers.
+The group prox with per-element steps solves each group's Newton root in one program.
+No kernel reads anything back to the host, so a step stays asynchronous and can be
+captured in a CUDA graph.
+
+Steps arrive as :mod:`shrinkage.functional` describes them; here they are one of four
+*kinds* per list (all tensors of a list share one kind):
+
+=====  ==========================================  ===================================
+kind   step of element i                           from
+=====  ==========================================  ===================================
+0      ``a``                                       a float or 0-d tensor (SGD)
+1      ``a / (√q_i + e)``                          :class:`~shrinkage.functional.RootStep`
+2      ``a / (q_i + e)``                           :class:`~shrinkage.functional.ScaledStep`
+3      ``a · q_i``                                 a tensor of per-element steps
+=====  ==========================================  ===================================
+
+Numerics follow the torch reference operation by operation (``x·d``, soft-threshold,
+then ``/ (d + 2a·l2)``), with IEEE-rounded division and square root, and compute in
+float32 for float32, bfloat16 and float16 weights (rounded once when stored).
+"""
+
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+from collections.abc import Sequence
+from functools import cache
+
+import torch
+from torch import Tensor
+
+__all__ = ["available", "elementwise_prox_", "group_prox_", "supports"]
+
+# ``SHRINKAGE_KERNELS=torch`` turns these kernels off (the torch path runs on CUDA too):
+# for comparing the two and for debugging.
+_SWITCH = "SHRINKAGE_KERNELS"
+
+
+@cache
+def _triton():
+    try:
+        import triton
+        import triton.language as tl
+    except ImportError:
+        return None
+    return triton, tl
+
+
+def available() -> bool:
+    """Whether the kernels can run: Triton imports and ``SHRINKAGE_KERNELS`` is not ``torch``."""
+    return os.environ.get(_SWITCH, "").lower() != "torch" and _triton() is not None
+
+
+_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+
+
+def supports(tensors: Sequence[Tensor]) -> bool:
+    """Whether a list of tensors runs through a kernel: CUDA (or, under Triton's
+    interpreter, the CPU), float32/bfloat16/float16, contiguous, one device and dtype."""
+    if not tensors or not available():
+        return False
+    first = tensors[0]
+    interpreted = os.environ.get("TRITON_INTERPRET") == "1"
+    if not (first.is_cuda or (interpreted and first.device.type == "cpu")) or first.dtype not in _DTYPES:
+        return False
+    return all(t.device == first.device and t.dtype == first.dtype and t.is_contiguous() for t in tensors)
+
+
+@cache
+def _kernels():
+    from . import _triton_kernels
+
+    return _triton_kernels.elementwise, _triton_kernels.group
+
+
+# --------------------------------------------------------------------------- launching
+_ELEMENTWISE_BLOCK = 4096
+_GROUP_BLOCK = 1024
+_TABLES: OrderedDict[tuple, tuple[Tensor, ...]] = OrderedDict()
+_TABLES_KEPT = 64
+
+
+def _upload(values: list, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """A small host list on the device without a host sync (through pinned memory)."""
+    host = torch.tensor(values, dtype=dtype)
+    if device.type == "cpu":
+        return host
+    return host.pin_memory().to(device, non_blocking=True)
+
+
+def _cached(key: tuple, build) -> tuple[Tensor, ...]:
+    """Pointer tables and program maps, built once per list of tensors (their addresses)."""
+    tables = _TABLES.get(key)
+    if tables is None:
+        tables = _TABLES[key] = build()
+        if len(_TABLES) > _TABLES_KEPT:
+            _TABLES.popitem(last=False)
+    else:
+        _TABLES.move_to_end(key)
+    return tables
+
+
+def _triton_type(dtype: torch.dtype):
+    _, tl = _triton()
+    return {torch.float32: tl.float32, torch.bfloat16: tl.bfloat16, torch.float16: tl.float16}[dtype]
+
+
+def _scalars(values: Sequence[float | Tensor], device: torch.device) -> tuple[Tensor | None, float]:
+    """Per-tensor numbers as (device table, None) or (None, the one shared float)."""
+    if all(not isinstance(v, Tensor) for v in values) and len({float(v) for v in values}) <= 1:
+        return None, float(values[0]) if values else 0.0
+    if all(isinstance(v, Tensor) for v in values):
+        return torch.stack([torch.as_tensor(v).reshape(()).to(device=device, dtype=torch.float32) for v in values]), 0.0
+    # mixed: a float becomes a device tensor by a fill, never by a copy from the host
+    return (
+        torch.stack(
+            [
+                v.reshape(()).to(device=device, dtype=torch.float32)
+                if isinstance(v, Tensor)
+                else torch.full((), float(v), device=device)
+                for v in values
+            ]
+        ),
+        0.0,
+    )
+
+
+def _prepare(tensors: Sequence[Tensor], kind: int, numerators, eps, states):
+    device = tensors[0].device
+    a_table, a_value = _scalars(numerators, device)
+    e_table, e_value = _scalars(eps, device)
+    per_tensor = a_table is not None or e_table is not None
+    if per_tensor:
+        n = len(tensors)
+        a_table = a_table if a_table is not None else torch.full((n,), a_value, device=device)
+        e_table = e_table if e_table is not None else torch.full((n,), e_value, device=device)
+    else:
+        a_table = e_table = torch.empty(1, device=device)  # unread
+    states = states if kind else list(tensors)  # kind 0 reads no state: any valid pointer
+    return a_table, e_table, a_value, e_value, per_tensor, states
+
+
+def elementwise_prox_(
+    tensors: Sequence[Tensor],
+    *,
+    kind: int,
+    numerators: Sequence[float | Tensor],
+    eps: Sequence[float | Tensor],
+    states: Sequence[Tensor],
+    l1: float,
+    l2: float,
+) -> None:
+    """In place, for each tensor k: soft-threshold by ``l1·s``, then divide by ``1 + 2·l2·s``,
+    with ``s`` the per-element step of ``kind`` (module docstring); one pass, one launch."""
+    if not tensors:
+        return
+    elementwise, _ = _kernels()
+    a_table, e_table, a_value, e_value, per_tensor, states = _prepare(tensors, kind, numerators, eps, states)
+    device = tensors[0].device
+    key = ("e", device, tuple((t.data_ptr(), t.numel()) for t in tensors), tuple(q.data_ptr() for q in states))
+
+    w_base, q_base = tensors[0], states[0]
+
+    def build():
+        blocks = [-(-t.numel() // _ELEMENTWISE_BLOCK) for t in tensors]
+        firsts = [sum(blocks[:i]) for i in range(len(blocks))]
+        w_offsets = _offsets(tensors, w_base)
+        q_offsets = _offsets(states, q_base)
+        # 16 bytes apart at least: vector loads (every base from torch's allocator is aligned)
+        align = min(16 // w_base.element_size(), 16 // q_base.element_size())
+        aligned = all(
+            o % align == 0 and p % 16 == 0
+            for o, p in zip(w_offsets + q_offsets, [w_base.data_ptr(), q_base.data_ptr()] * len(w_offsets))
+        )
+        return (
+            _upload(w_offsets, torch.int64, device),
+            _upload(q_offsets, torch.int64, device),
+            _upload([t.numel() for t in tensors], torch.int64, device),
+            _upload(firsts, torch.int32, device),
+            _upload([k for k, b in enumerate(blocks) for _ in range(b)], torch.int32, device),
+            align if aligned and _ALIGNED_HINTS[0] else 1,
+        )
+
+    w_offsets, q_offsets, numels, firsts, block_tensor, align = _cached(key, build)
+    arguments = (w_base, q_base, w_offsets, q_offsets, numels, firsts, block_tensor, a_table, e_table, a_value, e_value)
+    launch = elementwise[(block_tensor.numel(),)]
+    try:
+        launch(
+            *arguments, float(l1), float(l2), KIND=kind, PER_TENSOR=per_tensor, ALIGN=align, BLOCK=_ELEMENTWISE_BLOCK
+        )
+    except Exception as error:  # a Triton that cannot take the alignment hint: without it
+        if align == 1 or "ompil" not in type(error).__name__ + str(error):
+            raise
+        _ALIGNED_HINTS[0] = False
+        _TABLES.clear()
+        launch(*arguments, float(l1), float(l2), KIND=kind, PER_TENSOR=per_tensor, ALIGN=1, BLOCK=_ELEMENTWISE_BLOCK)
+
+
+def _offsets(tensors: Sequence[Tensor], base: Tensor) -> list[int]:
+    """Each tensor's start, in elements after ``base``'s (its dtype's size)."""
+    size = base.element_size()
+    out = []
+    for t in tensors:
+        delta = t.data_ptr() - base.data_ptr()
+        if delta % size:
+            raise ValueError("tensors of one kernel launch must be aligned to their element size")
+        out.append(delta // size)
+    return out
+
+
+#: False once a Triton version refused ``tl.multiple_of`` on the offsets
+_ALIGNED_HINTS = [True]
+
+
+def group_prox_(
+    tensors: Sequence[Tensor],
+    shapes: Sequence[tuple[int, int, int, int]],
+    weights: Sequence[float],
+    *,
+    kind: int,
+    numerators: Sequence[float | Tensor],
+    eps: Sequence[float | Tensor],
+    states: Sequence[Tensor],
+    scale: float,
+    l1: float,
+    max_iter: int,
+) -> None:
+    """The group prox of every tensor in place, one program per group.
+
+    ``shapes[k]`` is ``(models, outer, groups, inner)``: tensor k seen as that 4-D
+    array, whose groups are the slices along the third axis; ``weights[k]`` is √|g|;
+    every step is multiplied by ``scale`` (the penalty's λ). With ``l1 > 0`` each
+    element is first soft-thresholded by ``l1·s`` (the sparse group lasso).
+    """
+    if not tensors:
+        return
+    _, group = _kernels()
+    a_table, e_table, a_value, e_value, per_tensor, states = _prepare(tensors, kind, numerators, eps, states)
+    device = tensors[0].device
+    key = ("g", device, tuple(t.data_ptr() for t in tensors), tuple(q.data_ptr() for q in states), tuple(shapes))
+
+    # column groups (small inner extent) go COLS groups to a program, so that a tile's
+    # rows are contiguous in memory; row groups (contiguous already) one to a program
+    cols = 32 if max(inner for *_, inner in shapes) <= 16 else 1
+    while cols > 4 and sum(m * -(-g // cols) for m, _, g, _ in shapes) < 4 * _processors(device):
+        cols //= 2  # tall column groups: more programs, so that every multiprocessor has work
+
+    def build():
+        counts = [models * -(-groups // cols) for models, _, groups, _ in shapes]
+        firsts = [sum(counts[:i]) for i in range(len(counts))]
+        return (
+            _upload([t.data_ptr() for t in tensors], torch.int64, device),
+            _upload([q.data_ptr() for q in states], torch.int64, device),
+            _upload(firsts, torch.int32, device),
+            _upload([k for k, c in enumerate(counts) for _ in range(c)], torch.int32, device),
+            _upload([n for _, outer, groups, inner in shapes for n in (outer, groups, inner)], torch.int64, device),
+            _upload(list(weights), torch.float32, device),
+        )
+
+    w_table, q_table, firsts, program_tensor, dims, weight_table = _cached(key, build)
+    group[(program_tensor.numel(),)](
+        w_table,
+        q_table,
+        firsts,
+        program_tensor,
+        dims,
+        weight_table,
+        a_table,
+        e_table,
+        a_value,
+        e_value,
+        float(scale),
+        float(l1),
+        16 * torch.finfo(torch.float32).eps,
+        max_iter,
+        KIND=kind,
+        PER_TENSOR=per_tensor,
+        W_TYPE=_triton_type(tensors[0].dtype),
+        Q_TYPE=_triton_type(states[0].dtype) if kind else _triton_type(tensors[0].dtype),
+        ROWS=(4096 if cols > 1 else _GROUP_BLOCK) // cols,
+        COLS=cols,
+        num_warps=8 if cols > 1 else 4,
+    )
+
+
+@cache
+def _processors(device: torch.device) -> int:
+    return torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 8

@@ -1,0 +1,156 @@
+"""The CUDA kernels of :mod:`shrinkage._triton` against the torch code, case by case.
+
+Used by ``tests/test_cuda.py`` (on a GPU) and by ``tests/test_kernels.py`` (on the CPU,
+through Triton's interpreter in a child process). Each case runs one prox twice on
+copies of the same tensors: once as :mod:`shrinkage.functional` dispatches it on
+``device`` (the kernel) and once through the torch code on the CPU in float32 (the
+reference), and returns the largest error in units of the tolerance, so that a value
+at most 1 passes:
+
+- float32: ``|kernel − reference| <= 1e-6 · max|w|`` element by element, and exactly
+  the same elements are zero;
+- bfloat16 / float16: within one unit in the last place of the stored value (the
+  reference rounded once from float32), and zeros identical.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import torch
+
+from shrinkage import L1, L2, ElasticNet, GroupLasso, SparseGroupLasso
+from shrinkage import functional as F
+
+
+@contextmanager
+def torch_path() -> Iterator[None]:
+    """Within the block the proxes run the torch code, also on CUDA."""
+    before = os.environ.get("SHRINKAGE_KERNELS")
+    os.environ["SHRINKAGE_KERNELS"] = "torch"
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ["SHRINKAGE_KERNELS"]
+        else:
+            os.environ["SHRINKAGE_KERNELS"] = before
+
+
+PENALTIES: dict[str, Callable[[], object]] = {
+    "l1": lambda: L1(0.05),
+    "l2": lambda: L2(0.3),
+    "elastic_net": lambda: ElasticNet(0.05, 0.6),
+    "group_input": lambda: GroupLasso(0.05, groups="input"),
+    "group_unit": lambda: GroupLasso(0.08, groups="unit"),
+    "sparse_group": lambda: SparseGroupLasso(0.04, 0.5, groups="input"),
+}
+
+STEP_KINDS = ("sgd", "sgd_tensor", "adam", "adam_device", "adamax", "per_element")
+
+SHAPES = [(7, 5), (33, 130), (3, 4, 3, 3), (1, 9)]
+
+
+def _steps(kind: str, tensors: list[torch.Tensor], generator: torch.Generator) -> list:
+    device = tensors[0].device
+    out: list = []
+    for x in tensors:
+        state = (torch.rand(x.shape, generator=generator, dtype=torch.float32) * 4e-4).to(device=device, dtype=x.dtype)
+        if kind == "sgd":
+            out.append(0.7)
+        elif kind == "sgd_tensor":
+            out.append(torch.tensor(0.7, device=device))
+        elif kind == "adam":
+            out.append(F.RootStep(0.01, state, 1e-8))
+        elif kind == "adam_device":
+            out.append(F.RootStep(torch.tensor(0.009, device=device), state, torch.tensor(2e-8, device=device)))
+        elif kind == "adamax":
+            out.append(F.ScaledStep(0.01, state.sqrt() + 1e-3))
+        else:
+            out.append((torch.rand(x.shape, generator=generator) * 0.5 + 0.2).to(device=device, dtype=x.dtype))
+    return out
+
+
+def _to(steps: list, device: str) -> list:
+    def move(v):
+        return v.to(device=device, dtype=torch.float32) if isinstance(v, torch.Tensor) else v
+
+    out = []
+    for s in steps:
+        if isinstance(s, F.RootStep):
+            out.append(F.RootStep(move(s.numerator), move(s.square), move(s.eps)))
+        elif isinstance(s, F.ScaledStep):
+            out.append(F.ScaledStep(move(s.numerator), move(s.denominator)))
+        else:
+            out.append(move(s))
+    return out
+
+
+def error(
+    penalty_name: str, kind: str, dtype: torch.dtype, device: str, *, stacked: bool = False, seed: int = 0
+) -> float:
+    """The case's largest error in units of its tolerance (module docstring); <= 1 passes."""
+    generator = torch.Generator().manual_seed(seed)
+    penalty = PENALTIES[penalty_name]()
+    shapes = [(3, *s) for s in SHAPES[:2]] if stacked else SHAPES
+    values = [torch.randn(s, generator=generator) * 0.1 for s in shapes]
+    for v in values:  # an input and a unit group near zero, so that some groups are cut
+        w = v.unsqueeze(0) if not stacked else v
+        w[:, :, 0] *= 0.01
+        w[:, 0] *= 0.01
+    tensors = [v.to(device=device, dtype=dtype).clone() for v in values]
+    named = [(f"w{i}", torch.empty(s[1:] if stacked else s)) for i, s in enumerate(shapes)]
+    layouts = penalty.layouts(named)
+    if stacked and layouts is not None:
+        layouts = [layout.stacked() for layout in layouts]
+    steps = _steps(kind, tensors, generator)
+    # the reference: the torch code, on the CPU, in float32, from the same stored values
+    reference = [t.detach().to("cpu", torch.float32).clone() for t in tensors]
+    with torch_path():
+        penalty.prox_(reference, layouts, step=_to(steps, "cpu"))
+    assert F.kernels_apply(tensors, steps, layouts), "the kernels do not take this case"
+    penalty.prox_(tensors, layouts, step=steps)
+    worst = 0.0
+    for got, want, before in zip(tensors, reference, values):
+        got = got.to("cpu")
+        if not torch.equal(got == 0, want.to(dtype) == 0):
+            return float("inf")
+        if dtype == torch.float32:
+            tolerance = 1e-6 * float(before.abs().max())
+            worst = max(worst, float((got - want).abs().max()) / tolerance)
+        else:
+            rounded = want.to(dtype)
+            # one unit in the last place of the reference's stored value
+            magnitude = rounded.float().abs().clamp_min(torch.finfo(dtype).tiny)
+            ulp = torch.finfo(dtype).eps * torch.exp2(torch.floor(torch.log2(magnitude)))
+            worst = max(worst, float(((got.float() - rounded.float()).abs() / ulp).max()))
+    return worst
+
+
+def all_cases() -> Iterator[tuple[str, str, torch.dtype, bool]]:
+    for penalty in PENALTIES:
+        for kind in STEP_KINDS:
+            for dtype in (torch.float32, torch.bfloat16):
+                yield penalty, kind, dtype, False
+        yield penalty, "per_element", torch.float32, True  # the batched engine's stacked models
+        yield penalty, "adam", torch.float32, True
+
+
+def run(device: str) -> list[str]:
+    """Every case on ``device``; the failures as lines (empty when all pass)."""
+    failures = []
+    for penalty, kind, dtype, stacked in all_cases():
+        value = error(penalty, kind, dtype, device, stacked=stacked)
+        if not value <= 1.0:
+            failures.append(f"{penalty} {kind} {dtype} stacked={stacked}: error {value:.3g} tolerances")
+    return failures
+
+
+if __name__ == "__main__":  # python tests/kernel_cases.py cpu  (with TRITON_INTERPRET=1)
+    import sys
+
+    problems = run(sys.argv[1] if len(sys.argv) > 1 else "cuda")
+    print("\n".join(problems) if problems else "all kernel cases pass")
+    sys.exit(1 if problems else 0)
