@@ -1,4 +1,4 @@
-# mypy: disable-error-code="name-defined,import-untyped"
+# mypy: disable-error-code="name-defined"
 """One-pass proximal kernels for CUDA tensors, written in Triton.
 
 :mod:`shrinkage.functional` calls these for CUDA tensors when Triton imports; its torch

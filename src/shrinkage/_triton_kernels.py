@@ -1,4 +1,4 @@
-# mypy: disable-error-code="name-defined,import-untyped"
+# mypy: disable-error-code="name-defined"
 """The Triton kernels behind :mod:`shrinkage._triton` (imported only where Triton is).
 
 Kept apart because Triton resolves the functions a kernel calls among its module's
