@@ -117,11 +117,15 @@ def _triton_type(dtype: torch.dtype):
 
 
 def _scalars(values: Sequence[float | Tensor], device: torch.device) -> tuple[Tensor | None, float]:
-    """Per-tensor numbers as (device table, None) or (None, the one shared float)."""
+    """Per-tensor numbers as ``(device table, 0.0)``, or ``(None, the float they all share)``."""
     if all(not isinstance(v, Tensor) for v in values) and len({float(v) for v in values}) <= 1:
         return None, float(values[0]) if values else 0.0
     if all(isinstance(v, Tensor) for v in values):
-        return torch.stack([torch.as_tensor(v).reshape(()).to(device=device, dtype=torch.float32) for v in values]), 0.0
+        tensors = [v for v in values if isinstance(v, Tensor)]
+        table = _as_vector(tensors, device)
+        if table is not None:
+            return table, 0.0
+        return torch.stack([v.reshape(()).to(device=device, dtype=torch.float32) for v in tensors]), 0.0
     # mixed: a float becomes a device tensor by a fill, never by a copy from the host
     return (
         torch.stack(
@@ -134,6 +138,21 @@ def _scalars(values: Sequence[float | Tensor], device: torch.device) -> tuple[Te
         ),
         0.0,
     )
+
+
+def _as_vector(values: Sequence[Tensor], device: torch.device) -> Tensor | None:
+    """The 0-d float32 tensors ``values`` as one vector without a copy, where they are the
+    consecutive elements of one (as ``vector.unbind()`` gives them), else None."""
+    first = values[0]
+    if first.dtype != torch.float32 or first.device != device or any(v.ndim for v in values):
+        return None
+    base, size = first.data_ptr(), first.element_size()
+    if any(v.data_ptr() != base + k * size for k, v in enumerate(values)):
+        return None
+    try:
+        return first.as_strided((len(values),), (1,))
+    except RuntimeError:  # neighbours in memory but not in one storage
+        return None
 
 
 def _prepare(tensors: Sequence[Tensor], kind: int, numerators, eps, states):

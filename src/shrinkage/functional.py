@@ -85,10 +85,16 @@ class RootStep:
     @property
     def denominator(self) -> Tensor:
         """``√square + eps``, a new tensor (float32 for a half-precision state)."""
+        return self.denominator_into(None)
+
+    def denominator_into(self, scratch: Tensor | None) -> Tensor:
+        """``√square + eps`` written into ``scratch`` (a flat buffer at least as large, of
+        the denominator's dtype: float32 for a half-precision state), or a new tensor."""
         square = self.square
         if square.dtype in (torch.float16, torch.bfloat16):
             square = square.float()
-        return torch.sqrt(square).add_(self.eps)
+        out = None if scratch is None else scratch[: square.numel()].view(square.shape)
+        return torch.sqrt(square, out=out).add_(self.eps)
 
 
 Step = float | ScaledStep | RootStep | Tensor
@@ -453,10 +459,13 @@ def elastic_shrink_(tensors: Sequence[Tensor], *, step: Steps, l1: float, l2: fl
 
         _triton.elementwise_prox_(tensors, l1=l1, l2=l2, **plan)
         return
+    scratch = _scratch(tensors, step)
     for x, s in zip(tensors, step, strict=True):
         if isinstance(s, (ScaledStep, RootStep)):
             a = s.numerator
-            d = s.denominator  # a new tensor for a RootStep (ours to change), the caller's otherwise
+            # a RootStep's denominator is formed in the scratch (ours to change); a
+            # ScaledStep's is the caller's, never written
+            d = s.denominator_into(scratch) if isinstance(s, RootStep) else s.denominator
             x.mul_(d)
             if l1:
                 _softshrink_(x, a * l1)
@@ -475,6 +484,19 @@ def elastic_shrink_(tensors: Sequence[Tensor], *, step: Steps, l1: float, l2: fl
                 x.sub_(torch.maximum(torch.minimum(x, t), -t))  # w − clamp(w, −t, t)
             if l2:
                 x.div_(1.0 + 2.0 * (s * l2))
+
+
+def _scratch(tensors: Sequence[Tensor], steps: Steps) -> Tensor | None:
+    """One buffer for the RootSteps' denominators, reused tensor after tensor: on the
+    CPU a new tensor per parameter costs page faults, often more than the arithmetic."""
+    roots = [s.square for s in steps if isinstance(s, RootStep)]
+    if not roots:
+        return None
+    low = roots[0].dtype in (torch.float16, torch.bfloat16)
+    dtype = torch.float32 if low else roots[0].dtype
+    if any(r.dtype != roots[0].dtype or r.device != roots[0].device for r in roots):
+        return None
+    return torch.empty(max(r.numel() for r in roots), dtype=dtype, device=roots[0].device)
 
 
 def soft_threshold_(tensors: Sequence[Tensor], *, threshold: Steps) -> None:

@@ -115,12 +115,15 @@ def _adam(group, params, optimizer):
         return [RootStep(lr * r, s[key], eps * r) for r, s in zip(roots, states)]
     # on the device, a few small kernels for all parameters together; a count kept on
     # the host (a non-capturable Adam given a tensor lr) is read there, without a sync
-    t = torch.stack(
-        [
-            c.reshape(()).to(torch.float32) if _on_device(c) else torch.full((), _step_count(s), device=device)
-            for c, s in zip(counts, states)
-        ]
-    )
+    if all(_on_device(c) and c.dtype == torch.float32 and c.ndim == 0 for c in counts):
+        t = torch.stack(counts)  # fused / capturable Adam: one small copy for all
+    else:
+        t = torch.stack(
+            [
+                c.reshape(()).to(torch.float32) if _on_device(c) else torch.full((), _step_count(s), device=device)
+                for c, s in zip(counts, states)
+            ]
+        )
     root = torch.sqrt(1.0 - torch.pow(beta2, t))
     numerators, epsilons = (root * lr).unbind(), (root * eps).unbind()
     return [RootStep(a, s[key], e) for a, e, s in zip(numerators, epsilons, states)]
