@@ -615,26 +615,29 @@ def device_checks(every: int) -> Iterator[None]:
 
 
 def _group_shrink_scaled_(x: Tensor, layout: GroupLayout, step: Step, *, scale: float, max_iter: int) -> None:
+    # Every pass over the tensor counts on the CPU: scratch tensors are reused, and the
+    # first evaluation needs only S (whether each group survives).
     weights = _weights(layout, x)  # √|g| per group
     weights = weights if isinstance(weights, float) else _expand(weights, x, layout)
-    # c_i = s_i·√|g|, the per-element threshold
+    # c_i = s_i·√|g|, the per-element threshold (a RootStep's denominator is ours to overwrite)
     if isinstance(step, (ScaledStep, RootStep)):
-        c = torch.div((step.numerator * scale) * weights, step.denominator)
+        d = step.denominator
+        c = torch.div((step.numerator * scale) * weights, d, out=d if isinstance(step, RootStep) else None)
     else:
         assert isinstance(step, Tensor)  # per-element steps
         c = (step * scale) * weights
-    squares = x.square()
+    squares = torch.mul(x, x)
     inverse, work = torch.empty_like(x), torch.empty_like(x)  # scratch, reused by every pass
 
-    def sums(radius: Tensor) -> tuple[Tensor, Tensor]:
-        """Per group: S = Σ w²/(r + c)² and T = Σ w²/(r + c)³."""
+    def sums(radius: Tensor, *, cubes: bool = True) -> tuple[Tensor, Tensor]:
+        """Per group: S = Σ w²/(r + c)² and T = Σ w²/(r + c)³ (S again without ``cubes``)."""
         torch.add(c, _expand(radius, x, layout), out=inverse).reciprocal_()
         torch.mul(squares, inverse, out=work).mul_(inverse)
         s_sum = _group_sum(work, layout)
-        return s_sum, _group_sum(work.mul_(inverse), layout)
+        return s_sum, (_group_sum(work.mul_(inverse), layout) if cubes else s_sum)
 
     radius = torch.zeros((*x.shape[: layout.batch], layout.n_groups), dtype=x.dtype, device=x.device)
-    s_sum, t_sum = sums(radius)
+    s_sum, _ = sums(radius, cubes=False)
     keep = s_sum > 1.0  # ‖w/s‖ > √|g|: the group survives
     # Start from a lower bound of the root (Jensen on 1/z²): r ≥ ‖w‖ − Σw²c/Σw²,
     # exact when all c_i are equal; Newton then rises monotonically to the root.
@@ -647,15 +650,34 @@ def _group_shrink_scaled_(x: Tensor, layout: GroupLayout, step: Step, *, scale: 
     # the root its step is 0, so extra iterations change nothing)
     on_host = x.device.type == "cpu"
     every = 1 if on_host else _DEVICE_CHECKS.get()
+    previous: Tensor | None = None
     for iteration in range(max_iter if on_host or every else min(max_iter, _DEVICE_NEWTON_ITERATIONS)):
         s_sum, t_sum = sums(radius)
         # Newton step on S^(-1/2) − 1: r ← r + S(√S − 1)/T
         delta = torch.where(keep, s_sum * (s_sum.sqrt() - 1.0) / t_sum, 0.0)
         radius += delta
-        if every and (iteration + 1) % every == 0 and not bool((delta > tolerance * radius).any()):
-            break
+        if every and (iteration + 1) % every == 0:
+            if not bool((delta > tolerance * radius).any()):
+                break
+            if previous is not None and _converged_next(previous, delta, radius, tolerance):
+                break
+        previous = delta
     r = _expand(radius, x, layout)
-    x.mul_(r / (r + c))
+    torch.add(c, r, out=inverse)
+    x.mul_(torch.div(r, inverse, out=inverse))
+
+
+def _converged_next(previous: Tensor, delta: Tensor, radius: Tensor, tolerance: float) -> bool:
+    """Whether the next Newton step would be below the tolerance in every group, by
+    quadratic convergence (|δ_next| ≈ K·δ², K ≈ |δ|/δ_previous², with a margin of 4):
+    the step that would only confirm convergence is skipped. A group whose step is
+    already below the tolerance (rounding noise included) counts as converged."""
+    limit = tolerance * radius
+    settled = delta.abs() <= limit
+    moving = previous.abs() > limit
+    rate = delta.abs() / torch.where(moving, previous.square(), 1.0)
+    contracting = moving & (delta.abs() < 0.5 * previous.abs()) & (4.0 * rate * delta.square() <= limit)
+    return bool((settled | contracting).all())
 
 
 # ------------------------------------------------------------------ hierarchical prox
