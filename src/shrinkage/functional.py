@@ -494,8 +494,8 @@ def _scratch(tensors: Sequence[Tensor], steps: Steps) -> Tensor | None:
         return None
     low = roots[0].dtype in (torch.float16, torch.bfloat16)
     dtype = torch.float32 if low else roots[0].dtype
-    if any(r.dtype != roots[0].dtype or r.device != roots[0].device for r in roots):
-        return None
+    if any(type(r) is not Tensor or r.dtype != roots[0].dtype or r.device != roots[0].device for r in roots):
+        return None  # a DTensor shard (FSDP) makes its own
     return torch.empty(max(r.numel() for r in roots), dtype=dtype, device=roots[0].device)
 
 
