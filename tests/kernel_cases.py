@@ -88,8 +88,32 @@ def _to(steps: list, device: str) -> list:
     return out
 
 
+@contextmanager
+def split_groups() -> Iterator[None]:
+    """Within the block every group counts as tall and is split into small slabs (the
+    path that large embeddings and output layers take), so that small tensors test it."""
+    from shrinkage import _triton
+
+    names = ("_TALL", "_TILE_ELEMENTS", "_GROUP_BLOCK", "_SLAB_CHUNKS")
+    before = {n: getattr(_triton, n) for n in names}
+    for name, value in zip(names, (8, 64, 64, 1)):
+        setattr(_triton, name, value)
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            setattr(_triton, name, value)
+
+
 def error(
-    penalty_name: str, kind: str, dtype: torch.dtype, device: str, *, stacked: bool = False, seed: int = 0
+    penalty_name: str,
+    kind: str,
+    dtype: torch.dtype,
+    device: str,
+    *,
+    stacked: bool = False,
+    tall: bool = False,
+    seed: int = 0,
 ) -> float:
     """The case's largest error in units of its tolerance (module docstring); <= 1 passes."""
     generator = torch.Generator().manual_seed(seed)
@@ -111,7 +135,11 @@ def error(
     with torch_path():
         penalty.prox_(reference, layouts, step=_to(steps, "cpu"))
     assert F.kernels_apply(tensors, steps, layouts), "the kernels do not take this case"
-    penalty.prox_(tensors, layouts, step=steps)
+    if tall:
+        with split_groups():
+            penalty.prox_(tensors, layouts, step=steps)
+    else:
+        penalty.prox_(tensors, layouts, step=steps)
     worst = 0.0
     for got, want, before in zip(tensors, reference, values):
         got = got.to("cpu")
@@ -129,22 +157,27 @@ def error(
     return worst
 
 
-def all_cases() -> Iterator[tuple[str, str, torch.dtype, bool]]:
+def all_cases() -> Iterator[tuple[str, str, torch.dtype, bool, bool]]:
+    """(penalty, step kind, dtype, stacked, tall) of every case."""
     for penalty in PENALTIES:
         for kind in STEP_KINDS:
             for dtype in (torch.float32, torch.bfloat16):
-                yield penalty, kind, dtype, False
-        yield penalty, "per_element", torch.float32, True  # the batched engine's stacked models
-        yield penalty, "adam", torch.float32, True
+                yield penalty, kind, dtype, False, False
+        yield penalty, "per_element", torch.float32, True, False  # the batched engine's stacked models
+        yield penalty, "adam", torch.float32, True, False
+        if penalty.startswith(("group", "sparse")):  # groups split into slabs
+            yield penalty, "adam", torch.float32, False, True
+            yield penalty, "sgd", torch.bfloat16, False, True
+            yield penalty, "adam_device", torch.float32, True, True
 
 
 def run(device: str) -> list[str]:
     """Every case on ``device``; the failures as lines (empty when all pass)."""
     failures = []
-    for penalty, kind, dtype, stacked in all_cases():
-        value = error(penalty, kind, dtype, device, stacked=stacked)
+    for penalty, kind, dtype, stacked, tall in all_cases():
+        value = error(penalty, kind, dtype, device, stacked=stacked, tall=tall)
         if not value <= 1.0:
-            failures.append(f"{penalty} {kind} {dtype} stacked={stacked}: error {value:.3g} tolerances")
+            failures.append(f"{penalty} {kind} {dtype} stacked={stacked} tall={tall}: error {value:.3g} tolerances")
     return failures
 
 

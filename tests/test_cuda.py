@@ -22,9 +22,9 @@ needs_triton = pytest.mark.skipif(not _triton.available(), reason="needs Triton"
 
 
 @needs_triton
-@pytest.mark.parametrize(("penalty", "kind", "dtype", "stacked"), list(kernel_cases.all_cases()))
-def test_kernels_match_the_torch_reference(penalty, kind, dtype, stacked):
-    assert kernel_cases.error(penalty, kind, dtype, "cuda", stacked=stacked) <= 1.0
+@pytest.mark.parametrize(("penalty", "kind", "dtype", "stacked", "tall"), list(kernel_cases.all_cases()))
+def test_kernels_match_the_torch_reference(penalty, kind, dtype, stacked, tall):
+    assert kernel_cases.error(penalty, kind, dtype, "cuda", stacked=stacked, tall=tall) <= 1.0
 
 
 PENALTIES = {

@@ -17,21 +17,23 @@ import pytest
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="needs Triton")
 
 CASES = [
-    ("l1", "adam", "torch.float32", False),
-    ("elastic_net", "sgd_tensor", "torch.bfloat16", False),
-    ("l2", "per_element", "torch.float32", True),
-    ("group_input", "adam_device", "torch.float32", False),
-    ("group_unit", "adamax", "torch.bfloat16", False),
-    ("sparse_group", "sgd", "torch.float32", True),
+    ("l1", "adam", "torch.float32", False, False),
+    ("elastic_net", "sgd_tensor", "torch.bfloat16", False, False),
+    ("l2", "per_element", "torch.float32", True, False),
+    ("group_input", "adam_device", "torch.float32", False, False),
+    ("group_unit", "adamax", "torch.bfloat16", False, False),
+    ("sparse_group", "sgd", "torch.float32", True, False),
+    ("group_input", "adam", "torch.float32", False, True),
+    ("sparse_group", "adam_device", "torch.float32", True, True),
 ]
 
 
-@pytest.mark.parametrize(("penalty", "kind", "dtype", "stacked"), CASES)
-def test_interpreted_kernels_match_the_torch_reference(penalty, kind, dtype, stacked):
+@pytest.mark.parametrize(("penalty", "kind", "dtype", "stacked", "tall"), CASES)
+def test_interpreted_kernels_match_the_torch_reference(penalty, kind, dtype, stacked, tall):
     here = Path(__file__).parent
     code = (
         "import torch, kernel_cases; "
-        f"print(kernel_cases.error({penalty!r}, {kind!r}, {dtype}, 'cpu', stacked={stacked}))"
+        f"print(kernel_cases.error({penalty!r}, {kind!r}, {dtype}, 'cpu', stacked={stacked}, tall={tall}))"
     )
     env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": f"{here}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)

@@ -86,7 +86,9 @@ def _kernels():
 
 # --------------------------------------------------------------------------- launching
 _ELEMENTWISE_BLOCK = 4096
-_GROUP_BLOCK = 1024
+_GROUP_BLOCK = 1024  # elements a row group's program takes at a time
+_TILE_ELEMENTS = 4096  # elements of a tile of column groups taken at a time
+_SLAB_CHUNKS = 8  # tiles (or blocks) in a slab of a split group
 _TABLES: OrderedDict[tuple, tuple[Tensor, ...]] = OrderedDict()
 _TABLES_KEPT = 64
 
@@ -255,39 +257,63 @@ def group_prox_(
     l1: float,
     max_iter: int,
 ) -> None:
-    """The group prox of every tensor in place, one program per group.
+    """The group prox of every tensor in place.
 
     ``shapes[k]`` is ``(models, outer, groups, inner)``: tensor k seen as that 4-D
     array, whose groups are the slices along the third axis; ``weights[k]`` is √|g|;
     every step is multiplied by ``scale`` (the penalty's λ). With ``l1 > 0`` each
     element is first soft-thresholded by ``l1·s`` (the sparse group lasso).
+
+    Groups of up to ``_TALL`` elements are solved one program per group (or per tile of
+    neighbouring column groups); larger ones in slabs (see :mod:`._triton_kernels`).
     """
     if not tensors:
         return
+    tall = [i for i, (_, outer, _, inner) in enumerate(shapes) if outer * inner > _TALL]
+    for indices, launch in (([i for i in range(len(tensors)) if i not in tall], _group_short), (tall, _group_tall)):
+        if indices:
+            launch(
+                [tensors[i] for i in indices],
+                [shapes[i] for i in indices],
+                [weights[i] for i in indices],
+                kind=kind,
+                numerators=[numerators[i] for i in indices],
+                eps=[eps[i] for i in indices],
+                states=[states[i] for i in indices] if kind else [],
+                scale=scale,
+                l1=l1,
+                max_iter=max_iter,
+            )
+
+
+#: Groups of more elements than this are split into slabs, one program each
+_TALL = 16384
+#: Newton iterations of the split groups (a fixed count, as nothing is read back; a
+#: converged group skips the rest; the one-program groups stop by themselves)
+_TALL_ITERATIONS = 10
+
+
+def _tile(shapes: Sequence[tuple[int, int, int, int]], device: torch.device) -> int:
+    """Groups per program: column groups (small inner extent) go several to a program,
+    so that a tile's rows are contiguous in memory; row groups one to a program."""
+    cols = 32 if max(inner for *_, inner in shapes) <= 16 else 1
+    while cols > 4 and sum(m * -(-g // cols) for m, _, g, _ in shapes) < 4 * _processors(device):
+        cols //= 2  # few groups: more programs, so that every multiprocessor has work
+    return cols
+
+
+def _group_short(tensors, shapes, weights, *, kind, numerators, eps, states, scale, l1, max_iter) -> None:
     _, group = _kernels()
     a_table, e_table, a_value, e_value, per_tensor, states = _prepare(tensors, kind, numerators, eps, states)
     device = tensors[0].device
     key = ("g", device, tuple(t.data_ptr() for t in tensors), tuple(q.data_ptr() for q in states), tuple(shapes))
-
-    # column groups (small inner extent) go COLS groups to a program, so that a tile's
-    # rows are contiguous in memory; row groups (contiguous already) one to a program
-    cols = 32 if max(inner for *_, inner in shapes) <= 16 else 1
-    while cols > 4 and sum(m * -(-g // cols) for m, _, g, _ in shapes) < 4 * _processors(device):
-        cols //= 2  # tall column groups: more programs, so that every multiprocessor has work
+    cols = _tile(shapes, device)
 
     def build():
         counts = [models * -(-groups // cols) for models, _, groups, _ in shapes]
-        firsts = [sum(counts[:i]) for i in range(len(counts))]
-        return (
-            _upload([t.data_ptr() for t in tensors], torch.int64, device),
-            _upload([q.data_ptr() for q in states], torch.int64, device),
-            _upload(firsts, torch.int32, device),
-            _upload([k for k, c in enumerate(counts) for _ in range(c)], torch.int32, device),
-            _upload([n for _, outer, groups, inner in shapes for n in (outer, groups, inner)], torch.int64, device),
-            _upload(list(weights), torch.float32, device),
-        )
+        return (*_group_tables(tensors, states, shapes, weights, counts, device), None)
 
-    w_table, q_table, firsts, program_tensor, dims, weight_table = _cached(key, build)
+    w_table, q_table, firsts, program_tensor, dims, weight_table, _ = _cached(key, build)
     group[(program_tensor.numel(),)](
         w_table,
         q_table,
@@ -306,11 +332,73 @@ def group_prox_(
         KIND=kind,
         PER_TENSOR=per_tensor,
         W_TYPE=_triton_type(tensors[0].dtype),
-        Q_TYPE=_triton_type(states[0].dtype) if kind else _triton_type(tensors[0].dtype),
-        ROWS=(4096 if cols > 1 else _GROUP_BLOCK) // cols,
+        Q_TYPE=_triton_type(states[0].dtype),
+        ROWS=(_TILE_ELEMENTS if cols > 1 else _GROUP_BLOCK) // cols,
         COLS=cols,
         num_warps=8 if cols > 1 else 4,
     )
+
+
+def _group_tables(tensors, states, shapes, weights, counts, device) -> tuple[Tensor, ...]:
+    """Pointers, each tensor's first program, each program's tensor, shapes, √|g|."""
+    firsts = [sum(counts[:i]) for i in range(len(counts))]
+    return (
+        _upload([t.data_ptr() for t in tensors], torch.int64, device),
+        _upload([q.data_ptr() for q in states], torch.int64, device),
+        _upload(firsts, torch.int32, device),
+        _upload([k for k, c in enumerate(counts) for _ in range(c)], torch.int32, device),
+        _upload([n for _, outer, groups, inner in shapes for n in (outer, groups, inner)], torch.int64, device),
+        _upload(list(weights), torch.float32, device),
+    )
+
+
+def _group_tall(tensors, shapes, weights, *, kind, numerators, eps, states, scale, l1, max_iter) -> None:
+    from . import _triton_kernels as k
+
+    a_table, e_table, a_value, e_value, per_tensor, states = _prepare(tensors, kind, numerators, eps, states)
+    device = tensors[0].device
+    key = ("t", device, tuple(t.data_ptr() for t in tensors), tuple(q.data_ptr() for q in states), tuple(shapes))
+    cols = _tile(shapes, device)
+    rows = (_TILE_ELEMENTS if cols > 1 else _GROUP_BLOCK) // cols
+    slab = _SLAB_CHUNKS * rows
+    slabs = [-(-(outer * inner) // slab) for _, outer, _, inner in shapes]
+    n_groups = sum(models * groups for models, _, groups, _ in shapes)
+
+    def build():
+        counts = [models * -(-groups // cols) * n for (models, _, groups, _), n in zip(shapes, slabs)]
+        group_counts = [models * groups for models, _, groups, _ in shapes]
+        extra = (
+            _upload(slabs, torch.int32, device),
+            _upload([sum(group_counts[:i]) for i in range(len(group_counts))], torch.int32, device),
+            _upload([n for n, c in zip(slabs, group_counts) for _ in range(c)], torch.int32, device),
+        )
+        return (*_group_tables(tensors, states, shapes, weights, counts, device), extra)
+
+    w_table, q_table, firsts, program_tensor, dims, weight_table, extra = _cached(key, build)
+    slab_table, group_first, group_slabs = extra
+    partial = torch.empty(max(slabs) * 4 * n_groups, dtype=torch.float32, device=device)
+    radii = torch.empty(n_groups, dtype=torch.float32, device=device)
+    going = torch.empty(n_groups, dtype=torch.int32, device=device)
+    tile = (w_table, q_table, firsts, program_tensor, dims, slab_table, group_first, weight_table)
+    steps = (a_table, e_table, a_value, e_value, float(scale), float(l1))
+    types = {
+        "KIND": kind,
+        "PER_TENSOR": per_tensor,
+        "W_TYPE": _triton_type(tensors[0].dtype),
+        "Q_TYPE": _triton_type(states[0].dtype),
+        "ROWS": rows,
+        "COLS": cols,
+        "SLAB": slab,
+        "num_warps": 8 if cols > 1 else 4,
+    }
+    programs, updates = (program_tensor.numel(),), (-(-n_groups // 256),)
+    tolerance = 16 * torch.finfo(torch.float32).eps
+    for first in [True] + [False] * min(max_iter, _TALL_ITERATIONS):
+        k.tall_partial[programs](*tile, *steps, radii, going, partial, n_groups, FIRST=first, **types)
+        k.tall_update[updates](
+            partial, radii, going, group_slabs, n_groups, max(slabs), tolerance, FIRST=first, BLOCK=256
+        )
+    k.tall_apply[programs](*tile, *steps, radii, **types)
 
 
 @cache

@@ -149,7 +149,8 @@ def group_sums(
     base,
     gs,
     live,
-    size,
+    begin,
+    end,
     inner,
     stride,
     a,
@@ -162,16 +163,17 @@ def group_sums(
     ROWS: tl.constexpr,
     COLS: tl.constexpr,
 ):
-    """Per group of the tile: Σ w²/(r + c)², Σ w²/(r + c)³, Σ w², Σ w²·c."""
+    """Per group of the tile, over its elements begin..end: Σ w²/(r + c)², Σ w²/(r + c)³,
+    Σ w², Σ w²·c."""
     s_sum = tl.zeros((COLS,), dtype=tl.float32)
     t_sum = tl.zeros((COLS,), dtype=tl.float32)
     total = tl.zeros((COLS,), dtype=tl.float32)
     weighted = tl.zeros((COLS,), dtype=tl.float32)
-    start = 0
-    while start < size:  # (a while loop: Triton's interpreter wants constant range bounds)
+    start = begin
+    while start < end:  # (a while loop: Triton's interpreter wants constant range bounds)
         j = start + tl.arange(0, ROWS)
         start += ROWS
-        mask = (j < size)[:, None] & live[None, :]
+        mask = (j < end)[:, None] & live[None, :]
         off = group_offsets(base, j, gs, inner, stride)
         x, c = group_element(w_ptr, q_ptr, off, mask, a, e, scale, l1, weight, KIND)
         square = x * x
@@ -229,7 +231,7 @@ def group(
     a, e = step_scalars(t, a_table, e_table, a_value, e_value, PER_TENSOR)
     zero = tl.zeros((COLS,), dtype=tl.float32)
     s_sum, t_sum, total, weighted = group_sums(
-        w_ptr, q_ptr, base, gs, live, size, inner, stride, a, e, scale, l1, weight, zero, KIND, ROWS, COLS
+        w_ptr, q_ptr, base, gs, live, 0, size, inner, stride, a, e, scale, l1, weight, zero, KIND, ROWS, COLS
     )
     keep = live & (s_sum > 1.0)  # ‖w/s‖ > √|g|: the group survives
     # Newton from a lower bound of the root rises monotonically to it (see functional)
@@ -238,18 +240,258 @@ def group(
     iteration = 0
     while going & (iteration < max_iter):
         s_sum, t_sum, total, weighted = group_sums(
-            w_ptr, q_ptr, base, gs, live, size, inner, stride, a, e, scale, l1, weight, radius, KIND, ROWS, COLS
+            w_ptr, q_ptr, base, gs, live, 0, size, inner, stride, a, e, scale, l1, weight, radius, KIND, ROWS, COLS
         )
         delta = tl.where(keep, tl.div_rn(s_sum * (tl.sqrt_rn(s_sum) - 1.0), tl.where(keep, t_sum, 1.0)), 0.0)
         radius += delta
         going = tl.max((delta > tolerance * radius).to(tl.int32), axis=0) > 0
         iteration += 1
-    start = 0
-    while start < size:
+    group_apply(w_ptr, q_ptr, base, gs, live, 0, size, inner, stride, a, e, scale, l1, weight, radius, KIND, ROWS, COLS)
+
+
+@triton.jit
+def group_apply(
+    w_ptr,
+    q_ptr,
+    base,
+    gs,
+    live,
+    begin,
+    end,
+    inner,
+    stride,
+    a,
+    e,
+    scale,
+    l1,
+    weight,
+    radius,
+    KIND: tl.constexpr,
+    ROWS: tl.constexpr,
+    COLS: tl.constexpr,
+):
+    """``w ← w·r/(r + c)`` over the tile's elements begin..end (soft-thresholded first)."""
+    start = begin
+    while start < end:
         j = start + tl.arange(0, ROWS)
         start += ROWS
-        mask = (j < size)[:, None] & live[None, :]
+        mask = (j < end)[:, None] & live[None, :]
         off = group_offsets(base, j, gs, inner, stride)
         x, c = group_element(w_ptr, q_ptr, off, mask, a, e, scale, l1, weight, KIND)
         x = x * tl.div_rn(radius[None, :], radius[None, :] + c)
-        tl.store(w_ptr + off, x.to(W_TYPE), mask=mask)
+        tl.store(w_ptr + off, x.to(w_ptr.dtype.element_ty), mask=mask)
+
+
+# ----------------------------------------------------------------- tall groups
+# A group of many elements (a column of an embedding or an output layer: 50 000 rows)
+# would keep one program busy long after the others finish. Its elements are split into
+# slabs, one program each: every Newton iteration is a launch that writes each slab's
+# partial sums, and a launch that adds them (in a fixed order: the same result every
+# run) and moves each group's radius. A group that has converged is skipped.
+
+
+@triton.jit
+def tall_tile(
+    pid,
+    w_table,
+    q_table,
+    first_program,
+    program_tensor,
+    shapes,
+    slabs,
+    group_first,
+    weights,
+    a_table,
+    e_table,
+    a_value,
+    e_value,
+    PER_TENSOR: tl.constexpr,
+    W_TYPE: tl.constexpr,
+    Q_TYPE: tl.constexpr,
+    COLS: tl.constexpr,
+    SLAB: tl.constexpr,
+):
+    """What program ``pid`` works on: its tensor's pointers and step, the tile's groups
+    (their global indices) and the elements begin..end of its slab."""
+    t = tl.load(program_tensor + pid)
+    local = pid - tl.load(first_program + t)
+    outer = tl.load(shapes + 3 * t)
+    groups = tl.load(shapes + 3 * t + 1)
+    inner = tl.load(shapes + 3 * t + 2)
+    n_slabs = tl.load(slabs + t)
+    slab = local % n_slabs
+    rest = local // n_slabs
+    tiles = (groups + COLS - 1) // COLS
+    model = rest // tiles
+    gs = (rest % tiles) * COLS + tl.arange(0, COLS)
+    live = gs < groups
+    stride = groups * inner
+    base = model.to(tl.int64) * outer * stride
+    size = outer * inner
+    begin = slab * SLAB
+    end = tl.minimum(begin + SLAB, size)
+    index = tl.load(group_first + t) + model * groups + gs
+    w_ptr = tl.load(w_table + t).to(tl.pointer_type(W_TYPE))
+    q_ptr = tl.load(q_table + t).to(tl.pointer_type(Q_TYPE))
+    a, e = step_scalars(t, a_table, e_table, a_value, e_value, PER_TENSOR)
+    weight = tl.load(weights + t)
+    return w_ptr, q_ptr, base, gs, live, begin, end, inner, stride, a, e, weight, index, slab
+
+
+@triton.jit
+def tall_partial(
+    w_table,
+    q_table,
+    first_program,
+    program_tensor,
+    shapes,
+    slabs,
+    group_first,
+    weights,
+    a_table,
+    e_table,
+    a_value,
+    e_value,
+    scale,
+    l1,
+    radii,
+    going,
+    partial,
+    n_groups,
+    FIRST: tl.constexpr,
+    KIND: tl.constexpr,
+    PER_TENSOR: tl.constexpr,
+    W_TYPE: tl.constexpr,
+    Q_TYPE: tl.constexpr,
+    ROWS: tl.constexpr,
+    COLS: tl.constexpr,
+    SLAB: tl.constexpr,
+):
+    """One slab's partial sums for its tile's groups (at r = 0 when FIRST), into
+    ``partial[slab, k, group]`` for k = S, T, Σw², Σw²c."""
+    w_ptr, q_ptr, base, gs, live, begin, end, inner, stride, a, e, weight, index, slab = tall_tile(
+        tl.program_id(0),
+        w_table,
+        q_table,
+        first_program,
+        program_tensor,
+        shapes,
+        slabs,
+        group_first,
+        weights,
+        a_table,
+        e_table,
+        a_value,
+        e_value,
+        PER_TENSOR,
+        W_TYPE,
+        Q_TYPE,
+        COLS,
+        SLAB,
+    )
+    if FIRST:
+        active = live
+        radius = tl.zeros((COLS,), dtype=tl.float32)
+    else:
+        active = live & (tl.load(going + index, mask=live, other=0) != 0)
+        radius = tl.load(radii + index, mask=live, other=0.0)
+    if tl.max(active.to(tl.int32), axis=0) > 0:
+        s_sum, t_sum, total, weighted = group_sums(
+            w_ptr, q_ptr, base, gs, active, begin, end, inner, stride, a, e, scale, l1, weight, radius, KIND, ROWS, COLS
+        )
+        row = partial + slab.to(tl.int64) * 4 * n_groups + index
+        tl.store(row, s_sum, mask=active)
+        tl.store(row + n_groups, t_sum, mask=active)
+        tl.store(row + 2 * n_groups, total, mask=active)
+        tl.store(row + 3 * n_groups, weighted, mask=active)
+
+
+@triton.jit
+def tall_update(
+    partial, radii, going, group_slabs, n_groups, max_slabs, tolerance, FIRST: tl.constexpr, BLOCK: tl.constexpr
+):
+    """Each group's sums over its slabs, in slab order, then its start (FIRST) or its
+    Newton step, as the one-program kernel does."""
+    g = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    live = g < n_groups
+    n = tl.load(group_slabs + g, mask=live, other=0)
+    if FIRST:  # noqa: SIM108 (a constexpr branch, as Triton compiles it)
+        moving = live
+    else:
+        moving = live & (tl.load(going + g, mask=live, other=0) != 0)
+    s_sum = tl.zeros((BLOCK,), dtype=tl.float32)
+    t_sum = tl.zeros((BLOCK,), dtype=tl.float32)
+    total = tl.zeros((BLOCK,), dtype=tl.float32)
+    weighted = tl.zeros((BLOCK,), dtype=tl.float32)
+    slab = 0
+    while slab < max_slabs:
+        take = moving & (slab < n)
+        row = partial + slab * 4 * n_groups + g
+        s_sum += tl.load(row, mask=take, other=0.0)
+        t_sum += tl.load(row + n_groups, mask=take, other=0.0)
+        total += tl.load(row + 2 * n_groups, mask=take, other=0.0)
+        weighted += tl.load(row + 3 * n_groups, mask=take, other=0.0)
+        slab += 1
+    if FIRST:
+        keep = live & (s_sum > 1.0)
+        start = tl.maximum(tl.sqrt_rn(total) - tl.div_rn(weighted, tl.where(keep, total, 1.0)), 0.0)
+        tl.store(radii + g, tl.where(keep, start, 0.0), mask=live)
+        tl.store(going + g, keep.to(tl.int32), mask=live)
+    else:
+        radius = tl.load(radii + g, mask=live, other=0.0)
+        delta = tl.where(moving, tl.div_rn(s_sum * (tl.sqrt_rn(s_sum) - 1.0), tl.where(moving, t_sum, 1.0)), 0.0)
+        radius += delta
+        tl.store(radii + g, radius, mask=live)
+        tl.store(going + g, (moving & (delta > tolerance * radius)).to(tl.int32), mask=live)
+
+
+@triton.jit
+def tall_apply(
+    w_table,
+    q_table,
+    first_program,
+    program_tensor,
+    shapes,
+    slabs,
+    group_first,
+    weights,
+    a_table,
+    e_table,
+    a_value,
+    e_value,
+    scale,
+    l1,
+    radii,
+    KIND: tl.constexpr,
+    PER_TENSOR: tl.constexpr,
+    W_TYPE: tl.constexpr,
+    Q_TYPE: tl.constexpr,
+    ROWS: tl.constexpr,
+    COLS: tl.constexpr,
+    SLAB: tl.constexpr,
+):
+    """``w ← w·r/(r + c)`` over one slab of its tile's groups."""
+    w_ptr, q_ptr, base, gs, live, begin, end, inner, stride, a, e, weight, index, _ = tall_tile(
+        tl.program_id(0),
+        w_table,
+        q_table,
+        first_program,
+        program_tensor,
+        shapes,
+        slabs,
+        group_first,
+        weights,
+        a_table,
+        e_table,
+        a_value,
+        e_value,
+        PER_TENSOR,
+        W_TYPE,
+        Q_TYPE,
+        COLS,
+        SLAB,
+    )
+    radius = tl.load(radii + index, mask=live, other=0.0)
+    group_apply(
+        w_ptr, q_ptr, base, gs, live, begin, end, inner, stride, a, e, scale, l1, weight, radius, KIND, ROWS, COLS
+    )
