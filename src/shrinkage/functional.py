@@ -44,6 +44,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, replace
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -93,8 +94,14 @@ class RootStep:
         square = self.square
         if square.dtype in (torch.float16, torch.bfloat16):
             square = square.float()
-        out = None if scratch is None else scratch[: square.numel()].view(square.shape)
-        return torch.sqrt(square, out=out).add_(self.eps)
+        out = torch.empty_like(square) if scratch is None else scratch[: square.numel()].view(square.shape)
+        if type(square) is Tensor and square.device.type == "cpu" and square.is_contiguous():
+            # NumPy's square root is about 1.4× faster than torch's on the CPU (AVX-512
+            # machines measured), and exactly rounded as well: the same values
+            np.sqrt(square.numpy(), out=out.numpy())
+        else:
+            torch.sqrt(square, out=out)
+        return out.add_(self.eps)
 
 
 Step = float | ScaledStep | RootStep | Tensor
@@ -636,48 +643,52 @@ def _group_shrink_scaled_(x: Tensor, layout: GroupLayout, step: Step, *, scale: 
         s_sum = _group_sum(work, layout)
         return s_sum, (_group_sum(work.mul_(inverse), layout) if cubes else s_sum)
 
+    # The per-group arithmetic runs on NumPy views on the CPU (a few µs less per
+    # operation than torch's, on vectors of one value per group); torch elsewhere.
+    on_host = x.device.type == "cpu"
+    xp, view = (np, Tensor.numpy) if on_host and type(x) in (Tensor, torch.nn.Parameter) else (torch, lambda t: t)
     radius = torch.zeros((*x.shape[: layout.batch], layout.n_groups), dtype=x.dtype, device=x.device)
-    s_sum, _ = sums(radius, cubes=False)
-    keep = s_sum > 1.0  # ‖w/s‖ > √|g|: the group survives
+    r = view(radius)  # the same memory as radius: updated in place
+    keep = view(sums(radius, cubes=False)[0]) > 1.0  # ‖w/s‖ > √|g|: the group survives
     # Start from a lower bound of the root (Jensen on 1/z²): r ≥ ‖w‖ − Σw²c/Σw²,
     # exact when all c_i are equal; Newton then rises monotonically to the root.
-    total = _group_sum(squares, layout)
-    weighted_c = _group_sum(torch.mul(squares, c, out=work), layout) / torch.where(keep, total, 1.0)
-    radius = torch.where(keep, (total.sqrt() - weighted_c).clamp_min_(0.0), radius)
+    total = view(_group_sum(squares, layout))
+    weighted_c = view(_group_sum(torch.mul(squares, c, out=work), layout)) / xp.where(keep, total, 1.0)
+    r[...] = xp.where(keep, (xp.sqrt(total) - weighted_c).clip(min=0.0), 0.0)
     tolerance = 16 * torch.finfo(x.dtype).eps
     # on an accelerator, testing convergence would stop the host at every iteration:
     # there a fixed count runs instead (Newton from below converges quadratically; at
     # the root its step is 0, so extra iterations change nothing)
-    on_host = x.device.type == "cpu"
     every = 1 if on_host else _DEVICE_CHECKS.get()
-    previous: Tensor | None = None
+    previous = None
     for iteration in range(max_iter if on_host or every else min(max_iter, _DEVICE_NEWTON_ITERATIONS)):
-        s_sum, t_sum = sums(radius)
+        s_sum, t_sum = (view(v) for v in sums(radius))
         # Newton step on S^(-1/2) − 1: r ← r + S(√S − 1)/T
-        delta = torch.where(keep, s_sum * (s_sum.sqrt() - 1.0) / t_sum, 0.0)
-        radius += delta
+        delta = xp.where(keep, s_sum * (xp.sqrt(s_sum) - 1.0) / xp.where(keep, t_sum, 1.0), 0.0)
+        r += delta
         if every and (iteration + 1) % every == 0:
-            if not bool((delta > tolerance * radius).any()):
+            if not bool((delta > tolerance * r).any()):
                 break
-            if previous is not None and _converged_next(previous, delta, radius, tolerance):
+            if previous is not None and _converged_next(previous, delta, r, tolerance):
                 break
         previous = delta
-    r = _expand(radius, x, layout)
-    torch.add(c, r, out=inverse)
-    x.mul_(torch.div(r, inverse, out=inverse))
+    expanded = _expand(radius, x, layout)
+    torch.add(c, expanded, out=inverse)
+    x.mul_(torch.div(expanded, inverse, out=inverse))
 
 
-def _converged_next(previous: Tensor, delta: Tensor, radius: Tensor, tolerance: float) -> bool:
+def _converged_next(previous, delta, radius, tolerance: float) -> bool:
     """Whether the next Newton step would be below the tolerance in every group, by
     quadratic convergence (|δ_next| ≈ K·δ², K ≈ |δ|/δ_previous², with a margin of 4):
     the step that would only confirm convergence is skipped. A group whose step is
-    already below the tolerance (rounding noise included) counts as converged."""
+    already below the tolerance (rounding noise included) counts as converged. NumPy
+    arrays or tensors."""
     limit = tolerance * radius
-    settled = delta.abs() <= limit
-    moving = previous.abs() > limit
-    rate = delta.abs() / torch.where(moving, previous.square(), 1.0)
-    contracting = moving & (delta.abs() < 0.5 * previous.abs()) & (4.0 * rate * delta.square() <= limit)
-    return bool((settled | contracting).all())
+    step, before = abs(delta), abs(previous)
+    moving = before > limit
+    rate = step / (before * before + (before == 0))  # (a group that did not move: any finite rate)
+    contracting = moving & (step < 0.5 * before) & (4.0 * rate * step * step <= limit)
+    return bool(((step <= limit) | contracting).all())
 
 
 # ------------------------------------------------------------------ hierarchical prox
