@@ -157,6 +157,44 @@ def error(
     return worst
 
 
+OPTIMIZERS: dict[str, Callable] = {
+    "adam": lambda ps: torch.optim.Adam(ps, lr=1e-2),
+    "adam_fused": lambda ps: torch.optim.Adam(ps, lr=1e-2, fused=True),
+    "sgd": lambda ps: torch.optim.SGD(ps, lr=0.05, momentum=0.9),
+    "rmsprop": lambda ps: torch.optim.RMSprop(ps, lr=1e-2),
+}
+
+
+def training_error(penalty_name: str, optimizer: str, device: str, steps: int = 5) -> float:
+    """A few steps of a regularized Adam/SGD/RMSprop loop, kernels against the torch
+    code, as the largest difference of a weight over 1e-5 · its largest magnitude (also
+    the steps' own objects: Adam's ``RootSteps`` with step counts on the device)."""
+    from shrinkage import Regularizer
+
+    def train(kernels: bool) -> list[torch.Tensor]:
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(6, 20), torch.nn.Tanh(), torch.nn.Linear(20, 2)).to(device)
+        opt = OPTIMIZERS[optimizer](model.parameters())
+        Regularizer(model, PENALTIES[penalty_name]()).attach(opt)
+        X, y = torch.randn(32, 6, device=device), torch.randn(32, 2, device=device)
+        for _ in range(steps):
+            opt.zero_grad()
+            torch.nn.functional.mse_loss(model(X), y).backward()
+            if kernels:
+                opt.step()
+            else:
+                with torch_path():
+                    opt.step()
+        return [p.detach().cpu() for p in model.parameters()]
+
+    worst = 0.0
+    for a, b in zip(train(True), train(False)):
+        if not torch.equal(a == 0, b == 0):
+            return float("inf")
+        worst = max(worst, float((a - b).abs().max()) / (1e-5 * float(b.abs().max())))
+    return worst
+
+
 def all_cases() -> Iterator[tuple[str, str, torch.dtype, bool, bool]]:
     """(penalty, step kind, dtype, stacked, tall) of every case."""
     for penalty in PENALTIES:

@@ -27,6 +27,13 @@ def test_kernels_match_the_torch_reference(penalty, kind, dtype, stacked, tall):
     assert kernel_cases.error(penalty, kind, dtype, "cuda", stacked=stacked, tall=tall) <= 1.0
 
 
+@needs_triton
+@pytest.mark.parametrize("optimizer", list(kernel_cases.OPTIMIZERS))
+@pytest.mark.parametrize("penalty", list(kernel_cases.PENALTIES))
+def test_kernels_train_as_the_torch_code(penalty, optimizer):
+    assert kernel_cases.training_error(penalty, optimizer, "cuda") <= 1.0
+
+
 PENALTIES = {
     "l1": lambda: L1(1e-3),
     "l2": lambda: L2(1e-3),

@@ -39,3 +39,16 @@ def test_interpreted_kernels_match_the_torch_reference(penalty, kind, dtype, sta
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     assert float(out.stdout.strip().splitlines()[-1]) <= 1.0
+
+
+@pytest.mark.parametrize(
+    ("penalty", "optimizer"), [("l1", "adam"), ("group_input", "adam_fused"), ("elastic_net", "sgd")]
+)
+def test_interpreted_kernels_train_as_the_torch_code(penalty, optimizer):
+    """The whole path: the regularizer's hook, the optimizer's steps, the launch."""
+    here = Path(__file__).parent
+    code = f"import kernel_cases; print(kernel_cases.training_error({penalty!r}, {optimizer!r}, 'cpu'))"
+    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": f"{here}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert float(out.stdout.strip().splitlines()[-1]) <= 1.0

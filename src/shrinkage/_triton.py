@@ -118,8 +118,11 @@ def _triton_type(dtype: torch.dtype):
     return {torch.float32: tl.float32, torch.bfloat16: tl.bfloat16, torch.float16: tl.float16}[dtype]
 
 
-def _scalars(values: Sequence[float | Tensor], device: torch.device) -> tuple[Tensor | None, float]:
-    """Per-tensor numbers as ``(device table, 0.0)``, or ``(None, the float they all share)``."""
+def _scalars(values: Tensor | Sequence[float | Tensor], device: torch.device) -> tuple[Tensor | None, float]:
+    """Per-tensor numbers as ``(device table, 0.0)``, or ``(None, the float they all share)``.
+    ``values`` may already be the table (a vector on the device)."""
+    if isinstance(values, Tensor):
+        return values.to(device=device, dtype=torch.float32), 0.0
     if all(not isinstance(v, Tensor) for v in values) and len({float(v) for v in values}) <= 1:
         return None, float(values[0]) if values else 0.0
     if all(isinstance(v, Tensor) for v in values):
@@ -176,8 +179,8 @@ def elementwise_prox_(
     tensors: Sequence[Tensor],
     *,
     kind: int,
-    numerators: Sequence[float | Tensor],
-    eps: Sequence[float | Tensor],
+    numerators: Tensor | Sequence[float | Tensor],
+    eps: Tensor | Sequence[float | Tensor],
     states: Sequence[Tensor],
     l1: float,
     l2: float,
@@ -250,8 +253,8 @@ def group_prox_(
     weights: Sequence[float],
     *,
     kind: int,
-    numerators: Sequence[float | Tensor],
-    eps: Sequence[float | Tensor],
+    numerators: Tensor | Sequence[float | Tensor],
+    eps: Tensor | Sequence[float | Tensor],
     states: Sequence[Tensor],
     scale: float,
     l1: float,

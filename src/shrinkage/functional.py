@@ -104,12 +104,40 @@ class RootStep:
         return out.add_(self.eps)
 
 
+class RootSteps(Sequence[RootStep]):
+    """The :class:`RootStep` of each of a list of tensors, kept as the optimizer gives
+    them: ``numerators`` and ``eps`` as one vector each (or lists of floats), and the
+    states. Indexing makes a :class:`RootStep`; the CUDA kernels take the vectors as they
+    are, so a step with many tensors makes no per-tensor objects on the host."""
+
+    def __init__(
+        self,
+        numerators: Tensor | Sequence[float | Tensor],
+        squares: Sequence[Tensor],
+        eps: Tensor | Sequence[float | Tensor],
+    ):
+        self.numerators, self.squares, self.eps = numerators, list(squares), eps
+
+    def __len__(self) -> int:
+        return len(self.squares)
+
+    def __iter__(self) -> Iterator[RootStep]:
+        for index in range(len(self)):
+            yield RootStep(self.numerators[index], self.squares[index], self.eps[index])
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        return RootStep(self.numerators[index], self.squares[index], self.eps[index])
+
+
 Step = float | ScaledStep | RootStep | Tensor
 Steps = Sequence[Step]
 
 __all__ = [
     "GroupLayout",
     "RootStep",
+    "RootSteps",
     "ScaledStep",
     "add_group_grad_",
     "add_l1_grad_",
@@ -417,6 +445,10 @@ def _kernel_steps(tensors: Sequence[Tensor], steps: Steps) -> dict | None:
 
     if not _triton.supports(tensors):
         return None
+    if isinstance(steps, RootSteps):
+        if not _triton.supports(steps.squares):
+            return None
+        return {"kind": 1, "numerators": steps.numerators, "eps": steps.eps, "states": steps.squares}
     if all(isinstance(s, RootStep) for s in steps):
         roots = [s for s in steps if isinstance(s, RootStep)]
         if not _triton.supports([r.square for r in roots]):

@@ -32,7 +32,7 @@ import torch
 from torch import Tensor, nn
 from torch.optim import SGD, Adagrad, Adam, Adamax, Optimizer, RMSprop
 
-from .functional import RootStep, ScaledStep
+from .functional import RootStep, RootSteps, ScaledStep
 from .penalties import Penalty
 from .validation import InputError, InputTypeError
 
@@ -74,7 +74,7 @@ def warn_double_regularization(optimizer: Optimizer, penalized: dict[int, str], 
 
 
 Numerator = float | Tensor
-StepRule = Callable[[dict[str, Any], Sequence[Tensor], Optimizer], list[Numerator] | list[RootStep] | list[ScaledStep]]
+StepRule = Callable[[dict[str, Any], Sequence[Tensor], Optimizer], Sequence[Any]]
 
 
 # Nothing here reads a CUDA tensor back to the host: a learning rate or step count kept on
@@ -112,7 +112,7 @@ def _adam(group, params, optimizer):
     device = next((c.device for c in counts if _on_device(c)), lr.device if isinstance(lr, Tensor) else None)
     if device is None:
         roots = [math.sqrt(1.0 - beta2 ** _step_count(s)) for s in states]
-        return [RootStep(lr * r, s[key], eps * r) for r, s in zip(roots, states)]
+        return RootSteps([lr * r for r in roots], [s[key] for s in states], [eps * r for r in roots])
     # on the device, a few small kernels for all parameters together; a count kept on
     # the host (a non-capturable Adam given a tensor lr) is read there, without a sync
     if all(_on_device(c) and c.dtype == torch.float32 and c.ndim == 0 for c in counts):
@@ -125,8 +125,7 @@ def _adam(group, params, optimizer):
             ]
         )
     root = torch.sqrt(1.0 - torch.pow(beta2, t))
-    numerators, epsilons = (root * lr).unbind(), (root * eps).unbind()
-    return [RootStep(a, s[key], e) for a, e, s in zip(numerators, epsilons, states)]
+    return RootSteps(root * lr, [s[key] for s in states], root * eps)  # vectors: one per parameter
 
 
 def _rmsprop(group, params, optimizer):
@@ -218,11 +217,13 @@ def check_optimizer(optimizer: Any, mode: str) -> None:
         )
 
 
-def prox_steps(optimizer: Optimizer, group: dict[str, Any], params: Sequence[Tensor]) -> list:
+def prox_steps(optimizer: Optimizer, group: dict[str, Any], params: Sequence[Tensor]) -> Sequence[Any]:
     """The step ``D`` each of ``params`` (all in ``group``) just took, as the prox needs it.
 
-    Returns per parameter a float (SGD), a :class:`~shrinkage.functional.RootStep`
-    (Adam, AdamW, RMSprop, Adagrad: numerator / (√ the optimizer's state + ε)) or a
+    Returns a sequence with, per parameter, a float (SGD), a
+    :class:`~shrinkage.functional.RootStep` (Adam, AdamW, RMSprop, Adagrad: numerator /
+    (√ the optimizer's state + ε); Adam's come as one
+    :class:`~shrinkage.functional.RootSteps`) or a
     :class:`~shrinkage.functional.ScaledStep` (Adamax, centered RMSprop). Numerators are
     0-d device tensors where the learning rate or the step count lives on a device
     (``capturable=True``, ``fused=True``, a tensor ``lr``): nothing is read back to the host.

@@ -532,13 +532,15 @@ class Regularizer:
             # the step each tensor took (from its own param group), then one prox over
             # them all, so that a coupled penalty sees its tensors together
             indices: list[int] = []
-            steps: list[Step] = []
+            parts: list[Sequence[Step]] = []
             for group, members in self._groups(term):
                 lr = group["lr"]
                 if not (isinstance(lr, Tensor) and lr.device.type != "cpu") and float(lr) == 0.0:
                     continue  # a learning rate on a device is never read back to the host
                 indices += members
-                steps += optim.prox_steps(optimizer, group, [term.params[i] for i in members])
+                parts.append(optim.prox_steps(optimizer, group, [term.params[i] for i in members]))
+            # one param group (the usual case): its steps as the optimizer's rule gave them
+            steps = parts[0] if len(parts) == 1 else [s for part in parts for s in part]
             if indices:
                 params, layouts = term.bucket(indices)
                 _prox_in_safe_precision(term.penalty, params, layouts, steps)
