@@ -15,7 +15,7 @@ Elastic net and sparse group lasso are compositions of these (soft-threshold fir
 Functions ending in ``_`` change their first argument in place and must run under
 ``torch.no_grad()`` when the tensors are parameters. Element-wise gradients use
 PyTorch's multi-tensor ``torch._foreach_*`` kernels (fused on CUDA). On CUDA the proxes
-of L1, L2, elastic net and (ungrouped-label) group lasso run as one-pass Triton kernels
+of L1, L2, elastic net and group lasso (row and column groups) run as one-pass Triton kernels
 over a whole list of tensors (``shrinkage._triton``), when Triton is installed. On
 the CPU, and as the reference those kernels are tested against, proxes run one native
 in-place kernel per tensor (``softshrink`` writing into its input, ``mul_``, ``div_``),
@@ -95,7 +95,12 @@ class RootStep:
         if square.dtype in (torch.float16, torch.bfloat16):
             square = square.float()
         out = torch.empty_like(square) if scratch is None else scratch[: square.numel()].view(square.shape)
-        if type(square) is Tensor and square.device.type == "cpu" and square.is_contiguous():
+        if (
+            type(square) is Tensor
+            and square.device.type == "cpu"
+            and square.is_contiguous()
+            and not square.requires_grad
+        ):
             # NumPy's square root is about 1.4× faster than torch's on the CPU (AVX-512
             # machines measured), and exactly rounded as well: the same values
             np.sqrt(square.numpy(), out=out.numpy())
