@@ -165,9 +165,9 @@ OPTIMIZERS: dict[str, Callable] = {
 }
 
 
-def training_error(penalty_name: str, optimizer: str, device: str, steps: int = 5) -> float:
-    """A few steps of a regularized Adam/SGD/RMSprop loop, kernels against the torch
-    code, as the largest difference of a weight over 1e-5 · its largest magnitude (also
+def training_error(penalty_name: str, optimizer: str, device: str, steps: int = 5, mode: str = "proximal") -> float:
+    """A few steps of a regularized Adam/SGD/RMSprop loop (``mode`` ``proximal`` or
+    ``gradient``), kernels against the torch code, as the largest difference of a weight over 1e-5 · its largest magnitude (also
     the steps' own objects: Adam's ``RootSteps`` with step counts on the device)."""
     from shrinkage import Regularizer
 
@@ -175,7 +175,7 @@ def training_error(penalty_name: str, optimizer: str, device: str, steps: int = 
         torch.manual_seed(0)
         model = torch.nn.Sequential(torch.nn.Linear(6, 20), torch.nn.Tanh(), torch.nn.Linear(20, 2)).to(device)
         opt = OPTIMIZERS[optimizer](model.parameters())
-        Regularizer(model, PENALTIES[penalty_name]()).attach(opt)
+        Regularizer(model, PENALTIES[penalty_name](), mode=mode).attach(opt)
         X, y = torch.randn(32, 6, device=device), torch.randn(32, 2, device=device)
         for _ in range(steps):
             opt.zero_grad()

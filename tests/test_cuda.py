@@ -34,6 +34,12 @@ def test_kernels_train_as_the_torch_code(penalty, optimizer):
     assert kernel_cases.training_error(penalty, optimizer, "cuda") <= 1.0
 
 
+@needs_triton
+@pytest.mark.parametrize("penalty", ["l1", "elastic_net", "l2"])
+def test_gradient_mode_kernel_trains_as_the_torch_code(penalty):
+    assert kernel_cases.training_error(penalty, "adam", "cuda", mode="gradient") <= 1.0
+
+
 PENALTIES = {
     "l1": lambda: L1(1e-3),
     "l2": lambda: L2(1e-3),

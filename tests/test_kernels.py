@@ -42,12 +42,19 @@ def test_interpreted_kernels_match_the_torch_reference(penalty, kind, dtype, sta
 
 
 @pytest.mark.parametrize(
-    ("penalty", "optimizer"), [("l1", "adam"), ("group_input", "adam_fused"), ("elastic_net", "sgd")]
+    ("penalty", "optimizer", "mode"),
+    [
+        ("l1", "adam", "proximal"),
+        ("group_input", "adam_fused", "proximal"),
+        ("elastic_net", "sgd", "proximal"),
+        ("l1", "adam", "gradient"),
+        ("elastic_net", "sgd", "gradient"),
+    ],
 )
-def test_interpreted_kernels_train_as_the_torch_code(penalty, optimizer):
+def test_interpreted_kernels_train_as_the_torch_code(penalty, optimizer, mode):
     """The whole path: the regularizer's hook, the optimizer's steps, the launch."""
     here = Path(__file__).parent
-    code = f"import kernel_cases; print(kernel_cases.training_error({penalty!r}, {optimizer!r}, 'cpu'))"
+    code = f"import kernel_cases; print(kernel_cases.training_error({penalty!r}, {optimizer!r}, 'cpu', mode={mode!r}))"
     env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": f"{here}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]

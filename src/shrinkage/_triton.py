@@ -40,7 +40,7 @@ from functools import cache
 import torch
 from torch import Tensor
 
-__all__ = ["available", "elementwise_prox_", "group_prox_", "supports"]
+__all__ = ["add_elastic_grad_", "available", "elementwise_prox_", "group_prox_", "supports"]
 
 # ``SHRINKAGE_KERNELS=torch`` turns these kernels off (the torch path runs on CUDA too):
 # for comparing the two and for debugging.
@@ -229,6 +229,14 @@ def elementwise_prox_(
         _ALIGNED_HINTS[0] = False
         _TABLES.clear()
         launch(*arguments, float(l1), float(l2), KIND=kind, PER_TENSOR=per_tensor, ALIGN=1, BLOCK=_ELEMENTWISE_BLOCK)
+
+
+def add_elastic_grad_(grads: Sequence[Tensor], params: Sequence[Tensor], *, l1: float, l2: float) -> None:
+    """``grad += l1·sign(w) + 2·l2·w`` for every pair, one pass and one launch, no
+    temporary tensor (mode ``gradient`` of L1, L2 and elastic net)."""
+    elementwise_prox_(
+        params, kind=4, numerators=[0.0] * len(params), eps=[0.0] * len(params), states=grads, l1=l1, l2=l2
+    )
 
 
 def _offsets(tensors: Sequence[Tensor], base: Tensor) -> list[int]:

@@ -39,34 +39,48 @@ def step_scalars(t, a_table, e_table, a_value, e_value, PER_TENSOR: tl.constexpr
 
 @triton.jit
 def elementwise_block(w_ptr, q_ptr, index, mask, a, e, l1, l2, KIND: tl.constexpr, MASKED: tl.constexpr):
-    """One block: load, prox, store (unmasked for a whole block, so loads vectorize)."""
+    """One block: load, prox, store (unmasked for a whole block, so loads vectorize).
+    KIND 4 is the gradient of mode ``gradient`` instead: ``g += l1·sign(w) + 2·l2·w``,
+    with ``g`` at ``q_ptr``."""
     if MASKED:  # noqa: SIM108 (a constexpr branch, as Triton compiles it)
         x = tl.load(w_ptr + index, mask=mask, other=0.0).to(tl.float32)
     else:
         x = tl.load(w_ptr + index).to(tl.float32)
-    if KIND == 1 or KIND == 2:
-        # in the optimizer's metric: soft(x·d, a·l1) / (d + 2a·l2), d the denominator
+    if KIND == 4:
         if MASKED:
-            q = tl.load(q_ptr + index, mask=mask, other=1.0).to(tl.float32)
+            g = tl.load(q_ptr + index, mask=mask, other=0.0).to(tl.float32)
         else:
-            q = tl.load(q_ptr + index).to(tl.float32)
-        d = tl.sqrt_rn(q) + e if KIND == 1 else q + e
-        y = x * d
-        t1 = a * l1
-        y = tl.where(y > t1, y - t1, tl.where(y < -t1, y + t1, 0.0))
-        x = tl.div_rn(y, d + 2.0 * (a * l2))
-    else:
-        s = step_of(q_ptr, index, mask, a, e, KIND)
-        t1 = s * l1
-        if KIND == 0:
-            x = tl.where(x > t1, x - t1, tl.where(x < -t1, x + t1, 0.0))
+            g = tl.load(q_ptr + index).to(tl.float32)
+        sign = tl.where(x > 0, 1.0, tl.where(x < 0, -1.0, x))  # sign(0) = 0; NaN stays NaN
+        g = g + l1 * sign + (2.0 * l2) * x
+        if MASKED:
+            tl.store(q_ptr + index, g.to(q_ptr.dtype.element_ty), mask=mask)
         else:
-            x = x - tl.minimum(tl.maximum(x, -t1), t1)
-        x = tl.div_rn(x, 1.0 + 2.0 * (s * l2))
-    if MASKED:
-        tl.store(w_ptr + index, x.to(w_ptr.dtype.element_ty), mask=mask)
+            tl.store(q_ptr + index, g.to(q_ptr.dtype.element_ty))
     else:
-        tl.store(w_ptr + index, x.to(w_ptr.dtype.element_ty))
+        if KIND == 1 or KIND == 2:
+            # in the optimizer's metric: soft(x·d, a·l1) / (d + 2a·l2), d the denominator
+            if MASKED:
+                q = tl.load(q_ptr + index, mask=mask, other=1.0).to(tl.float32)
+            else:
+                q = tl.load(q_ptr + index).to(tl.float32)
+            d = tl.sqrt_rn(q) + e if KIND == 1 else q + e
+            y = x * d
+            t1 = a * l1
+            y = tl.where(y > t1, y - t1, tl.where(y < -t1, y + t1, 0.0))
+            x = tl.div_rn(y, d + 2.0 * (a * l2))
+        else:
+            s = step_of(q_ptr, index, mask, a, e, KIND)
+            t1 = s * l1
+            if KIND == 0:
+                x = tl.where(x > t1, x - t1, tl.where(x < -t1, x + t1, 0.0))
+            else:
+                x = x - tl.minimum(tl.maximum(x, -t1), t1)
+            x = tl.div_rn(x, 1.0 + 2.0 * (s * l2))
+        if MASKED:
+            tl.store(w_ptr + index, x.to(w_ptr.dtype.element_ty), mask=mask)
+        else:
+            tl.store(w_ptr + index, x.to(w_ptr.dtype.element_ty))
 
 
 @triton.jit

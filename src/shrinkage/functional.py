@@ -144,6 +144,7 @@ __all__ = [
     "RootStep",
     "RootSteps",
     "ScaledStep",
+    "add_elastic_grad_",
     "add_group_grad_",
     "add_l1_grad_",
     "add_l2_grad_",
@@ -354,8 +355,30 @@ def group_value(tensors: Sequence[Tensor], layouts: Sequence[GroupLayout]) -> Te
 
 
 # ------------------------------------------------------------------------ gradients
+def add_elastic_grad_(grads: Sequence[Tensor], params: Sequence[Tensor], *, l1: float, l2: float) -> None:
+    """``grad += l1·sign(w) + 2·l2·w``: the (sub)gradient of ``l1·Σ|w| + l2·Σw²``.
+
+    On CUDA one Triton pass over all the tensors, with no temporary (where Triton is
+    installed); elsewhere :func:`add_l1_grad_` then :func:`add_l2_grad_`.
+    """
+    from . import _triton
+
+    if l1 and _triton.supports(params) and _triton.supports(grads) and grads[0].dtype == params[0].dtype:
+        _triton.add_elastic_grad_(grads, params, l1=l1, l2=l2)
+        return
+    if l1:
+        add_l1_grad_(grads, params, alpha=l1)
+    if l2:
+        add_l2_grad_(grads, params, alpha=l2)
+
+
 def add_l1_grad_(grads: Sequence[Tensor], params: Sequence[Tensor], *, alpha: float) -> None:
     """``grad += alpha · sign(w)`` (the subgradient 0 at w = 0, as autograd gives)."""
+    from . import _triton
+
+    if _triton.supports(params) and _triton.supports(grads) and grads[0].dtype == params[0].dtype:
+        _triton.add_elastic_grad_(grads, params, l1=alpha, l2=0.0)  # one pass, no sign(w) tensors
+        return
     if params and params[0].is_cuda:  # fused multi-tensor kernels
         torch._foreach_add_(list(grads), torch._foreach_sign(list(params)), alpha=alpha)
         return

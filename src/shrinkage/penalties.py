@@ -198,8 +198,7 @@ class ElasticNet(Penalty):
 
     def add_grad_(self, params, layouts=None):
         grads = [p.grad for p in params]
-        F.add_l1_grad_(grads, params, alpha=self.lambda_ * self.l1_ratio)
-        F.add_l2_grad_(grads, params, alpha=self.lambda_ * (1.0 - self.l1_ratio))
+        F.add_elastic_grad_(grads, params, l1=self.lambda_ * self.l1_ratio, l2=self.lambda_ * (1.0 - self.l1_ratio))
 
     def prox_(self, tensors, layouts=None, *, step):
         # prox of ρ|·| + (1−ρ)(·)²: soft-threshold by sρ, then divide by 1 + 2s(1−ρ)
