@@ -14,7 +14,7 @@ import torch
 from sklearn.linear_model import Lasso
 
 import kernel_cases
-from shrinkage import L1, L2, ElasticNet, GroupLasso, Regularizer, SparseGroupLasso, _triton
+from shrinkage import L1, L2, ElasticNet, GroupLasso, HierarchicalLasso, Regularizer, Rule, SparseGroupLasso, _triton
 from shrinkage import functional as F
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
@@ -46,6 +46,7 @@ PENALTIES = {
     "elastic_net": lambda: ElasticNet(1e-3, 0.5),
     "group": lambda: GroupLasso(1e-3, groups="input"),
     "sparse_group": lambda: SparseGroupLasso(1e-3, 0.5, groups="unit"),
+    "hierarchical": lambda: Rule(HierarchicalLasso(1e-3), select=["skip.weight", "body.0.weight"]),
 }
 
 
@@ -66,15 +67,19 @@ OPTIMIZERS = dict(_optimizers())
 MODES = ("proximal", "gradient", "loss", "decoupled")
 
 
-def _model() -> torch.nn.Module:
+def _model(skip: bool = False) -> torch.nn.Module:
     torch.manual_seed(0)
+    if skip:  # LassoNet's shape, for the hierarchical penalty
+        from shrinkage.models import SkipMLP
+
+        return SkipMLP(12, (16,), 3).cuda()
     return torch.nn.Sequential(torch.nn.Linear(12, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3)).cuda()
 
 
 def _combinations():
     for penalty in PENALTIES:
         for mode in MODES:
-            if mode == "decoupled" and penalty != "l2":
+            if (mode == "decoupled" and penalty != "l2") or (penalty == "hierarchical" and mode != "proximal"):
                 continue
             for optimizer in OPTIMIZERS:
                 yield penalty, mode, optimizer
@@ -82,7 +87,7 @@ def _combinations():
 
 @pytest.mark.parametrize(("penalty", "mode", "optimizer"), list(_combinations()))
 def test_a_step_never_synchronizes_with_the_host(penalty, mode, optimizer):
-    model = _model()
+    model = _model(skip=penalty == "hierarchical")
     opt = OPTIMIZERS[optimizer](model.parameters())
     reg = Regularizer(model, PENALTIES[penalty](), mode=mode)
     reg.attach(opt)

@@ -8,10 +8,17 @@ from __future__ import annotations
 import pytest
 import torch
 
-from shrinkage import L1, L2, ElasticNet, GroupLasso, Regularizer, SparseGroupLasso
-from shrinkage.models import MLP
+from shrinkage import L1, L2, ElasticNet, GroupLasso, HierarchicalLasso, Regularizer, Rule, SparseGroupLasso
+from shrinkage.models import MLP, SkipMLP
 
-PENALTIES = [L1(1e-2), L2(1e-2), ElasticNet(1e-2, 0.5), GroupLasso(1e-2), SparseGroupLasso(1e-2, 0.5)]
+PENALTIES = [
+    L1(1e-2),
+    L2(1e-2),
+    ElasticNet(1e-2, 0.5),
+    GroupLasso(1e-2),
+    SparseGroupLasso(1e-2, 0.5),
+    Rule(HierarchicalLasso(1e-2), select=["skip.weight", "body.0.weight"]),
+]
 OPTIMIZERS = {
     "sgd": lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9, nesterov=True),
     "adam": lambda p: torch.optim.Adam(p, lr=1e-2),
@@ -22,17 +29,20 @@ OPTIMIZERS = {
 
 
 CASES = [
-    pytest.param(penalty, optimizer, mode, id=f"{type(penalty).__name__}-{optimizer}-{mode}")
+    pytest.param(
+        penalty, optimizer, mode, id=f"{type(getattr(penalty, 'penalty', penalty)).__name__}-{optimizer}-{mode}"
+    )
     for penalty in PENALTIES
     for optimizer in OPTIMIZERS
     for mode in ("proximal", "gradient", "loss", "decoupled")
     if mode != "decoupled" or isinstance(penalty, L2)  # decoupled is weight decay: L2 only
+    if mode == "proximal" or not isinstance(penalty, Rule)  # the hierarchical constraint: proximal only
 ]
 
 
 @pytest.mark.parametrize("penalty, optimizer, mode", CASES)
 def test_a_step_never_synchronizes_with_the_host(penalty, optimizer, mode):
-    model = MLP(6, (8,)).to("meta")
+    model = (SkipMLP if isinstance(penalty, Rule) else MLP)(6, (8,)).to("meta")
     opt = OPTIMIZERS[optimizer](model.parameters())
     reg = Regularizer(model, penalty, mode=mode)
     reg.attach(opt)

@@ -752,7 +752,9 @@ def _converged_next(previous, delta, radius, tolerance: float) -> bool:
 
 
 # ------------------------------------------------------------------ hierarchical prox
-def hier_prox_(skip: Tensor, first: Tensor, *, step: float, M: float, ratio: float = 1.0) -> None:
+def hier_prox_(
+    skip: Tensor, first: Tensor, *, step: float | Tensor, M: float | Tensor, ratio: float | Tensor = 1.0
+) -> None:
     """LassoNet's hierarchical prox (Lemhadri et al., JMLR 2021, Algorithm 2), in place.
 
     For each input feature j, with ``b = skip[:, j]`` (its weights in a linear skip
@@ -771,12 +773,13 @@ def hier_prox_(skip: Tensor, first: Tensor, *, step: float, M: float, ratio: flo
 
     ``ratio`` is the first layer's step over the skip's, when they differ: the prox in
     the metric ``diag(1/s_skip, 1/s_first)`` is the plain one on ``w/√ratio`` with
-    ``M/√ratio``, mapped back.
+    ``M/√ratio``, mapped back. ``step``, ``M`` and ``ratio`` may be 0-d tensors on the
+    weights' device (an adaptive optimizer's mean step), which are never read back.
     """
     if skip.shape[1] != first.shape[1]:
         raise InputError(f"skip and first weights must share their input features, got {skip.shape} and {first.shape}")
-    if ratio != 1.0:
-        root = math.sqrt(ratio)
+    if isinstance(ratio, Tensor) or ratio != 1.0:
+        root = ratio.sqrt() if isinstance(ratio, Tensor) else math.sqrt(ratio)
         first.div_(root)
         hier_prox_(skip, first, step=step, M=M / root)
         first.mul_(root)

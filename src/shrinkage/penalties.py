@@ -406,12 +406,13 @@ class HierarchicalLasso(Penalty):
         return F.hier_zero_threshold(g_skip, g_first, M=self.M)
 
 
-def _mean_step(step) -> float:
-    """One step for a tensor: the float, or the mean of per-element steps."""
+def _mean_step(step) -> float | Tensor:
+    """One step for a tensor: the float, or the mean of per-element steps (a 0-d tensor
+    on their device: never read back to the host)."""
     if isinstance(step, (F.ScaledStep, F.RootStep)):
-        return float((step.numerator / step.denominator).mean())
+        return (step.numerator / step.denominator).mean()
     if isinstance(step, Tensor):
-        return float(step.mean())
+        return step.mean()
     return float(step)
 
 
