@@ -17,7 +17,8 @@ every weight matrix and the embeddings):
 - the whole training step (forward, backward, step), as a ratio to no penalty;
 - the extra memory during the step: peak allocated in ``step()`` less allocated before.
 
-Every code version runs in its own process (``--before`` puts an older ``src`` first on
+``BENCH_PROFILE_HOST=1`` also prints where the host's time in the prox hook goes
+(cProfile), to standard error. Every code version runs in its own process (``--before`` puts an older ``src`` first on
 ``sys.path``; ``SHRINKAGE_KERNELS=torch`` is this checkout's torch code on the GPU),
 variants alternated within it. Prints a Markdown table and the goals of issue 15.
 """
@@ -161,6 +162,14 @@ def child(rounds: int, steps: int) -> dict:
             "host_ms": statistics.median(walls),
             "device_ms": statistics.median(timed(lambda r=reg, o=opt: r._after_step(o, (), {}), 20)),
         }
+        if os.environ.get("BENCH_PROFILE_HOST"):  # where the host's time goes, to stderr
+            import cProfile
+            import pstats
+
+            profile = cProfile.Profile()
+            profile.runcall(lambda r=reg, o=opt: [r._after_step(o, (), {}) for _ in range(20)])
+            print(f"--- {variant}: host profile of 20 prox hooks", file=sys.stderr)
+            pstats.Stats(profile, stream=sys.stderr).sort_stats("tottime").print_stats(15)
         reg.detach()
     # device-to-device copy bandwidth, bytes read and written
     src = torch.empty(2**28, device=device)
@@ -191,6 +200,8 @@ def run_version(label: str, src: str, kernels: str | None, rounds: int, steps: i
     )
     if out.returncode != 0:
         raise SystemExit(f"{label} failed:\n{out.stderr[-4000:]}")
+    if os.environ.get("BENCH_PROFILE_HOST"):
+        print(f"=== {label}\n{out.stderr}", file=sys.stderr)
     result = json.loads(out.stdout.strip().splitlines()[-1])
     result["label"] = label
     return result
