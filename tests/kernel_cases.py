@@ -157,6 +157,30 @@ def error(
     return worst
 
 
+def zero_step_changes_nothing(device: str, *, tall: bool = False) -> bool:
+    """A zero step (a learning rate of 0 on the device, during a warm-up) leaves the
+    weights as they are (to rounding), exact zeros included, in the group kernels: no
+    0·∞ turns them into NaN."""
+    generator = torch.Generator().manual_seed(1)
+    penalty = PENALTIES["sparse_group"]()
+    x = torch.randn(33, 130, generator=generator).to(device)
+    x[:, 3] = 0.0  # a whole zero group and zero elements
+    x[5, :7] = 0.0
+    before = x.clone()
+    state = (torch.rand(x.shape, generator=generator) * 1e-4).to(device)
+    step = [F.RootStep(torch.zeros((), device=device), state, 1e-8)]
+    layouts = penalty.layouts([("w", torch.empty(33, 130))])
+    if tall:
+        with split_groups():
+            penalty.prox_([x], layouts, step=step)
+    else:
+        penalty.prox_([x], layouts, step=step)
+    # (x·d)/d in the optimizer's metric may round by one unit: the same up to that
+    return bool(
+        torch.isfinite(x).all() and torch.equal(x == 0, before == 0) and torch.allclose(x, before, rtol=1e-6, atol=0)
+    )
+
+
 OPTIMIZERS: dict[str, Callable] = {
     "adam": lambda ps: torch.optim.Adam(ps, lr=1e-2),
     "adam_fused": lambda ps: torch.optim.Adam(ps, lr=1e-2, fused=True),

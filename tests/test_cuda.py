@@ -28,6 +28,12 @@ def test_kernels_match_the_torch_reference(penalty, kind, dtype, stacked, tall):
 
 
 @needs_triton
+@pytest.mark.parametrize("tall", [False, True])
+def test_a_zero_step_changes_nothing(tall):
+    assert kernel_cases.zero_step_changes_nothing("cuda", tall=tall)
+
+
+@needs_triton
 @pytest.mark.parametrize("optimizer", list(kernel_cases.OPTIMIZERS))
 @pytest.mark.parametrize("penalty", list(kernel_cases.PENALTIES))
 def test_kernels_train_as_the_torch_code(penalty, optimizer):

@@ -59,3 +59,13 @@ def test_interpreted_kernels_train_as_the_torch_code(penalty, optimizer, mode):
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     assert float(out.stdout.strip().splitlines()[-1]) <= 1.0
+
+
+@pytest.mark.parametrize("tall", [False, True])
+def test_interpreted_zero_step_changes_nothing(tall):
+    here = Path(__file__).parent
+    code = f"import kernel_cases; print(kernel_cases.zero_step_changes_nothing('cpu', tall={tall}))"
+    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": f"{here}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.strip().splitlines()[-1] == "True"

@@ -101,16 +101,44 @@ def _upload(values: list, dtype: torch.dtype, device: torch.device) -> Tensor:
     return host.pin_memory().to(device, non_blocking=True)
 
 
-def _cached(key: tuple, build) -> tuple[Tensor, ...]:
-    """Pointer tables and program maps, built once per list of tensors (their addresses)."""
+class NotCaptured(Exception):
+    """A list of tensors met for the first time while a CUDA graph is being captured: its
+    tables cannot be uploaded then, so the caller runs the torch code (capturable too)."""
+
+
+#: keys whose tables a captured CUDA graph reads: never evicted
+_CAPTURED: set[tuple] = set()
+
+
+def _capturing(device: torch.device) -> bool:
+    return device.type == "cuda" and torch.cuda.is_current_stream_capturing()
+
+
+def _cached(key: tuple, build) -> tuple:
+    """Pointer tables and program maps, built once per list of tensors (their addresses,
+    sizes, dtypes and shapes make the key; ``key[1]`` is the device)."""
+    capturing = _capturing(key[1])
     tables = _TABLES.get(key)
     if tables is None:
+        if capturing:
+            raise NotCaptured(key)
         tables = _TABLES[key] = build()
-        if len(_TABLES) > _TABLES_KEPT:
-            _TABLES.popitem(last=False)
+        _evict()
     else:
         _TABLES.move_to_end(key)
+    if capturing:
+        _CAPTURED.add(key)
     return tables
+
+
+def _evict(everything: bool = False) -> None:
+    """Forget the least recently used tables beyond ``_TABLES_KEPT`` (all with
+    ``everything``), but never those a captured graph reads."""
+    for key in list(_TABLES):
+        if not everything and len(_TABLES) <= _TABLES_KEPT:
+            return
+        if key not in _CAPTURED:
+            del _TABLES[key]
 
 
 def _triton_type(dtype: torch.dtype):
@@ -184,15 +212,23 @@ def elementwise_prox_(
     states: Sequence[Tensor],
     l1: float,
     l2: float,
-) -> None:
+) -> bool:
     """In place, for each tensor k: soft-threshold by ``l1·s``, then divide by ``1 + 2·l2·s``,
-    with ``s`` the per-element step of ``kind`` (module docstring); one pass, one launch."""
+    with ``s`` the per-element step of ``kind`` (module docstring); one pass, one launch.
+    False (and nothing done) where the tables cannot be made now (:class:`NotCaptured`)."""
     if not tensors:
-        return
+        return True
     elementwise, _ = _kernels()
     a_table, e_table, a_value, e_value, per_tensor, states = _prepare(tensors, kind, numerators, eps, states)
     device = tensors[0].device
-    key = ("e", device, tuple((t.data_ptr(), t.numel()) for t in tensors), tuple(q.data_ptr() for q in states))
+    key = (
+        "e",
+        device,
+        tensors[0].dtype,
+        states[0].dtype if states else None,
+        tuple((t.data_ptr(), t.numel()) for t in tensors),
+        tuple(q.data_ptr() for q in states),
+    )
 
     w_base, q_base = tensors[0], states[0]
 
@@ -216,7 +252,10 @@ def elementwise_prox_(
             align if aligned and _ALIGNED_HINTS[0] else 1,
         )
 
-    w_offsets, q_offsets, numels, firsts, block_tensor, align = _cached(key, build)
+    try:
+        w_offsets, q_offsets, numels, firsts, block_tensor, align = _cached(key, build)
+    except NotCaptured:
+        return False
     arguments = (w_base, q_base, w_offsets, q_offsets, numels, firsts, block_tensor, a_table, e_table, a_value, e_value)
     launch = elementwise[(block_tensor.numel(),)]
     try:
@@ -227,14 +266,16 @@ def elementwise_prox_(
         if align == 1 or "ompil" not in type(error).__name__ + str(error):
             raise
         _ALIGNED_HINTS[0] = False
-        _TABLES.clear()
+        _evict(everything=True)
         launch(*arguments, float(l1), float(l2), KIND=kind, PER_TENSOR=per_tensor, ALIGN=1, BLOCK=_ELEMENTWISE_BLOCK)
+    return True
 
 
-def add_elastic_grad_(grads: Sequence[Tensor], params: Sequence[Tensor], *, l1: float, l2: float) -> None:
+def add_elastic_grad_(grads: Sequence[Tensor], params: Sequence[Tensor], *, l1: float, l2: float) -> bool:
     """``grad += l1·sign(w) + 2·l2·w`` for every pair, one pass and one launch, no
-    temporary tensor (mode ``gradient`` of L1, L2 and elastic net)."""
-    elementwise_prox_(
+    temporary tensor (mode ``gradient`` of L1, L2 and elastic net). False as
+    :func:`elementwise_prox_`: gradients made inside a CUDA-graph capture are new tensors."""
+    return elementwise_prox_(
         params, kind=4, numerators=[0.0] * len(params), eps=[0.0] * len(params), states=grads, l1=l1, l2=l2
     )
 
@@ -267,8 +308,9 @@ def group_prox_(
     scale: float,
     l1: float,
     max_iter: int,
-) -> None:
-    """The group prox of every tensor in place.
+) -> bool:
+    """The group prox of every tensor in place (False, and nothing done, where the tables
+    cannot be made now: see :class:`NotCaptured`).
 
     ``shapes[k]`` is ``(models, outer, groups, inner)``: tensor k seen as that 4-D
     array, whose groups are the slices along the third axis; ``weights[k]`` is √|g|;
@@ -279,29 +321,37 @@ def group_prox_(
     neighbouring column groups); larger ones in slabs (see :mod:`._triton_kernels`).
     """
     if not tensors:
-        return
+        return True
     tall = [i for i, (_, outer, _, inner) in enumerate(shapes) if outer * inner > _TALL]
-    for indices, launch in (([i for i in range(len(tensors)) if i not in tall], _group_short), (tall, _group_tall)):
+    launches = []
+    for indices, prepare in (([i for i in range(len(tensors)) if i not in tall], _group_short), (tall, _group_tall)):
         if indices:
-            launch(
-                [tensors[i] for i in indices],
-                [shapes[i] for i in indices],
-                [weights[i] for i in indices],
-                kind=kind,
-                numerators=[numerators[i] for i in indices],
-                eps=[eps[i] for i in indices],
-                states=[states[i] for i in indices] if kind else [],
-                scale=scale,
-                l1=l1,
-                max_iter=max_iter,
+            launches.append(
+                prepare(
+                    [tensors[i] for i in indices],
+                    [shapes[i] for i in indices],
+                    [weights[i] for i in indices],
+                    kind=kind,
+                    numerators=[numerators[i] for i in indices],
+                    eps=[eps[i] for i in indices],
+                    states=[states[i] for i in indices] if kind else [],
+                    scale=scale,
+                    l1=l1,
+                    max_iter=max_iter,
+                )
             )
+    if any(launch is None for launch in launches):
+        return False  # a table could not be made during a capture: nothing was launched
+    for launch in launches:
+        launch()
+    return True
 
 
 #: Groups of more elements than this are split into slabs, one program each
 _TALL = 16384
 #: Newton iterations of the split groups (a fixed count, as nothing is read back; a
 #: converged group skips the rest; the one-program groups stop by themselves)
-_TALL_ITERATIONS = 10
+_TALL_ITERATIONS = 12
 
 
 def _tile(shapes: Sequence[tuple[int, int, int, int]], device: torch.device) -> int:
@@ -313,19 +363,23 @@ def _tile(shapes: Sequence[tuple[int, int, int, int]], device: torch.device) -> 
     return cols
 
 
-def _group_short(tensors, shapes, weights, *, kind, numerators, eps, states, scale, l1, max_iter) -> None:
+def _group_short(tensors, shapes, weights, *, kind, numerators, eps, states, scale, l1, max_iter):
+    """The launch of the one-program-per-group kernel, or None (:class:`NotCaptured`)."""
     _, group = _kernels()
     a_table, e_table, a_value, e_value, per_tensor, states = _prepare(tensors, kind, numerators, eps, states)
     device = tensors[0].device
-    key = ("g", device, tuple(t.data_ptr() for t in tensors), tuple(q.data_ptr() for q in states), tuple(shapes))
+    key = ("g", device, _identity(tensors, states), tuple(shapes), tuple(weights))
     cols = _tile(shapes, device)
 
     def build():
         counts = [models * -(-groups // cols) for models, _, groups, _ in shapes]
         return (*_group_tables(tensors, states, shapes, weights, counts, device), None)
 
-    w_table, q_table, firsts, program_tensor, dims, weight_table, _ = _cached(key, build)
-    group[(program_tensor.numel(),)](
+    try:
+        w_table, q_table, firsts, program_tensor, dims, weight_table, _ = _cached(key, build)
+    except NotCaptured:
+        return None
+    return lambda: group[(program_tensor.numel(),)](
         w_table,
         q_table,
         firsts,
@@ -350,6 +404,16 @@ def _group_short(tensors, shapes, weights, *, kind, numerators, eps, states, sca
     )
 
 
+def _identity(tensors, states) -> tuple:
+    """What a list's tables depend on: addresses, dtypes (element offsets) of both lists."""
+    return (
+        tensors[0].dtype,
+        states[0].dtype,
+        tuple(t.data_ptr() for t in tensors),
+        tuple(q.data_ptr() for q in states),
+    )
+
+
 def _group_tables(tensors, states, shapes, weights, counts, device) -> tuple[Tensor, ...]:
     """Pointers, each tensor's first program, each program's tensor, shapes, √|g|."""
     firsts = [sum(counts[:i]) for i in range(len(counts))]
@@ -363,12 +427,13 @@ def _group_tables(tensors, states, shapes, weights, counts, device) -> tuple[Ten
     )
 
 
-def _group_tall(tensors, shapes, weights, *, kind, numerators, eps, states, scale, l1, max_iter) -> None:
+def _group_tall(tensors, shapes, weights, *, kind, numerators, eps, states, scale, l1, max_iter):
+    """The launches of the split-group kernels, or None (:class:`NotCaptured`)."""
     from . import _triton_kernels as k
 
     a_table, e_table, a_value, e_value, per_tensor, states = _prepare(tensors, kind, numerators, eps, states)
     device = tensors[0].device
-    key = ("t", device, tuple(t.data_ptr() for t in tensors), tuple(q.data_ptr() for q in states), tuple(shapes))
+    key = ("t", device, _identity(tensors, states), tuple(shapes), tuple(weights))
     cols = _tile(shapes, device)
     rows = (_TILE_ELEMENTS if cols > 1 else _GROUP_BLOCK) // cols
     slab = _SLAB_CHUNKS * rows
@@ -385,7 +450,10 @@ def _group_tall(tensors, shapes, weights, *, kind, numerators, eps, states, scal
         )
         return (*_group_tables(tensors, states, shapes, weights, counts, device), extra)
 
-    w_table, q_table, firsts, program_tensor, dims, weight_table, extra = _cached(key, build)
+    try:
+        w_table, q_table, firsts, program_tensor, dims, weight_table, extra = _cached(key, build)
+    except NotCaptured:
+        return None
     slab_table, group_first, group_slabs = extra
     partial = torch.empty(max(slabs) * 4 * n_groups, dtype=torch.float32, device=device)
     radii = torch.empty(n_groups, dtype=torch.float32, device=device)
@@ -404,12 +472,16 @@ def _group_tall(tensors, shapes, weights, *, kind, numerators, eps, states, scal
     }
     programs, updates = (program_tensor.numel(),), (-(-n_groups // 256),)
     tolerance = 16 * torch.finfo(torch.float32).eps
-    for first in [True] + [False] * min(max_iter, _TALL_ITERATIONS):
-        k.tall_partial[programs](*tile, *steps, radii, going, partial, n_groups, FIRST=first, **types)
-        k.tall_update[updates](
-            partial, radii, going, group_slabs, n_groups, max(slabs), tolerance, FIRST=first, BLOCK=256
-        )
-    k.tall_apply[programs](*tile, *steps, radii, **types)
+
+    def launch() -> None:
+        for first in [True] + [False] * min(max_iter, _TALL_ITERATIONS):
+            k.tall_partial[programs](*tile, *steps, radii, going, partial, n_groups, FIRST=first, **types)
+            k.tall_update[updates](
+                partial, radii, going, group_slabs, n_groups, max(slabs), tolerance, FIRST=first, BLOCK=256
+            )
+        k.tall_apply[programs](*tile, *steps, radii, **types)
+
+    return launch
 
 
 @cache

@@ -192,9 +192,10 @@ def group_sums(
         x, c = group_element(w_ptr, q_ptr, off, mask, a, e, scale, l1, weight, KIND)
         square = x * x
         inverse = tl.div_rn(1.0, radius[None, :] + c)
-        work = square * inverse * inverse
+        # a zero weight adds nothing, also where r + c = 0 (a zero step: 0·∞ would be NaN)
+        work = tl.where(square > 0, square * inverse * inverse, 0.0)
         s_sum += tl.sum(work, axis=0)
-        t_sum += tl.sum(work * inverse, axis=0)
+        t_sum += tl.sum(tl.where(square > 0, work * inverse, 0.0), axis=0)
         total += tl.sum(square, axis=0)
         weighted += tl.sum(square * c, axis=0)
     return s_sum, t_sum, total, weighted
@@ -292,7 +293,8 @@ def group_apply(
         mask = (j < end)[:, None] & live[None, :]
         off = group_offsets(base, j, gs, inner, stride)
         x, c = group_element(w_ptr, q_ptr, off, mask, a, e, scale, l1, weight, KIND)
-        x = x * tl.div_rn(radius[None, :], radius[None, :] + c)
+        shrunk = radius[None, :] + c
+        x = tl.where(shrunk > 0, x * tl.div_rn(radius[None, :], shrunk), x)  # a zero step leaves w
         tl.store(w_ptr + off, x.to(w_ptr.dtype.element_ty), mask=mask)
 
 
@@ -437,7 +439,7 @@ def tall_update(
     t_sum = tl.zeros((BLOCK,), dtype=tl.float32)
     total = tl.zeros((BLOCK,), dtype=tl.float32)
     weighted = tl.zeros((BLOCK,), dtype=tl.float32)
-    slab = 0
+    slab = tl.zeros((), dtype=tl.int64)
     while slab < max_slabs:
         take = moving & (slab < n)
         row = partial + slab * 4 * n_groups + g

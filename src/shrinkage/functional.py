@@ -363,8 +363,13 @@ def add_elastic_grad_(grads: Sequence[Tensor], params: Sequence[Tensor], *, l1: 
     """
     from . import _triton
 
-    if l1 and _triton.supports(params) and _triton.supports(grads) and grads[0].dtype == params[0].dtype:
-        _triton.add_elastic_grad_(grads, params, l1=l1, l2=l2)
+    if (
+        l1
+        and _triton.supports(params)
+        and _triton.supports(grads)
+        and grads[0].dtype == params[0].dtype
+        and _triton.add_elastic_grad_(grads, params, l1=l1, l2=l2)
+    ):
         return
     if l1:
         add_l1_grad_(grads, params, alpha=l1)
@@ -376,8 +381,12 @@ def add_l1_grad_(grads: Sequence[Tensor], params: Sequence[Tensor], *, alpha: fl
     """``grad += alpha · sign(w)`` (the subgradient 0 at w = 0, as autograd gives)."""
     from . import _triton
 
-    if _triton.supports(params) and _triton.supports(grads) and grads[0].dtype == params[0].dtype:
-        _triton.add_elastic_grad_(grads, params, l1=alpha, l2=0.0)  # one pass, no sign(w) tensors
+    if (
+        _triton.supports(params)
+        and _triton.supports(grads)
+        and grads[0].dtype == params[0].dtype
+        and _triton.add_elastic_grad_(grads, params, l1=alpha, l2=0.0)  # one pass, no sign(w) tensors
+    ):
         return
     if params and params[0].is_cuda:  # fused multi-tensor kernels
         torch._foreach_add_(list(grads), torch._foreach_sign(list(params)), alpha=alpha)
@@ -524,8 +533,8 @@ def elastic_shrink_(tensors: Sequence[Tensor], *, step: Steps, l1: float, l2: fl
     if plan is not None:
         from . import _triton
 
-        _triton.elementwise_prox_(tensors, l1=l1, l2=l2, **plan)
-        return
+        if _triton.elementwise_prox_(tensors, l1=l1, l2=l2, **plan):
+            return
     scratch = _scratch(tensors, step)
     for x, s in zip(tensors, step, strict=True):
         if isinstance(s, (ScaledStep, RootStep)):
@@ -615,10 +624,11 @@ def group_shrink_(
     # tensor whose groups are plain rows or columns
     plain = [i for i, layout in enumerate(layouts) if layout.labels is None]
     plan = _kernel_steps([tensors[i] for i in plain], [step[i] for i in plain]) if plain else None
+    launched = False
     if plan is not None:
         from . import _triton
 
-        _triton.group_prox_(
+        launched = _triton.group_prox_(
             [tensors[i] for i in plain],
             [_group_shape(tensors[i], layouts[i]) for i in plain],
             [float(layouts[i].weights) for i in plain],
@@ -627,7 +637,7 @@ def group_shrink_(
             max_iter=max_iter,
             **plan,
         )
-    done = set(plain) if plan is not None else set()
+    done = set(plain) if launched else set()
     if l1 and len(done) < len(tensors):
         rest = [i for i in range(len(tensors)) if i not in done]
         elastic_shrink_([tensors[i] for i in rest], step=[step[i] for i in rest], l1=l1, l2=0.0)

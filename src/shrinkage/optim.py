@@ -115,6 +115,9 @@ def _adam(group, params, optimizer):
         return RootSteps([lr * r for r in roots], [s[key] for s in states], [eps * r for r in roots])
     # on the device, a few small kernels for all parameters together; a count kept on
     # the host (a non-capturable Adam given a tensor lr) is read there, without a sync
+    devices = {c.device for c in counts if _on_device(c)} | ({lr.device} if isinstance(lr, Tensor) else set())
+    if len(devices) > 1:  # parameters on several GPUs: each its own, on its own device
+        return [_adam_step(lr, beta2, eps, s, key) for s in states]
     if all(_on_device(c) and c.dtype == torch.float32 and c.ndim == 0 for c in counts):
         t = torch.stack(counts)  # fused / capturable Adam: one small copy for all
     else:
@@ -126,6 +129,17 @@ def _adam(group, params, optimizer):
         )
     root = torch.sqrt(1.0 - torch.pow(beta2, t))
     return RootSteps(root * lr, [s[key] for s in states], root * eps)  # vectors: one per parameter
+
+
+def _adam_step(lr: Numerator, beta2: float, eps: float, state: dict[str, Any], key: str) -> RootStep:
+    """One parameter's Adam step, its bias correction computed where its step count lives."""
+    count = state["step"]
+    if not _on_device(count):
+        root: float | Tensor = math.sqrt(1.0 - beta2 ** _step_count(state))
+    else:
+        root = torch.sqrt(1.0 - torch.pow(beta2, count.to(torch.float32)))
+    numerator = lr * root if not isinstance(lr, Tensor) else lr.to(state[key].device) * root
+    return RootStep(numerator, state[key], eps * root)
 
 
 def _rmsprop(group, params, optimizer):
