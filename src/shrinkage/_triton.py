@@ -77,11 +77,11 @@ def supports(tensors: Sequence[Tensor]) -> bool:
     return all(t.device == first.device and t.dtype == first.dtype and t.is_contiguous() for t in tensors)
 
 
-@cache
 def _kernels():
+    """The kernel module (imported at the first launch: it needs Triton)."""
     from . import _triton_kernels
 
-    return _triton_kernels.elementwise, _triton_kernels.group
+    return _triton_kernels
 
 
 # --------------------------------------------------------------------------- launching
@@ -89,7 +89,7 @@ _ELEMENTWISE_BLOCK = 4096
 _GROUP_BLOCK = 1024  # elements a row group's program takes at a time
 _TILE_ELEMENTS = 4096  # elements of a tile of column groups taken at a time
 _SLAB_CHUNKS = 8  # tiles (or blocks) in a slab of a split group
-_TABLES: OrderedDict[tuple, tuple[Tensor, ...]] = OrderedDict()
+_TABLES: OrderedDict[tuple, tuple] = OrderedDict()
 _TABLES_KEPT = 64
 
 
@@ -218,7 +218,6 @@ def elementwise_prox_(
     False (and nothing done) where the tables cannot be made now (:class:`NotCaptured`)."""
     if not tensors:
         return True
-    elementwise, _ = _kernels()
     a_table, e_table, a_value, e_value, per_tensor, states = _prepare(tensors, kind, numerators, eps, states)
     device = tensors[0].device
     key = (
@@ -257,7 +256,7 @@ def elementwise_prox_(
     except NotCaptured:
         return False
     arguments = (w_base, q_base, w_offsets, q_offsets, numels, firsts, block_tensor, a_table, e_table, a_value, e_value)
-    launch = elementwise[(block_tensor.numel(),)]
+    launch = _kernels().elementwise[(block_tensor.numel(),)]
     try:
         launch(
             *arguments, float(l1), float(l2), KIND=kind, PER_TENSOR=per_tensor, ALIGN=align, BLOCK=_ELEMENTWISE_BLOCK
@@ -365,7 +364,6 @@ def _tile(shapes: Sequence[tuple[int, int, int, int]], device: torch.device) -> 
 
 def _group_short(tensors, shapes, weights, *, kind, numerators, eps, states, scale, l1, max_iter):
     """The launch of the one-program-per-group kernel, or None (:class:`NotCaptured`)."""
-    _, group = _kernels()
     a_table, e_table, a_value, e_value, per_tensor, states = _prepare(tensors, kind, numerators, eps, states)
     device = tensors[0].device
     key = ("g", device, _identity(tensors, states), tuple(shapes), tuple(weights))
@@ -379,7 +377,7 @@ def _group_short(tensors, shapes, weights, *, kind, numerators, eps, states, sca
         w_table, q_table, firsts, program_tensor, dims, weight_table, _ = _cached(key, build)
     except NotCaptured:
         return None
-    return lambda: group[(program_tensor.numel(),)](
+    return lambda: _kernels().group[(program_tensor.numel(),)](
         w_table,
         q_table,
         firsts,
@@ -429,8 +427,7 @@ def _group_tables(tensors, states, shapes, weights, counts, device) -> tuple[Ten
 
 def _group_tall(tensors, shapes, weights, *, kind, numerators, eps, states, scale, l1, max_iter):
     """The launches of the split-group kernels, or None (:class:`NotCaptured`)."""
-    from . import _triton_kernels as k
-
+    k = _kernels()
     a_table, e_table, a_value, e_value, per_tensor, states = _prepare(tensors, kind, numerators, eps, states)
     device = tensors[0].device
     key = ("t", device, _identity(tensors, states), tuple(shapes), tuple(weights))
