@@ -14,7 +14,7 @@ No kernel reads anything back to the host, so a step stays asynchronous and can 
 captured in a CUDA graph.
 
 Steps arrive as :mod:`shrinkage.functional` describes them; here they are one of four
-*kinds* per list (all tensors of a list share one kind):
+*kinds* per list (a fifth adds mode ``gradient``'s subgradient) (all tensors of a list share one kind):
 
 =====  ==========================================  ===================================
 kind   step of element i                           from
@@ -23,6 +23,7 @@ kind   step of element i                           from
 1      ``a / (√q_i + e)``                          :class:`~shrinkage.functional.RootStep`
 2      ``a / (q_i + e)``                           :class:`~shrinkage.functional.ScaledStep`
 3      ``a · q_i``                                 a tensor of per-element steps
+4      (no prox: ``q_i += l1·sign(w_i) + 2·l2·w_i``)  mode ``gradient`` (``q``: the gradient)
 =====  ==========================================  ===================================
 
 Numerics follow the torch reference operation by operation (``x·d``, soft-threshold,
@@ -131,11 +132,11 @@ def _cached(key: tuple, build) -> tuple:
     return tables
 
 
-def _evict(everything: bool = False) -> None:
-    """Forget the least recently used tables beyond ``_TABLES_KEPT`` (all with
-    ``everything``), but never those a captured graph reads."""
+def _evict() -> None:
+    """Forget the least recently used tables beyond ``_TABLES_KEPT``, but never those a
+    captured graph reads."""
     for key in list(_TABLES):
-        if not everything and len(_TABLES) <= _TABLES_KEPT:
+        if len(_TABLES) <= _TABLES_KEPT:
             return
         if key not in _CAPTURED:
             del _TABLES[key]
@@ -153,13 +154,7 @@ def _scalars(values: Tensor | Sequence[float | Tensor], device: torch.device) ->
         return values.to(device=device, dtype=torch.float32), 0.0
     if all(not isinstance(v, Tensor) for v in values) and len({float(v) for v in values}) <= 1:
         return None, float(values[0]) if values else 0.0
-    if all(isinstance(v, Tensor) for v in values):
-        tensors = [v for v in values if isinstance(v, Tensor)]
-        table = _as_vector(tensors, device)
-        if table is not None:
-            return table, 0.0
-        return torch.stack([v.reshape(()).to(device=device, dtype=torch.float32) for v in tensors]), 0.0
-    # mixed: a float becomes a device tensor by a fill, never by a copy from the host
+    # a float becomes a device tensor by a fill, never by a copy from the host
     return (
         torch.stack(
             [
@@ -171,21 +166,6 @@ def _scalars(values: Tensor | Sequence[float | Tensor], device: torch.device) ->
         ),
         0.0,
     )
-
-
-def _as_vector(values: Sequence[Tensor], device: torch.device) -> Tensor | None:
-    """The 0-d float32 tensors ``values`` as one vector without a copy, where they are the
-    consecutive elements of one (as ``vector.unbind()`` gives them), else None."""
-    first = values[0]
-    if first.dtype != torch.float32 or first.device != device or any(v.ndim for v in values):
-        return None
-    base, size = first.data_ptr(), first.element_size()
-    if any(v.data_ptr() != base + k * size for k, v in enumerate(values)):
-        return None
-    try:
-        return first.as_strided((len(values),), (1,))
-    except RuntimeError:  # neighbours in memory but not in one storage
-        return None
 
 
 def _prepare(tensors: Sequence[Tensor], kind: int, numerators, eps, states):
@@ -220,14 +200,7 @@ def elementwise_prox_(
         return True
     a_table, e_table, a_value, e_value, per_tensor, states = _prepare(tensors, kind, numerators, eps, states)
     device = tensors[0].device
-    key = (
-        "e",
-        device,
-        tensors[0].dtype,
-        states[0].dtype if states else None,
-        tuple((t.data_ptr(), t.numel()) for t in tensors),
-        tuple(q.data_ptr() for q in states),
-    )
+    key = ("e", device, _identity(tensors, states), tuple(t.numel() for t in tensors))
 
     w_base, q_base = tensors[0], states[0]
 
@@ -248,7 +221,7 @@ def elementwise_prox_(
             _upload([t.numel() for t in tensors], torch.int64, device),
             _upload(firsts, torch.int32, device),
             _upload([k for k, b in enumerate(blocks) for _ in range(b)], torch.int32, device),
-            align if aligned and _ALIGNED_HINTS[0] else 1,
+            align if aligned else 1,
         )
 
     try:
@@ -256,17 +229,9 @@ def elementwise_prox_(
     except NotCaptured:
         return False
     arguments = (w_base, q_base, w_offsets, q_offsets, numels, firsts, block_tensor, a_table, e_table, a_value, e_value)
-    launch = _kernels().elementwise[(block_tensor.numel(),)]
-    try:
-        launch(
-            *arguments, float(l1), float(l2), KIND=kind, PER_TENSOR=per_tensor, ALIGN=align, BLOCK=_ELEMENTWISE_BLOCK
-        )
-    except Exception as error:  # a Triton that cannot take the alignment hint: without it
-        if align == 1 or "ompil" not in type(error).__name__ + str(error):
-            raise
-        _ALIGNED_HINTS[0] = False
-        _evict(everything=True)
-        launch(*arguments, float(l1), float(l2), KIND=kind, PER_TENSOR=per_tensor, ALIGN=1, BLOCK=_ELEMENTWISE_BLOCK)
+    _kernels().elementwise[(block_tensor.numel(),)](
+        *arguments, float(l1), float(l2), KIND=kind, PER_TENSOR=per_tensor, ALIGN=align, BLOCK=_ELEMENTWISE_BLOCK
+    )
     return True
 
 
@@ -289,10 +254,6 @@ def _offsets(tensors: Sequence[Tensor], base: Tensor) -> list[int]:
             raise ValueError("tensors of one kernel launch must be aligned to their element size")
         out.append(delta // size)
     return out
-
-
-#: False once a Triton version refused ``tl.multiple_of`` on the offsets
-_ALIGNED_HINTS = [True]
 
 
 def group_prox_(

@@ -359,7 +359,7 @@ def add_elastic_grad_(grads: Sequence[Tensor], params: Sequence[Tensor], *, l1: 
     """``grad += l1·sign(w) + 2·l2·w``: the (sub)gradient of ``l1·Σ|w| + l2·Σw²``.
 
     On CUDA one Triton pass over all the tensors, with no temporary (where Triton is
-    installed); elsewhere :func:`add_l1_grad_` then :func:`add_l2_grad_`.
+    installed); elsewhere ``sign(w)`` one tensor at a time, then :func:`add_l2_grad_`.
     """
     from . import _triton
 
@@ -372,22 +372,17 @@ def add_elastic_grad_(grads: Sequence[Tensor], params: Sequence[Tensor], *, l1: 
     ):
         return
     if l1:
-        add_l1_grad_(grads, params, alpha=l1)
+        _add_sign_(grads, params, alpha=l1)
     if l2:
         add_l2_grad_(grads, params, alpha=l2)
 
 
 def add_l1_grad_(grads: Sequence[Tensor], params: Sequence[Tensor], *, alpha: float) -> None:
     """``grad += alpha · sign(w)`` (the subgradient 0 at w = 0, as autograd gives)."""
-    from . import _triton
+    add_elastic_grad_(grads, params, l1=alpha, l2=0.0)
 
-    if (
-        _triton.supports(params)
-        and _triton.supports(grads)
-        and grads[0].dtype == params[0].dtype
-        and _triton.add_elastic_grad_(grads, params, l1=alpha, l2=0.0)  # one pass, no sign(w) tensors
-    ):
-        return
+
+def _add_sign_(grads: Sequence[Tensor], params: Sequence[Tensor], *, alpha: float) -> None:
     if params and params[0].is_cuda:  # fused multi-tensor kernels
         torch._foreach_add_(list(grads), torch._foreach_sign(list(params)), alpha=alpha)
         return
@@ -482,20 +477,13 @@ def _kernel_steps(tensors: Sequence[Tensor], steps: Steps) -> dict | None:
 
     if not _triton.supports(tensors):
         return None
-    if isinstance(steps, RootSteps):
+    if not isinstance(steps, RootSteps) and all(isinstance(s, RootStep) for s in steps):
+        roots = [s for s in steps if isinstance(s, RootStep)]
+        steps = RootSteps([r.numerator for r in roots], [r.square for r in roots], [r.eps for r in roots])
+    if isinstance(steps, RootSteps):  # Adam's come so: the numerator and ε vectors as they are
         if not _triton.supports(steps.squares):
             return None
         return {"kind": 1, "numerators": steps.numerators, "eps": steps.eps, "states": steps.squares}
-    if all(isinstance(s, RootStep) for s in steps):
-        roots = [s for s in steps if isinstance(s, RootStep)]
-        if not _triton.supports([r.square for r in roots]):
-            return None
-        return {
-            "kind": 1,
-            "numerators": [r.numerator for r in roots],
-            "eps": [r.eps for r in roots],
-            "states": [r.square for r in roots],
-        }
     if all(isinstance(s, ScaledStep) for s in steps):
         scaled = [s for s in steps if isinstance(s, ScaledStep)]
         if not _triton.supports([d.denominator for d in scaled]):
@@ -623,7 +611,8 @@ def group_shrink_(
     # on CUDA, one Triton program per group (its Newton root in registers) for every
     # tensor whose groups are plain rows or columns
     plain = [i for i, layout in enumerate(layouts) if layout.labels is None]
-    plan = _kernel_steps([tensors[i] for i in plain], [step[i] for i in plain]) if plain else None
+    subset = step if len(plain) == len(tensors) else [step[i] for i in plain]  # (keeps RootSteps)
+    plan = _kernel_steps([tensors[i] for i in plain], subset) if plain else None
     launched = False
     if plan is not None:
         from . import _triton
