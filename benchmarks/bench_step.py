@@ -63,7 +63,19 @@ Step = Callable[[], None]
 
 
 def variant(name: str, model: nn.Module, X: torch.Tensor, y: torch.Tensor) -> Step:
-    """A closure that runs one training step of ``model`` the way ``name`` says."""
+    """A closure that runs one training step of ``model`` the way ``name`` says
+    (``…_torchcode``: with the CPU kernels switched off, ``SHRINKAGE_KERNELS=torch``)."""
+    if name.endswith("_torchcode"):
+        inner = variant(name.removesuffix("_torchcode"), model, X, y)
+
+        def without_kernels() -> None:
+            os.environ["SHRINKAGE_KERNELS"] = "torch"
+            try:
+                inner()
+            finally:
+                del os.environ["SHRINKAGE_KERNELS"]
+
+        return without_kernels
     adam = name.startswith("adam")
     make = (
         (lambda ps: torch.optim.Adam(ps, lr=1e-3)) if adam else (lambda ps: torch.optim.SGD(ps, lr=1e-3, momentum=0.9))
@@ -119,6 +131,9 @@ VARIANTS = [
     "adam_proximal_l1",
     "adam_proximal_en",
     "adam_proximal_group",
+    "adam_proximal_l1_torchcode",
+    "adam_proximal_en_torchcode",
+    "adam_proximal_group_torchcode",
 ]
 
 

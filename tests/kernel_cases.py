@@ -1,14 +1,15 @@
-"""The CUDA kernels of :mod:`shrinkage._triton` against the torch code, case by case.
+"""The kernels of :mod:`shrinkage._triton` and :mod:`shrinkage._numba` against the torch
+code, case by case.
 
-Used by ``tests/test_cuda.py`` (on a GPU) and by ``tests/test_kernels.py`` (on the CPU,
-through Triton's interpreter in a child process). Each case runs one prox twice on
-copies of the same tensors: once as :mod:`shrinkage.functional` dispatches it on
-``device`` (the kernel) and once through the torch code on the CPU in float32 (the
-reference), and returns the largest error in units of the tolerance, so that a value
-at most 1 passes:
+Used by ``tests/test_cuda.py`` (on a GPU), by ``tests/test_kernels.py`` (on the CPU,
+through Triton's interpreter in a child process) and by ``tests/test_numba.py``. Each
+case runs one prox twice on copies of the same tensors: once as
+:mod:`shrinkage.functional` dispatches it on ``device`` (the kernel) and once through
+the torch code on the CPU in float32 (float64 for float64 tensors: the reference), and
+returns the largest error in units of the tolerance, so that a value at most 1 passes:
 
-- float32: ``|kernel − reference| <= 1e-6 · max|w|`` element by element, and exactly
-  the same elements are zero;
+- float32 (float64): ``|kernel − reference| <= 1e-6 (1e-12) · max|w|`` element by
+  element, and exactly the same elements are zero;
 - bfloat16 / float16: within one unit in the last place of the stored value (the
   reference rounded once from float32), and zeros identical.
 """
@@ -73,9 +74,11 @@ def _steps(kind: str, tensors: list[torch.Tensor], generator: torch.Generator) -
     return out
 
 
-def _to(steps: list, device: str) -> list:
-    def move(v):
-        return v.to(device=device, dtype=torch.float32) if isinstance(v, torch.Tensor) else v
+def _to(steps: list, device: str, dtype: torch.dtype = torch.float32) -> list:
+    def move(v):  # (0-d numerators and ε keep their dtype, as the kernel reads them)
+        if not isinstance(v, torch.Tensor):
+            return v
+        return v.to(device=device) if v.ndim == 0 else v.to(device=device, dtype=dtype)
 
     out = []
     for s in steps:
@@ -130,10 +133,11 @@ def error(
     if stacked and layouts is not None:
         layouts = [layout.stacked() for layout in layouts]
     steps = _steps(kind, tensors, generator)
-    # the reference: the torch code, on the CPU, in float32, from the same stored values
-    reference = [t.detach().to("cpu", torch.float32).clone() for t in tensors]
+    # the reference: the torch code, on the CPU, in float32 (or float64), from the same stored values
+    exact = torch.float64 if dtype == torch.float64 else torch.float32
+    reference = [t.detach().to("cpu", exact).clone() for t in tensors]
     with torch_path():
-        penalty.prox_(reference, layouts, step=_to(steps, "cpu"))
+        penalty.prox_(reference, layouts, step=_to(steps, "cpu", exact))
     assert F.kernels_apply(tensors, steps, layouts), "the kernels do not take this case"
     if tall:
         with split_groups():
@@ -145,8 +149,8 @@ def error(
         got = got.to("cpu")
         if not torch.equal(got == 0, want.to(dtype) == 0):
             return float("inf")
-        if dtype == torch.float32:
-            tolerance = 1e-6 * float(before.abs().max())
+        if dtype in (torch.float32, torch.float64):
+            tolerance = (1e-6 if dtype == torch.float32 else 1e-12) * float(before.abs().max())
             worst = max(worst, float((got - want).abs().max()) / tolerance)
         else:
             rounded = want.to(dtype)

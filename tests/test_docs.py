@@ -62,6 +62,8 @@ def _name(path: Path) -> str:
 def test_docstring_examples(name):
     if name == "shrinkage._triton_kernels":  # the CUDA kernels: Triton, which CI does not install
         pytest.importorskip("triton")
+    if name == "shrinkage._numba_kernels":  # the CPU kernels: Numba (the `fast` extra)
+        pytest.importorskip("numba")
     module = importlib.import_module(name)
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
     assert result.failed == 0

@@ -16,8 +16,10 @@ Functions ending in ``_`` change their first argument in place and must run unde
 ``torch.no_grad()`` when the tensors are parameters. Element-wise gradients use
 PyTorch's multi-tensor ``torch._foreach_*`` kernels (fused on CUDA). On CUDA the proxes
 of L1, L2, elastic net and group lasso (row and column groups) run as one-pass Triton kernels
-over a whole list of tensors (``shrinkage._triton``), when Triton is installed. On
-the CPU, and as the reference those kernels are tested against, proxes run one native
+over a whole list of tensors (``shrinkage._triton``), when Triton is installed. On the
+CPU, the same proxes with per-element steps (after Adam, RMSprop, Adagrad, Adamax) run
+as one-pass Numba kernels (``shrinkage._numba``), when Numba is installed. Otherwise,
+and as the reference those kernels are tested against, proxes run one native
 in-place kernel per tensor (``softshrink`` writing into its input, ``mul_``, ``div_``),
 one tensor at a time, because on CPU every temporary tensor costs page faults and a pass
 over memory, so the fewest passes win. Lists should share one device and dtype (the
@@ -43,6 +45,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 import torch
@@ -470,42 +473,43 @@ def _is_scalar(step: Step) -> bool:
     return not isinstance(step, (ScaledStep, RootStep)) and (not isinstance(step, Tensor) or step.ndim == 0)
 
 
-def _kernel_steps(tensors: Sequence[Tensor], steps: Steps) -> dict | None:
-    """How a Triton kernel takes these steps (see :mod:`shrinkage._triton`), or None
-    where the torch code runs: not CUDA, no Triton, mixed kinds of step."""
-    from . import _triton
+def _kernel_steps(tensors: Sequence[Tensor], steps: Steps) -> tuple[Any, dict] | None:
+    """Which kernel module takes these steps, and how (see :mod:`shrinkage._triton`):
+    the Triton kernels for CUDA tensors, the Numba kernels (:mod:`shrinkage._numba`) for
+    per-element steps on the CPU; None where the torch code runs (neither installed,
+    mixed kinds of step, a tensor either cannot take)."""
+    from . import _numba, _triton
 
-    if not _triton.supports(tensors):
+    backend: Any = None
+    if _triton.supports(tensors):
+        backend = _triton
+    elif not all(_is_scalar(s) for s in steps) and _numba.supports(tensors):
+        backend = _numba  # (one step per tensor on the CPU: torch's prox is one pass already)
+    else:
         return None
     if not isinstance(steps, RootSteps) and all(isinstance(s, RootStep) for s in steps):
         roots = [s for s in steps if isinstance(s, RootStep)]
         steps = RootSteps([r.numerator for r in roots], [r.square for r in roots], [r.eps for r in roots])
+    plan: dict | None = None
     if isinstance(steps, RootSteps):  # Adam's come so: the numerator and ε vectors as they are
-        if not _triton.supports(steps.squares):
-            return None
-        return {"kind": 1, "numerators": steps.numerators, "eps": steps.eps, "states": steps.squares}
-    if all(isinstance(s, ScaledStep) for s in steps):
+        plan = {"kind": 1, "numerators": steps.numerators, "eps": steps.eps, "states": steps.squares}
+    elif all(isinstance(s, ScaledStep) for s in steps):
         scaled = [s for s in steps if isinstance(s, ScaledStep)]
-        if not _triton.supports([d.denominator for d in scaled]):
-            return None
-        return {
-            "kind": 2,
-            "numerators": [d.numerator for d in scaled],
-            "eps": [0.0] * len(scaled),
-            "states": [d.denominator for d in scaled],
-        }
-    if all(_is_scalar(s) for s in steps):
-        return {"kind": 0, "numerators": list(steps), "eps": [0.0] * len(steps), "states": []}
-    if all(isinstance(s, Tensor) and s.shape == x.shape for s, x in zip(steps, tensors)):
-        if not _triton.supports(list(steps)):  # type: ignore[arg-type]
-            return None
-        return {"kind": 3, "numerators": [1.0] * len(steps), "eps": [0.0] * len(steps), "states": list(steps)}
-    return None
+        states = [d.denominator for d in scaled]
+        plan = {"kind": 2, "numerators": [d.numerator for d in scaled], "eps": [0.0] * len(scaled), "states": states}
+    elif all(_is_scalar(s) for s in steps):
+        plan = {"kind": 0, "numerators": list(steps), "eps": [0.0] * len(steps), "states": []}
+    elif all(isinstance(s, Tensor) and s.shape == x.shape for s, x in zip(steps, tensors)):
+        plan = {"kind": 3, "numerators": [1.0] * len(steps), "eps": [0.0] * len(steps), "states": list(steps)}
+    if plan is None or (plan["states"] and not backend.supports(plan["states"])):
+        return None
+    return backend, plan
 
 
 def kernels_apply(tensors: Sequence[Tensor], steps: Steps, layouts: Sequence[GroupLayout] | None = None) -> bool:
-    """Whether the proxes here run these tensors through the CUDA kernels, which read
-    half-precision weights, compute in float32 and round once when they store."""
+    """Whether the proxes here run these tensors through the kernels (Triton on CUDA,
+    Numba on the CPU). The CUDA kernels read half-precision weights, compute in float32
+    and round once when they store; the CPU kernels take float32 and float64 only."""
     return _kernel_steps(tensors, steps) is not None and (layouts is None or all(g.labels is None for g in layouts))
 
 
@@ -517,11 +521,10 @@ def elastic_shrink_(tensors: Sequence[Tensor], *, step: Steps, l1: float, l2: fl
     With a per-element step ``a / d`` it is computed in the optimizer's metric as
     ``soft(w·d, l1·a) / (d + 2·l2·a)`` (d > 0), which needs no threshold tensor.
     """
-    plan = _kernel_steps(tensors, step)
-    if plan is not None:
-        from . import _triton
-
-        if _triton.elementwise_prox_(tensors, l1=l1, l2=l2, **plan):
+    kernel = _kernel_steps(tensors, step)
+    if kernel is not None:
+        backend, plan = kernel
+        if backend.elementwise_prox_(tensors, l1=l1, l2=l2, **plan):
             return
     scratch = _scratch(tensors, step)
     for x, s in zip(tensors, step, strict=True):
@@ -606,18 +609,18 @@ def group_shrink_(
     every step.
 
     ``l1 > 0`` first soft-thresholds by ``l1·s`` (:func:`elastic_shrink_`): the prox of
-    the sparse group lasso, in the same pass on CUDA.
+    the sparse group lasso, in the same pass in the kernels.
     """
-    # on CUDA, one Triton program per group (its Newton root in registers) for every
-    # tensor whose groups are plain rows or columns
+    # the kernels (on CUDA one Triton program per group, its Newton root in registers;
+    # on the CPU one Numba pass per Newton iteration) for tensors whose groups are plain
+    # rows or columns
     plain = [i for i, layout in enumerate(layouts) if layout.labels is None]
     subset = step if len(plain) == len(tensors) else [step[i] for i in plain]  # (keeps RootSteps)
-    plan = _kernel_steps([tensors[i] for i in plain], subset) if plain else None
+    kernel = _kernel_steps([tensors[i] for i in plain], subset) if plain else None
     launched = False
-    if plan is not None:
-        from . import _triton
-
-        launched = _triton.group_prox_(
+    if kernel is not None:
+        backend, plan = kernel
+        launched = backend.group_prox_(
             [tensors[i] for i in plain],
             [_group_shape(tensors[i], layouts[i]) for i in plain],
             [float(layouts[i].weights) for i in plain],

@@ -55,7 +55,7 @@ class Penalty:
     #: True when its prox is exact for per-element (adaptive-optimizer) steps.
     exact_scaled_prox: ClassVar[bool] = True
     #: True when its prox is made of :mod:`shrinkage.functional`'s element-wise and group
-    #: proxes, which run as one-pass CUDA kernels (see :func:`~shrinkage.functional.kernels_apply`).
+    #: proxes, which run as one-pass kernels (see :func:`~shrinkage.functional.kernels_apply`).
     one_pass: ClassVar[bool] = True
 
     @property

@@ -1,0 +1,146 @@
+"""The CPU kernels (:mod:`shrinkage._numba`) against the torch reference: every penalty
+with per-element steps (Adam's, Adamax's, a step tensor), float32 and float64, single
+and stacked models; bitwise equality for the elementwise prox, which repeats the
+reference's operations; whole training loops. Skipped where Numba is not installed."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+import torch
+
+import kernel_cases
+from shrinkage import _numba
+from shrinkage import functional as F
+
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("numba") is None, reason="needs Numba")
+
+PER_ELEMENT = ("adam", "adam_device", "adamax", "per_element")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("kind", PER_ELEMENT)
+@pytest.mark.parametrize("penalty", list(kernel_cases.PENALTIES))
+def test_kernels_match_the_torch_reference(penalty, kind, dtype):
+    assert kernel_cases.error(penalty, kind, dtype, "cpu") <= 1.0
+
+
+@pytest.mark.parametrize("penalty", list(kernel_cases.PENALTIES))
+def test_stacked_models_match_the_torch_reference(penalty):
+    """The batched CV engine's stacked fold models: groups never cross models."""
+    for kind in ("per_element", "adam"):
+        assert kernel_cases.error(penalty, kind, torch.float32, "cpu", stacked=True) <= 1.0
+
+
+@pytest.mark.parametrize(("l1", "l2"), [(0.05, 0.0), (0.0, 0.3), (0.05, 0.3)])
+@pytest.mark.parametrize("kind", PER_ELEMENT)
+def test_elementwise_prox_is_bitwise_the_reference(kind, l1, l2):
+    generator = torch.Generator().manual_seed(3)
+    x = torch.randn(37, 41, generator=generator) * 0.05
+    steps = kernel_cases._steps(kind, [x], generator)
+    want = x.clone()
+    with kernel_cases.torch_path():
+        F.elastic_shrink_([want], step=steps, l1=l1, l2=l2)
+    assert F.kernels_apply([x], steps)
+    F.elastic_shrink_([x], step=steps, l1=l1, l2=l2)
+    assert torch.equal(x, want)
+    assert l1 == 0 or (x == 0).any()
+
+
+@pytest.mark.parametrize(
+    ("penalty", "optimizer"),
+    [("l1", "adam"), ("elastic_net", "rmsprop"), ("group_input", "adam"), ("sparse_group", "rmsprop")],
+)
+def test_training_runs_as_the_torch_code(penalty, optimizer):
+    assert kernel_cases.training_error(penalty, optimizer, "cpu") <= 1.0
+
+
+def test_zero_step_changes_nothing():
+    assert kernel_cases.zero_step_changes_nothing("cpu")
+
+
+def test_group_prox_converges_to_the_root():
+    """At the returned weights each surviving group satisfies ``Σ w²/(r + c)² = 1`` with
+    ``r = ‖x‖``: the optimality condition itself, not a second implementation."""
+    generator = torch.Generator().manual_seed(5)
+    w = torch.randn(64, 48, generator=generator, dtype=torch.float64) * 0.1
+    w[:, ::3] *= 0.01  # groups the prox cuts
+    square = torch.rand(64, 48, generator=generator, dtype=torch.float64) * 1e-3
+    step = F.RootStep(0.02, square, 1e-8)
+    layout = F.group_layout(w.shape, "input")
+    x = w.clone()
+    F.group_shrink_([x], [layout], step=[step], scale=0.05)
+    c = 0.02 * 0.05 * layout.weights / (square.sqrt() + 1e-8)
+    radius = x.norm(dim=0)
+    alive = radius > 0
+    assert 0 < int(alive.sum()) < 48  # some groups cut, some kept
+    condition = ((w / (radius + c)) ** 2).sum(dim=0)
+    assert torch.allclose(condition[alive], torch.ones_like(condition[alive]), rtol=1e-10, atol=0)
+    # the cut groups: ‖w/c‖ ≤ 1 (their zero is optimal)
+    assert bool(((w / c) ** 2).sum(dim=0)[~alive].le(1.0).all())
+
+
+def test_what_the_kernels_take(monkeypatch):
+    x = torch.zeros(8, 8)
+    assert _numba.supports([x])
+    assert not _numba.supports([x.half()])  # half precision: the torch path in float32
+    assert not _numba.supports([x.t()])  # not contiguous
+    assert not _numba.supports([x.requires_grad_().clone()[:, :4]])
+    step = [F.RootStep(0.1, torch.rand(8, 8), 1e-8)]
+    assert F.kernels_apply([torch.zeros(8, 8)], step)
+    assert not F.kernels_apply([torch.zeros(8, 8)], [0.1])  # one step per tensor: torch's one pass
+    monkeypatch.setenv("SHRINKAGE_KERNELS", "torch")
+    assert not F.kernels_apply([torch.zeros(8, 8)], step)
+
+
+def test_large_tensors_stay_on_torch_threads(monkeypatch):
+    monkeypatch.setattr(_numba, "_SERIAL_LIMIT", 10)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(4)
+        assert not _numba.supports([torch.zeros(4, 4)])
+        torch.set_num_threads(1)
+        assert _numba.supports([torch.zeros(4, 4)])
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_writes_count_as_in_place_changes():
+    """A graph that saved the old weights refuses its backward pass, as after torch's own
+    in-place prox."""
+    w = torch.randn(6, 5, requires_grad=True)
+    loss = (w * w).sum()  # saves w
+    step = [F.RootStep(0.1, torch.rand(6, 5), 1e-8)]
+    assert F.kernels_apply([w], step)
+    with torch.no_grad():
+        F.elastic_shrink_([w], step=step, l1=0.1, l2=0.0)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        loss.backward()
+
+
+def test_without_numba_the_torch_code_runs(monkeypatch):
+    monkeypatch.setattr(_numba, "_kernels", lambda: None)  # as when Numba does not import
+    step = [F.RootStep(0.1, torch.rand(6, 5), 1e-8)]
+    assert not F.kernels_apply([torch.zeros(6, 5)], step)
+    x = torch.randn(6, 5)
+    want = x.clone()
+    F.elastic_shrink_([x], step=step, l1=0.5, l2=0.0)
+    with kernel_cases.torch_path():
+        F.elastic_shrink_([want], step=step, l1=0.5, l2=0.0)
+    assert torch.equal(x, want)
+
+
+def test_sgd_steps_do_not_import_numba():
+    """SGD's prox (one step per tensor) never needs the kernels: Numba's import (half a
+    second) is not paid for it."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, torch; from shrinkage import functional as F; "
+        "x = torch.randn(4, 4); F.elastic_shrink_([x], step=[0.1], l1=0.1, l2=0.0); "
+        "print('numba' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
