@@ -85,6 +85,8 @@ def test_the_guides_have_examples():
 @pytest.mark.parametrize("page", PYTHON_PAGES, ids=_name)
 @pytest.mark.filterwarnings("ignore:.*LeafSpec.*:FutureWarning")  # Lightning on torch's pytree (as test_lightning)
 def test_python_blocks_run(page, tmp_path, monkeypatch):
+    """From a folder that has examples/, as the command lines."""
+    (tmp_path / "examples").symlink_to(ROOT / "examples")
     monkeypatch.chdir(tmp_path)
     namespace = {"__name__": "__docs__"}
     for index, block in enumerate(_blocks(page, "python")):

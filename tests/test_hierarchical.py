@@ -148,9 +148,10 @@ def test_estimator_hierarchical_penalty_fits_and_prunes():
     ).fit(X, y)
     assert isinstance(model.model_, SkipMLP) and model.score(X, y) > 0.8
     assert model.selected_features_[:2].all() and model.selected_features_.sum() < 8
-    pruned, report = model.prune(measure=False)
+    pruned = model.prune(measure=False)
     kept = np.flatnonzero(model.selected_features_).tolist()
-    assert report.kept_features == kept
-    with torch.no_grad():
-        out = pruned(torch.tensor(X[:, kept], dtype=torch.float32)).numpy().ravel()
+    assert pruned.prune_report_.kept_features == kept
+    with torch.no_grad():  # the smaller network reads the kept columns
+        out = pruned.model_.module(torch.tensor(X[:, kept], dtype=torch.float32)).numpy().ravel()
     np.testing.assert_allclose(out, model.predict(X), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(pruned.predict(X), model.predict(X), rtol=1e-6, atol=1e-9)  # from the full X

@@ -192,8 +192,9 @@ def test_models_on_cuda_prune_on_cuda():
     X = torch.randn(200, 5).numpy()
     y = X[:, 0] - X[:, 1]
     estimator = ShrinkageMLPRegressor((8,), penalty="group", lambda_=0.05, device="cuda", random_state=0).fit(X, y)
-    small, report = estimator.prune()
-    assert next(small.parameters()).device.type == "cuda" and report.latency_device == "cuda"
+    small = estimator.prune()
+    assert next(small.model_.parameters()).device.type == "cuda" and small.prune_report_.latency_device == "cuda"
+    torch.testing.assert_close(small.predict(X), estimator.predict(X), rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize(

@@ -22,6 +22,9 @@ OPTIONAL_PACKAGES = {
     "dask": "distributed",
     "distributed": "distributed",
     "pytorch_lightning": "lightning",
+    "numba": "fast",
+    "onnx": "onnx",
+    "onnxruntime": "onnx",
 }
 
 

@@ -46,11 +46,12 @@ scaled here: put a ``StandardScaler`` in front, as for any penalized model.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import numbers
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import numpy as np
 import torch
@@ -68,7 +69,7 @@ from .models import ACTIVATIONS, MLP, SkipMLP
 from .path import FIT_CONFIG, PathConfig, PathPoint, RegularizationPath, column_norms, regularization_path
 from .penalties import L1
 from .presets import PRESETS, get_preset
-from .prune import PruneReport, prune
+from .prune import SelectColumns, prune
 from .regularizer import MODES, Regularizer, Rule
 from .solvers import FISTA_CONFIG
 from .train import OPTIMIZERS, SOLVERS, TrainConfig, loss_for_task, make_optimizer, train
@@ -128,6 +129,9 @@ def _optional_int(low: int):
         return None if value is None else check_int(name, value, low=low)
 
     return check
+
+
+_Estimator = TypeVar("_Estimator", bound="_ShrinkageMLP")
 
 
 def _random_state(name: str, value: Any) -> Any:
@@ -387,22 +391,70 @@ class _ShrinkageMLP(SelectorMixin, BaseEstimator):
         self.loss_curve_ = [loss for r in records for loss in r.train_curve]
         self.validation_scores_ = [loss for r in records for loss in r.val_curve]
         self.n_iter_ = sum(r.epochs for r in records)
+        if hasattr(self, "prune_report_"):  # a new fit of a pruned estimator: a full network again
+            del self.prune_report_
 
     def __sklearn_is_fitted__(self) -> bool:
         return hasattr(self, "model_")
 
-    def prune(self, *, measure: bool = True) -> tuple[nn.Module, PruneReport]:
-        """The fitted network without its unused inputs and dead units (see
-        :func:`shrinkage.prune.prune`): a smaller module that reads
-        ``X[:, report.kept_features]`` and predicts the same, and a report of the size,
-        FLOPs and (with ``measure``) CPU latency before and after."""
+    def prune(self: _Estimator, *, measure: bool = True) -> _Estimator:
+        """A fitted copy of this estimator whose network has lost its unused inputs and
+        dead units (:func:`shrinkage.prune.prune`).
+
+        The copy reads the same ``X`` and predicts the same, to float rounding: its
+        ``model_`` is a :class:`~shrinkage.prune.SelectColumns` that takes the kept
+        columns of ``X`` (``prune_report_.kept_features``, the selected features) and
+        runs the smaller network (``model_.module``) on them, so it replaces this
+        estimator anywhere, in a ``Pipeline`` too. Every other fitted attribute is copied;
+        this estimator is not changed.
+
+        Parameters
+        ----------
+        measure : bool, default True
+            Time both networks on their device, for the report.
+
+        Returns
+        -------
+        estimator
+            Of this class, with ``prune_report_``: a :class:`~shrinkage.prune.PruneReport`
+            of the inputs kept (indices of the columns of ``X``) and the widths,
+            parameters, FLOPs and (with ``measure``) latency before and after.
+
+        Notes
+        -----
+        ``sklearn.base.clone`` of the copy, as of any estimator, is unfitted with the same
+        parameters; its ``fit`` (and the copy's own) trains a new full network, which
+        ``prune()`` may prune again. ``warm_start`` and ``partial_fit`` cannot continue
+        from the smaller network (its widths are no longer ``hidden_layer_sizes``): they
+        raise. The copy's own ``prune()`` prunes its smaller network, on the same columns.
+        """
         check_is_fitted(self)
-        return prune(self.model_, feature_names=self._feature_names(self.n_features_in_), measure=measure)
+        network, columns = self.model_, list(range(self.n_features_in_))
+        if isinstance(network, SelectColumns):  # already pruned: prune its network, on its columns
+            columns = network.columns
+            network = network.module
+        names = self._feature_names(self.n_features_in_)
+        small, report = prune(network, feature_names=[names[j] for j in columns], measure=measure)
+        kept = [columns[j] for j in report.kept_features]
+        pruned = copy.deepcopy(self)
+        pruned.model_ = SelectColumns(kept, small).eval()
+        pruned.prune_report_ = dataclasses.replace(report, kept_features=kept, n_features=self.n_features_in_)
+        return pruned
+
+    def _check_not_pruned(self, what: str) -> None:
+        """Refuse to continue training a pruned network (``what``: the method or parameter)."""
+        if hasattr(self, "prune_report_"):
+            raise InputError(
+                f"{what} cannot continue from a pruned network (prune() changed its widths); fit with "
+                "warm_start=False trains a new one, or continue the estimator prune() was called on"
+            )
 
     def _fit_data(self, X, y) -> tuple[np.ndarray, np.ndarray, str, int]:
         """Checked parameters and data for a new fit: X, the encoded target, the task and
         the number of network outputs."""
         self._check_params()
+        if getattr(self, "warm_start", False) and hasattr(self, "model_"):
+            self._check_not_pruned("warm_start=True")
         X, y = self._validate(X, y, reset=True)
         self._set_classes(y)
         return (X, *self._encode_y(y))
@@ -491,6 +543,7 @@ class _SingleLambda(_ShrinkageMLP):
     def _partial_fit(self, X, y, classes=None):
         config = self._partial_config()
         first = not hasattr(self, "model_")
+        self._check_not_pruned("partial_fit")
         if self._task_kind == "classification" and first:
             if classes is None:
                 raise InputError("classes must be given on the first call to partial_fit")
@@ -708,6 +761,9 @@ _COMMON_ATTRIBUTES = """
         λ·R of the fitted weights.
     path_ : RegularizationPath
         The path record(s) behind the fit.
+    prune_report_ : PruneReport
+        Only on the copy :meth:`prune` returns (whose ``model_`` is then a
+        :class:`~shrinkage.prune.SelectColumns`): what pruning removed.
 """
 
 

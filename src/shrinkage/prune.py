@@ -30,6 +30,7 @@ import copy
 import itertools
 import json
 import math
+import operator
 import statistics
 import time
 import warnings
@@ -41,11 +42,12 @@ from typing import Any, cast
 import torch
 from torch import Tensor, nn
 
+from ._files import write_atomically
 from .models import SkipMLP
 from .structure import ELEMENTWISE, unwrap
 from .validation import InputError, InputTypeError, fail
 
-__all__ = ["PruneReport", "flops_per_sample", "load_model", "model_bytes", "prune", "save_model"]
+__all__ = ["PruneReport", "SelectColumns", "flops_per_sample", "load_model", "model_bytes", "prune", "save_model"]
 
 _CONVS = (nn.Conv1d, nn.Conv2d)
 _WEIGHTED = (nn.Linear, nn.Conv1d, nn.Conv2d)
@@ -613,6 +615,69 @@ def prune(
     return pruned, report
 
 
+class SelectColumns(nn.Module):
+    """``module(x[:, columns])``: a pruned network that reads the full input.
+
+    :func:`prune` gives a model that reads only the kept inputs; wrapped in this module
+    it takes the same input as the original model again (the estimators' ``prune()``
+    keeps their network this way). Dimension 1 is indexed: the features of a table, the
+    channels of an image batch.
+
+    Parameters
+    ----------
+    columns : sequence of int
+        The input positions ``module`` reads, in its order (``report.kept_features``);
+        empty for a model that reads none (its output is then a constant).
+    module : nn.Module
+        The network; ``self.module``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from torch import nn
+    >>> net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 1))
+    >>> with torch.no_grad():
+    ...     net[0].weight[:, 1:3] = 0  # inputs 1 and 2 unused
+    >>> small, report = prune(net, measure=False)
+    >>> full = SelectColumns(report.kept_features, small)
+    >>> full
+    SelectColumns(
+      columns=[0, 3]
+      (module): Sequential(...)
+    )
+    >>> x = torch.randn(5, 4)
+    >>> bool(torch.allclose(full(x), net(x), atol=1e-6))
+    True
+    """
+
+    columns: list[int]
+    module: nn.Module
+    index: Tensor  # columns, as a tensor on the module's device
+
+    def __init__(self, columns: Sequence[int], module: nn.Module):
+        super().__init__()
+        rule = "a sequence of distinct integers >= 0"
+        try:
+            parsed = [operator.index(c) for c in columns if not isinstance(c, bool)]
+        except TypeError:
+            raise fail("columns", rule, columns, kind=TypeError) from None
+        if len(parsed) != len(columns) or any(c < 0 for c in parsed) or len(set(parsed)) != len(parsed):
+            raise fail("columns", rule, columns)
+        if not isinstance(module, nn.Module):
+            raise fail("module", "an nn.Module", module, kind=TypeError)
+        self.columns = parsed
+        self.module = module
+        # architecture, like a Linear's in_features: a buffer that follows .to(device), not in the state_dict
+        index = torch.tensor(parsed, dtype=torch.long, device=_device(module))
+        self.register_buffer("index", index, persistent=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.module(x.index_select(1, self.index))
+
+    def extra_repr(self) -> str:
+        return f"columns={self.columns}"
+
+
 # ------------------------------------------------------------------ save / load
 _ACTIVATIONS = {  # element-wise layers without settings
     nn.ReLU: "relu",
@@ -792,13 +857,9 @@ def model_bytes(model: nn.Module, *, metadata: dict | None = None) -> bytes:
 
 
 def save_model(model: nn.Module, path: str | Path, *, metadata: dict | None = None) -> Path:
-    """Write ``model`` to ``path`` (see :func:`model_bytes`)."""
-    path = Path(path)
-    try:
-        path.write_bytes(model_bytes(model, metadata=metadata))
-    except OSError as error:
-        raise PermissionError(f"model file {str(path)!r} cannot be written: {error.strerror}") from None
-    return path
+    """Write ``model`` to ``path`` (see :func:`model_bytes`), whole or not at all (through
+    a temporary file renamed into place)."""
+    return write_atomically(Path(path), model_bytes(model, metadata=metadata), what="model file")
 
 
 def _build_model(spec: Any) -> nn.Module:

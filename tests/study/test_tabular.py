@@ -135,3 +135,24 @@ def test_unknown_extension(tmp_path):
     path.write_text("x")
     with pytest.raises(ValueError, match=r"data file must be a .csv, .tsv or .parquet file, got 'data.xlsx'"):
         read_table(path, "y")
+
+
+@pytest.mark.parametrize(("rows", "dropped"), [(25, True), (19, False)])
+def test_identifier_columns_are_dropped_with_a_note(tmp_path, rows, dropped):
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(
+        {
+            "name": [f"house {i}" for i in range(rows)],  # text unique to each row
+            "number": np.arange(rows),  # unique too, but a number: kept
+            "x": rng.normal(size=rows),
+            "y": rng.normal(size=rows),
+        }
+    )
+    frame.to_csv(tmp_path / "t.csv", index=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        table = read_table(tmp_path / "t.csv", "y")
+    assert ("name" not in table.features.columns) == dropped and "number" in table.features.columns
+    assert table.dropped == (["name"] if dropped else [])
+    note = "dropped 1 identifier column(s) (text unique to each row): name"
+    assert (note in table.notes) == dropped and any(note in str(w.message) for w in caught) == dropped

@@ -10,6 +10,8 @@ matplotlib, Jinja2, click) for tables, plots, the HTML report and the command li
 :mod:`shrinkage.study.runner`          :func:`run_study`: data, CV per penalty, store
 :mod:`shrinkage.study.datasets`        bundled and synthetic data sets
 :mod:`shrinkage.study.tabular`         CSV/Parquet reading, one-hot encoding
+:mod:`shrinkage.study.predictor`       a model file's preprocessing; predictions from raw rows
+:mod:`shrinkage.study.onnx`            a model file as ONNX, preprocessing included
 :mod:`shrinkage.study.store`           the SQLite store of studies, runs and points
 :mod:`shrinkage.study.report`          the HTML report built from a store
 :mod:`shrinkage.study.geometry`        the L1-diamond / L2-circle figure

@@ -3,7 +3,10 @@
 ``shrinkage study`` is the main job: it compares no penalty, L1, L2, elastic net and
 group lasso on a data set, stores everything in an SQLite file and writes an HTML
 report. ``shrinkage runs`` lists a store's studies, ``shrinkage report`` rebuilds a
-report from a store, ``shrinkage geometry`` draws the L1-diamond / L2-disc picture.
+report from a store, ``shrinkage export`` writes a study's model with its preprocessing
+(or as ONNX), ``shrinkage prune`` the same without unused inputs and units, with a
+report of what that saved, ``shrinkage predict`` predicts from the raw rows of a file
+with such a model, ``shrinkage geometry`` draws the L1-diamond / L2-disc picture.
 
 The options of ``shrinkage study`` that set the study are generated from
 :class:`~shrinkage.study.config.StudyConfig`: one option per field, its help text from
@@ -449,26 +452,9 @@ def report(store_path: Path, study_id: int | None, out_path: Path) -> None:
         click.echo(f"report: {build_report(store, study_id, out_path)}")
 
 
-@main.command("prune")
-@click.argument("store_path", type=click.Path(path_type=Path))
-@click.option("--penalty", required=True, help="Whose chosen model to export (l1, group, …).")
-@click.option("--study", "study_id", type=int, default=None, help="Study id [default: the latest].")
-@click.option("--penalized", is_flag=True, help="Export the penalized fit rather than the chosen (relaxed) model.")
-@click.option(
-    "--out",
-    "out_path",
-    type=click.Path(path_type=Path),
-    default=Path("pruned.safetensors"),
-    show_default=True,
-    help="Weights-only model file (safetensors).",
-)
-def prune_command(store_path: Path, penalty: str, study_id: int | None, penalized: bool, out_path: Path) -> None:
-    """Export a study's model without its unused inputs and dead units.
-
-    Prints the features it keeps and its size, FLOPs and CPU latency before and after;
-    writes a weights-only file that shrinkage.prune.load_model reads back.
-    """
-    from shrinkage.prune import load_model, prune, save_model
+def _stored_model(store_path: Path, penalty: str, study_id: int | None, penalized: bool) -> tuple[Any, dict]:
+    """A study's stored model (the chosen one, or its penalized fit) and its metadata."""
+    from shrinkage.prune import load_model
 
     from .store import Store
 
@@ -483,12 +469,172 @@ def prune_command(store_path: Path, penalty: str, study_id: int | None, penalize
     blob = runs[penalty]["penalized" if penalized else "model"]
     if blob is None:
         raise InputError(f"the {penalty!r} run of study {study['id']} has no stored model")
-    model, metadata = load_model(bytes(blob))
+    return load_model(bytes(blob))
+
+
+def _pruned(model: Any, metadata: dict) -> tuple[Any, dict, Any]:
+    """``model`` pruned, its metadata for the kept inputs (preprocessing included), the report."""
+    from shrinkage.prune import prune
+
+    from .predictor import Preprocessing
+
     pruned, report = prune(model, feature_names=metadata.get("features"))
-    save_model(pruned, out_path, metadata={**metadata, "features": report.kept_feature_names, "pruned": True})
+    metadata = {**metadata, "features": report.kept_feature_names, "pruned": True}
+    if metadata.get("preprocessing") is not None:
+        preprocessing = Preprocessing.from_dict(metadata["preprocessing"])
+        metadata["preprocessing"] = preprocessing.with_inputs(list(report.kept_features)).to_dict()
+    return pruned, metadata, report
+
+
+_STORE_OPTIONS = [
+    click.option("--study", "study_id", type=int, default=None, help="Study id [default: the latest]."),
+    click.option("--penalized", is_flag=True, help="The penalized fit rather than the chosen (relaxed) model."),
+]
+
+
+def _store_options(command: Callable) -> Callable:
+    for option in reversed(_STORE_OPTIONS):
+        command = option(command)
+    return command
+
+
+@main.command("prune")
+@click.argument("store_path", type=click.Path(path_type=Path))
+@click.option("--penalty", required=True, help="Whose chosen model to export (l1, group, …).")
+@_store_options
+@click.option(
+    "--out",
+    "out_path",
+    type=click.Path(path_type=Path),
+    default=Path("pruned.safetensors"),
+    show_default=True,
+    help="Weights-only model file (safetensors).",
+)
+def prune_command(store_path: Path, penalty: str, study_id: int | None, penalized: bool, out_path: Path) -> None:
+    """Export a study's model without its unused inputs and dead units.
+
+    Prints the features it keeps and its size, FLOPs and CPU latency before and after;
+    writes a weights-only model file with its preprocessing, which `shrinkage predict`
+    reads (as `shrinkage export --prune` does, with this report).
+    """
+    from shrinkage.prune import save_model
+
+    model, metadata = _stored_model(store_path, penalty, study_id, penalized)
+    pruned, metadata, report = _pruned(model, metadata)
+    save_model(pruned, out_path, metadata=metadata)
     click.echo(report.summary())
     click.echo(f"kept features: {', '.join(report.kept_feature_names) or 'none'}")
     click.echo(f"written {out_path} (reads the kept features, in this order)")
+
+
+_SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+@main.command("export")
+@click.argument("source", type=click.Path(path_type=Path))
+@click.option("--penalty", default=None, help="From a store: whose chosen model (l1, group, …).")
+@_store_options
+@click.option("--prune", "pruned", is_flag=True, help="Without its unused inputs and dead units.")
+@click.option(
+    "--format",
+    "file_format",
+    type=click.Choice(["safetensors", "onnx"]),
+    default="safetensors",
+    show_default=True,
+    help="safetensors: a model file for `shrinkage predict`; onnx: the network and its numeric "
+    "preprocessing for onnxruntime (the `onnx` extra).",
+)
+@click.option("--out", "out_path", type=click.Path(path_type=Path), required=True, help="The file to write.")
+def export_command(
+    source: Path,
+    penalty: str | None,
+    study_id: int | None,
+    penalized: bool,
+    pruned: bool,
+    file_format: str,
+    out_path: Path,
+) -> None:
+    """Write a model file from a study's store (with --penalty) or from a model file.
+
+    The model file holds the network and the preprocessing of its inputs (column order,
+    imputed values, categorical levels, scaling, the target's scale, class labels), so
+    that `shrinkage predict` takes raw rows of the study's data.
+    """
+    from shrinkage.prune import load_model, save_model
+
+    if not source.is_file():
+        raise FileNotFoundError(f"source {str(source)!r} does not exist")
+    with open(source, "rb") as file:
+        is_store = file.read(16) == _SQLITE_HEADER
+    if is_store:
+        if penalty is None:
+            raise InputError("--penalty is required to export from a store (which of its runs: l1, group, …)")
+        model, metadata = _stored_model(source, penalty, study_id, penalized)
+    else:
+        if penalty is not None or study_id is not None or penalized:
+            raise InputError("--penalty, --study and --penalized choose a run of a store; the source is a model file")
+        model, metadata = load_model(source)
+    if pruned:
+        model, metadata, _ = _pruned(model, metadata)
+    if file_format == "onnx":
+        from shrinkage.prune import model_bytes
+
+        from .onnx import export_onnx
+        from .predictor import load_predictor
+
+        export_onnx(load_predictor(model_bytes(model, metadata=metadata)), out_path)
+    else:
+        save_model(model, out_path, metadata=metadata)
+    click.echo(f"written {out_path}")
+
+
+@main.command()
+@click.argument("model_path", type=click.Path(path_type=Path))
+@click.option("--data", "data_path", required=True, type=click.Path(path_type=Path), help="CSV or Parquet rows.")
+@click.option(
+    "--out", "out_path", type=click.Path(path_type=Path), default=None, help="CSV file [default: standard output]."
+)
+@click.option(
+    "--id",
+    "id_column",
+    default=None,
+    help="A column copied beside each prediction [default: a column named id, when the file has one].",
+)
+@click.option(
+    "--unseen",
+    type=click.Choice(["zeros", "error"]),
+    default="zeros",
+    show_default=True,
+    help="A categorical value not seen in training: encoded as none of the levels (with a warning), or an error.",
+)
+def predict(model_path: Path, data_path: Path, out_path: Path | None, id_column: str | None, unseen: str) -> None:
+    """Predict from the raw rows of a CSV or Parquet file with a model file.
+
+    The rows go through the model's stored preprocessing (the columns the study read, in
+    any order; other columns are ignored). Writes a CSV: the id column, `prediction`
+    (a value in the target's units, or a class label) and, for a classifier, one
+    `probability_<label>` column per class.
+    """
+    from shrinkage._files import write_atomically
+
+    from .predictor import load_predictor
+    from .tabular import read_frame
+
+    predictor = load_predictor(model_path)
+    text = [c["name"] for c in predictor.preprocessing.columns if c["kind"] == "categorical"]
+    frame = read_frame(data_path, text_columns=text)
+    inputs = {c["name"] for c in predictor.preprocessing.columns}
+    if id_column is None:
+        id_column = next((c for c in frame.columns if c.lower() == "id" and c not in inputs), None)
+    elif id_column not in frame.columns:
+        raise InputError(f"--id must name a column of {data_path.name}, got {id_column!r}")
+    table = predictor.table(frame, id_column=id_column, unseen=unseen)
+    csv = table.to_csv(index=False)
+    if out_path is None:
+        click.echo(csv, nl=False)
+    else:
+        write_atomically(out_path, csv.encode(), what="predictions file")
+        click.echo(f"written {out_path} ({len(table)} predictions)", err=True)
 
 
 @main.command()

@@ -41,12 +41,12 @@ from shrinkage.cv import backend_is_local, cross_validate, cross_validate_unpena
 from shrinkage.models import MLP, SkipMLP
 from shrinkage.path import PathConfig, PathPoint, RegularizationPath
 from shrinkage.presets import get_preset
-from shrinkage.prune import model_bytes
 from shrinkage.train import Diverged, evaluate, loss_for_task
 from shrinkage.validation import InputError, fail
 
 from .config import StudyConfig, resolve_device
 from .datasets import load_dataset
+from .predictor import Predictor, Preprocessing
 from .store import Store
 from .tabular import Encoder, Table, read_table, table_from_dataset
 
@@ -82,6 +82,7 @@ class _Prepared:
     y_test: np.ndarray
     y_scale: tuple[float, float] = (0.0, 1.0)
     summary: dict[str, Any] = field(default_factory=dict)
+    preprocessing: Preprocessing | None = None  # what a shipped model's inputs go through
 
 
 def _missing_cells(table: Table, missing: str) -> dict[str, int]:
@@ -130,8 +131,17 @@ def prepare_study(config: StudyConfig) -> _Prepared:
         "notes": table.notes,
         "missing": missing,  # imputed cells per column, over all rows (the imputer learns on the training rows)
         "fingerprint": _fingerprint(table),
+        "test_rows": [int(r) for r in test_rows],  # the data's rows (from 0) held out for the test
     }
-    prepared = _Prepared(table, encoder, X_train, y_train, X_test, y_test, scale, summary)
+    preprocessing = Preprocessing(
+        tuple(encoder.columns()),
+        table.task,
+        {"name": str(table.target.name), "mean": scale[0], "scale": scale[1]},
+        None if table.classes is None else tuple(str(c) for c in table.classes),
+        None,
+        tuple(table.dropped),
+    )
+    prepared = _Prepared(table, encoder, X_train, y_train, X_test, y_test, scale, summary, preprocessing)
     for name in config.penalties:  # a penalty the data cannot take fails now, before any training
         _penalty_rules(config, prepared, name)
     return prepared
@@ -451,19 +461,16 @@ def _run_penalty(
                 points += _point_rows(fold, k)
     test_loss, test_score = _test_metrics(model, prepared, task)
     weights = _weights(penalized)
-    metadata = {
-        "penalty": name,
-        "lambda": run["lambda_chosen"],
-        "features": prepared.encoder.feature_names,
-        "task": task,
-        "classes": prepared.summary["classes"],
-        "target_scale": list(prepared.y_scale),
-    }
+    metadata = {"penalty": name, "lambda": run["lambda_chosen"], "target_scale": list(prepared.y_scale)}
+    assert prepared.preprocessing is not None  # prepare_study describes it
+    shipped = Predictor(model, prepared.preprocessing)
+    predictions = shipped._predict(shipped._outputs(prepared.X_test))  # what `shrinkage predict` gives on those rows
     run.update(
-        model=model_bytes(model, metadata=metadata),
-        penalized=model_bytes(penalized, metadata=metadata),
+        model=shipped.to_bytes(metadata),
+        penalized=Predictor(penalized, prepared.preprocessing).to_bytes(metadata),
         test_loss=test_loss,
         test_score=test_score,
+        test_predictions=predictions.tolist(),
         fraction_zero=float(np.mean(weights == 0)) if weights.size else 0.0,
         features=_columns_kept(record.features, prepared.encoder.groups, prepared.encoder.group_names),
         n_features=len(_columns_kept(record.features, prepared.encoder.groups, prepared.encoder.group_names)),

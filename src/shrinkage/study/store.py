@@ -9,7 +9,7 @@ rows read back (JSON parsed, float32 blobs as arrays) are all built from those t
     runs     one per penalty of a study, UNIQUE (study_id, penalty)
     points   one per λ of the full-data path (fold -1) and of each CV fold
 
-The schema version is ``PRAGMA user_version`` (6). Stores written before version 4 carry
+The schema version is ``PRAGMA user_version`` (7). Stores written before version 4 carry
 their version only in ``meta`` (user_version 0): version 1 lacks ``runs.model`` and
 ``runs.penalized``, versions 1 and 2 lack ``points.diverged``, versions 1 to 4 lack
 ``points.stationarity``, versions 1 to 5 ``runs.engine`` and ``runs.engine_note``. Such a
@@ -41,7 +41,7 @@ from shrinkage.validation import InputError
 
 __all__ = ["SCHEMA_VERSION", "Store", "StoreError"]
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 _FORMAT = "shrinkage-store"
 
 
@@ -210,6 +210,7 @@ _RUNS = _Table(
         _Column("seconds", "float"),
         _Column("engine", "text"),  # how the folds trained: batched or sequential (NULL: not recorded); v6
         _Column("engine_note", "text"),  # why not batched, when not; v6
+        _Column("test_predictions", "json"),  # the chosen model's on the test rows, as `shrinkage predict` gives; v7
     ),
     ("UNIQUE (study_id, penalty)",),
 )
@@ -272,12 +273,18 @@ def _add_engine(db: sqlite3.Connection) -> None:
     db.execute(_RUNS.add_column("engine_note"))
 
 
+def _add_test_predictions(db: sqlite3.Connection) -> None:
+    """Version 6 → 7: the chosen model's predictions on the test rows (NULL: not stored)."""
+    db.execute(_RUNS.add_column("test_predictions"))
+
+
 _MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
     1: _add_models,
     2: _add_diverged,
     3: _version_in_header,
     4: _add_stationarity,
     5: _add_engine,
+    6: _add_test_predictions,
 }  # version → the step to version + 1
 
 

@@ -14,6 +14,7 @@ evaluated.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,9 +26,13 @@ from shrinkage.validation import Described, InputError, check_choice, fail
 
 from .datasets import Dataset
 
-__all__ = ["Encoder", "Table", "infer_task", "read_table", "table_from_dataset"]
+__all__ = ["MISSING_LEVEL", "Encoder", "Table", "infer_task", "read_frame", "read_table", "table_from_dataset"]
 
 TASKS = ("auto", *LEARNING_TASKS)  # "auto": inferred from the target column
+#: Below this many rows a text column unique to each row is kept (it may be a real level)
+_ID_MIN_ROWS = 20
+#: The level a missing value of a categorical column is encoded as
+MISSING_LEVEL = "(missing)"
 
 
 @dataclass
@@ -41,6 +46,7 @@ class Table:
     classes: list | None = None  # sorted labels, for classification
     true_features: list[str] | None = None  # known truth (synthetic data)
     notes: list[str] = field(default_factory=list)  # what was dropped or changed, and why
+    dropped: list[str] = field(default_factory=list)  # constant and identifier columns, not used
 
     @property
     def n_samples(self) -> int:
@@ -93,15 +99,23 @@ def _finish(features, target, name: str, task: str, true_features=None) -> Table
         )
     if features.shape[1] == 0:
         raise InputError(f"the table must have feature columns besides the target {target_name!r}, got none")
-    notes = []
-    constant = [str(c) for c in features.columns if features[c].nunique(dropna=False) <= 1]
-    if constant:
-        note = f"dropped {len(constant)} constant column(s): {', '.join(constant)}"
-        warnings.warn(note, UserWarning, stacklevel=3)
-        notes.append(note)
-        features = features.drop(columns=constant)
-        if features.shape[1] == 0:
-            raise InputError("every feature column is constant: nothing to learn from")
+    notes: list[str] = []
+    dropped: list[str] = []
+    # constant columns say nothing; text unique to every row (an id, a name) says nothing
+    # about other rows, and one-hot it would be one column per row
+    for what, unused, left in (
+        ("constant column(s)", lambda values: values.nunique(dropna=False) <= 1, "constant"),
+        ("identifier column(s) (text unique to each row)", _is_identifier, "constant or an identifier"),
+    ):
+        columns = [str(c) for c in features.columns if unused(features[c])]
+        if columns:
+            note = f"dropped {len(columns)} {what}: {', '.join(columns)}"
+            warnings.warn(note, UserWarning, stacklevel=3)
+            notes.append(note)
+            dropped += columns
+            features = features.drop(columns=columns)
+            if features.shape[1] == 0:
+                raise InputError(f"every feature column is {left}: nothing to learn from")
     task = infer_task(target) if task == "auto" else task
     classes = None
     if task == "regression":
@@ -123,7 +137,15 @@ def _finish(features, target, name: str, task: str, true_features=None) -> Table
         classes,
         true_features,
         notes,
+        dropped,
     )
+
+
+def _is_identifier(values) -> bool:
+    """Text unique to each of at least ``_ID_MIN_ROWS`` rows."""
+    import pandas as pd
+
+    return len(values) >= _ID_MIN_ROWS and not pd.api.types.is_numeric_dtype(values) and values.nunique() == len(values)
 
 
 def read_table(path: str | Path, target: str, *, task: str = "auto") -> Table:
@@ -132,6 +154,22 @@ def read_table(path: str | Path, target: str, *, task: str = "auto") -> Table:
     Raises a ``ValueError`` or ``FileNotFoundError`` naming the problem for a missing
     file, a directory, an unreadable or empty file, an unknown target column, a target
     with missing values or a single value.
+    """
+    path = Path(path)
+    frame = read_frame(path)
+    columns = list(frame.columns)
+    if target not in columns:
+        shown = ", ".join(repr(c) for c in columns[:12]) + (", …" if len(columns) > 12 else "")
+        raise InputError(f"target column {target!r} is not in {path.name}; its columns are {shown}")
+    return _finish(frame.drop(columns=[target]), frame[target], path.name, task)
+
+
+def read_frame(path: str | Path, *, text_columns: Sequence[str] = ()):
+    """A CSV or Parquet file as a pandas DataFrame with text column names; in a CSV, the
+    ``text_columns`` are read as text as they are written (``"007"``, not 7).
+
+    Raises a ``ValueError`` or ``FileNotFoundError`` naming the problem for a missing
+    file, a directory, an unreadable or empty file.
     """
     import pandas as pd
 
@@ -145,7 +183,7 @@ def read_table(path: str | Path, target: str, *, task: str = "auto") -> Table:
         if suffix in (".parquet", ".pq"):
             frame = _read_parquet(path)
         elif suffix in (".csv", ".txt", ".tsv", ""):
-            frame = _read_csv(path, sep="\t" if suffix == ".tsv" else ",")
+            frame = _read_csv(path, sep="\t" if suffix == ".tsv" else ",", text_columns=text_columns)
         else:
             raise fail("data file", "a .csv, .tsv or .parquet file", Described(repr(path.name)))
     except (pd.errors.EmptyDataError, pd.errors.ParserError) as error:
@@ -156,12 +194,8 @@ def read_table(path: str | Path, target: str, *, task: str = "auto") -> Table:
         raise InputError(f"data file {str(path)!r} cannot be read: {str(error).splitlines()[0]}") from None
     if frame.shape[0] == 0:
         raise InputError(f"data file {str(path)!r} has no rows")
-    columns = [str(c) for c in frame.columns]
-    frame.columns = columns
-    if target not in columns:
-        shown = ", ".join(repr(c) for c in columns[:12]) + (", …" if len(columns) > 12 else "")
-        raise InputError(f"target column {target!r} is not in {path.name}; its columns are {shown}")
-    return _finish(frame.drop(columns=[target]), frame[target], path.name, task)
+    frame.columns = [str(c) for c in frame.columns]
+    return frame
 
 
 def _read_parquet(path: Path):
@@ -176,13 +210,14 @@ def _read_parquet(path: Path):
         raise ModuleNotFoundError(f"reading Parquet needs pyarrow: {error}", name="pyarrow") from None
 
 
-def _read_csv(path: Path, sep: str):
+def _read_csv(path: Path, sep: str, text_columns: Sequence[str] = ()):
     """CSV as plain data: UTF-8 (with or without BOM), else Latin-1; nothing evaluated."""
     import pandas as pd
 
     for encoding in ("utf-8-sig", "latin-1"):
         try:
-            return pd.read_csv(path, sep=sep, encoding=encoding, low_memory=False)
+            types = dict.fromkeys(text_columns, str)
+            return pd.read_csv(path, sep=sep, encoding=encoding, low_memory=False, dtype=types or None)
         except UnicodeDecodeError:
             continue
     raise InputError(f"data file {str(path)!r} is neither UTF-8 nor Latin-1 text")
@@ -244,7 +279,7 @@ class Encoder:
                 (
                     "categorical",
                     make_pipeline(
-                        SimpleImputer(strategy="constant", fill_value="(missing)"),
+                        SimpleImputer(strategy="constant", fill_value=MISSING_LEVEL),
                         OneHotEncoder(handle_unknown="ignore", sparse_output=False),
                     ),
                     self.categorical,
@@ -265,6 +300,29 @@ class Encoder:
                 self.group_names.append(column)
                 start += len(levels)
         return self
+
+    def columns(self) -> list[dict]:
+        """The fitted encoding of each original column, as plain data (the ``columns`` of
+        a :class:`~shrinkage.study.predictor.Preprocessing`): a numeric column's
+        imputed value, mean and scale; a categorical column's levels."""
+        described: list[dict] = []
+        if self.numeric:
+            imputer, scaler = self.transformer.named_transformers_["numeric"]
+            for k, column in enumerate(self.numeric):
+                described.append(
+                    {
+                        "name": str(column),
+                        "kind": "numeric",
+                        "fill": float(imputer.statistics_[k]),
+                        "mean": float(scaler.mean_[k]),
+                        "scale": float(scaler.scale_[k]),
+                    }
+                )
+        if self.categorical:
+            encoder = self.transformer.named_transformers_["categorical"][-1]
+            for column, levels in zip(self.categorical, encoder.categories_):
+                described.append({"name": str(column), "kind": "categorical", "levels": [str(v) for v in levels]})
+        return described
 
     def _as_columns(self, frame):
         """Numeric columns as they are; categorical values as strings, missing as NaN."""
