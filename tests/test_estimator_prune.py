@@ -170,6 +170,8 @@ def test_every_feature_dropped_gives_a_constant_from_the_full_X():
     prediction = pruned.predict(X)
     assert prediction.shape == (len(X),) and np.all(prediction == prediction[0])
     np.testing.assert_allclose(prediction, original.predict(X), rtol=RTOL, atol=0)
+    again = pruned.prune(measure=True)  # a network with no inputs left, pruned and timed again
+    np.testing.assert_array_equal(again.predict(X), prediction)
 
 
 def test_pruning_twice_keeps_the_columns_and_the_predictions():

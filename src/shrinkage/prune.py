@@ -390,7 +390,10 @@ def _analyse(modules: list[nn.Module], input_shape: Sequence[int]) -> _Chain:
         layer.bias.detach().clone() if layer.bias is not None else w.new_zeros(w.shape[0])
         for layer, w in zip(layers, weights)
     ]
-    spread = [1] + [weights[k].shape[1] // weights[k - 1].shape[0] for k in range(1, len(at))]
+    # (a layer left with no units, from a network pruned to nothing and pruned again: 1)
+    spread = [1] + [
+        weights[k].shape[1] // weights[k - 1].shape[0] if weights[k - 1].shape[0] else 1 for k in range(1, len(at))
+    ]
     return _Chain(ref, at, weights, biases, spread, probes)
 
 

@@ -108,7 +108,9 @@ def test_unseen_levels_are_zeros_with_a_warning_or_an_error():
         X = preprocessing.encode(frame)
     b = [j for j, name in enumerate(preprocessing.encoded_names) if name.startswith("b=")]
     assert X[:, b].sum(axis=1).tolist() == [1.0, 1.0, 0.0, 1.0, 0.0, 1.0]
-    with pytest.raises(InputError, match=r"column 'b' holds the value '\(missing\)', which the model never saw"):
+    with pytest.raises(
+        InputError, match=r"column 'b' holds a missing value \(row 3 of the data\), which the model never"
+    ):
         preprocessing.encode(frame, unseen="error")
 
 
@@ -241,6 +243,24 @@ def test_a_predictor_round_trips_through_its_file(tmp_path):
     np.testing.assert_array_equal(back.predict_proba(frame), predictor.predict_proba(frame))
 
 
+def test_numbers_that_overflow_are_refused_naming_the_row():
+    frame = _frame()
+    columns = list(Encoder().fit(frame).columns())
+    columns[0] = {**columns[0], "mean": 1e308, "scale": 1e-308}  # a tampered scale: x − mean overflows
+    preprocessing = Preprocessing(tuple(columns), "regression", {"name": "y", "mean": 0.0, "scale": 1.0})
+    with pytest.raises(InputError, match=r"column 'a' overflows the model's scaling at row 1 of the data"):
+        preprocessing.encode(frame)
+    columns[0] = {**columns[0], "mean": 0.0, "scale": 1e-300}  # finite inputs near 1e300
+    huge = Predictor(
+        MLP(len(preprocessing.encoded_names), (3,), 1),
+        Preprocessing(tuple(columns), "regression", {"name": "y", "mean": 0.0, "scale": 1.0}),
+    )
+    with torch.no_grad():
+        huge.model[0].weight.fill_(3e38)  # × 1e300: beyond float64
+    with pytest.raises(InputError, match="the model gives a non-finite output at row 1 of the data"):
+        huge.predict(frame)
+
+
 def _tampered(kind: str) -> bytes:
     frame = _frame()
     preprocessing = Preprocessing(
@@ -255,6 +275,11 @@ def _tampered(kind: str) -> bytes:
         return model_bytes(MLP(n + 2, (3,), 1), metadata={"preprocessing": preprocessing.to_dict()})
     if kind == "wrong outputs":
         return model_bytes(MLP(n, (3,), 2), metadata={"preprocessing": preprocessing.to_dict()})
+    if kind == "nan weight":
+        network = MLP(n, (3,), 1)
+        with torch.no_grad():
+            network[0].weight[0, 0] = float("nan")
+        return model_bytes(network, metadata={"preprocessing": preprocessing.to_dict()})
     description = preprocessing.to_dict()
     description["columns"][0]["scale"] = "big"
     return model_bytes(MLP(n, (3,), 1), metadata={"preprocessing": description})
@@ -267,6 +292,7 @@ def _tampered(kind: str) -> bytes:
         ("no preprocessing", "carries no preprocessing description"),
         ("wrong inputs", "describes 8 network inputs, but its network has 10 inputs"),
         ("wrong outputs", "describes a regression model with 1 output(s), got 2"),
+        ("nan weight", "holds non-finite numbers (NaN or infinity) in its tensor '0.weight'"),
         ("bad field", "bad preprocessing description: columns[0].scale must be a finite number > 0"),
     ],
 )
@@ -329,6 +355,8 @@ def test_new_rows_with_an_unseen_level_and_missing_values(messy_study, tmp_path)
     frame.loc[0, "colour"] = "purple"  # never seen
     frame.loc[1, ["size", "colour"]] = [np.nan, np.nan]  # missing: imputed, the "(missing)" level
     frame["extra"] = "ignored"
+    frame["id"] = [f"{i:03d}" for i in range(12)]  # written with leading zeros: copied as written
+    frame.loc[11, "id"] = "1e3"
     frame.to_csv(tmp_path / "new.csv", index=False)
     result = run("predict", model_path, "--data", tmp_path / "new.csv")
     assert result.exit_code == 0
@@ -336,9 +364,10 @@ def test_new_rows_with_an_unseen_level_and_missing_values(messy_study, tmp_path)
     assert "'colour' (1 row(s))" in result.output
     lines = [line for line in result.output.splitlines() if not line.startswith("shrinkage:")]
     assert lines[0] == "id,prediction,probability_high,probability_low,probability_mid" and len(lines) == 13
+    assert lines[1].startswith("000,") and lines[12].startswith("1e3,")
     result = run("predict", model_path, "--data", tmp_path / "new.csv", "--unseen", "error")
     assert result.exit_code == 2
-    assert "column 'colour' holds the value 'purple', which the model never saw in training" in result.output
+    assert "column 'colour' holds the value 'purple' (row 1 of the data), which the model never saw" in result.output
     frame.drop(columns=["size"]).to_csv(tmp_path / "lacking.csv", index=False)
     result = run("predict", model_path, "--data", tmp_path / "lacking.csv")
     assert result.exit_code == 2 and "data lacks the column(s) the model reads: 'size'" in result.output
@@ -349,7 +378,7 @@ def test_export_refuses_what_it_cannot_do(messy_study, tmp_path):
     assert result.exit_code == 2 and "--penalty is required to export from a store" in result.output
     save_model(nn.Sequential(nn.Linear(2, 1)), tmp_path / "bare.safetensors")
     result = run("export", tmp_path / "bare.safetensors", "--penalty", "l1", "--out", tmp_path / "x.safetensors")
-    assert result.exit_code == 2 and "the source is a model file" in result.output
+    assert result.exit_code == 2 and "is not a store (export a model file without them)" in result.output
     result = run("predict", tmp_path / "bare.safetensors", "--data", messy_study["csv"])
     assert result.exit_code == 2 and "carries no preprocessing description" in result.output
 

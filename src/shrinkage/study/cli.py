@@ -541,7 +541,7 @@ _SQLITE_HEADER = b"SQLite format 3\x00"
     type=click.Choice(["safetensors", "onnx"]),
     default="safetensors",
     show_default=True,
-    help="safetensors: a model file for `shrinkage predict`; onnx: the network and its numeric "
+    help="safetensors: a model file for `shrinkage predict`; onnx: the network and its "
     "preprocessing for onnxruntime (the `onnx` extra).",
 )
 @click.option("--out", "out_path", type=click.Path(path_type=Path), required=True, help="The file to write.")
@@ -572,7 +572,10 @@ def export_command(
         model, metadata = _stored_model(source, penalty, study_id, penalized)
     else:
         if penalty is not None or study_id is not None or penalized:
-            raise InputError("--penalty, --study and --penalized choose a run of a store; the source is a model file")
+            raise InputError(
+                f"--penalty, --study and --penalized choose a run of a store, but {str(source)!r} is not a "
+                "store (export a model file without them)"
+            )
         model, metadata = load_model(source)
     if pruned:
         model, metadata, _ = _pruned(model, metadata)
@@ -621,11 +624,14 @@ def predict(model_path: Path, data_path: Path, out_path: Path | None, id_column:
     from .tabular import read_frame
 
     predictor = load_predictor(model_path)
-    text = [c["name"] for c in predictor.preprocessing.columns if c["kind"] == "categorical"]
-    frame = read_frame(data_path, text_columns=text)
-    inputs = {c["name"] for c in predictor.preprocessing.columns}
+    columns = predictor.preprocessing.columns
+    text = [c["name"] for c in columns if c["kind"] == "categorical"]
+    # the id column as written ("007" stays 007), unless the model reads it as a number
+    ids = [id_column] if id_column is not None else ["id", "ID", "Id", "iD"]
+    numeric = {c["name"] for c in columns if c["kind"] == "numeric"}
+    frame = read_frame(data_path, text_columns=text + [c for c in ids if c not in numeric])
     if id_column is None:
-        id_column = next((c for c in frame.columns if c.lower() == "id" and c not in inputs), None)
+        id_column = next((c for c in frame.columns if c.lower() == "id"), None)
     elif id_column not in frame.columns:
         raise InputError(f"--id must name a column of {data_path.name}, got {id_column!r}")
     table = predictor.table(frame, id_column=id_column, unseen=unseen)

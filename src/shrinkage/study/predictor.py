@@ -253,11 +253,14 @@ class Preprocessing:
             levels = column["levels"]
             known = text.isin(levels).to_numpy()
             if not known.all():
-                example = text[~known].iloc[0]
+                row = int(np.flatnonzero(~known)[0])
                 if unseen == "error":
+                    value = text.iloc[row]
+                    held = "a missing value" if value == MISSING_LEVEL else f"the value {value!r}"
                     raise InputError(
-                        f"column {column['name']!r} holds the value {example!r}, which the model never saw in "
-                        f"training (its levels: {', '.join(map(repr, levels[:10]))}{', …' if len(levels) > 10 else ''})"
+                        f"column {column['name']!r} holds {held} (row {row + 1} of the data), which the model "
+                        f"never saw in training (its levels: {', '.join(map(repr, levels[:10]))}"
+                        f"{', …' if len(levels) > 10 else ''})"
                     )
                 unseen_rows[column["name"]] = int((~known).sum())
             codes = text.map({level: k for k, level in enumerate(levels)}).fillna(-1).to_numpy(dtype=np.int64)
@@ -303,10 +306,18 @@ def _numeric(values: Any, column: dict) -> np.ndarray:
     x = values.to_numpy(dtype=np.float64, na_value=np.nan).copy()
     if np.isinf(x).any():
         row = int(np.flatnonzero(np.isinf(x))[0])
-        raise InputError(f"column {column['name']!r} must hold finite numbers, got {x[row]} (row {row + 1})")
+        name = column["name"]
+        raise InputError(f"column {name!r} must hold finite numbers, got {x[row]} (row {row + 1} of the data)")
     x[np.isnan(x)] = column["fill"]
-    x -= column["mean"]
-    x /= column["scale"]
+    with np.errstate(over="ignore"):  # an overflow is refused below, naming the row
+        x -= column["mean"]
+        x /= column["scale"]
+    if not np.isfinite(x).all():
+        row = int(np.flatnonzero(~np.isfinite(x))[0])
+        raise InputError(
+            f"column {column['name']!r} overflows the model's scaling at row {row + 1} of the data "
+            f"(mean {column['mean']:g}, scale {column['scale']:g})"
+        )
     return x
 
 
@@ -352,8 +363,12 @@ class Predictor:
     @torch.no_grad()
     def _outputs(self, X: np.ndarray) -> np.ndarray:
         weights = {k: v.double() for k, v in self.model.state_dict().items()}
-        out = torch.func.functional_call(self.model, weights, (torch.as_tensor(X, dtype=torch.float64),))
-        return out.numpy()
+        out = torch.func.functional_call(self.model, weights, (torch.as_tensor(X, dtype=torch.float64),)).numpy()
+        finite = np.isfinite(out).all(axis=1)
+        if not finite.all():
+            row = int(np.flatnonzero(~finite)[0])
+            raise InputError(f"the model gives a non-finite output at row {row + 1} of the data (its numbers overflow)")
+        return out
 
     def predict(self, frame: Any, *, unseen: str = "zeros") -> np.ndarray:
         """Predicted values in the target's units (regression) or class labels."""
@@ -429,6 +444,9 @@ def load_predictor(source: str | Path | bytes) -> Predictor:
             "stored before models carried it): rerun the study, then export its model"
         )
     preprocessing = Preprocessing.from_dict(description, where)
+    for name, tensor in model.state_dict().items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise InputError(f"{where} holds non-finite numbers (NaN or infinity) in its tensor {name!r}")
     n_inputs = len(preprocessing.feature_names)
     first = next((m for m in model.modules() if isinstance(m, nn.Linear)), None)
     if first is None or first.in_features != n_inputs:
