@@ -73,9 +73,11 @@ API = [
     ("L1 λ NaN", lambda t: L1(float("nan")), ValueError, "lambda_ must be a finite number >= 0, got nan"),
     ("L2 λ inf", lambda t: L2(float("inf")), ValueError, "lambda_ must be a finite number >= 0, got inf"),
     ("L1 λ a string", lambda t: L1("0.1"), TypeError, "lambda_ must be a finite number >= 0, got '0.1'"),
+    ("L1 λ beyond float32", lambda t: L1(1e300), ValueError, "lambda_ must be at most 3.403e+38 (float32's largest"),
     ("ρ > 1", lambda t: ElasticNet(0.1, 1.5), ValueError, "l1_ratio must be a finite number in [0, 1], got 1.5"),
     ("groups unknown", lambda t: GroupLasso(0.1, groups="rows"), ValueError, "groups must be one of 'input', 'unit'"),
     ("groups empty", lambda t: GroupLasso(0.1, groups=[[]]), ValueError, "groups must be 'input', 'unit' or a list"),
+    ("groups of 0.5", lambda t: GroupLasso(0.1, groups=[[0.5, 1]]), TypeError, "(whole numbers), got [[0.5, 1]]"),
     ("M = 0", lambda t: HierarchicalLasso(0.1, M=0), ValueError, "M must be a finite number > 0, got 0"),
     ("penalty name", lambda t: make_penalty("lasso"), ValueError, "must be one of 'l1', 'l2'"),
     # regularizer and selection

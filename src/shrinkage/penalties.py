@@ -15,6 +15,7 @@ reach the optimizer (that is :mod:`.regularizer`).
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -65,6 +66,8 @@ class Penalty:
 
     def __init__(self, lambda_: float = 1e-3):
         self.lambda_ = check_number("lambda_", lambda_, low=0.0)
+        if self.lambda_ > _LARGEST_LAMBDA:  # the prox's thresholds λ·step are float32 numbers
+            raise fail("lambda_", f"at most {_LARGEST_LAMBDA:.4g} (float32's largest number)", lambda_)
 
     # -- structure -------------------------------------------------------------------
     def layouts(self, named: Sequence[tuple[str, Tensor]]) -> list[F.GroupLayout] | None:
@@ -219,14 +222,29 @@ class ElasticNet(Penalty):
 _GROUP_NAMES = ("input", "unit", "channel", "filter")
 
 
+_LARGEST_LAMBDA = float(torch.finfo(torch.float32).max)
+_INTEGER_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
+
+
+def _whole(value: Any) -> bool:
+    """An integer: Python's, NumPy's, or a 0-d integer tensor (not a bool)."""
+    if isinstance(value, Tensor):
+        return value.ndim == 0 and value.dtype in _INTEGER_DTYPES
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
 def _check_groups(groups: Any) -> str | tuple[tuple[int, ...], ...]:
     if isinstance(groups, str):
         return check_choice("groups", groups, _GROUP_NAMES)
     rule = "'input', 'unit' or a list of lists of column indices (or the conv names 'channel', 'filter')"
     try:
-        parsed = tuple(tuple(int(i) for i in g) for g in groups)
+        members = [list(g) for g in groups]
     except TypeError:
         raise fail("groups", rule, groups, kind=TypeError) from None
+    # whole numbers only: int(0.5) would quietly make column 0 of a column "0.5"
+    if not all(_whole(i) for g in members for i in g):
+        raise fail("groups", rule + " (whole numbers)", groups, kind=TypeError)
+    parsed = tuple(tuple(int(i) for i in g) for g in members)
     if not parsed or not all(parsed):
         raise fail("groups", rule + " (none empty)", groups)
     return parsed

@@ -118,3 +118,14 @@ def test_missing_values_are_counted_over_all_rows(tmp_path):
     )
     with pytest.raises(InputError, match=f"^{re.escape(message)}$"):
         prepare_study(StudyConfig(data=str(tmp_path / "m.csv"), target="y", missing="error"))
+
+
+def test_n_jobs_beyond_the_cores_counts_one_process_per_core():
+    import os
+
+    from shrinkage.study import StudyConfig
+
+    cores = os.cpu_count() or 1
+    assert StudyConfig(dataset="diabetes", n_jobs=1000).jobs("cpu") == cores
+    assert StudyConfig(dataset="diabetes", n_jobs=1).jobs("cpu") == 1
+    assert StudyConfig(dataset="diabetes", n_jobs=-1).jobs("cpu") == -1

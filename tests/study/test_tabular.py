@@ -156,3 +156,12 @@ def test_identifier_columns_are_dropped_with_a_note(tmp_path, rows, dropped):
     assert table.dropped == (["name"] if dropped else [])
     note = "dropped 1 identifier column(s) (text unique to each row): name"
     assert (note in table.notes) == dropped and any(note in str(w.message) for w in caught) == dropped
+
+
+def test_repeated_column_names_are_refused(tmp_path):
+    """pandas would rename the second 'y' to 'y.1', and the target's copy would become a feature."""
+    (tmp_path / "t.csv").write_text("a,y,y\n1,2,3\n4,5,6\n")
+    with pytest.raises(ValueError, match=r"data file '.*t.csv' must have distinct column names, got 'y' twice"):
+        read_table(tmp_path / "t.csv", "y")
+    (tmp_path / "n.csv").write_text("a,nan,NA,y\n1,2,3,4\n5,6,7,8\n")  # names pandas reads as missing: distinct
+    assert list(read_table(tmp_path / "n.csv", "y").features.columns) == ["a", "nan", "NA"]

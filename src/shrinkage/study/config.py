@@ -8,6 +8,7 @@ the values a field takes, or each item of a tuple takes; ``metavar``: the placeh
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -82,7 +83,8 @@ class StudyConfig:
     n_jobs : int or None
         Processes on the CPU (joblib's count: -1 uses every core): the penalties train in
         up to that many processes at once, and the folds of a penalty that runs them one
-        path each share them. Not given: every core on the CPU; on a GPU (cuda, mps) one
+        path each share them; more than the machine's cores count as one per core. Not
+        given: every core on the CPU; on a GPU (cuda, mps) one
         process, the folds one after another (processes sharing one GPU would each hold
         their own copy of its context and compete for it). Results do not depend on it.
     on_divergence : {"raise", "skip"}
@@ -149,10 +151,11 @@ class StudyConfig:
         return asdict(self)
 
     def jobs(self, device: str) -> int | None:
-        """The folds' ``n_jobs`` on ``device``: as given, else every core on the CPU and
-        one process on any other device."""
+        """The folds' ``n_jobs`` on ``device``: as given (at most one process per core:
+        more would only compete for them), else every core on the CPU and one process on
+        any other device."""
         if self.n_jobs is not None:
-            return self.n_jobs
+            return min(self.n_jobs, os.cpu_count() or 1) if self.n_jobs > 0 else self.n_jobs
         return -1 if device == "cpu" else 1
 
 

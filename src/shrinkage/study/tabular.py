@@ -189,12 +189,13 @@ def read_frame(path: str | Path, *, text_columns: Sequence[str] = ()):
     except (pd.errors.EmptyDataError, pd.errors.ParserError) as error:
         raise InputError(f"data file {str(path)!r} cannot be read as a table: {str(error).splitlines()[0]}") from None
     except (OSError, ValueError) as error:
-        if isinstance(error, FileNotFoundError) or "must be" in str(error):
+        if isinstance(error, (FileNotFoundError, InputError)) or "must be" in str(error):
             raise
         raise InputError(f"data file {str(path)!r} cannot be read: {str(error).splitlines()[0]}") from None
     if frame.shape[0] == 0:
         raise InputError(f"data file {str(path)!r} has no rows")
     frame.columns = [str(c) for c in frame.columns]
+    _check_distinct(path, list(frame.columns))  # (a Parquet file may repeat a name too)
     return frame
 
 
@@ -217,10 +218,22 @@ def _read_csv(path: Path, sep: str, text_columns: Sequence[str] = ()):
     for encoding in ("utf-8-sig", "latin-1"):
         try:
             types = dict.fromkeys(text_columns, str)
-            return pd.read_csv(path, sep=sep, encoding=encoding, low_memory=False, dtype=types or None)
+            frame = pd.read_csv(path, sep=sep, encoding=encoding, low_memory=False, dtype=types or None)
+            # pandas renames a repeated name ("y", "y" → "y", "y.1"): the header as written
+            header = pd.read_csv(path, sep=sep, encoding=encoding, header=None, nrows=1, dtype=str, na_filter=False)
         except UnicodeDecodeError:
             continue
+        _check_distinct(path, [str(c) for c in header.iloc[0]])
+        return frame
     raise InputError(f"data file {str(path)!r} is neither UTF-8 nor Latin-1 text")
+
+
+def _check_distinct(path: Path, names: list[str]) -> None:
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise InputError(f"data file {str(path)!r} must have distinct column names, got {name!r} twice")
+        seen.add(name)
 
 
 def table_from_dataset(data: Dataset) -> Table:

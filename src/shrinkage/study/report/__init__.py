@@ -13,6 +13,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from shrinkage._files import write_atomically
 from shrinkage.penalties import make_penalty
 from shrinkage.validation import InputError
 
@@ -310,9 +311,5 @@ def build_report(store: Store, study_id: int | None = None, path: str | Path = "
         store_path=str(store.path),
         pruned=pruned,
     )
-    path = Path(path)
-    try:
-        path.write_text(html, encoding="utf-8")
-    except OSError as error:
-        raise PermissionError(f"report {str(path)!r} cannot be written: {error.strerror}") from None
-    return path
+    # whole or not at all: a crash or a full disk leaves the previous report, never a part
+    return write_atomically(Path(path), html.encode("utf-8"), what="report")
