@@ -129,3 +129,14 @@ def test_n_jobs_beyond_the_cores_counts_one_process_per_core():
     assert StudyConfig(dataset="diabetes", n_jobs=1000).jobs("cpu") == cores
     assert StudyConfig(dataset="diabetes", n_jobs=1).jobs("cpu") == 1
     assert StudyConfig(dataset="diabetes", n_jobs=-1).jobs("cpu") == -1
+
+
+def test_hidden_layers_too_large_to_train_are_refused_before_any_is_built():
+    import pytest
+
+    from shrinkage.study import StudyConfig, prepare_study
+
+    with pytest.raises(
+        ValueError, match=r"hidden must give a network this machine can train, got 100000,100000: 1e\+10"
+    ):
+        prepare_study(StudyConfig(dataset="diabetes", hidden=(100000, 100000)))

@@ -165,3 +165,19 @@ def test_repeated_column_names_are_refused(tmp_path):
         read_table(tmp_path / "t.csv", "y")
     (tmp_path / "n.csv").write_text("a,nan,NA,y\n1,2,3,4\n5,6,7,8\n")  # names pandas reads as missing: distinct
     assert list(read_table(tmp_path / "n.csv", "y").features.columns) == ["a", "nan", "NA"]
+
+
+def test_text_columns_that_are_numbers_are_read_as_numbers(tmp_path):
+    """A typo (``n/a?``) or thousands separators made every number a one-hot level."""
+    rng = np.random.default_rng(0)
+    a = [f"{v:.3f}" for v in rng.normal(size=40)]
+    a[7] = "n/a?"
+    frame = pd.DataFrame({"a": a, "b": [f"{1000 * (i + 1):,}" for i in range(40)], "c": ["x", "y"] * 20})
+    frame["y"] = rng.normal(size=40)
+    frame.to_csv(tmp_path / "t.csv", index=False)
+    with pytest.warns(UserWarning, match=r"read column 'a' as numbers: 1 value\(s\) that are not numbers \('n/a\?'\)"):
+        table = read_table(tmp_path / "t.csv", "y")
+    assert table.features["a"].dtype == np.float64 and table.features["a"].isna().sum() == 1
+    assert table.features["b"].tolist() == [1000.0 * (i + 1) for i in range(40)]
+    assert "read column 'b' as numbers (written with thousands separators)" in table.notes
+    assert not pd.api.types.is_numeric_dtype(table.features["c"])  # text: stays a categorical column

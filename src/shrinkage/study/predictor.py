@@ -39,7 +39,7 @@ from shrinkage._files import write_atomically
 from shrinkage.prune import load_model, model_bytes
 from shrinkage.validation import InputError, InputTypeError, check_choice
 
-from .tabular import MISSING_LEVEL
+from .tabular import MISSING_LEVEL, _as_numbers
 
 __all__ = ["MISSING_LEVEL", "Predictor", "Preprocessing", "UnseenLevelWarning", "load_predictor"]
 
@@ -295,7 +295,7 @@ def _numeric(values: Any, column: dict) -> np.ndarray:
     import pandas as pd
 
     if pd.api.types.is_bool_dtype(values) or not pd.api.types.is_numeric_dtype(values):
-        converted = pd.to_numeric(values, errors="coerce")
+        converted = _as_numbers(values)  # as the study read it: thousands separators too
         bad = converted.isna() & values.notna()
         if bad.any():
             row = int(np.flatnonzero(bad.to_numpy())[0])

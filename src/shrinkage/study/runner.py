@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import itertools
 import json
 import os
 import threading
@@ -142,9 +143,32 @@ def prepare_study(config: StudyConfig) -> _Prepared:
         tuple(table.dropped),
     )
     prepared = _Prepared(table, encoder, X_train, y_train, X_test, y_test, scale, summary, preprocessing)
+    _check_network_fits(config, X_train.shape[1], len(table.classes or ()) if table.task == "multiclass" else 1)
     for name in config.penalties:  # a penalty the data cannot take fails now, before any training
         _penalty_rules(config, prepared, name)
     return prepared
+
+
+#: Bytes a float32 parameter takes to train: the weight, its gradient, Adam's two moments
+_TRAINING_BYTES = 16
+
+
+def _check_network_fits(config: StudyConfig, n_features: int, n_outputs: int) -> None:
+    """Refuse hidden layers whose network cannot train in this machine's memory, before
+    any is built (``--hidden 100000,100000`` would ask for 40 GB of weights alone)."""
+    widths = [n_features, *config.hidden, n_outputs]
+    parameters = sum((a + 1) * b for a, b in itertools.pairwise(widths)) + n_features * n_outputs  # (+ a skip layer)
+    needed = parameters * _TRAINING_BYTES
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # not a POSIX system: nothing to compare with
+        return
+    if needed > memory:
+        raise InputError(
+            f"hidden must give a network this machine can train, got {','.join(map(str, config.hidden))}: "
+            f"{parameters:.3g} parameters need about {needed / 1e9:.3g} GB to train, and this machine has "
+            f"{memory / 1e9:.3g} GB of memory"
+        )
 
 
 def _network(config: StudyConfig, prepared: _Prepared, kind: str) -> Callable[[], nn.Module]:

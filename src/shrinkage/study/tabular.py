@@ -100,6 +100,7 @@ def _finish(features, target, name: str, task: str, true_features=None) -> Table
     if features.shape[1] == 0:
         raise InputError(f"the table must have feature columns besides the target {target_name!r}, got none")
     notes: list[str] = []
+    features = _numbers_in_text(features, notes)
     dropped: list[str] = []
     # constant columns say nothing; text unique to every row (an id, a name) says nothing
     # about other rows, and one-hot it would be one column per row
@@ -139,6 +140,53 @@ def _finish(features, target, name: str, task: str, true_features=None) -> Table
         notes,
         dropped,
     )
+
+
+#: A text column is numbers with a few typos when at least this share of its values are numbers
+_NUMERIC_SHARE = 0.9
+_THOUSANDS = r"^[+-]?\d{1,3}(,\d{3})+(\.\d*)?$"  # 1,234,567.5
+
+
+def _as_numbers(values):
+    """A text column's values as numbers (thousands separators read), NaN where a value is not one."""
+    import pandas as pd
+
+    text = values.astype("string").str.strip()
+    text = text.where(~text.str.match(_THOUSANDS, na=False), text.str.replace(",", "", regex=False))
+    return pd.to_numeric(text, errors="coerce")
+
+
+def _numbers_in_text(features, notes: list[str]):
+    """Text columns that are numbers (written with thousands separators, or with a few
+    values that are not numbers, such as ``n/a?``) become numeric: one-hot, each number
+    would be a level of its own. The values that are not numbers become missing values,
+    and a note (and a warning) names them."""
+    import pandas as pd
+
+    for column in features.columns:
+        values = features[column]
+        if pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+            continue
+        present = values.notna()
+        if not present.any():
+            continue
+        numbers = _as_numbers(values)
+        parsed = numbers.notna() & present
+        if parsed.sum() < _NUMERIC_SHARE * present.sum():
+            continue
+        bad = values[present & ~parsed]
+        if bad.empty:
+            note = f"read column {str(column)!r} as numbers (written with thousands separators)"
+        else:
+            shown = ", ".join(repr(v) for v in bad.astype(str).unique()[:5])
+            note = (
+                f"read column {str(column)!r} as numbers: {len(bad)} value(s) that are not numbers "
+                f"({shown}) became missing values"
+            )
+        warnings.warn(note, UserWarning, stacklevel=4)
+        notes.append(note)
+        features = features.assign(**{column: numbers.astype(np.float64)})
+    return features
 
 
 def _is_identifier(values) -> bool:
