@@ -3,6 +3,7 @@ the declared columns against the live schema, and upgrading stores of older rele
 
 from __future__ import annotations
 
+import pickle
 import sqlite3
 import threading
 from contextlib import closing
@@ -301,3 +302,36 @@ def test_a_newer_store_is_refused_untouched(tmp_path, read_only):
         "(upgrade shrinkage to open it)"
     )
     assert path.read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "message"),
+    [
+        ("weights", pickle.dumps({"w": 1.5}), "runs.weights must hold"),  # a pickle is not float32 numbers
+        ("weights", b"\x00\x00\xc0\x7f", "runs.weights must hold finite float32 numbers"),  # NaN
+        ("cv_mean", "[0.5, ", "runs.cv_mean must hold a json value"),
+        ("cv_mean", "[" * 100_000 + "]" * 100_000, "runs.cv_mean must hold a json value"),  # too deep to parse
+    ],
+)
+def test_a_damaged_value_is_a_store_error_naming_its_column(tmp_path, column, value, message):
+    path = tmp_path / "s.sqlite"
+    with Store(path) as store:
+        study = store.add_study(key="k", name="d", config={}, data={"task": "regression"})
+        store.add_run(study, _run(), _points())
+    with sqlite3.connect(path) as db:
+        db.execute(f"UPDATE runs SET {column} = ?", (value,))
+    with Store(path, read_only=True) as store, pytest.raises(StoreError) as info:
+        store.runs(1)
+    assert str(info.value).startswith(f"store {str(path)!r} is damaged: {message}")
+
+
+def test_a_report_of_a_summary_without_its_task_is_a_store_error(tmp_path):
+    from shrinkage.study.report import build_report
+
+    path = tmp_path / "s.sqlite"
+    with Store(path) as store:
+        study = store.add_study(key="k", name="d", config={}, data={"name": "d", "columns": [], "encoded_features": []})
+        store.add_run(study, _run(), _points())
+        with pytest.raises(StoreError, match=r"study 1's data summary must have 'task' \(str\), lacks it"):
+            build_report(store, study, tmp_path / "r.html")
+    assert not (tmp_path / "r.html").exists()

@@ -83,7 +83,20 @@ def _float32(value: Any) -> bytes:
 
 
 def _array(raw: bytes) -> np.ndarray:
-    return np.frombuffer(raw, dtype=np.float32) if raw else np.zeros(0)
+    if not raw:
+        return np.zeros(0)
+    if not isinstance(raw, bytes) or len(raw) % 4:
+        raise _Damaged("a float32 array's bytes")
+    if raw[:1] == b"\x80" and raw[1] in range(2, 6) and raw.endswith(b"."):  # a pickle's frame, never unpickled
+        raise _Damaged("a float32 array's bytes, not a pickle")
+    values = np.frombuffer(raw, dtype=np.float32)
+    if not np.isfinite(values).all():  # weights of a finished fit are finite: other bytes (a pickle) are not
+        raise _Damaged("finite float32 numbers")
+    return values
+
+
+class _Damaged(ValueError):
+    """A column's value is not what the store writes there (see :meth:`_Table.decode`)."""
 
 
 def _same(value: Any) -> Any:
@@ -161,10 +174,19 @@ class _Table:
             keys[c.name] if c.name in keys else c.encode(record.get(c.name)) for c in self.columns if c.name != "id"
         )
 
-    def decode(self, row: sqlite3.Row) -> dict[str, Any]:
-        """``row`` as a dict, its columns decoded; a column the file lacks is its default."""
+    def decode(self, row: sqlite3.Row, where: str = "store") -> dict[str, Any]:
+        """``row`` as a dict, its columns decoded; a column the file lacks is its default.
+        A value that is not what the store writes is a :class:`StoreError` naming the
+        table and column (``where``: the store)."""
         found = dict(row)
-        return {**found, **{c.name: c.decode(found.get(c.name, c.default)) for c in self.columns}}
+        decoded = {}
+        for c in self.columns:
+            try:
+                decoded[c.name] = c.decode(found.get(c.name, c.default))
+            except (ValueError, TypeError, RecursionError) as error:
+                rule = str(error) if isinstance(error, _Damaged) else f"a {c.kind} value"
+                raise StoreError(f"{where} is damaged: {self.name}.{c.name} must hold {rule}") from None
+        return {**found, **decoded}
 
 
 _META = _Table("meta", (_Column("key", "text", "PRIMARY KEY"), _Column("value", "text")))
@@ -328,6 +350,7 @@ class Store:
 
     def __init__(self, path: str | Path, *, create: bool = True, read_only: bool = False):
         self.path = Path(path)
+        self._where = f"store {str(self.path)!r}"
         if self.path.is_dir():
             raise StoreError(f"store must be a file, got the directory {str(self.path)!r}")
         exists = self.path.exists() and self.path.stat().st_size > 0
@@ -453,7 +476,7 @@ class Store:
         rows = self._connection.execute(
             "SELECT s.*, (SELECT COUNT(*) FROM runs r WHERE r.study_id = s.id) AS n_runs FROM studies s ORDER BY id"
         ).fetchall()
-        return [_STUDIES.decode(row) for row in rows]
+        return [_STUDIES.decode(row, self._where) for row in rows]
 
     def study(self, study_id: int) -> dict[str, Any]:
         """The study with id ``study_id``, with ``n_runs`` (ValueError if there is none)."""
@@ -463,7 +486,7 @@ class Store:
         ).fetchone()
         if row is None:
             raise InputError(f"study must be the id of a study in {str(self.path)!r}, got {study_id}")
-        return _STUDIES.decode(row)
+        return _STUDIES.decode(row, self._where)
 
     # -------------------------------------------------------------------- runs
     def add_run(self, study_id: int, run: dict[str, Any], points: list[dict[str, Any]]) -> int:
@@ -501,7 +524,7 @@ class Store:
         """The study's runs in the order they were stored; JSON columns parsed,
         ``weights`` a float32 array, ``model`` and ``penalized`` bytes (or None)."""
         rows = self._connection.execute("SELECT * FROM runs WHERE study_id = ? ORDER BY id", (study_id,)).fetchall()
-        return [_RUNS.decode(row) for row in rows]
+        return [_RUNS.decode(row, self._where) for row in rows]
 
     def points(self, run_id: int, fold: int | None = None) -> list[dict[str, Any]]:
         """The run's path points (only ``fold``'s if given), by fold then λ index."""
@@ -509,4 +532,4 @@ class Store:
         if fold is not None:
             query, args = query + " AND fold = ?", [run_id, fold]
         rows = self._connection.execute(query + " ORDER BY fold, idx", args).fetchall()
-        return [_POINTS.decode(row) for row in rows]
+        return [_POINTS.decode(row, self._where) for row in rows]

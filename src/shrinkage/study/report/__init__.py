@@ -17,7 +17,7 @@ from shrinkage._files import write_atomically
 from shrinkage.penalties import make_penalty
 from shrinkage.validation import InputError
 
-from ..store import Store
+from ..store import Store, StoreError
 
 __all__ = ["at_grid_edge", "build_report", "chosen_stationarity", "scored_model"]
 
@@ -173,6 +173,24 @@ def _pruned_sizes(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
+#: What the report reads from a study's data summary, and the kind of value each is
+_SUMMARY = {"name": str, "task": str, "columns": list, "encoded_features": list}
+
+
+def _check_summary(store: Store, study_id: int, data: Any) -> None:
+    """A study's data summary as the report reads it, else a :class:`StoreError` naming
+    what is wrong (a damaged or hand-edited store), never a KeyError."""
+    if not isinstance(data, dict):
+        raise StoreError(f"store {str(store.path)!r} is damaged: study {study_id}'s data summary is not an object")
+    for key, kind in _SUMMARY.items():
+        if not isinstance(data.get(key), kind):
+            found = "lacks it" if key not in data else f"holds {type(data[key]).__name__}"
+            raise StoreError(
+                f"store {str(store.path)!r} is damaged: study {study_id}'s data summary must have "
+                f"{key!r} ({kind.__name__}), {found}"
+            )
+
+
 def build_report(store: Store, study_id: int | None = None, path: str | Path = "report.html") -> Path:
     """Write the HTML report of study ``study_id`` (default: the latest) to ``path``."""
     import matplotlib
@@ -194,6 +212,7 @@ def build_report(store: Store, study_id: int | None = None, path: str | Path = "
     if not runs:
         raise InputError(f"study {study['id']} in {str(store.path)!r} has no finished run yet")
     data, config = study["data"], study["config"]
+    _check_summary(store, study["id"], data)
     score_name = "R²" if data["task"] == "regression" else "accuracy"
     for run in runs:
         run["scored"] = scored_model(run, config)
