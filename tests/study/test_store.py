@@ -335,3 +335,30 @@ def test_a_report_of_a_summary_without_its_task_is_a_store_error(tmp_path):
         with pytest.raises(StoreError, match=r"study 1's data summary must have 'task' \(str\), lacks it"):
             build_report(store, study, tmp_path / "r.html")
     assert not (tmp_path / "r.html").exists()
+
+
+def test_every_finished_run_is_in_the_store_file_itself(tmp_path):
+    """After a crash, the runs committed so far are in the .sqlite file, not only in its
+    -wal file: a copy of the file alone holds them."""
+    import shutil
+
+    path = tmp_path / "s.sqlite"
+    with Store(path) as store:  # still open: as if the process were killed now
+        study = store.add_study(key="k", name="d", config={}, data={"task": "regression"})
+        store.add_run(study, _run(), _points())
+        copy = tmp_path / "copy" / "s.sqlite"
+        copy.parent.mkdir()
+        shutil.copy(path, copy)  # the file alone, without its -wal
+        with Store(copy, read_only=True) as copied:
+            assert [r["penalty"] for r in copied.runs(study)] == ["l1"]
+
+
+def test_a_store_on_read_only_media_is_read(tmp_path, monkeypatch):
+    from shrinkage.study import store as store_module
+
+    path = tmp_path / "s.sqlite"
+    with Store(path) as store:
+        store.add_run(store.add_study(key="k", name="d", config={}, data={}), _run(), _points())
+    monkeypatch.setattr(store_module.os, "access", lambda *args: False)  # (root may write anywhere)
+    with Store(path, read_only=True) as store:
+        assert [r["penalty"] for r in store.runs(1)] == ["l1"]

@@ -181,3 +181,14 @@ def test_text_columns_that_are_numbers_are_read_as_numbers(tmp_path):
     assert table.features["b"].tolist() == [1000.0 * (i + 1) for i in range(40)]
     assert "read column 'b' as numbers (written with thousands separators)" in table.notes
     assert not pd.api.types.is_numeric_dtype(table.features["c"])  # text: stays a categorical column
+
+
+def test_pipes_and_devices_are_refused_without_reading(tmp_path):
+    """Reading a FIFO blocks for ever; a link to /dev/zero grows without bound."""
+    import os
+
+    os.mkfifo(tmp_path / "pipe.csv")
+    (tmp_path / "zero.csv").symlink_to("/dev/zero")
+    for name, kind in (("pipe.csv", "the pipe"), ("zero.csv", "the device")):
+        with pytest.raises(ValueError, match=f"data file must be a regular file, got {kind} '.*{name}'"):
+            read_table(tmp_path / name, "y")

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sqlite3
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -362,6 +363,11 @@ class Store:
         try:
             if read_only:
                 uri = f"{self.path.resolve().as_uri()}?mode=ro"
+                wal = self.path.with_name(self.path.name + "-wal")
+                if not os.access(self.path.parent, os.W_OK) and not wal.exists():
+                    # read-only media: SQLite cannot make the -shm file that WAL mode
+                    # reads through; nothing is pending in a -wal file, so the file is as it stays
+                    uri += "&immutable=1"
                 self._connection = sqlite3.connect(uri, uri=True, timeout=30)
             else:
                 self._connection = sqlite3.connect(self.path, timeout=30)
@@ -423,6 +429,9 @@ class Store:
         try:
             with self._connection:  # commits, or rolls back on an exception
                 yield self._connection
+            # the committed pages go from the -wal file into the store itself: a copy of
+            # the .sqlite file alone, after a crash, holds every finished run
+            self._connection.execute("PRAGMA wal_checkpoint(PASSIVE)")
         except sqlite3.Error as error:
             raise StoreError(f"store {str(self.path)!r}: {error}") from None
 

@@ -226,6 +226,9 @@ def read_frame(path: str | Path, *, text_columns: Sequence[str] = ()):
         raise FileNotFoundError(f"data file {str(path)!r} does not exist")
     if path.is_dir():
         raise fail("data file", "a file", Described(f"the directory {str(path)!r}"))
+    kind = _special_kind(path)
+    if kind is not None:  # reading a pipe or a device would block or never end
+        raise fail("data file", "a regular file", Described(f"{kind} {str(path)!r}"))
     suffix = path.suffix.lower()
     try:
         if suffix in (".parquet", ".pq"):
@@ -245,6 +248,18 @@ def read_frame(path: str | Path, *, text_columns: Sequence[str] = ()):
     frame.columns = [str(c) for c in frame.columns]
     _check_distinct(path, list(frame.columns))  # (a Parquet file may repeat a name too)
     return frame
+
+
+def _special_kind(path: Path) -> str | None:
+    """What ``path`` (its links followed) is when it is not a regular file."""
+    import stat
+
+    mode = path.stat().st_mode
+    for test, name in ((stat.S_ISFIFO, "the pipe"), (stat.S_ISCHR, "the device"), (stat.S_ISBLK, "the device"),
+                       (stat.S_ISSOCK, "the socket")):  # fmt: skip
+        if test(mode):
+            return name
+    return None
 
 
 def _read_parquet(path: Path):
