@@ -140,3 +140,29 @@ def test_hidden_layers_too_large_to_train_are_refused_before_any_is_built():
         ValueError, match=r"hidden must give a network this machine can train, got 100000,100000: 1e\+10"
     ):
         prepare_study(StudyConfig(dataset="diabetes", hidden=(100000, 100000)))
+
+
+def test_too_few_rows_for_the_split_and_the_folds_is_one_clear_error(tmp_path):
+    import pandas as pd
+    import pytest
+
+    from shrinkage.study import StudyConfig, prepare_study
+
+    pd.DataFrame({"a": [1.0, 2, 3, 4], "b": [2.0, 3, 1, 4], "y": [3.5, 5.1, 4.2, 8.3]}).to_csv(tmp_path / "four.csv")
+    config = StudyConfig(data=str(tmp_path / "four.csv"), target="y", cv=2)
+    with pytest.raises(ValueError, match=r"at least 10 rows for a test split of 0.2 and 2 folds, got 4"):
+        prepare_study(config)
+
+
+def test_a_target_near_float64s_largest_numbers_is_standardized():
+    import numpy as np
+    import pandas as pd
+
+    from shrinkage.study.runner import _mean_and_scale
+    from shrinkage.study.tabular import Table
+
+    y = np.array([1.0, -2.0, 3.0, 0.5]) * 1e300
+    table = Table(pd.DataFrame({"a": range(4)}), pd.Series(y, name="y"), "t", "regression")
+    mean, scale = _mean_and_scale(y, table)
+    np.testing.assert_allclose([mean, scale], [np.mean(y / 1e300) * 1e300, np.std(y / 1e300) * 1e300], rtol=1e-12)
+    assert np.isfinite((y - mean) / scale).all()

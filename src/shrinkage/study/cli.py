@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import math
 import re
 import sqlite3
 import sys
@@ -365,6 +366,11 @@ def _writable_folder(folder: Path) -> None:
         raise PermissionError(f"--out folder {str(folder)!r} is not writable: {error.strerror}") from None
 
 
+def _number(value: float | None, form: str) -> str:
+    """A stored number for the table; "—" where none was measured (stored as NULL: NaN)."""
+    return "—" if value is None or not math.isfinite(value) else format(value, form)
+
+
 def _print_table(store, study_id: int) -> None:
     from rich.table import Table
 
@@ -397,12 +403,12 @@ def _print_table(store, study_id: int) -> None:
         shown = ", ".join(kept) if len(kept) <= 8 else ", ".join(kept[:8]) + ", …"
         table.add_row(
             run["penalty"],
-            f"{run['lambda_chosen']:.3g}",
+            _number(run["lambda_chosen"], ".3g"),
             scored_model(run, config),
-            f"{run['cv_loss']:.4f} ± {run['cv_loss_se']:.4f}",
-            f"{run['test_loss']:.4f}",
-            f"{run['test_score']:.4f}",
-            f"{100 * run['fraction_zero']:.1f}%",
+            f"{_number(run['cv_loss'], '.4f')} ± {_number(run['cv_loss_se'], '.4f')}",
+            _number(run["test_loss"], ".4f"),
+            _number(run["test_score"], ".4f"),
+            f"{_number(100 * run['fraction_zero'] if run['fraction_zero'] is not None else None, '.1f')}%",
             f"{len(kept)}/{n_columns}: {shown}",
         )
     _console().print(table)
@@ -643,6 +649,17 @@ def predict(model_path: Path, data_path: Path, out_path: Path | None, id_column:
         click.echo(f"written {out_path} ({len(table)} predictions)", err=True)
 
 
+def _finite_numbers(option: str, text: str, form: str, count: int) -> tuple[float, ...]:
+    """``count`` finite numbers written ``form``, else an error naming ``option``."""
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != count or not all(math.isfinite(v) for v in values):
+        raise InputError(f"{option} must be {count} finite numbers {form}, got {text!r}")
+    return values
+
+
 @main.command()
 @click.option(
     "--out",
@@ -671,12 +688,9 @@ def geometry(out_path: Path, center: str, hessian: str, lambda_: float | None) -
 
     if out_path.suffix.lower() not in (".png", ".svg"):
         raise InputError(f"--out must end in .png or .svg, got {str(out_path)!r}")
-    try:
-        c = tuple(float(v) for v in center.split(","))
-        a, b, d = (float(v) for v in hessian.split(","))
-    except ValueError:
-        raise InputError(f"--center needs 'x,y' and --hessian 'a,b,c', got {center!r} and {hessian!r}") from None
-    f = Quadratic(cast(tuple[float, float], c), ((a, b), (b, d)))  # Quadratic checks that c has 2 values
+    c = _finite_numbers("--center", center, "'x,y'", 2)
+    a, b, d = _finite_numbers("--hessian", hessian, "'a,b,c'", 3)
+    f = Quadratic(cast(tuple[float, float], c), ((a, b), (b, d)))
     lam = showcase_lambda(f) if lambda_ is None else lambda_
     fig, axes = plt.subplots(1, 2, figsize=(10.5, 5))
     plot_geometry(axes[0], f, lam)

@@ -21,6 +21,7 @@ import copy
 import hashlib
 import itertools
 import json
+import math
 import os
 import threading
 import time
@@ -104,6 +105,7 @@ def prepare_study(config: StudyConfig) -> _Prepared:
     table = load_table(config)
     missing = _missing_cells(table, config.missing)
     y = table.y()
+    _check_rows(config, table.n_samples)
     stratify = y if table.task != "regression" and np.bincount(y).min() >= 2 else None
     rows = np.arange(table.n_samples)
     train_rows, test_rows = train_test_split(
@@ -115,7 +117,7 @@ def prepare_study(config: StudyConfig) -> _Prepared:
     y_train, y_test = y[train_rows], y[test_rows]
     scale = (0.0, 1.0)
     if table.task == "regression":  # standardized, so that λ means the same on any data
-        scale = (float(y_train.mean()), float(y_train.std()) or 1.0)
+        scale = _mean_and_scale(y_train, table)
         y_train, y_test = (y_train - scale[0]) / scale[1], (y_test - scale[0]) / scale[1]
     summary = {
         "name": table.name,
@@ -147,6 +149,32 @@ def prepare_study(config: StudyConfig) -> _Prepared:
     for name in config.penalties:  # a penalty the data cannot take fails now, before any training
         _penalty_rules(config, prepared, name)
     return prepared
+
+
+def _check_rows(config: StudyConfig, rows: int) -> None:
+    """Enough rows for the test split (two, for a test score) and the folds (two
+    training rows and one validation row each), else an error naming all three."""
+    test = math.ceil(rows * config.test_size)
+    if test < 2 or rows - test < 2 * config.cv:
+        least = max(math.ceil(2 / config.test_size), 2 * config.cv + 2)
+        while least - math.ceil(least * config.test_size) < 2 * config.cv:
+            least += 1
+        raise InputError(
+            f"the data must have at least {least} rows for a test split of {config.test_size:g} and "
+            f"{config.cv} folds, got {rows} (fewer folds, --cv, or a larger --test-size may do)"
+        )
+
+
+def _mean_and_scale(y, table: Table) -> tuple[float, float]:
+    """The training target's mean and standard deviation, computed without overflow on a
+    target near float64's largest numbers (its squares would overflow)."""
+    peak = float(np.abs(y).max())
+    if peak == 0.0:
+        return 0.0, 1.0
+    mean, std = peak * float(np.mean(y / peak)), peak * float(np.std(y / peak))
+    if not (math.isfinite(mean) and math.isfinite(std)):
+        raise InputError(f"target column {str(table.target.name)!r} is too large to standardize (up to {peak:g})")
+    return mean, std or 1.0
 
 
 #: Bytes a float32 parameter takes to train: the weight, its gradient, Adam's two moments
