@@ -192,3 +192,21 @@ def test_pipes_and_devices_are_refused_without_reading(tmp_path):
     for name, kind in (("pipe.csv", "the pipe"), ("zero.csv", "the device")):
         with pytest.raises(ValueError, match=f"data file must be a regular file, got {kind} '.*{name}'"):
             read_table(tmp_path / name, "y")
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        (pd.date_range("2020-01-01", periods=30, freq="D"), "column 'c' holds dates, which a study does not encode"),
+        (pd.to_timedelta(np.arange(30), unit="h"), "column 'c' holds durations, which a study does not encode"),
+        ([[1, 2]] * 30, "column 'c' holds ndarrays in its cells, which a study does not encode"),
+    ],
+)
+def test_columns_a_study_cannot_encode_are_refused_naming_them(tmp_path, values, message):
+    """Dates became one one-hot level per value; a list column failed with 'unhashable type'."""
+    pytest.importorskip("pyarrow")
+    frame = pd.DataFrame({"a": np.arange(30.0), "c": values, "y": np.arange(30.0) % 7})
+    frame.to_parquet(tmp_path / "t.parquet")
+    with pytest.raises(ValueError) as info:
+        read_table(tmp_path / "t.parquet", "y")
+    assert message in str(info.value)

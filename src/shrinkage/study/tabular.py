@@ -99,6 +99,7 @@ def _finish(features, target, name: str, task: str, true_features=None) -> Table
         )
     if features.shape[1] == 0:
         raise InputError(f"the table must have feature columns besides the target {target_name!r}, got none")
+    _check_encodable(features)
     notes: list[str] = []
     features = _numbers_in_text(features, notes)
     dropped: list[str] = []
@@ -140,6 +141,34 @@ def _finish(features, target, name: str, task: str, true_features=None) -> Table
         notes,
         dropped,
     )
+
+
+_CONTAINERS = (list, tuple, dict, set, np.ndarray)
+
+
+def _check_encodable(features) -> None:
+    """Refuse columns a study cannot encode as they are, naming them and what to do:
+    dates and durations (one level per value, one-hot) and lists or mappings in cells."""
+    import pandas as pd
+
+    for column in features.columns:
+        values = features[column]
+        if pd.api.types.is_datetime64_any_dtype(values) or pd.api.types.is_timedelta64_dtype(values):
+            kind = "durations" if pd.api.types.is_timedelta64_dtype(values) else "dates"
+            raise InputError(
+                f"column {str(column)!r} holds {kind}, which a study does not encode (each would be a level of "
+                "its own): turn them into numbers (such as days since a date) or drop the column"
+            )
+        present = values.dropna()
+        if (
+            values.dtype == object
+            and len(present)
+            and isinstance(present.iloc[0], (list, tuple, dict, set, np.ndarray))
+        ):
+            raise InputError(
+                f"column {str(column)!r} holds {type(present.iloc[0]).__name__}s in its cells, which a study does "
+                "not encode: spread them into columns of their own or drop the column"
+            )
 
 
 #: A text column is numbers with a few typos when at least this share of its values are numbers
