@@ -284,3 +284,34 @@ def test_a_lambda_min_at_the_grids_edge_is_said_in_the_answers():
     which = _answers([run], {"columns": ["a", "b"]}, "R²")["which"]
     assert "At the grid's edge: l1 — λ_min is the smallest λ tried" in which
     assert "edge" not in _answers([run | {"lambda_min": 0.1}], {"columns": ["a", "b"]}, "R²")["which"]
+
+
+def test_wide_data_figures_show_the_features_that_matter_not_every_column():
+    """10,000 columns: one tick label and one line per column made the report take minutes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from shrinkage.study.report import plots
+
+    columns = [f"c{j}" for j in range(10_000)]
+    runs = [
+        {"penalty": "l1", "features": ["c3", "c9000"], "lambda_min": 0.1, "lambda_1se": 0.2},
+        {"penalty": "l2", "features": columns[:120], "lambda_min": 0.1, "lambda_1se": 0.2},
+    ]
+    ax = plots.plot_selected_features(runs, columns, truth=["c7"])
+    labels = [t.get_text() for t in ax.get_xticklabels()]
+    assert len(labels) <= plots._MOST + 1 and {"c3", "c9000", "c7"} <= set(labels)
+    assert "of 10000 columns" in ax.get_title()
+    plt.close("all")
+    norms = np.zeros((3, 10_000))
+    norms[:, 5000] = [3.0, 2.0, 0.0]  # the one feature that matters
+    points = [
+        {"fold": -1, "idx": k, "lambda": lam, "feature_norms": list(row)}
+        for k, (lam, row) in enumerate(zip([0.1, 0.2, 0.4], norms))
+    ]
+    ax = plots.plot_path(runs[0], points, columns, highlight=["c7"])
+    assert len(ax.get_lines()) <= plots._MOST + 1 + 2  # (+ the λ_min and λ_1se lines)
+    assert "c5000" in [t.get_text() for t in ax.get_legend().get_texts()]
+    plt.close("all")

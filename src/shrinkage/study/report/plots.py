@@ -24,6 +24,10 @@ Run = Mapping[str, Any]
 Points = Sequence[Mapping[str, Any]]
 
 
+#: On wide data a figure shows at most this many features, the ones that matter most
+_MOST = 50
+
+
 def _axes(ax, size=(5.0, 3.4)):
     if ax is not None:
         return ax
@@ -115,7 +119,12 @@ def plot_path(run: Run, points: Points, feature_names: Sequence[str], ax=None, h
     if norms.size == 0:
         return ax
     highlighted = set(highlight)
-    order = np.argsort(-norms[0])
+    order = np.argsort(-norms.max(axis=0), kind="stable")  # the largest along the path first
+    title = f"{run['penalty']}: path"
+    if len(order) > _MOST:  # wide data: the features that matter, not one line per column
+        named = [j for j in order[_MOST:] if j < len(feature_names) and feature_names[j] in highlighted]
+        order = np.concatenate([order[:_MOST], np.asarray(named, dtype=int)])
+        title += f" ({len(order)} of {norms.shape[1]} features: the largest)"
     for rank, j in enumerate(order):
         name = feature_names[j] if j < len(feature_names) else f"x{j}"
         label = name if (rank < 8 or name in highlighted) else None
@@ -123,7 +132,7 @@ def plot_path(run: Run, points: Points, feature_names: Sequence[str], ax=None, h
         ax.plot(lambdas, norms[:, j], label=label, **style)
     for value, linestyle in ((run["lambda_min"], "--"), (run["lambda_1se"], ":")):
         ax.axvline(value, color="0.4", linestyle=linestyle, linewidth=0.8)
-    ax.set(xlabel="λ", ylabel="‖input weights‖₂", title=f"{run['penalty']}: path")
+    ax.set(xlabel="λ", ylabel="‖input weights‖₂", title=title)
     _log_lambda(ax, lambdas)
     ax.legend(fontsize=6, ncol=2)
     return ax
@@ -185,7 +194,14 @@ def plot_weight_histogram(run: Run, ax=None):
 
 
 def plot_selected_features(runs: Sequence[Run], columns: Sequence[str], ax=None, truth: Sequence[str] = ()):
-    """Which original columns each penalty's chosen model keeps."""
+    """Which original columns each penalty's chosen model keeps (on wide data, the
+    ``_MOST`` columns kept by the sparsest choices, and the true ones)."""
+    total = len(columns)
+    if total > _MOST:
+        # a column a sparse penalty keeps says more than one a dense penalty keeps
+        votes = {c: sum((c in set(r["features"])) / max(len(r["features"]), 1) for r in runs) for c in columns}
+        wanted = set(truth) | set(sorted(columns, key=lambda c: -votes[c])[:_MOST])
+        columns = [c for c in columns if c in wanted and (votes[c] or c in set(truth))] or list(columns[:_MOST])
     ax = _axes(ax, size=(max(4.0, 0.35 * len(columns) + 1.5), 0.45 * len(runs) + 1.4))
     kept = np.array([[column in set(run["features"]) for column in columns] for run in runs], dtype=float)
     ax.imshow(kept, aspect="auto", cmap="Blues", vmin=0, vmax=1.3)
@@ -198,5 +214,6 @@ def plot_selected_features(runs: Sequence[Run], columns: Sequence[str], ax=None,
     for label in ax.get_xticklabels():
         if label.get_text() in set(truth):
             label.set_fontweight("bold")
-    ax.set_title("input features kept" + (" (true ones in bold)" if truth else ""))
+    shown = f" ({len(columns)} of {total} columns: those the sparsest models keep)" if len(columns) < total else ""
+    ax.set_title("input features kept" + shown + (" (true ones in bold)" if truth else ""))
     return ax
