@@ -293,7 +293,10 @@ def build_report(store: Store, study_id: int | None = None, path: str | Path = "
                     lambda ax: plots.plot_selected_features(runs, data["columns"], ax, truth),
                     "features-kept",
                     "features kept per penalty",
-                    size=(max(4.0, 0.35 * len(data["columns"]) + 1.5), 0.45 * len(runs) + 1.6),
+                    size=(
+                        max(4.0, 0.35 * len(plots.shown_columns(runs, data["columns"], truth)) + 1.5),
+                        0.45 * len(runs) + 1.6,
+                    ),
                 )
             ],
         },

@@ -193,15 +193,21 @@ def plot_weight_histogram(run: Run, ax=None):
     return ax
 
 
+def shown_columns(runs: Sequence[Run], columns: Sequence[str], truth: Sequence[str] = ()) -> list[str]:
+    """The columns the features-kept figure shows: all of them, or on wide data the
+    ``_MOST`` kept by the sparsest choices (a column a sparse penalty keeps says more than
+    one a dense penalty keeps) and the true ones."""
+    if len(columns) <= _MOST:
+        return list(columns)
+    votes = {c: sum((c in set(r["features"])) / max(len(r["features"]), 1) for r in runs) for c in columns}
+    wanted = set(truth) | set(sorted(columns, key=lambda c: -votes[c])[:_MOST])
+    return [c for c in columns if c in wanted and (votes[c] or c in set(truth))] or list(columns[:_MOST])
+
+
 def plot_selected_features(runs: Sequence[Run], columns: Sequence[str], ax=None, truth: Sequence[str] = ()):
-    """Which original columns each penalty's chosen model keeps (on wide data, the
-    ``_MOST`` columns kept by the sparsest choices, and the true ones)."""
+    """Which original columns each penalty's chosen model keeps (:func:`shown_columns`)."""
     total = len(columns)
-    if total > _MOST:
-        # a column a sparse penalty keeps says more than one a dense penalty keeps
-        votes = {c: sum((c in set(r["features"])) / max(len(r["features"]), 1) for r in runs) for c in columns}
-        wanted = set(truth) | set(sorted(columns, key=lambda c: -votes[c])[:_MOST])
-        columns = [c for c in columns if c in wanted and (votes[c] or c in set(truth))] or list(columns[:_MOST])
+    columns = shown_columns(runs, columns, truth)
     ax = _axes(ax, size=(max(4.0, 0.35 * len(columns) + 1.5), 0.45 * len(runs) + 1.4))
     kept = np.array([[column in set(run["features"]) for column in columns] for run in runs], dtype=float)
     ax.imshow(kept, aspect="auto", cmap="Blues", vmin=0, vmax=1.3)
