@@ -176,7 +176,7 @@ CLI = [
     (["report", "{tmp}/folder.csv"], "store must be a file, got the directory"),
     (["runs", "{tmp}/empty.csv"], "store '{tmp}/empty.csv' is empty"),
     (["prune", "{tmp}/text.sqlite", "--penalty", "l1"], "is not a shrinkage results store (not an SQLite file)"),
-    (["geometry", "--center", "x"], "--center needs 'x,y'"),
+    (["geometry", "--center", "x"], "--center must be 2 finite numbers 'x,y', got 'x'"),
     (["geometry", "--lambda", "-1"], "lambda_ must be a finite number >= 0, got -1.0"),
 ]
 

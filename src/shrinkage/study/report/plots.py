@@ -18,6 +18,7 @@ __all__ = [
     "plot_selected_features",
     "plot_sparsity",
     "plot_weight_histogram",
+    "shown_columns",
 ]
 
 Run = Mapping[str, Any]
