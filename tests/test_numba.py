@@ -144,3 +144,19 @@ def test_sgd_steps_do_not_import_numba():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("penalty", ["group_input", "sparse_group"])
+def test_a_nan_weight_stays_nan_as_in_the_torch_code(penalty):
+    """A diverged weight must not become a tidy exact zero (it would hide the divergence)."""
+    x = torch.randn(6, 5)
+    x[2, 1] = float("nan")
+    steps = [F.RootStep(0.01, torch.rand(6, 5) * 1e-3, 1e-8)]
+    pen = kernel_cases.PENALTIES[penalty]()
+    layouts = pen.layouts([("w", torch.empty(6, 5))])
+    want = x.clone()
+    with kernel_cases.torch_path():
+        pen.prox_([want], layouts, step=steps)
+    pen.prox_([x], layouts, step=steps)
+    assert torch.isnan(want[2, 1]) and torch.isnan(x[2, 1])  # the diverged weight stays NaN in both
+    assert torch.isfinite(x[:, [0, 2, 3, 4]]).all()  # the other groups as usual

@@ -45,7 +45,7 @@ def elementwise(x, q, kind, a, e, t1, t2, l1, l2, one):
             d = _denominator(q[i], e, kind)
             w = w * d
             if t1 != 0:
-                w = w - t1 if w > t1 else (w + t1 if w < -t1 else one - one)
+                w = w - t1 if w > t1 else (w + t1 if w < -t1 else w - w)  # (w − w: 0, or NaN for NaN)
             w = w / (d + t2)
         x[i] = w
 
@@ -62,7 +62,7 @@ def _threshold(x, q, kind, a, e, ac, t1, one):
     d = _denominator(q, e, kind)
     if t1 != 0:
         x = x * d
-        x = x - t1 if x > t1 else (x + t1 if x < -t1 else one - one)
+        x = x - t1 if x > t1 else (x + t1 if x < -t1 else x - x)  # (x − x: 0, or NaN for NaN)
         x = x / d
     return x, ac / d
 
@@ -106,7 +106,7 @@ def group_columns(x, q, c, kind, a, e, ac, t1, one, max_iter, tolerance):
         for o in range(rows):
             for g in range(groups):
                 r = radius[g]
-                x[m, o, g] = x[m, o, g] * (r / (r + c[m, o, g])) if r > 0 else one - one
+                x[m, o, g] = x[m, o, g] * (r / (r + c[m, o, g])) if not r <= 0 else one - one
     return iterations
 
 
@@ -158,7 +158,7 @@ def group_rows(x, q, c, kind, a, e, ac, t1, one, max_iter, tolerance):
             for g in range(groups):
                 r = radius[g]
                 for i in range(inner):
-                    x[m, o, g, i] = x[m, o, g, i] * (r / (r + c[m, o, g, i])) if r > 0 else one - one
+                    x[m, o, g, i] = x[m, o, g, i] * (r / (r + c[m, o, g, i])) if not r <= 0 else one - one
     return iterations
 
 
@@ -166,7 +166,7 @@ def group_rows(x, q, c, kind, a, e, ac, t1, one, max_iter, tolerance):
 def _start(total, at_zero, weighted):
     """Which groups survive (``‖w/c‖ > 1``) and their Newton start, the lower bound
     ``‖w‖ − Σw²c/Σw²`` of the root (see ``functional._group_shrink_scaled_``)."""
-    keep = at_zero > 1
+    keep = ~(at_zero <= 1)  # (a NaN weight keeps its group: the NaN goes through, as in torch)
     radius = np.zeros_like(total)
     for g in range(total.shape[0]):
         if keep[g]:
