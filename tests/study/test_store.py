@@ -353,12 +353,53 @@ def test_every_finished_run_is_in_the_store_file_itself(tmp_path):
             assert [r["penalty"] for r in copied.runs(study)] == ["l1"]
 
 
-def test_a_store_on_read_only_media_is_read(tmp_path, monkeypatch):
-    from shrinkage.study import store as store_module
-
+def test_reading_a_closed_store_leaves_no_side_files(tmp_path):
+    """Read without -wal or -shm files beside it (SQLite's immutable mode): nothing is left
+    behind by `runs` or `report`, and a store on read-only media, where they cannot be
+    made, is read."""
     path = tmp_path / "s.sqlite"
     with Store(path) as store:
         store.add_run(store.add_study(key="k", name="d", config={}, data={}), _run(), _points())
-    monkeypatch.setattr(store_module.os, "access", lambda *args: False)  # (root may write anywhere)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.sqlite"]
     with Store(path, read_only=True) as store:
         assert [r["penalty"] for r in store.runs(1)] == ["l1"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.sqlite"]
+
+
+def _written_store(path) -> bytes:
+    with Store(path) as store:
+        study = store.add_study(key="k", name="d", config={}, data={})
+        for penalty in ("l1", "l2", "none"):
+            store.add_run(study, {**_run(), "penalty": penalty}, _points())
+    return path.read_bytes()
+
+
+@pytest.mark.parametrize("read_only", [True, False])
+@pytest.mark.parametrize(
+    "cut, message",
+    [
+        (lambda data: data[: len(data) // 8192 * 4096], r"it holds \d+ of the \d+ bytes its header declares"),
+        (lambda data: data[:5000], "its 5000 bytes are not whole 4096-byte pages"),
+        (lambda data: data[:60], "its 60 bytes are not whole"),
+    ],
+)
+def test_a_truncated_store_is_called_damaged_and_left_as_it_is(tmp_path, read_only, cut, message):
+    path = tmp_path / "s.sqlite"
+    damaged = cut(_written_store(path))
+    path.write_bytes(damaged)
+    with pytest.raises(StoreError, match=f"store '.*s.sqlite' is damaged: {message}"):
+        Store(path, read_only=read_only)
+    assert path.read_bytes() == damaged
+
+
+@pytest.mark.parametrize("read_only", [True, False])
+def test_a_store_missing_a_table_is_damaged_and_the_table_not_made_again(tmp_path, read_only):
+    path = tmp_path / "s.sqlite"
+    _written_store(path)
+    with closing(sqlite3.connect(path)) as db:
+        db.execute("DROP TABLE runs")
+        db.commit()
+    with pytest.raises(StoreError, match="store '.*' is damaged: its table runs is missing"):
+        Store(path, read_only=read_only)
+    with closing(sqlite3.connect(path)) as db:
+        assert db.execute("SELECT COUNT(*) FROM sqlite_master WHERE name = 'runs'").fetchone()[0] == 0

@@ -17,17 +17,18 @@ store is upgraded in place,
 one named step per version, in one transaction, when it is opened for writing; opened
 with ``read_only=True`` it is left as it is and a column it lacks reads as that column's
 default. A store newer than this code is refused, and so is a file that lacks the
-``meta`` marker: it is not ours, and we write nothing to it.
+``meta`` marker: it is not ours, and we write nothing to it. A store shorter than its
+SQLite header declares, missing a table, or whose pages SQLite cannot read is "damaged".
 
 Every run is written in one transaction (with its points), in WAL mode, so a reader
-never sees half a run.
+never sees half a run. A closed store is read in SQLite's immutable mode: no ``-wal`` or
+``-shm`` file is made beside it (none can be on read-only media).
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
 import sqlite3
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -267,6 +268,7 @@ _POINTS = _Table(
 )
 
 _TABLES = (_META, _STUDIES, _RUNS, _POINTS)
+_STUDIES_WITH_RUNS = "SELECT s.*, (SELECT COUNT(*) FROM runs r WHERE r.study_id = s.id) AS n_runs FROM studies s"
 
 
 # ---------------------------------------------------------------------------- migrations
@@ -363,10 +365,10 @@ class Store:
         try:
             if read_only:
                 uri = f"{self.path.resolve().as_uri()}?mode=ro"
-                wal = self.path.with_name(self.path.name + "-wal")
-                if not os.access(self.path.parent, os.W_OK) and not wal.exists():
-                    # read-only media: SQLite cannot make the -shm file that WAL mode
-                    # reads through; nothing is pending in a -wal file, so the file is as it stays
+                if not any(self.path.with_name(self.path.name + end).exists() for end in ("-wal", "-shm")):
+                    # no connection has the store open and nothing is pending in a -wal
+                    # file: read the file as it is, without the -wal and -shm files SQLite
+                    # would otherwise leave beside it (and cannot make on read-only media)
                     uri += "&immutable=1"
                 self._connection = sqlite3.connect(uri, uri=True, timeout=30)
             else:
@@ -384,21 +386,50 @@ class Store:
             raise
 
     def _check_sqlite(self) -> None:
+        """StoreError unless the file starts as an SQLite file, whole as its header declares."""
         try:
             with open(self.path, "rb") as f:
-                header = f.read(16)
+                header = f.read(100)
         except OSError as error:
             raise StoreError(f"store {str(self.path)!r} cannot be read: {error.strerror}") from None
-        if header != b"SQLite format 3\x00":
+        if header[:16] != b"SQLite format 3\x00":
             raise StoreError(f"{str(self.path)!r} is not a shrinkage results store (not an SQLite file)")
+        page = int.from_bytes(header[16:18], "big")
+        page = 65536 if page == 1 else page
+        size = self.path.stat().st_size
+        declared = int.from_bytes(header[28:32], "big") * page if header[24:28] == header[92:96] else 0
+        if len(header) < 100 or size % page:
+            held = f"its {size} bytes are not whole {page}-byte pages"
+        elif size < declared:
+            held = f"it holds {size} of the {declared} bytes its header declares"
+        else:
+            return
+        raise StoreError(f"store {str(self.path)!r} is damaged: {held} (a truncated or partly copied file?)")
+
+    def _damaged(self, error: sqlite3.Error) -> StoreError:
+        return StoreError(f"store {str(self.path)!r} is damaged or cannot be read: {error}")
+
+    def _read(self, query: str, args: tuple | list = ()) -> list[sqlite3.Row]:
+        """The rows of a query; StoreError if SQLite cannot read them (a damaged file)."""
+        try:
+            return self._connection.execute(query, args).fetchall()
+        except sqlite3.Error as error:
+            raise self._damaged(error) from None
 
     def _version(self, db: sqlite3.Connection) -> int:
         """The schema version of the open file; StoreError unless this code reads it."""
         not_ours = StoreError(f"{str(self.path)!r} is an SQLite file but not a shrinkage results store")
         try:
+            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            if "meta" not in tables:
+                raise not_ours
             meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
-            version = db.execute("PRAGMA user_version").fetchone()[0] or int(meta.get("schema_version", 0))
-        except (sqlite3.Error, TypeError, ValueError):
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+        except sqlite3.Error as error:
+            raise self._damaged(error) from None
+        try:
+            version = version or int(meta.get("schema_version", 0))
+        except (TypeError, ValueError):
             raise not_ours from None
         if meta.get("format") != _FORMAT or version < 1:
             raise not_ours
@@ -407,6 +438,10 @@ class Store:
                 f"store {str(self.path)!r} has schema version {version}; this version of shrinkage "
                 f"reads versions 1 to {SCHEMA_VERSION} (upgrade shrinkage to open it)"
             )
+        missing = [table.name for table in _TABLES if table.name not in tables]
+        if missing:
+            which = f"table {missing[0]} is" if len(missing) == 1 else f"tables {', '.join(missing)} are"
+            raise StoreError(f"store {str(self.path)!r} is damaged: its {which} missing")
         return version
 
     def _set_up(self, *, new: bool) -> None:
@@ -448,7 +483,7 @@ class Store:
     # -------------------------------------------------------------------- studies
     def find_study(self, key: str) -> int | None:
         """The id of the study with ``key``, or None."""
-        row = self._connection.execute("SELECT id FROM studies WHERE key = ?", (key,)).fetchone()
+        row = next(iter(self._read("SELECT id FROM studies WHERE key = ?", (key,))), None)
         return None if row is None else int(row["id"])
 
     def add_study(self, *, key: str, name: str, config: dict, data: dict) -> int:
@@ -482,17 +517,12 @@ class Store:
 
     def studies(self) -> list[dict[str, Any]]:
         """Every study, oldest first, each with ``n_runs``, its number of stored runs."""
-        rows = self._connection.execute(
-            "SELECT s.*, (SELECT COUNT(*) FROM runs r WHERE r.study_id = s.id) AS n_runs FROM studies s ORDER BY id"
-        ).fetchall()
+        rows = self._read(f"{_STUDIES_WITH_RUNS} ORDER BY id")
         return [_STUDIES.decode(row, self._where) for row in rows]
 
     def study(self, study_id: int) -> dict[str, Any]:
         """The study with id ``study_id``, with ``n_runs`` (ValueError if there is none)."""
-        row = self._connection.execute(
-            "SELECT s.*, (SELECT COUNT(*) FROM runs r WHERE r.study_id = s.id) AS n_runs FROM studies s WHERE id = ?",
-            (study_id,),
-        ).fetchone()
+        row = next(iter(self._read(f"{_STUDIES_WITH_RUNS} WHERE id = ?", (study_id,))), None)
         if row is None:
             raise InputError(f"study must be the id of a study in {str(self.path)!r}, got {study_id}")
         return _STUDIES.decode(row, self._where)
@@ -532,7 +562,7 @@ class Store:
     def runs(self, study_id: int) -> list[dict[str, Any]]:
         """The study's runs in the order they were stored; JSON columns parsed,
         ``weights`` a float32 array, ``model`` and ``penalized`` bytes (or None)."""
-        rows = self._connection.execute("SELECT * FROM runs WHERE study_id = ? ORDER BY id", (study_id,)).fetchall()
+        rows = self._read("SELECT * FROM runs WHERE study_id = ? ORDER BY id", (study_id,))
         return [_RUNS.decode(row, self._where) for row in rows]
 
     def points(self, run_id: int, fold: int | None = None) -> list[dict[str, Any]]:
@@ -540,5 +570,5 @@ class Store:
         query, args = "SELECT * FROM points WHERE run_id = ?", [run_id]
         if fold is not None:
             query, args = query + " AND fold = ?", [run_id, fold]
-        rows = self._connection.execute(query + " ORDER BY fold, idx", args).fetchall()
+        rows = self._read(query + " ORDER BY fold, idx", args)
         return [_POINTS.decode(row, self._where) for row in rows]
