@@ -809,7 +809,7 @@ _KINDS: dict[str, Callable[[Any], bool]] = {
 
 def _build_layer(layer: Any) -> nn.Module:
     """One whitelisted layer from its JSON description, with its tensors on the meta device."""
-    if not isinstance(layer, dict) or layer.get("type") not in _LAYERS:
+    if not isinstance(layer, dict) or not isinstance(layer.get("type"), str) or layer["type"] not in _LAYERS:
         kind = layer.get("type") if isinstance(layer, dict) else layer
         raise InputError(f"model file describes an unknown layer type {kind!r}")
     cls, fields = _LAYERS[layer["type"]]

@@ -311,6 +311,16 @@ def test_a_newer_store_is_refused_untouched(tmp_path, read_only):
         ("weights", b"\x00\x00\xc0\x7f", "runs.weights must hold finite float32 numbers"),  # NaN
         ("cv_mean", "[0.5, ", "runs.cv_mean must hold a json value"),
         ("cv_mean", "[" * 100_000 + "]" * 100_000, "runs.cv_mean must hold a json value"),  # too deep to parse
+        # values of the wrong type or shape, each of which a reader used to fail on (found by test_fuzz)
+        ("cv_mean", '{"a": 1}', "runs.cv_mean must hold a JSON list of numbers"),
+        ("features", "[1, 2]", "runs.features must hold a JSON list of strings"),
+        ("admissible", "[1]", "runs.admissible must hold a JSON list of true/false"),
+        ("penalty", None, "runs.penalty must hold the name of a penalty"),
+        ("penalty", "l7", "runs.penalty must hold the name of a penalty"),
+        ("selection", "best", "runs.selection must hold '1se' or 'min'"),
+        ("test_loss", "low", "runs.test_loss must hold a number"),
+        ("n_features", 2.5, "runs.n_features must hold a whole number"),
+        ("model", "text", "runs.model must hold bytes"),
     ],
 )
 def test_a_damaged_value_is_a_store_error_naming_its_column(tmp_path, column, value, message):
@@ -322,6 +332,26 @@ def test_a_damaged_value_is_a_store_error_naming_its_column(tmp_path, column, va
         db.execute(f"UPDATE runs SET {column} = ?", (value,))
     with Store(path, read_only=True) as store, pytest.raises(StoreError) as info:
         store.runs(1)
+    assert str(info.value).startswith(f"store {str(path)!r} is damaged: {message}")
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "message"),
+    [
+        ("config", None, "studies.config must hold a JSON object"),
+        ("data", "[1]", "studies.data must hold a JSON object"),
+        ("status", "done", "studies.status must hold 'running' or 'complete'"),
+        ("name", b"\x00", "studies.name must hold text"),  # (a number would be stored as text)
+    ],
+)
+def test_a_damaged_study_is_a_store_error_naming_its_column(tmp_path, column, value, message):
+    path = tmp_path / "s.sqlite"
+    with Store(path) as store:
+        store.add_study(key="k", name="d", config={}, data={"task": "regression"})
+    with closing(sqlite3.connect(path)) as db, db:
+        db.execute(f"UPDATE studies SET {column} = ?", (value,))
+    with Store(path, read_only=True) as store, pytest.raises(StoreError) as info:
+        store.studies()
     assert str(info.value).startswith(f"store {str(path)!r} is damaged: {message}")
 
 

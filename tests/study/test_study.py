@@ -142,6 +142,33 @@ def test_hidden_layers_too_large_to_train_are_refused_before_any_is_built():
         prepare_study(StudyConfig(dataset="diabetes", hidden=(100000, 100000)))
 
 
+def test_an_encoding_too_large_for_memory_is_refused_naming_the_widest_column(tmp_path, monkeypatch):
+    """A text column with very many levels (not an identifier: each level in several rows)
+    one-hot over very many rows; here the machine's memory is made small instead."""
+    import numpy as np
+    import pandas as pd
+    import pytest
+
+    from shrinkage.study import StudyConfig, prepare_study, runner
+
+    rng = np.random.default_rng(0)
+    rows = 600
+    frame = pd.DataFrame(
+        {"city": [f"c{i % 200}" for i in range(rows)], "x": rng.normal(size=rows), "y": rng.normal(size=rows)}
+    )
+    frame.to_csv(tmp_path / "t.csv", index=False)
+    config = StudyConfig(data=str(tmp_path / "t.csv"), target="y")
+    assert prepare_study(config).X_train.shape[1] == 201  # kept: a level in three rows each
+    monkeypatch.setattr(runner, "_machine_memory", lambda: 1_000_000)
+    with pytest.raises(
+        ValueError,
+        match=r"the encoded data must fit in this machine's memory: 201 encoded columns \(column 'city' alone "
+        r"is 200, one per level\) over 600 rows need about 0.00338 GB, and this machine has 0.001 GB "
+        r"\(drop the column, or group its rare levels\)",
+    ):
+        prepare_study(config)
+
+
 def test_too_few_rows_for_the_split_and_the_folds_is_one_clear_error(tmp_path):
     import pandas as pd
     import pytest

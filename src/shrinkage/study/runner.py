@@ -112,6 +112,7 @@ def prepare_study(config: StudyConfig) -> _Prepared:
         rows, test_size=config.test_size, random_state=config.seed, stratify=stratify
     )
     encoder = Encoder(config.missing).fit(table.features.iloc[train_rows])
+    _check_encoding_fits(encoder, table.n_samples)
     X_train = encoder.transform(table.features.iloc[train_rows])
     X_test = encoder.transform(table.features.iloc[test_rows])
     y_train, y_test = y[train_rows], y[test_rows]
@@ -181,21 +182,46 @@ def _mean_and_scale(y, table: Table) -> tuple[float, float]:
 _TRAINING_BYTES = 16
 
 
+def _machine_memory() -> int | None:
+    """This machine's memory in bytes (None where the system does not say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # not a POSIX system
+        return None
+
+
 def _check_network_fits(config: StudyConfig, n_features: int, n_outputs: int) -> None:
     """Refuse hidden layers whose network cannot train in this machine's memory, before
     any is built (``--hidden 100000,100000`` would ask for 40 GB of weights alone)."""
     widths = [n_features, *config.hidden, n_outputs]
     parameters = sum((a + 1) * b for a, b in itertools.pairwise(widths)) + n_features * n_outputs  # (+ a skip layer)
     needed = parameters * _TRAINING_BYTES
-    try:
-        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (AttributeError, ValueError, OSError):  # not a POSIX system: nothing to compare with
-        return
-    if needed > memory:
+    memory = _machine_memory()
+    if memory is not None and needed > memory:
         raise InputError(
             f"hidden must give a network this machine can train, got {','.join(map(str, config.hidden))}: "
             f"{parameters:.3g} parameters need about {needed / 1e9:.3g} GB to train, and this machine has "
             f"{memory / 1e9:.3g} GB of memory"
+        )
+
+
+#: bytes per cell of the encoded table: float64 from the encoder, its copies while the
+#: columns are joined, and the float32 tensors training reads
+_ENCODED_BYTES = 28
+
+
+def _check_encoding_fits(encoder: Encoder, rows: int) -> None:
+    """Refuse a table whose one-hot encoding cannot be held in this machine's memory (a
+    text column with tens of thousands of levels), naming the widest column, before it
+    is encoded."""
+    needed = rows * len(encoder.feature_names) * _ENCODED_BYTES
+    memory = _machine_memory()
+    if memory is not None and needed > memory:
+        name, levels = max(zip(encoder.group_names, map(len, encoder.groups)), key=lambda named: named[1])
+        raise InputError(
+            f"the encoded data must fit in this machine's memory: {len(encoder.feature_names)} encoded columns "
+            f"(column {name!r} alone is {levels}, one per level) over {rows} rows need about {needed / 1e9:.3g} GB, "
+            f"and this machine has {memory / 1e9:.3g} GB (drop the column, or group its rare levels)"
         )
 
 

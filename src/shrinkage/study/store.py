@@ -39,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from shrinkage.presets import PRESETS
 from shrinkage.validation import InputError
 
 __all__ = ["SCHEMA_VERSION", "Store", "StoreError"]
@@ -101,17 +102,61 @@ class _Damaged(ValueError):
     """A column's value is not what the store writes there (see :meth:`_Table.decode`)."""
 
 
+def _typed(kind: type | tuple[type, ...], what: str) -> Callable[[Any], Any]:
+    """A decoder that returns a stored value of ``kind`` as it is, else ``_Damaged(what)``."""
+
+    def decode(raw: Any) -> Any:
+        if not isinstance(raw, kind):
+            raise _Damaged(what)
+        return raw
+
+    return decode
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _list_of(test: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    return lambda value: isinstance(value, list) and all(test(x) for x in value)
+
+
+def _is_rule(value: Any) -> bool:
+    return isinstance(value, dict) and isinstance(value.get("penalty"), dict)
+
+
+def _one_of(*choices: Any) -> Callable[[Any], bool]:
+    return lambda value: value in choices
+
+
+# what a reader relies on beyond the value's type, per column: (what it must be, test); a
+# column whose shape ends in "?" may also be null (a fold's point, a row of an older store)
+_SHAPES: dict[str, tuple[str, Callable[[Any], bool]]] = {
+    "penalty": ("the name of a penalty (none, l1, …)", _one_of(*PRESETS)),
+    "status": ("'running' or 'complete'", _one_of("running", "complete")),
+    "selection": ("'1se' or 'min'", _one_of("1se", "min")),
+    "fold": ("a whole number from -1", lambda v: isinstance(v, int) and v >= -1),
+    "object": ("a JSON object", lambda v: isinstance(v, dict)),
+    "rules": ("a JSON list of rules, each with a penalty", _list_of(_is_rule)),
+    "list": ("a JSON list", _list_of(lambda x: True)),
+    "numbers": ("a JSON list of numbers", _list_of(lambda x: x is None or _number(x))),
+    "strings": ("a JSON list of strings", _list_of(lambda x: isinstance(x, str))),
+    "indices": ("a JSON list of column numbers", _list_of(lambda x: _number(x) and x == int(x) and x >= 0)),
+    "flags": ("a JSON list of true/false", _list_of(lambda x: isinstance(x, bool))),
+}
+
+
 def _same(value: Any) -> Any:
     return value
 
 
 # kind: (SQL type, Python value → stored value, stored value → Python value); None stays NULL
 _KINDS: dict[str, tuple[str, Callable[[Any], Any], Callable[[Any], Any]]] = {
-    "int": ("INTEGER", _int, _same),
-    "float": ("REAL", _real, _same),
-    "text": ("TEXT", _same, _same),
+    "int": ("INTEGER", _int, _typed(int, "a whole number")),
+    "float": ("REAL", _real, _typed((int, float), "a number")),
+    "text": ("TEXT", _same, _typed(str, "text")),
     "json": ("TEXT", _json, json.loads),
-    "blob": ("BLOB", _same, _same),  # bytes as they are (safetensors files)
+    "blob": ("BLOB", _same, _typed(bytes, "bytes")),  # bytes as they are (safetensors files)
     "float32": ("BLOB", _float32, _array),  # a float32 array; empty when NULL
 }
 
@@ -126,6 +171,7 @@ class _Column:
     kind: str
     constraint: str = ""
     default: int | None = None
+    shape: str | None = None  # for JSON: a key of _SHAPES
 
     @property
     def sql_type(self) -> str:
@@ -142,9 +188,13 @@ class _Column:
         return _KINDS[self.kind][1](value)
 
     def decode(self, raw: Any) -> Any:
-        if raw is None and self.kind != "float32":
-            return None
-        return _KINDS[self.kind][2](raw)
+        value = None if raw is None and self.kind != "float32" else _KINDS[self.kind][2](raw)
+        if self.shape is None or (value is None and self.shape.endswith("?")):
+            return value
+        what, test = _SHAPES[self.shape.rstrip("?")]
+        if not test(value):
+            raise _Damaged(what)
+        return value
 
 
 @dataclass(frozen=True)
@@ -200,9 +250,9 @@ _STUDIES = _Table(
         _Column("key", "text", "UNIQUE"),  # hash of the config and the data
         _Column("name", "text"),
         _Column("created", "text"),  # ISO 8601, UTC
-        _Column("config", "json"),  # the StudyConfig
-        _Column("data", "json"),  # data set summary (task, rows, features, groups, notes)
-        _Column("status", "text"),  # 'running' or 'complete'
+        _Column("config", "json", shape="object"),  # the StudyConfig
+        _Column("data", "json", shape="object"),  # data set summary (task, rows, features, groups, notes)
+        _Column("status", "text", shape="status"),
     ),
 )
 
@@ -211,22 +261,22 @@ _RUNS = _Table(
     (
         _Column("id", "int", "PRIMARY KEY"),
         _Column("study_id", "int", "REFERENCES studies(id)"),
-        _Column("penalty", "text"),
-        _Column("rules", "json"),  # the penalties at λ = 1
-        _Column("lambdas", "json"),  # the λ grid
-        _Column("cv_mean", "json"),  # mean of the CV loss per λ
-        _Column("cv_se", "json"),  # its standard error per λ
-        _Column("admissible", "json"),  # λ eligible for selection
+        _Column("penalty", "text", shape="penalty"),
+        _Column("rules", "json", shape="rules"),  # the penalties at λ = 1
+        _Column("lambdas", "json", shape="numbers"),  # the λ grid
+        _Column("cv_mean", "json", shape="numbers"),  # mean of the CV loss per λ
+        _Column("cv_se", "json", shape="numbers"),  # its standard error per λ
+        _Column("admissible", "json", shape="flags"),  # λ eligible for selection
         _Column("lambda_min", "float"),
         _Column("lambda_1se", "float"),
         _Column("lambda_chosen", "float"),
-        _Column("selection", "text"),
+        _Column("selection", "text", shape="selection"),
         _Column("cv_loss", "float"),  # at the chosen λ
         _Column("cv_loss_se", "float"),
         _Column("test_loss", "float"),  # held-out test split
         _Column("test_score", "float"),
         _Column("fraction_zero", "float"),  # penalized weights exactly zero
-        _Column("features", "json"),  # original columns kept
+        _Column("features", "json", shape="strings"),  # original columns kept
         _Column("n_features", "int"),
         _Column("weights", "float32"),  # the penalized fit's layer weights
         _Column("model", "blob"),  # safetensors: the chosen model (relaxed when relaxed); v2
@@ -234,7 +284,8 @@ _RUNS = _Table(
         _Column("seconds", "float"),
         _Column("engine", "text"),  # how the folds trained: batched or sequential (NULL: not recorded); v6
         _Column("engine_note", "text"),  # why not batched, when not; v6
-        _Column("test_predictions", "json"),  # the chosen model's on the test rows, as `shrinkage predict` gives; v7
+        # the chosen model's predictions on the test rows, as `shrinkage predict` gives them; v7
+        _Column("test_predictions", "json", shape="list?"),
     ),
     ("UNIQUE (study_id, penalty)",),
 )
@@ -243,8 +294,8 @@ _POINTS = _Table(
     "points",
     (
         _Column("run_id", "int", "REFERENCES runs(id)"),
-        _Column("fold", "int"),  # -1: the full-data path
-        _Column("idx", "int"),
+        _Column("fold", "int", shape="fold"),  # -1: the full-data path
+        _Column("idx", "int", shape="fold"),  # -1: a run without a grid
         _Column("lambda", "float"),
         _Column("train_loss", "float"),
         _Column("val_loss", "float"),
@@ -257,8 +308,8 @@ _POINTS = _Table(
         _Column("zero_groups", "int"),
         _Column("n_groups", "int"),
         _Column("n_features", "int"),
-        _Column("features", "json"),
-        _Column("feature_norms", "json"),
+        _Column("features", "json", shape="indices?"),
+        _Column("feature_norms", "json", shape="numbers?"),
         _Column("epochs", "int"),
         _Column("seconds", "float"),
         _Column("diverged", "int", default=0),  # 1: the fit at this λ diverged (losses NULL); v3

@@ -29,7 +29,7 @@ from .datasets import Dataset
 __all__ = ["MISSING_LEVEL", "Encoder", "Table", "infer_task", "read_frame", "read_table", "table_from_dataset"]
 
 TASKS = ("auto", *LEARNING_TASKS)  # "auto": inferred from the target column
-#: Below this many rows a text column unique to each row is kept (it may be a real level)
+#: Below this many rows a text column distinct in most rows is kept (it may be a real level)
 _ID_MIN_ROWS = 20
 #: The level a missing value of a categorical column is encoded as
 MISSING_LEVEL = "(missing)"
@@ -103,11 +103,15 @@ def _finish(features, target, name: str, task: str, true_features=None) -> Table
     notes: list[str] = []
     features = _numbers_in_text(features, notes)
     dropped: list[str] = []
-    # constant columns say nothing; text unique to every row (an id, a name) says nothing
-    # about other rows, and one-hot it would be one column per row
+    # constant columns say nothing; text distinct in most rows (an id, a name) says nothing
+    # about other rows, and one-hot it would be a column per row or two
     for what, unused, left in (
         ("constant column(s)", lambda values: values.nunique(dropna=False) <= 1, "constant"),
-        ("identifier column(s) (text unique to each row)", _is_identifier, "constant or an identifier"),
+        (
+            "identifier column(s) (text with a distinct value in at least half of the rows)",
+            _is_identifier,
+            "constant or an identifier",
+        ),
     ):
         columns = [str(c) for c in features.columns if unused(features[c])]
         if columns:
@@ -219,10 +223,16 @@ def _numbers_in_text(features, notes: list[str]):
 
 
 def _is_identifier(values) -> bool:
-    """Text unique to each of at least ``_ID_MIN_ROWS`` rows."""
+    """Text with a distinct value in at least half of ``_ID_MIN_ROWS`` rows or more: an id,
+    a name, free text. One-hot, its levels would be one column per row or two, none of
+    which can say anything about a new row."""
     import pandas as pd
 
-    return len(values) >= _ID_MIN_ROWS and not pd.api.types.is_numeric_dtype(values) and values.nunique() == len(values)
+    return (
+        len(values) >= _ID_MIN_ROWS
+        and not pd.api.types.is_numeric_dtype(values)
+        and 2 * values.nunique() >= len(values)
+    )
 
 
 def read_table(path: str | Path, target: str, *, task: str = "auto") -> Table:

@@ -233,7 +233,13 @@ def build_report(store: Store, study_id: int | None = None, path: str | Path = "
     penalized = [run for run in runs if run["penalty"] != "none"]
     points = {run["id"]: store.points(run["id"]) for run in runs}
     for run in runs:
-        run["stationarity"] = chosen_stationarity(run, [p for p in points[run["id"]] if p["fold"] == -1])
+        path_points = [p for p in points[run["id"]] if p["fold"] == -1]
+        if not path_points and run["penalty"] != "none":  # a penalized run stores its path with it
+            raise StoreError(
+                f"store {str(store.path)!r} is damaged: the {run['penalty']!r} run of study {study['id']} "
+                "has no path points (points.run_id must name it)"
+            )
+        run["stationarity"] = chosen_stationarity(run, path_points)
     names = data["encoded_features"]
     truth = data.get("true_features") or []
 
