@@ -36,6 +36,7 @@ import re
 import sqlite3
 import sys
 import tempfile
+import time
 import traceback
 import types
 import typing
@@ -313,9 +314,19 @@ def study(
     store_path = store_path or out_dir / "results.sqlite"
     if store_path.exists():  # someone else's file fails before the data are read
         Store(store_path, read_only=True).close()
+    console = Console(stderr=True, quiet=quiet, soft_wrap=True)
+    started = time.perf_counter()
+    size = _size(config.data)
+    if size >= _LARGE_FILE:  # it takes seconds to read and encode: say so at once
+        console.print(f"reading {config.data} ({size / 1e6:.0f} MB)")
     prepared = prepare_study(config)  # data errors before anything is written
+    if size >= _LARGE_FILE:
+        summary = prepared.summary
+        console.print(
+            f"data: {summary['n_samples']:,} rows, {len(summary['columns'])} feature columns "
+            f"({len(summary['encoded_features'])} encoded), read in {time.perf_counter() - started:.1f} s"
+        )
     _writable_folder(out_dir)
-    console = Console(stderr=True, quiet=quiet)
     with Store(store_path) as store:
 
         def announce(run):
@@ -349,6 +360,19 @@ def _cluster(address: str | None) -> Iterator[None]:
         raise InputError(f"--cluster: no Dask scheduler answers at {address!r} ({type(error).__name__})") from None
     with client, joblib.parallel_config(backend="dask"):
         yield
+
+
+#: bytes of a data file from which the study says it is reading it (about a second's work)
+_LARGE_FILE = 20_000_000
+
+
+def _size(path: str | None) -> int:
+    """The size of a data file in bytes (0 for none, or one that cannot be read: reading it
+    will say why)."""
+    try:
+        return Path(path).stat().st_size if path is not None else 0
+    except OSError:
+        return 0
 
 
 def _writable_folder(folder: Path) -> None:
