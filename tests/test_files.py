@@ -33,3 +33,29 @@ def test_a_write_replaces_the_file_with_ordinary_permissions(tmp_path):
     assert target.stat().st_mode & 0o777 == 0o644 & ~mask
     with pytest.raises(PermissionError, match="cannot be written"):
         _files.write_atomically(tmp_path / "missing" / "x", b"", what="model file")
+
+
+def test_a_link_is_followed_and_kept(tmp_path):
+    (tmp_path / "real.csv").write_text("old")
+    (tmp_path / "link.csv").symlink_to("real.csv")
+    assert _files.write_atomically(tmp_path / "link.csv", b"new", what="predictions file") == tmp_path / "link.csv"
+    assert (tmp_path / "link.csv").is_symlink() and (tmp_path / "real.csv").read_bytes() == b"new"
+
+
+def test_a_pipe_is_written_to_not_replaced(tmp_path):
+    """As /dev/null or /dev/stdout would be: a device or a pipe stays what it is."""
+    import threading
+
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe)
+    received = []
+    reader = threading.Thread(target=lambda: received.append(pipe.read_bytes()))
+    reader.start()
+    _files.write_atomically(pipe, b"through", what="report")
+    reader.join(timeout=10)
+    assert received == [b"through"] and pipe.is_fifo()
+
+
+def test_a_folder_is_refused_naming_it(tmp_path):
+    with pytest.raises(IsADirectoryError, match=r"report '.*' is a folder: name a file"):
+        _files.write_atomically(tmp_path, b"x", what="report")

@@ -11,6 +11,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -32,7 +33,7 @@ def _runs(store: Path) -> list[tuple[int, str, float]]:
     if not store.exists():
         return []
     try:
-        with sqlite3.connect(f"file:{store}?mode=ro", uri=True, timeout=30) as db:
+        with closing(sqlite3.connect(f"file:{store}?mode=ro", uri=True, timeout=30)) as db:
             return db.execute("SELECT id, penalty, seconds FROM runs ORDER BY id").fetchall()
     except sqlite3.OperationalError:  # schema not there yet
         return []
@@ -155,3 +156,19 @@ def test_a_killed_study_leaves_no_worker_process_behind(tmp_path):
     while _marked(mark) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert _marked(mark) == []
+
+
+def test_a_terminated_study_ends_as_an_interrupted_one_its_store_closed(tmp_path):
+    """SIGTERM (``kill``): "aborted", exit code 1, the finished runs kept and no -wal or
+    -shm file left beside the store (they held its last runs after a kill before)."""
+    store = tmp_path / "results.sqlite"
+    process = _study(tmp_path, store)
+    deadline = time.monotonic() + 300
+    while not _runs(store) and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert process.poll() is None, "the study ended before it could be terminated"
+    os.kill(process.pid, signal.SIGTERM)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 1 and err.decode().strip().endswith("shrinkage: aborted"), err.decode()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results.sqlite"]
+    assert len(_runs(store)) >= 1

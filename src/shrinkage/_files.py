@@ -13,13 +13,24 @@ def write_atomically(path: Path, data: bytes, *, what: str) -> Path:
     """Write ``data`` to ``path`` through a temporary file in the same folder, renamed
     into place: a crash or a full disk leaves the old file (or none), never a part.
 
-    An unwritable place is a :class:`PermissionError` naming ``what`` and the path.
+    A symbolic link is followed (the file it names is replaced, the link kept); a device
+    or a pipe (``/dev/null``, ``/dev/stdout``) is written to as it is, not replaced. An
+    unwritable place is a :class:`PermissionError` naming ``what`` and the path.
     """
-    path = Path(path)
+    given, path = Path(path), Path(os.path.realpath(path))
+    if path.is_dir():
+        raise IsADirectoryError(f"{what} {str(given)!r} is a folder: name a file")
+    if path.exists() and not path.is_file():
+        try:
+            with open(path, "wb") as stream:
+                stream.write(data)
+        except OSError as error:
+            raise PermissionError(f"{what} {str(given)!r} cannot be written: {error.strerror}") from None
+        return given
     try:
-        handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent or ".")
+        handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     except OSError as error:
-        raise PermissionError(f"{what} {str(path)!r} cannot be written: {error.strerror}") from None
+        raise PermissionError(f"{what} {str(given)!r} cannot be written: {error.strerror}") from None
     try:
         with os.fdopen(handle, "wb") as file:
             file.write(data)
@@ -29,8 +40,8 @@ def write_atomically(path: Path, data: bytes, *, what: str) -> Path:
         os.replace(temporary, path)
     except OSError as error:
         Path(temporary).unlink(missing_ok=True)
-        raise PermissionError(f"{what} {str(path)!r} cannot be written: {error.strerror}") from None
-    return path
+        raise PermissionError(f"{what} {str(given)!r} cannot be written: {error.strerror}") from None
+    return given
 
 
 def _umask() -> int:

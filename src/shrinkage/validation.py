@@ -165,8 +165,14 @@ def check_device(name: str, value: Any) -> Any:
         device = torch.device(value)
     except RuntimeError:
         raise fail(name, "a torch device such as 'cpu', 'cuda' or 'cuda:1'", value) from None
+    if device.type == "meta":
+        raise fail(name, "a device that holds numbers (the meta device holds none)", value)
+    if device.type == "cpu" and device.index not in (None, 0):
+        raise fail(name, "'cpu' (the CPU has no numbered devices)", value)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise fail(name, "a device this machine has (torch sees no CUDA device)", value)
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise fail(name, f"a device this machine has (torch sees {torch.cuda.device_count()} CUDA devices)", value)
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise fail(name, "a device this machine has (torch sees no MPS device)", value)
     return value

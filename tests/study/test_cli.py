@@ -187,7 +187,20 @@ def _bad(tmp_path, table):
     nan_target.write_text("a,y\n1,5\n2,\n3,4\n")
     file_out = tmp_path / "a-file"
     file_out.write_text("")
+    infinite = tmp_path / "inf.csv"
+    infinite.write_text("a,y\n1,5\ninf,4\n" + "".join(f"{i},{i % 3}\n" for i in range(30)))
+    rare = tmp_path / "rare.csv"  # labels with one row each: a numeric target read as classes?
+    rare.write_text("a,y\n" + "".join(f"{i},c{i % 20}\n" for i in range(40)))
     return [
+        (["study", "--data", infinite, "--target", "y"], "column 'a' holds an infinite number at row 2 of the data"),
+        (
+            ["study", "--data", rare, "--target", "y", "--task", "multiclass"],
+            "target column 'y' must have at least 5 training rows of each class for 5 folds, but its class",
+        ),
+        (["study", "--n-lambdas", "0"], "shrinkage: error: --n-lambdas must be an integer >= 2, got 0"),
+        (["study", "--device", "meta"], "--device must be a device that holds numbers (the meta device holds none)"),
+        (["study", "--device", "cpu:3"], "--device must be 'cpu' (the CPU has no numbered devices), got 'cpu:3'"),
+        (["report", not_ours, "--study", "99999999999999999999"], "not a shrinkage results store"),
         (
             ["study", "--data", tmp_path / "missing.csv", "--target", "y"],
             "data file '{tmp}/missing.csv' does not exist",

@@ -383,6 +383,32 @@ def test_export_refuses_what_it_cannot_do(messy_study, tmp_path):
     assert result.exit_code == 2 and "carries no preprocessing description" in result.output
 
 
+def test_no_command_writes_over_a_file_it_reads(messy_study, tmp_path):
+    """--out naming the store, the model or the rows a command reads is refused, and the
+    file stays as it was (it was replaced by the output before)."""
+    store = tmp_path / "results.sqlite"
+    store.write_bytes(messy_study["store"].read_bytes())
+    model, rows = tmp_path / "m.safetensors", tmp_path / "rows.csv"
+    assert run("export", store, "--penalty", "l1", "--out", model).exit_code == 0
+    _messy(5, seed=3).drop(columns=["kind"]).assign(prediction=1.0).to_csv(rows, index=False)
+    (tmp_path / "link.sqlite").symlink_to(store)
+    files = {path: path.read_bytes() for path in (store, model, rows)}
+    for args, what in [
+        (("export", store, "--penalty", "l1", "--out", tmp_path / "link.sqlite"), "source"),
+        (("export", model, "--out", model), "source"),
+        (("prune", store, "--penalty", "l1", "--out", store), "store"),
+        (("report", store, "--out", store), "store"),
+        (("predict", model, "--data", rows, "--out", rows), "data"),
+        (("predict", model, "--data", rows, "--out", model), "model"),
+    ]:
+        result = run(*args)
+        assert result.exit_code == 2 and f"--out must not be the {what} the command reads" in result.output, args
+    assert all(path.read_bytes() == data for path, data in files.items())
+    result = run("predict", model, "--data", rows, "--id", "prediction")
+    assert result.exit_code == 2, result.output
+    assert "--id must not be the name of an output column, got 'prediction'" in result.output
+
+
 def test_a_regression_study_predicts_in_the_targets_units(truth_study, tmp_path):
     model_path = tmp_path / "l1.safetensors"
     assert run("export", truth_study["store"], "--penalty", "l1", "--out", model_path).exit_code == 0

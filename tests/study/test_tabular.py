@@ -210,3 +210,33 @@ def test_columns_a_study_cannot_encode_are_refused_naming_them(tmp_path, values,
     with pytest.raises(ValueError) as info:
         read_table(tmp_path / "t.parquet", "y")
     assert message in str(info.value)
+
+
+def test_a_comma_at_the_end_of_each_row_is_not_a_column_of_row_names(tmp_path):
+    """pandas took the first column as row names: every column shifted, the target's
+    values in the column before it (test R² −0.75, no warning)."""
+    rows = "".join(f"{3 * i},{i},{i % 4}," + "\n" for i in range(30))
+    (tmp_path / "t.csv").write_text("y,a,b\n" + rows)
+    table = read_table(tmp_path / "t.csv", "y")
+    assert list(table.features.columns) == ["a", "b"]
+    assert table.target.tolist() == [3.0 * i for i in range(30)] and table.features["a"].tolist() == list(range(30))
+
+
+def test_nullable_parquet_columns_are_read_as_numbers_and_text(tmp_path):
+    pytest.importorskip("pyarrow")
+    n = 30
+    frame = pd.DataFrame(
+        {
+            "flag": pd.array([True, False, None] * (n // 3), dtype="boolean"),
+            "word": pd.array(["u", "v", None] * (n // 3), dtype="string"),
+            "count": pd.array([1, None, 3] * (n // 3), dtype="Int64"),
+            "y": np.arange(n, dtype=float),
+        }
+    )
+    frame.to_parquet(tmp_path / "t.parquet")
+    table = read_table(tmp_path / "t.parquet", "y")
+    assert table.features["count"].dtype == np.float64 and table.features["count"].isna().sum() == n // 3
+    assert table.features["flag"].dtype == object and table.features["word"].dtype == object
+    assert table.features["word"].isna().sum() == n // 3  # NaN, not pd.NA: the encoder takes it
+    encoded = Encoder().fit(table.features)
+    assert np.isfinite(encoded.transform(table.features)).all()

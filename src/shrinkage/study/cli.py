@@ -32,10 +32,13 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import math
+import os
 import re
+import signal
 import sqlite3
 import sys
 import tempfile
+import threading
 import time
 import traceback
 import types
@@ -70,14 +73,15 @@ class _Group(click.Group):
 
     def main(self, *args, **kwargs):
         kwargs["standalone_mode"] = False
-        try:
-            result = super().main(*args, **kwargs)
-        except click.exceptions.Abort:
-            click.echo("shrinkage: aborted", err=True)
-            sys.exit(1)
-        except click.ClickException as error:  # click's usage errors: exit code 2
-            click.echo(f"shrinkage: error: {_one_line(error.format_message())}", err=True)
-            sys.exit(error.exit_code)
+        with _terminate_as_interrupt():
+            try:
+                result = super().main(*args, **kwargs)
+            except click.exceptions.Abort:
+                click.echo("shrinkage: aborted", err=True)
+                sys.exit(1)
+            except click.ClickException as error:  # click's usage errors: exit code 2
+                click.echo(f"shrinkage: error: {_one_line(error.format_message())}", err=True)
+                sys.exit(error.exit_code)
         sys.exit(result if isinstance(result, int) else 0)  # --help and --version return 0
 
     def invoke(self, ctx: click.Context):
@@ -96,9 +100,29 @@ class _Group(click.Group):
             sys.exit(code)
 
 
+@contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM (``kill``) ends the command as Ctrl-C does, its store closed (no -wal or
+    -shm file left beside it); the handler before is restored after."""
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set one
+        yield
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    before = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
 def _error_line(error: Exception, ctx: click.Context) -> tuple[int, str]:
     """The exit code and the one line that report ``error`` (an internal one's traceback saved)."""
-    if isinstance(error, (InputError, OSError, sqlite3.Error)):
+    if isinstance(error, InputError):
+        return 2, f"shrinkage: error: {_as_flag(_one_line(error), ctx)}"
+    if isinstance(error, (OSError, sqlite3.Error)):
         return 2, f"shrinkage: error: {_one_line(error)}"
     if isinstance(error, Diverged):  # the numerics, not a usage mistake
         return 1, f"shrinkage: error: {_one_line(error)}"
@@ -114,6 +138,17 @@ def _error_line(error: Exception, ctx: click.Context) -> tuple[int, str]:
         return 1, line
     log = _save_traceback(error, ctx.meta.get(_LOG_FOLDER))
     return 1, f"{line}; rerun with --debug for the traceback" + (f" (saved to {log})" if log else "")
+
+
+def _as_flag(message: str, ctx: click.Context) -> str:
+    """A library message about a parameter (``n_lambdas must be …``) in the words of the
+    command line (``--n-lambdas must be …``) when the command has that option."""
+    name, subcommand = message.split(" ", 1)[0], ctx.invoked_subcommand
+    command = ctx.command.get_command(ctx, subcommand) if isinstance(ctx.command, click.Group) and subcommand else None
+    for param in getattr(command, "params", ()):
+        if param.name == name and isinstance(param, click.Option) and message.startswith(f"{name} must "):
+            return max(param.opts, key=len) + message[len(name) :]
+    return message
 
 
 def _save_traceback(error: Exception, folder: Path | None) -> Path | None:
@@ -478,8 +513,20 @@ def report(store_path: Path, study_id: int | None, out_path: Path) -> None:
     from .report import build_report
     from .store import Store
 
+    _check_out(out_path, store=store_path)
     with Store(store_path, read_only=True) as store:  # reading never upgrades or writes the file
         click.echo(f"report: {build_report(store, study_id, out_path)}")
+
+
+def _check_out(out_path: Path, **inputs: Path) -> None:
+    """``--out`` must not name a file the command reads: it would be replaced."""
+    for name, source in inputs.items():
+        try:
+            same = os.path.samefile(out_path, source)
+        except OSError:  # one of them does not exist (yet)
+            same = False
+        if same:
+            raise InputError(f"--out must not be the {name} the command reads, got {str(out_path)!r}")
 
 
 def _stored_model(store_path: Path, penalty: str, study_id: int | None, penalized: bool) -> tuple[Any, dict]:
@@ -549,6 +596,7 @@ def prune_command(store_path: Path, penalty: str, study_id: int | None, penalize
     """
     from shrinkage.prune import save_model
 
+    _check_out(out_path, store=store_path)
     model, metadata = _stored_model(store_path, penalty, study_id, penalized)
     pruned, metadata, report = _pruned(model, metadata)
     save_model(pruned, out_path, metadata=metadata)
@@ -594,6 +642,7 @@ def export_command(
 
     if not source.is_file():
         raise FileNotFoundError(f"source {str(source)!r} does not exist")
+    _check_out(out_path, source=source)
     with open(source, "rb") as file:
         is_store = file.read(16) == _SQLITE_HEADER
     if is_store:
@@ -653,6 +702,8 @@ def predict(model_path: Path, data_path: Path, out_path: Path | None, id_column:
     from .predictor import load_predictor
     from .tabular import read_frame
 
+    if out_path is not None:
+        _check_out(out_path, model=model_path, data=data_path)
     predictor = load_predictor(model_path)
     columns = predictor.preprocessing.columns
     text = [c["name"] for c in columns if c["kind"] == "categorical"]

@@ -406,6 +406,8 @@ class Predictor:
             for label, column in zip(self.classes or [], self._proba(out).T):
                 result[f"probability_{label}"] = column
         if id_column is not None:
+            if id_column in result.columns:
+                raise InputError(f"id_column must not be the name of an output column, got {id_column!r}")
             result.insert(0, id_column, frame[id_column].to_numpy())
         return result
 

@@ -106,7 +106,12 @@ def prepare_study(config: StudyConfig) -> _Prepared:
     missing = _missing_cells(table, config.missing)
     y = table.y()
     _check_rows(config, table.n_samples)
-    stratify = y if table.task != "regression" and np.bincount(y).min() >= 2 else None
+    # a split that keeps the classes' shares needs two rows of each class, and as many
+    # test and training rows as classes
+    test = math.ceil(table.n_samples * config.test_size)
+    classes = len(np.unique(y)) if table.task != "regression" else 0
+    stratifiable = classes and np.bincount(y).min() >= 2 and min(test, table.n_samples - test) >= classes
+    stratify = y if stratifiable else None
     rows = np.arange(table.n_samples)
     train_rows, test_rows = train_test_split(
         rows, test_size=config.test_size, random_state=config.seed, stratify=stratify
@@ -116,6 +121,7 @@ def prepare_study(config: StudyConfig) -> _Prepared:
     X_train = encoder.transform(table.features.iloc[train_rows])
     X_test = encoder.transform(table.features.iloc[test_rows])
     y_train, y_test = y[train_rows], y[test_rows]
+    _check_classes(config, table, y_train)
     scale = (0.0, 1.0)
     if table.task == "regression":  # standardized, so that λ means the same on any data
         scale = _mean_and_scale(y_train, table)
@@ -163,6 +169,22 @@ def _check_rows(config: StudyConfig, rows: int) -> None:
         raise InputError(
             f"the data must have at least {least} rows for a test split of {config.test_size:g} and "
             f"{config.cv} folds, got {rows} (fewer folds, --cv, or a larger --test-size may do)"
+        )
+
+
+def _check_classes(config: StudyConfig, table: Table, y_train: np.ndarray) -> None:
+    """Each class in at least ``cv`` training rows (the folds keep the classes' shares),
+    else an error naming the target and its rarest class: a target read as labels by
+    mistake (numbers with a stray value, text unique to each row) shows here."""
+    if table.task == "regression":
+        return
+    counts = np.bincount(y_train, minlength=len(table.classes or ()))
+    if counts.min() < config.cv:
+        rare = (table.classes or [])[int(counts.argmin())]
+        raise InputError(
+            f"target column {str(table.target.name)!r} must have at least {config.cv} training rows of each class "
+            f"for {config.cv} folds, but its class {str(rare)!r} has {counts.min()} (of {len(counts)} classes): "
+            "merge rare classes, use fewer folds (--cv), or --task regression for a numeric target"
         )
 
 

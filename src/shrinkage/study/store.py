@@ -573,7 +573,9 @@ class Store:
 
     def study(self, study_id: int) -> dict[str, Any]:
         """The study with id ``study_id``, with ``n_runs`` (ValueError if there is none)."""
-        row = next(iter(self._read(f"{_STUDIES_WITH_RUNS} WHERE id = ?", (study_id,))), None)
+        row = None
+        if -(2**63) <= study_id < 2**63:  # (beyond SQLite's integers there is none)
+            row = next(iter(self._read(f"{_STUDIES_WITH_RUNS} WHERE id = ?", (study_id,))), None)
         if row is None:
             raise InputError(f"study must be the id of a study in {str(self.path)!r}, got {study_id}")
         return _STUDIES.decode(row, self._where)

@@ -152,7 +152,8 @@ _CONTAINERS = (list, tuple, dict, set, np.ndarray)
 
 def _check_encodable(features) -> None:
     """Refuse columns a study cannot encode as they are, naming them and what to do:
-    dates and durations (one level per value, one-hot) and lists or mappings in cells."""
+    dates and durations (one level per value, one-hot), infinite numbers, and lists or
+    mappings in cells."""
     import pandas as pd
 
     for column in features.columns:
@@ -162,6 +163,12 @@ def _check_encodable(features) -> None:
             raise InputError(
                 f"column {str(column)!r} holds {kind}, which a study does not encode (each would be a level of "
                 "its own): turn them into numbers (such as days since a date) or drop the column"
+            )
+        if pd.api.types.is_float_dtype(values) and np.isinf(values.to_numpy()).any():
+            row = int(np.flatnonzero(np.isinf(values.to_numpy()))[0])
+            raise InputError(
+                f"column {str(column)!r} holds an infinite number at row {row + 1} of the data: a study needs "
+                "finite numbers (leave the cell empty for a missing value)"
             )
         present = values.dropna()
         if (
@@ -286,6 +293,21 @@ def read_frame(path: str | Path, *, text_columns: Sequence[str] = ()):
         raise InputError(f"data file {str(path)!r} has no rows")
     frame.columns = [str(c) for c in frame.columns]
     _check_distinct(path, list(frame.columns))  # (a Parquet file may repeat a name too)
+    return _plain_types(frame)
+
+
+def _plain_types(frame):
+    """pandas' nullable column types (Parquet's Int64, Float64, boolean, string) as NumPy
+    ones, their missing values NaN: numbers as float64, the others as text."""
+    import pandas as pd
+
+    for column in frame.columns:
+        values = frame[column]
+        if not pd.api.types.is_extension_array_dtype(values.dtype) or isinstance(values.dtype, pd.CategoricalDtype):
+            continue
+        numeric = pd.api.types.is_numeric_dtype(values.dtype) and not pd.api.types.is_bool_dtype(values.dtype)
+        plain = values.astype("float64") if numeric else values.astype(object).where(values.notna(), np.nan)
+        frame[column] = plain
     return frame
 
 
@@ -320,7 +342,10 @@ def _read_csv(path: Path, sep: str, text_columns: Sequence[str] = ()):
     for encoding in ("utf-8-sig", "latin-1"):
         try:
             types = dict.fromkeys(text_columns, str)
-            frame = pd.read_csv(path, sep=sep, encoding=encoding, low_memory=False, dtype=types or None)
+            # index_col=False: a comma at the end of each row is not a column of row names
+            frame = pd.read_csv(
+                path, sep=sep, encoding=encoding, low_memory=False, dtype=types or None, index_col=False
+            )
             # pandas renames a repeated name ("y", "y" → "y", "y.1"): the header as written
             header = pd.read_csv(path, sep=sep, encoding=encoding, header=None, nrows=1, dtype=str, na_filter=False)
         except UnicodeDecodeError:
