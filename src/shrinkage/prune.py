@@ -901,6 +901,8 @@ def load_model(source: str | Path | bytes) -> tuple[nn.Module, dict]:
         data, where = source, "model bytes"
     else:
         path = Path(source)
+        if path.is_dir():
+            raise InputError(f"model file {str(path)!r} is a folder: name a model file")
         if not path.is_file():
             raise FileNotFoundError(f"model file {str(path)!r} does not exist")
         data, where = path.read_bytes(), f"model file {str(path)!r}"

@@ -198,6 +198,8 @@ def _bad(tmp_path, table):
             "target column 'y' must have at least 5 training rows of each class for 5 folds, but its class",
         ),
         (["study", "--n-lambdas", "0"], "shrinkage: error: --n-lambdas must be an integer >= 2, got 0"),
+        (["study", "--hidden", "4,,4"], "Invalid value for '--hidden': '4,,4' is not a comma-separated list"),
+        (["predict", tmp_path, "--data", table], "model file '{tmp}' is a folder: name a model file"),
         (["study", "--device", "meta"], "--device must be a device that holds numbers (the meta device holds none)"),
         (["study", "--device", "cpu:3"], "--device must be 'cpu' (the CPU has no numbered devices), got 'cpu:3'"),
         (["report", not_ours, "--study", "99999999999999999999"], "not a shrinkage results store"),

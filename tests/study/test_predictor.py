@@ -383,6 +383,24 @@ def test_export_refuses_what_it_cannot_do(messy_study, tmp_path):
     assert result.exit_code == 2 and "carries no preprocessing description" in result.output
 
 
+def test_export_takes_its_format_from_the_suffix_unless_given(messy_study, tmp_path):
+    pytest.importorskip("onnx")
+    assert run("export", messy_study["store"], "--penalty", "l1", "--out", tmp_path / "m.onnx").exit_code == 0
+    assert (tmp_path / "m.onnx").read_bytes()[:8] != b"\x00" * 8 and not _is_safetensors(tmp_path / "m.onnx")
+    result = run(
+        "export", messy_study["store"], "--penalty", "l1", "--format", "onnx", "--out", tmp_path / "m.safetensors"
+    )
+    assert result.exit_code == 2 and "--out must not end in .safetensors for --format onnx" in result.output
+
+
+def _is_safetensors(path) -> bool:
+    try:
+        load_model(path)
+    except InputError:
+        return False
+    return True
+
+
 def test_no_command_writes_over_a_file_it_reads(messy_study, tmp_path):
     """--out naming the store, the model or the rows a command reads is refused, and the
     file stays as it was (it was replaced by the output before)."""

@@ -169,6 +169,20 @@ def test_an_encoding_too_large_for_memory_is_refused_naming_the_widest_column(tm
         prepare_study(config)
 
 
+def test_a_column_too_large_to_standardize_is_named(tmp_path):
+    import numpy as np
+    import pandas as pd
+    import pytest
+
+    from shrinkage.study import StudyConfig, prepare_study
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"a": rng.normal(size=40), "h": rng.normal(size=40) * 1e300, "y": rng.normal(size=40)})
+    frame.to_csv(tmp_path / "t.csv", index=False)
+    with pytest.raises(ValueError, match=r"column 'h' is too large to standardize \(its numbers overflow float64"):
+        prepare_study(StudyConfig(data=str(tmp_path / "t.csv"), target="y"))
+
+
 def test_too_few_rows_for_the_split_and_the_folds_is_one_clear_error(tmp_path):
     import pandas as pd
     import pytest

@@ -240,3 +240,48 @@ def test_nullable_parquet_columns_are_read_as_numbers_and_text(tmp_path):
     assert table.features["word"].isna().sum() == n // 3  # NaN, not pd.NA: the encoder takes it
     encoded = Encoder().fit(table.features)
     assert np.isfinite(encoded.transform(table.features)).all()
+
+
+def test_compressed_and_utf16_csv_files_are_read_and_other_formats_named(tmp_path):
+    import gzip
+    import zipfile
+
+    rows = "a,b,y\n" + "".join(f"{i},{i % 3},{2 * i}\n" for i in range(25))
+    expected = read_table(_written(tmp_path / "plain.csv", rows.encode()), "y").features
+    for name, data in [
+        ("gzip-named.csv", gzip.compress(rows.encode())),  # a gzip file whatever its name says
+        ("data.csv.gz", gzip.compress(rows.encode())),
+        ("utf16.csv", rows.encode("utf-16")),  # with its byte-order mark
+    ]:
+        pd.testing.assert_frame_equal(read_table(_written(tmp_path / name, data), "y").features, expected)
+    with zipfile.ZipFile(tmp_path / "book.csv", "w") as book:
+        book.writestr("[Content_Types].xml", "<Types/>")
+    with pytest.raises(ValueError, match=r"'.*book.csv' must be CSV text, but it is a zip archive \(an Excel workbook"):
+        read_table(tmp_path / "book.csv", "y")
+    pytest.importorskip("pyarrow")
+    pd.read_csv(tmp_path / "plain.csv").to_parquet(tmp_path / "parquet.csv")
+    with pytest.raises(ValueError, match=r"must be CSV text, but it is a Parquet file: name it .parquet"):
+        read_table(tmp_path / "parquet.csv", "y")
+
+
+def _written(path, data: bytes):
+    path.write_bytes(data)
+    return path
+
+
+def test_percentages_are_numbers_and_a_saved_index_is_dropped(tmp_path):
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"rate": [f"{v:.1f}%" for v in rng.uniform(0, 100, 30)], "y": rng.normal(size=30)})
+    frame.to_csv(tmp_path / "t.csv")  # with pandas' row names: a column without a name
+    with warnings.catch_warnings(record=True):
+        warnings.simplefilter("always")
+        table = read_table(tmp_path / "t.csv", "y")
+    assert list(table.features.columns) == ["rate"] and table.dropped == ["Unnamed: 0"]
+    assert table.features["rate"].tolist() == [float(v[:-1]) for v in frame["rate"]]
+    assert "read column 'rate' as numbers (written with percent signs)" in table.notes
+
+
+def test_a_target_read_as_missing_says_which_text_is_missing(tmp_path):
+    (tmp_path / "t.csv").write_text("a,y\n" + "".join(f"{i},{'NA' if i % 2 else 'EU'}\n" for i in range(20)))
+    with pytest.raises(ValueError, match=r"got 10; drop or fill those rows first \(empty cells and text such as NA"):
+        read_table(tmp_path / "t.csv", "y")

@@ -238,8 +238,11 @@ class _CommaSeparated(click.ParamType):
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> tuple:
         if isinstance(value, tuple):
             return value
+        parts = [part.strip() for part in str(value).split(",")]
         try:
-            return tuple(self.item(part.strip()) for part in str(value).split(",") if part.strip())
+            if parts != [""] and "" in parts:  # "4,,4" or "," (an empty value means none at all)
+                raise ValueError
+            return tuple(self.item(part) for part in parts if part)
         except ValueError:
             kind = {int: "integers", float: "numbers"}.get(self.item, "values")
             self.fail(f"{value!r} is not a comma-separated list of {kind}", param, ctx)
@@ -541,6 +544,8 @@ def _stored_model(store_path: Path, penalty: str, study_id: int | None, penalize
             raise InputError(f"store {str(store_path)!r} holds no study yet")
         study = store.study(study_id if study_id is not None else studies[-1]["id"])
         runs = {run["penalty"]: run for run in store.runs(study["id"])}
+    if not runs:
+        raise InputError(f"study {study['id']} in {str(store_path)!r} has no finished run yet")
     if penalty not in runs:
         raise InputError(f"penalty must be one of the study's runs ({', '.join(runs)}), got {penalty!r}")
     blob = runs[penalty]["penalized" if penalized else "model"]
@@ -617,10 +622,10 @@ _SQLITE_HEADER = b"SQLite format 3\x00"
     "--format",
     "file_format",
     type=click.Choice(["safetensors", "onnx"]),
-    default="safetensors",
-    show_default=True,
+    default=None,
     help="safetensors: a model file for `shrinkage predict`; onnx: the network and its "
-    "preprocessing for onnxruntime (the `onnx` extra).",
+    "preprocessing for onnxruntime (the `onnx` extra) [default: onnx for an --out ending in .onnx, "
+    "else safetensors].",
 )
 @click.option("--out", "out_path", type=click.Path(path_type=Path), required=True, help="The file to write.")
 def export_command(
@@ -629,7 +634,7 @@ def export_command(
     study_id: int | None,
     penalized: bool,
     pruned: bool,
-    file_format: str,
+    file_format: str | None,
     out_path: Path,
 ) -> None:
     """Write a model file from a study's store (with --penalty) or from a model file.
@@ -643,6 +648,13 @@ def export_command(
     if not source.is_file():
         raise FileNotFoundError(f"source {str(source)!r} does not exist")
     _check_out(out_path, source=source)
+    suffix = out_path.suffix.lower()
+    if file_format is None:
+        file_format = "onnx" if suffix == ".onnx" else "safetensors"
+    elif suffix in (".onnx", ".safetensors") and suffix != f".{file_format}":
+        raise InputError(
+            f"--out must not end in {suffix} for --format {file_format} (.{file_format} does), got {str(out_path)!r}"
+        )
     with open(source, "rb") as file:
         is_store = file.read(16) == _SQLITE_HEADER
     if is_store:

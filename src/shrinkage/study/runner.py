@@ -120,6 +120,7 @@ def prepare_study(config: StudyConfig) -> _Prepared:
     _check_encoding_fits(encoder, table.n_samples)
     X_train = encoder.transform(table.features.iloc[train_rows])
     X_test = encoder.transform(table.features.iloc[test_rows])
+    _check_scaled(encoder, X_train, X_test)
     y_train, y_test = y[train_rows], y[test_rows]
     _check_classes(config, table, y_train)
     scale = (0.0, 1.0)
@@ -170,6 +171,18 @@ def _check_rows(config: StudyConfig, rows: int) -> None:
             f"the data must have at least {least} rows for a test split of {config.test_size:g} and "
             f"{config.cv} folds, got {rows} (fewer folds, --cv, or a larger --test-size may do)"
         )
+
+
+def _check_scaled(encoder: Encoder, *encoded: np.ndarray) -> None:
+    """Finite encoded values, else an error naming the column whose numbers overflow when
+    standardized (their squares, near 1e300, are beyond float64)."""
+    for X in encoded:
+        bad = np.flatnonzero(~np.isfinite(X).all(axis=0))
+        if len(bad):
+            raise InputError(
+                f"column {encoder.feature_names[int(bad[0])]!r} is too large to standardize (its numbers overflow "
+                "float64 when squared): rescale it, such as to thousands or millions"
+            )
 
 
 def _check_classes(config: StudyConfig, table: Table, y_train: np.ndarray) -> None:

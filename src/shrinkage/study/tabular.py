@@ -13,8 +13,10 @@ evaluated.
 
 from __future__ import annotations
 
+import re
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -88,7 +90,8 @@ def _finish(features, target, name: str, task: str, true_features=None) -> Table
     missing = int(target.isna().sum())
     if missing:
         raise InputError(
-            f"target column {target_name!r} must have no missing values, got {missing}; drop or fill those rows first"
+            f"target column {target_name!r} must have no missing values, got {missing}; drop or fill those rows "
+            "first (empty cells and text such as NA, N/A, NULL or nan are read as missing)"
         )
     if target.nunique() < 2:
         raise fail(
@@ -112,6 +115,7 @@ def _finish(features, target, name: str, task: str, true_features=None) -> Table
             _is_identifier,
             "constant or an identifier",
         ),
+        ("unnamed column(s) of row numbers (a saved index)", _is_saved_index, "constant, an identifier or an index"),
     ):
         columns = [str(c) for c in features.columns if unused(features[c])]
         if columns:
@@ -185,15 +189,26 @@ def _check_encodable(features) -> None:
 #: A text column is numbers with a few typos when at least this share of its values are numbers
 _NUMERIC_SHARE = 0.9
 _THOUSANDS = r"^[+-]?\d{1,3}(,\d{3})+(\.\d*)?$"  # 1,234,567.5
+_PERCENT = r"^[+-]?(\d+\.?\d*|\.\d+)%$"  # 12.5% (read as 12.5)
 
 
 def _as_numbers(values):
-    """A text column's values as numbers (thousands separators read), NaN where a value is not one."""
+    """A text column's values as numbers (thousands separators and percent signs read),
+    NaN where a value is not one."""
     import pandas as pd
 
     text = values.astype("string").str.strip()
     text = text.where(~text.str.match(_THOUSANDS, na=False), text.str.replace(",", "", regex=False))
+    text = text.where(~text.str.match(_PERCENT, na=False), text.str.rstrip("%"))
     return pd.to_numeric(text, errors="coerce")
+
+
+def _written_as(values) -> str:
+    """How a text column of numbers writes them, for its note."""
+    text = values.dropna().astype("string").str.strip()
+    forms = [name for name, form in (("thousands separators", _THOUSANDS), ("percent signs", _PERCENT))
+             if text.str.match(form, na=False).any()]  # fmt: skip
+    return f"written with {' and '.join(forms)}" if forms else "written as text"
 
 
 def _numbers_in_text(features, notes: list[str]):
@@ -216,7 +231,7 @@ def _numbers_in_text(features, notes: list[str]):
             continue
         bad = values[present & ~parsed]
         if bad.empty:
-            note = f"read column {str(column)!r} as numbers (written with thousands separators)"
+            note = f"read column {str(column)!r} as numbers ({_written_as(values)})"
         else:
             shown = ", ".join(repr(v) for v in bad.astype(str).unique()[:5])
             note = (
@@ -240,6 +255,26 @@ def _is_identifier(values) -> bool:
         and not pd.api.types.is_numeric_dtype(values)
         and 2 * values.nunique() >= len(values)
     )
+
+
+@contextmanager
+def _quiet_overflow() -> Iterator[None]:
+    """No NumPy overflow warnings while numbers near 1e300 are scaled: the study checks the
+    encoded values and names the column (``runner._check_scaled``)."""
+    with np.errstate(over="ignore", invalid="ignore"), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "overflow encountered", RuntimeWarning)
+        yield
+
+
+def _is_saved_index(values) -> bool:
+    """A column without a name in the header (pandas calls it ``Unnamed: 0``) that counts
+    the rows from 0 or 1: the row names a DataFrame was saved with."""
+    import pandas as pd
+
+    if not re.fullmatch(r"Unnamed: \d+", str(values.name)) or not pd.api.types.is_integer_dtype(values):
+        return False
+    numbers = values.to_numpy()
+    return any(np.array_equal(numbers, np.arange(start, start + len(numbers))) for start in (0, 1))
 
 
 def read_table(path: str | Path, target: str, *, task: str = "auto") -> Table:
@@ -276,6 +311,8 @@ def read_frame(path: str | Path, *, text_columns: Sequence[str] = ()):
     if kind is not None:  # reading a pipe or a device would block or never end
         raise fail("data file", "a regular file", Described(f"{kind} {str(path)!r}"))
     suffix = path.suffix.lower()
+    if suffix in _COMPRESSED and len(path.suffixes) > 1:  # data.csv.gz: a compressed CSV
+        suffix = path.suffixes[-2].lower()
     try:
         if suffix in (".parquet", ".pq"):
             frame = _read_parquet(path)
@@ -335,19 +372,37 @@ def _read_parquet(path: Path):
         raise ModuleNotFoundError(f"reading Parquet needs pyarrow: {error}", name="pyarrow") from None
 
 
+#: file suffixes of compressed data, and the first bytes of the formats a CSV may be in
+_COMPRESSED = (".gz", ".bz2", ".xz", ".zst")
+_MAGIC = (
+    (b"\x1f\x8b", "gzip"),
+    (b"BZh", "bz2"),
+    (b"\xfd7zXZ\x00", "xz"),
+    (b"\x28\xb5\x2f\xfd", "zstd"),
+    (b"PK\x03\x04", "a zip archive (an Excel workbook?): save the sheet as CSV, or unzip it"),
+    (b"PAR1", "a Parquet file: name it .parquet"),
+)
+
+
 def _read_csv(path: Path, sep: str, text_columns: Sequence[str] = ()):
-    """CSV as plain data: UTF-8 (with or without BOM), else Latin-1; nothing evaluated."""
+    """CSV as plain data: UTF-8 (with or without BOM), else Latin-1, or UTF-16 with its
+    BOM; compressed with gzip, bzip2, xz or zstd (whatever its name says); nothing evaluated."""
     import pandas as pd
 
-    for encoding in ("utf-8-sig", "latin-1"):
+    with open(path, "rb") as file:
+        head = file.read(8)
+    compression = next((kind for magic, kind in _MAGIC if head.startswith(magic)), None)
+    if compression is not None and " " in compression:  # not a CSV at all
+        raise InputError(f"data file {str(path)!r} must be CSV text, but it is {compression}")
+    utf16 = head[:2] in (b"\xff\xfe", b"\xfe\xff")
+    for encoding in ("utf-16",) if utf16 else ("utf-8-sig", "latin-1"):
         try:
             types = dict.fromkeys(text_columns, str)
+            read = {"sep": sep, "encoding": encoding, "compression": compression}
             # index_col=False: a comma at the end of each row is not a column of row names
-            frame = pd.read_csv(
-                path, sep=sep, encoding=encoding, low_memory=False, dtype=types or None, index_col=False
-            )
+            frame = pd.read_csv(path, **read, low_memory=False, dtype=types or None, index_col=False)
             # pandas renames a repeated name ("y", "y" → "y", "y.1"): the header as written
-            header = pd.read_csv(path, sep=sep, encoding=encoding, header=None, nrows=1, dtype=str, na_filter=False)
+            header = pd.read_csv(path, **read, header=None, nrows=1, dtype=str, na_filter=False)
         except UnicodeDecodeError:
             continue
         _check_distinct(path, [str(c) for c in header.iloc[0]])
@@ -427,7 +482,8 @@ class Encoder:
             ],
             sparse_threshold=0.0,
         )
-        self.transformer.fit(self._as_columns(frame))
+        with _quiet_overflow():
+            self.transformer.fit(self._as_columns(frame))
         self.feature_names = list(self.numeric)
         self.groups = [[j] for j in range(len(self.numeric))]
         self.group_names = list(self.numeric)
@@ -473,4 +529,5 @@ class Encoder:
         return pd.concat([frame[self.numeric], values], axis=1)
 
     def transform(self, frame) -> np.ndarray:
-        return np.asarray(self.transformer.transform(self._as_columns(frame)), dtype=np.float64)
+        with _quiet_overflow():
+            return np.asarray(self.transformer.transform(self._as_columns(frame)), dtype=np.float64)
