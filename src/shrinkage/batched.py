@@ -353,21 +353,18 @@ def _train(
     adam = (float(config.lr), float(beta1), float(beta2), float(config.optimizer_kwargs.get("eps", 1e-8)))
     objective = config.monitor == "objective" and terms is not None
     work = _Working(stack, rows, hold)
+    chunk = max(1, _ACTIVATION_BUDGET // (stack.n * _widest(stack.template)))
     for epoch in range(config.max_epochs + 1):
-        weights = work.weights.requires_grad_(True)
-        losses = _row_losses(stack.forward(X, weights), target, loss)
-        train_loss = (losses * work.train_rows).sum(1)
+        losses, train_loss, grad = _losses_and_grad(stack, X, target, loss, work, chunk)
         going: Tensor | None = None
         if epoch > 0:  # the weights after `epoch` steps: the end of epoch `epoch - 1`
             with torch.no_grad():
-                score = (losses.detach() * work.score_rows).sum(1).double()
+                score = (losses * work.score_rows).sum(1).double()
                 work.val.append(score)
                 if objective:
                     assert terms is not None
-                    score = score + terms.values(stack.views(weights.detach()))
+                    score = score + terms.values(stack.views(work.weights))
                 going = work.score(score, epoch, config)
-        (grad,) = torch.autograd.grad(train_loss.sum(), [weights])
-        weights.requires_grad_(False)
         if going is not None:
             if epoch == config.max_epochs:
                 going = torch.zeros_like(going)
@@ -380,6 +377,31 @@ def _train(
         with torch.no_grad(), F.device_checks(_NEWTON_CHECKS):  # the epoch waits on the device anyway
             _adam_prox_step(stack, work, grad, adam, terms)
     return work.out
+
+
+def _losses_and_grad(
+    stack: _Stack, X: Tensor, target: Tensor, loss: str, work: _Working, chunk: int
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Each working model's loss on each row, its training loss and that loss's gradient
+    in its weights. The rows go through in chunks of ``chunk``, so that the activations
+    kept for the backward pass (models × rows × width) stay within
+    ``_ACTIVATION_BUDGET`` elements whatever the number of rows (a million rows × 6 models
+    × 32 units held gigabytes); the chunks' gradients are added. Data within the budget
+    is one chunk, the sums in the order they always had."""
+    rows, weights = X.shape[0], work.weights
+    parts: list[tuple[Tensor, Tensor, Tensor]] = []
+    for start in range(0, rows, chunk):
+        part = slice(start, min(start + chunk, rows))
+        weights.requires_grad_(True)
+        row_losses = _row_losses(stack.forward(X[part], weights), target[part], loss)
+        part_loss = (row_losses * work.train_rows[:, part]).sum(1)
+        (part_grad,) = torch.autograd.grad(part_loss.sum(), [weights])
+        weights.requires_grad_(False)
+        parts.append((row_losses.detach(), part_loss.detach(), part_grad))
+    if len(parts) == 1:
+        return parts[0]
+    losses, train_losses, grads = zip(*parts)
+    return torch.cat(losses, 1), torch.stack(train_losses).sum(0), torch.stack(grads).sum(0)
 
 
 class _Working:
