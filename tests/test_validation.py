@@ -69,7 +69,7 @@ def _files(tmp):
 
 API = [
     # penalties
-    ("L1 λ < 0", lambda t: L1(-1.0), ValueError, "lambda_ must be a finite number >= 0, got -1.0"),
+    ("L1 λ < 0", lambda t: L1(-1.0), ValueError, "--lambda must be a finite number >= 0, got -1.0"),
     ("L1 λ NaN", lambda t: L1(float("nan")), ValueError, "lambda_ must be a finite number >= 0, got nan"),
     ("L2 λ inf", lambda t: L2(float("inf")), ValueError, "lambda_ must be a finite number >= 0, got inf"),
     ("L1 λ a string", lambda t: L1("0.1"), TypeError, "lambda_ must be a finite number >= 0, got '0.1'"),
@@ -166,10 +166,10 @@ CLI = [
     (["study", "--data", "{tmp}/empty.csv", "--target", "y"], "data file '{tmp}/empty.csv' cannot be read as a table"),
     (["study", "--data", "{tmp}/folder.csv", "--target", "y"], "data file must be a file, got the directory"),
     (["study", "--data", "{tmp}/garbage.parquet", "--target", "y"], "cannot be read: "),
-    (["study", "--test-size", "1.5"], "test_size must be a finite number in (0, 1), got 1.5"),
-    (["study", "--l1-ratio", "2"], "l1_ratio must be a finite number in (0, 1], got 2.0"),
-    (["study", "--n-lambdas", "0"], "n_lambdas must be an integer >= 2, got 0"),
-    (["study", "--lambda-min-ratio", "0"], "lambda_min_ratio must be a finite number in (0, 1), got 0.0"),
+    (["study", "--test-size", "1.5"], "--test-size must be a finite number in (0, 1), got 1.5"),
+    (["study", "--l1-ratio", "2"], "--l1-ratio must be a finite number in (0, 1], got 2.0"),
+    (["study", "--n-lambdas", "0"], "--n-lambdas must be an integer >= 2, got 0"),
+    (["study", "--lambda-min-ratio", "0"], "--lambda-min-ratio must be a finite number in [1e-100, 1), got 0.0"),
     (["study", "--selection", "best"], "Invalid value for '--selection': 'best' is not one of '1se', 'min'"),
     (["study", "--hidden", "0"], "hidden must be an integer >= 1, got 0"),
     (["study", "--on-divergence", "ignore"], "Invalid value for '--on-divergence': 'ignore' is not one of"),
@@ -177,7 +177,7 @@ CLI = [
     (["runs", "{tmp}/empty.csv"], "store '{tmp}/empty.csv' is empty"),
     (["prune", "{tmp}/text.sqlite", "--penalty", "l1"], "is not a shrinkage results store (not an SQLite file)"),
     (["geometry", "--center", "x"], "--center must be 2 finite numbers 'x,y', got 'x'"),
-    (["geometry", "--lambda", "-1"], "lambda_ must be a finite number >= 0, got -1.0"),
+    (["geometry", "--lambda", "-1"], "--lambda must be a finite number >= 0, got -1.0"),
 ]
 
 

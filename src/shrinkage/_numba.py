@@ -112,7 +112,6 @@ def elementwise_prox_(
             _array(x).reshape(-1),
             _array(q).reshape(-1),
             kind,
-            one(_float(a)),
             one(_float(e)),
             one(t1),
             one(t2),

@@ -30,7 +30,7 @@ def _denominator(q, e, kind):
 
 
 @_exact
-def elementwise(x, q, kind, a, e, t1, t2, l1, l2, one):
+def elementwise(x, q, kind, e, t1, t2, l1, l2, one):
     """``x ← soft(x·d, t1)/(d + t2)`` (kinds 1, 2: ``t1 = a·l1``, ``t2 = 2a·l2``) or
     ``x ← soft(x, q·l1)/(1 + 2·q·l2)`` (kind 3), over flat arrays."""
     for i in range(x.shape[0]):

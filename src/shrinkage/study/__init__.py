@@ -19,10 +19,37 @@ matplotlib, Jinja2, click) for tables, plots, the HTML report and the command li
 =====================================  ==============================================
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from .config import StudyConfig
-from .datasets import BUNDLED, Dataset, load_dataset, make_synthetic
-from .runner import prepare_study, run_study
-from .store import Store, StoreError
+
+if TYPE_CHECKING:
+    from .datasets import BUNDLED, Dataset, load_dataset, make_synthetic
+    from .runner import prepare_study, run_study
+    from .store import Store, StoreError
+
+# imported when first used: the command line can speak before scikit-learn and the
+# runner are loaded (a second of its start)
+_LAZY = {
+    "BUNDLED": "datasets",
+    "Dataset": "datasets",
+    "load_dataset": "datasets",
+    "make_synthetic": "datasets",
+    "prepare_study": "runner",
+    "run_study": "runner",
+    "Store": "store",
+    "StoreError": "store",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "BUNDLED",

@@ -340,8 +340,6 @@ def study(
     """
     from rich.console import Console
 
-    from .report import build_report
-    from .runner import prepare_study, run_study
     from .store import Store
 
     ctx.meta[_LOG_FOLDER] = out_dir
@@ -357,6 +355,9 @@ def study(
     size = _size(config.data)
     if size >= _LARGE_FILE:  # it takes seconds to read and encode: say so at once
         console.print(f"reading {config.data} ({size / 1e6:.0f} MB)")
+    from .report import build_report  # (scikit-learn and the runner: a second to load)
+    from .runner import prepare_study, run_study
+
     prepared = prepare_study(config)  # data errors before anything is written
     if size >= _LARGE_FILE:
         summary = prepared.summary

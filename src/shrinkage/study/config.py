@@ -67,7 +67,7 @@ class StudyConfig:
     n_lambdas : int
         λ values on each penalty's path.
     lambda_min_ratio : float
-        The path's smallest λ as a fraction of its largest, in (0, 1). L2, whose grid
+        The path's smallest λ as a fraction of its largest, in [1e-100, 1). L2, whose grid
         has no natural end where weights vanish, spans ``lambda_min_ratio²``: twice
         the decades.
     selection : {"1se", "min"}
@@ -138,7 +138,8 @@ class StudyConfig:
         check_number("l1_ratio", self.l1_ratio, low=0.0, high=1.0, low_open=True)
         check_int("cv", self.cv, low=2)
         check_int("n_lambdas", self.n_lambdas, low=2)
-        check_number("lambda_min_ratio", self.lambda_min_ratio, low=0.0, high=1.0, low_open=True, high_open=True)
+        # from 1e-100: the grid of a penalty that keeps every weight spans its square
+        check_number("lambda_min_ratio", self.lambda_min_ratio, low=1e-100, high=1.0, high_open=True)
         check_choice("selection", self.selection, ("1se", "min"))
         check_bool("relax", self.relax)
         check_number("test_size", self.test_size, low=0.0, high=1.0, low_open=True, high_open=True)

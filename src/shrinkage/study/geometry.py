@@ -85,10 +85,18 @@ def l2_solution(f: Quadratic, lambda_: float) -> np.ndarray:
 
 def showcase_lambda(f: Quadratic) -> float:
     """A λ at which the L1 solution has exactly one zero coordinate (mid-interval)."""
-    lambdas = np.geomspace(1e-3, 1e2, 400) * float(np.abs(f.H @ f.c).max())
+    with np.errstate(over="ignore"):
+        scale = float(np.abs(f.H @ f.c).max())
+    if not 0.0 < scale < 1e300:  # the optimum at the origin, or numbers beyond float64's range
+        raise InputError(
+            f"center and hessian must put the optimum away from 0 at a finite scale, got H·c up to {scale:g}"
+        )
+    lambdas = np.geomspace(1e-3, 1e2, 400) * scale
     one_zero = lambdas[np.sum(l1_solutions(f, lambdas) == 0, axis=1) == 1]
     if not one_zero.size:
-        raise InputError("this quadratic has no λ with exactly one zero coordinate")
+        raise InputError(
+            "this quadratic has no λ with exactly one zero coordinate: give lambda_ to draw it at a λ of your own"
+        )
     return float(np.sqrt(one_zero[0] * one_zero[-1]))
 
 
