@@ -20,6 +20,7 @@ import sys
 import tempfile
 import threading
 import time
+from contextlib import suppress
 from pathlib import Path
 
 import numpy as np
@@ -66,10 +67,8 @@ def run(command: list[str]) -> dict[str, float]:
     peak = 0
     watched = psutil.Process(process.pid)
     while process.poll() is None:
-        try:
+        with suppress(psutil.Error):  # a process ended while being read
             peak = max(peak, sum(p.memory_info().rss for p in [watched, *watched.children(recursive=True)]))
-        except psutil.Error:  # a process ended while being read
-            pass
         time.sleep(0.1)
     reader.join()
     if process.returncode != 0:
