@@ -69,7 +69,7 @@ def _files(tmp):
 
 API = [
     # penalties
-    ("L1 λ < 0", lambda t: L1(-1.0), ValueError, "--lambda must be a finite number >= 0, got -1.0"),
+    ("L1 λ < 0", lambda t: L1(-1.0), ValueError, "lambda_ must be a finite number >= 0, got -1.0"),
     ("L1 λ NaN", lambda t: L1(float("nan")), ValueError, "lambda_ must be a finite number >= 0, got nan"),
     ("L2 λ inf", lambda t: L2(float("inf")), ValueError, "lambda_ must be a finite number >= 0, got inf"),
     ("L1 λ a string", lambda t: L1("0.1"), TypeError, "lambda_ must be a finite number >= 0, got '0.1'"),
@@ -140,7 +140,7 @@ API = [
     ("model: torch pickle", lambda t: load_model(t / "plain.pt"), ValueError, "is not a safetensors file"),
     ("model: empty", lambda t: load_model(t / "empty.safetensors"), ValueError, "is not a safetensors file"),
     ("model: missing", lambda t: load_model(t / "none.safetensors"), FileNotFoundError, "does not exist"),
-    ("save into a folder", lambda t: save_model(net(), t / "folder.csv"), OSError, "cannot be written"),
+    ("save into a folder", lambda t: save_model(net(), t / "folder.csv"), OSError, "is a folder: name a file"),
     ("prune a Conv", lambda t: prune(torch.nn.Conv2d(1, 1, 3)), TypeError, "prune supports an nn.Sequential"),
     ("prune names", lambda t: prune(net(), feature_names=["a"]), ValueError, "feature_names must have one name"),
     # study config

@@ -78,7 +78,7 @@ def test_study_help_comes_from_the_config_docstring_and_shows_the_defaults():
     assert result.exit_code == 0
     text = " ".join(result.output.split())  # click wraps the help to the terminal's width
     for shown in (
-        "--lambda-min-ratio FLOAT The path's smallest λ as a fraction of its largest, in (0, 1).",
+        "--lambda-min-ratio FLOAT The path's smallest λ as a fraction of its largest, in [1e-100, 1).",
         "[default: 0.01]",
         "--penalties NAME,… Presets of shrinkage.presets to compare",
         "Among: none, l1, l2, elasticnet, group, sparse_group, hierarchical. [default: none,l1,l2,elasticnet,group]",
