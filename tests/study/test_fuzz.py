@@ -79,7 +79,7 @@ def _fuzz(examples: int, check) -> Counter:
     return outcomes
 
 
-def _refused(error: InputError) -> str:
+def _refused(error: Exception) -> str:
     assert "\n" not in str(error).strip(), f"a message of more than one line: {error}"
     return "refused"
 
@@ -393,14 +393,15 @@ def _mutate_store(data: st.DataObject, source: Path, folder: Path) -> tuple[Path
 
 
 def _read_store(path: Path) -> str:
-    """Everything the library reads from a store: it reads, or it is a StoreError."""
+    """Everything the library reads from a store: it reads, or it is a StoreError (or,
+    for a file cut to nothing, the FileNotFoundError ``Store`` documents for an empty file)."""
     try:
         with Store(path, read_only=True) as store:
             for study in store.studies():
                 store.study(study["id"])
                 for run in store.runs(study["id"]):
                     store.points(run["id"])
-    except InputError as error:
+    except (InputError, FileNotFoundError) as error:
         return _refused(error)
     return "loaded"
 
@@ -441,3 +442,21 @@ def test_a_report_of_a_store_with_any_value_in_any_column_is_written_or_refused(
     outcomes = _fuzz(20, check)
     print(f"reports: {dict(outcomes)}")
     assert outcomes["loaded"] >= 1, outcomes
+
+
+def test_a_store_file_with_damaged_bytes_reads_or_is_a_store_error(seeds):
+    """Bytes of the SQLite file itself overwritten, inserted, removed or cut off."""
+    folder = seeds["folder"] / "damaged"
+    folder.mkdir()
+
+    def check(data) -> str:
+        path = folder / f"damaged-{len(list(folder.iterdir()))}.sqlite"
+        path.write_bytes(_mutate_bytes(data, seeds["store"].read_bytes()))
+        outcome = _read_store(path)
+        runs = _cli("runs", path)
+        assert outcome == "refused" or runs == "loaded"  # (runs reads the studies only)
+        return outcome
+
+    outcomes = _fuzz(100, check)
+    print(f"store bytes: {dict(outcomes)}")
+    assert outcomes["loaded"] >= 5 and outcomes["refused"] >= 5, outcomes

@@ -411,6 +411,7 @@ def _written_store(path) -> bytes:
         (lambda data: data[: len(data) // 8192 * 4096], r"it holds \d+ of the \d+ bytes its header declares"),
         (lambda data: data[:5000], "its 5000 bytes are not whole 4096-byte pages"),
         (lambda data: data[:60], "its 60 bytes are not whole"),
+        (lambda data: data[:16] + b"\x00\x00" + data[18:], "its header gives a page size of 0 bytes"),
     ],
 )
 def test_a_truncated_store_is_called_damaged_and_left_as_it_is(tmp_path, read_only, cut, message):

@@ -171,7 +171,7 @@ class _Column:
     kind: str
     constraint: str = ""
     default: int | None = None
-    shape: str | None = None  # for JSON: a key of _SHAPES
+    shape: str | None = None  # what the value must be beyond its kind: a key of _SHAPES
 
     @property
     def sql_type(self) -> str:
@@ -449,7 +449,9 @@ class Store:
         page = 65536 if page == 1 else page
         size = self.path.stat().st_size
         declared = int.from_bytes(header[28:32], "big") * page if header[24:28] == header[92:96] else 0
-        if len(header) < 100 or size % page:
+        if page < 512 or page & (page - 1):  # a power of two from 512 in any SQLite file
+            held = f"its header gives a page size of {page} bytes"
+        elif len(header) < 100 or size % page:
             held = f"its {size} bytes are not whole {page}-byte pages"
         elif size < declared:
             held = f"it holds {size} of the {declared} bytes its header declares"
@@ -457,14 +459,17 @@ class Store:
             return
         raise StoreError(f"store {str(self.path)!r} is damaged: {held} (a truncated or partly copied file?)")
 
-    def _damaged(self, error: sqlite3.Error) -> StoreError:
-        return StoreError(f"store {str(self.path)!r} is damaged or cannot be read: {error}")
+    def _damaged(self, error: Exception) -> StoreError:
+        detail = " ".join(str(error).split())  # one line (SQLite may quote the damaged text)
+        detail = detail if len(detail) <= 200 else detail[:200] + "…"
+        return StoreError(f"store {str(self.path)!r} is damaged or cannot be read: {detail}")
 
     def _read(self, query: str, args: tuple | list = ()) -> list[sqlite3.Row]:
-        """The rows of a query; StoreError if SQLite cannot read them (a damaged file)."""
+        """The rows of a query; StoreError if SQLite cannot read them (a damaged file:
+        broken pages, text that is not UTF-8)."""
         try:
             return self._connection.execute(query, args).fetchall()
-        except sqlite3.Error as error:
+        except (sqlite3.Error, UnicodeDecodeError) as error:
             raise self._damaged(error) from None
 
     def _version(self, db: sqlite3.Connection) -> int:
@@ -476,7 +481,7 @@ class Store:
                 raise not_ours
             meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
             version = db.execute("PRAGMA user_version").fetchone()[0]
-        except sqlite3.Error as error:
+        except (sqlite3.Error, UnicodeDecodeError) as error:
             raise self._damaged(error) from None
         try:
             version = version or int(meta.get("schema_version", 0))
@@ -519,7 +524,7 @@ class Store:
             # the .sqlite file alone, after a crash, holds every finished run
             self._connection.execute("PRAGMA wal_checkpoint(PASSIVE)")
         except sqlite3.Error as error:
-            raise StoreError(f"store {str(self.path)!r}: {error}") from None
+            raise StoreError(f"store {str(self.path)!r}: {' '.join(str(error).split())}") from None
 
     def close(self) -> None:
         """Close the file."""
