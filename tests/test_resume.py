@@ -14,6 +14,7 @@ import time
 from contextlib import closing
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 PENALTIES = "none,l1,l2,elasticnet,group"
@@ -172,3 +173,25 @@ def test_a_terminated_study_ends_as_an_interrupted_one_its_store_closed(tmp_path
     assert process.returncode == 1 and err.decode().strip().endswith("shrinkage: aborted"), err.decode()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["results.sqlite"]
     assert len(_runs(store)) >= 1
+
+
+def test_a_report_killed_while_it_is_written_leaves_the_old_report_whole(tmp_path):
+    """SIGKILL at moments spread over a `shrinkage report` command, the old report in
+    place: each time the report is the old one or a whole new one, never a part (a kill
+    while it was written left a 0-byte file in place of a good report, 3 runs of 3)."""
+    store = tmp_path / "results.sqlite"
+    _finish(store, tmp_path)
+    report = tmp_path / "report.html"
+    old = report.read_bytes()
+    command = [sys.executable, "-m", "shrinkage", "report", str(store), "--out", str(report)]
+    started = time.monotonic()
+    subprocess.run(command, check=True, capture_output=True)
+    whole = time.monotonic() - started
+    for delay in np.linspace(0.5, whole, 6):
+        report.write_bytes(old)
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(delay)
+        process.kill()
+        process.wait()
+        written = report.read_bytes()
+        assert written == old or (written.rstrip().endswith(b"</html>") and len(written) > len(old) // 2), delay
