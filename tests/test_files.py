@@ -59,3 +59,16 @@ def test_a_pipe_is_written_to_not_replaced(tmp_path):
 def test_a_folder_is_refused_naming_it(tmp_path):
     with pytest.raises(IsADirectoryError, match=r"report '.*' is a folder: name a file"):
         _files.write_atomically(tmp_path, b"x", what="report")
+
+
+def test_dev_stdout_is_the_process_stream_appended_to(monkeypatch):
+    """`--out /dev/stdout >> file` appends (the link, followed, was replaced with a new
+    file), and into a pipe it writes (the link led nowhere)."""
+    import io
+    import sys
+
+    buffer = io.BytesIO(b"before\n")
+    buffer.seek(0, io.SEEK_END)
+    monkeypatch.setattr(sys, "stdout", io.TextIOWrapper(buffer))
+    _files.write_atomically("/dev/stdout", b"after\n", what="predictions file")
+    assert buffer.getvalue() == b"before\nafter\n"

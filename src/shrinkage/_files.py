@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -14,10 +15,17 @@ def write_atomically(path: Path, data: bytes, *, what: str) -> Path:
     into place: a crash or a full disk leaves the old file (or none), never a part.
 
     A symbolic link is followed (the file it names is replaced, the link kept); a device
-    or a pipe (``/dev/null``, ``/dev/stdout``) is written to as it is, not replaced. An
+    or a pipe (``/dev/null``) is written to as it is, not replaced, and ``/dev/stdout`` or
+    ``/dev/stderr`` is the process's own stream (appended to where it is a file). An
     unwritable place is a :class:`PermissionError` naming ``what`` and the path.
     """
     given, path = Path(path), Path(os.path.realpath(path))
+    stream = {"/dev/stdout": sys.stdout, "/dev/stderr": sys.stderr}.get(str(given))
+    if stream is not None:  # the process's own stream (a pipe, a terminal, or `>> file`, appended to)
+        stream.flush()
+        stream.buffer.write(data)
+        stream.buffer.flush()
+        return given
     if path.is_dir():
         raise IsADirectoryError(f"{what} {str(given)!r} is a folder: name a file")
     if path.exists() and not path.is_file():

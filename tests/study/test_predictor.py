@@ -8,6 +8,7 @@ import json
 import pickle
 import sqlite3
 import warnings
+from contextlib import closing
 
 import numpy as np
 import pandas as pd
@@ -422,6 +423,12 @@ def test_no_command_writes_over_a_file_it_reads(messy_study, tmp_path):
         result = run(*args)
         assert result.exit_code == 2 and f"--out must not be the {what} the command reads" in result.output, args
     assert all(path.read_bytes() == data for path, data in files.items())
+    result = run("report", store, "--study", "99", "--out", tmp_path / "r.html")
+    assert result.exit_code == 2 and "--study must be the id of a study in" in result.output
+    with closing(sqlite3.connect(store)) as db, db:
+        db.execute("UPDATE runs SET model = ? WHERE penalty = 'l1'", (b"\x00" * 64,))
+    result = run("export", store, "--penalty", "l1", "--out", tmp_path / "again.safetensors")
+    assert result.exit_code == 2 and "is damaged: runs.model of the 'l1' run of study 1: model bytes" in result.output
     result = run("predict", model, "--data", rows, "--id", "prediction")
     assert result.exit_code == 2, result.output
     assert "--id must not be the name of an output column, got 'prediction'" in result.output

@@ -321,6 +321,7 @@ def test_a_newer_store_is_refused_untouched(tmp_path, read_only):
         ("test_loss", "low", "runs.test_loss must hold a number"),
         ("n_features", 2.5, "runs.n_features must hold a whole number"),
         ("model", "text", "runs.model must hold bytes"),
+        ("lambda_chosen", -5.0, "runs.lambda_chosen must hold a number >= 0"),
     ],
 )
 def test_a_damaged_value_is_a_store_error_naming_its_column(tmp_path, column, value, message):

@@ -285,3 +285,40 @@ def test_a_target_read_as_missing_says_which_text_is_missing(tmp_path):
     (tmp_path / "t.csv").write_text("a,y\n" + "".join(f"{i},{'NA' if i % 2 else 'EU'}\n" for i in range(20)))
     with pytest.raises(ValueError, match=r"got 10; drop or fill those rows first \(empty cells and text such as NA"):
         read_table(tmp_path / "t.csv", "y")
+
+
+def test_separators_are_read_from_the_header_and_a_cut_archive_is_refused(tmp_path):
+    import gzip
+
+    rows = [("a", "b", "y")] + [(str(i), str(i % 3), str(2 * i)) for i in range(25)]
+    expected = read_table(_written(tmp_path / "comma.csv", _joined(rows, ",")), "y").features
+    for sep in (";", "\t", "|"):  # Excel writes semicolons in many locales
+        table = read_table(_written(tmp_path / "other.csv", _joined(rows, sep)), "y")
+        pd.testing.assert_frame_equal(table.features, expected)
+    cut = gzip.compress(_joined(rows, ","))[:60]
+    with pytest.raises(ValueError, match=r"'.*cut.csv.gz' cannot be decompressed \(cut short\?\)"):
+        read_table(_written(tmp_path / "cut.csv.gz", cut), "y")
+
+
+def _joined(rows, sep: str) -> bytes:
+    return "".join(sep.join(row) + "\n" for row in rows).encode()
+
+
+def test_dates_in_a_csv_and_a_numeric_target_with_a_stray_value_are_refused_naming_them(tmp_path):
+    days = [f"{1 + i % 28:02d}/01/2024" for i in range(40)]
+    pd.DataFrame({"when": days, "x": range(40), "y": range(40)}).to_csv(tmp_path / "d.csv", index=False)
+    with pytest.raises(ValueError, match="column 'when' holds dates, which a study does not encode"):
+        read_table(tmp_path / "d.csv", "y")
+    y = [f"{0.5 * i:.1f}" for i in range(40)]
+    y[17] = "unknown"
+    pd.DataFrame({"x": range(40), "y": y}).to_csv(tmp_path / "t.csv", index=False)
+    with pytest.raises(
+        ValueError,
+        match=r"target column 'y' must be numbers or labels, got numbers but for 1 value\(s\) \('unknown'; "
+        r"the first at row 18 of the data\)",
+    ):
+        read_table(tmp_path / "t.csv", "y")
+    pd.DataFrame({"x": range(40), "rate": [f"{i} %" for i in range(40)], "y": range(40)}).to_csv(tmp_path / "p.csv")
+    with warnings.catch_warnings(record=True):
+        warnings.simplefilter("always")
+        assert read_table(tmp_path / "p.csv", "y").features["rate"].tolist() == list(map(float, range(40)))

@@ -145,8 +145,10 @@ def _as_flag(message: str, ctx: click.Context) -> str:
     command line (``--n-lambdas must be …``) when the command has that option."""
     name, subcommand = message.split(" ", 1)[0], ctx.invoked_subcommand
     command = ctx.command.get_command(ctx, subcommand) if isinstance(ctx.command, click.Group) and subcommand else None
+    flag = "--" + name.replace("_", "-")
     for param in getattr(command, "params", ()):
-        if param.name == name and isinstance(param, click.Option) and message.startswith(f"{name} must "):
+        named = param.name == name or flag in getattr(param, "opts", ())  # (--study sets study_id)
+        if named and isinstance(param, click.Option) and message.startswith(f"{name} must "):
             return max(param.opts, key=len) + message[len(name) :]
     return message
 
@@ -537,7 +539,7 @@ def _stored_model(store_path: Path, penalty: str, study_id: int | None, penalize
     """A study's stored model (the chosen one, or its penalized fit) and its metadata."""
     from shrinkage.prune import load_model
 
-    from .store import Store
+    from .store import Store, StoreError
 
     with Store(store_path, read_only=True) as store:  # reading never upgrades or writes the file
         studies = store.studies()
@@ -549,10 +551,15 @@ def _stored_model(store_path: Path, penalty: str, study_id: int | None, penalize
         raise InputError(f"study {study['id']} in {str(store_path)!r} has no finished run yet")
     if penalty not in runs:
         raise InputError(f"penalty must be one of the study's runs ({', '.join(runs)}), got {penalty!r}")
-    blob = runs[penalty]["penalized" if penalized else "model"]
+    column = "penalized" if penalized else "model"
+    blob = runs[penalty][column]
     if blob is None:
         raise InputError(f"the {penalty!r} run of study {study['id']} has no stored model")
-    return load_model(bytes(blob))
+    try:
+        return load_model(bytes(blob))
+    except InputError as error:
+        where = f"runs.{column} of the {penalty!r} run of study {study['id']}"
+        raise StoreError(f"store {str(store_path)!r} is damaged: {where}: {error}") from None
 
 
 def _pruned(model: Any, metadata: dict) -> tuple[Any, dict, Any]:

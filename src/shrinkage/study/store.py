@@ -136,6 +136,7 @@ _SHAPES: dict[str, tuple[str, Callable[[Any], bool]]] = {
     "status": ("'running' or 'complete'", _one_of("running", "complete")),
     "selection": ("'1se' or 'min'", _one_of("1se", "min")),
     "fold": ("a whole number from -1", lambda v: isinstance(v, int) and v >= -1),
+    "lambda": ("a number >= 0", lambda v: v is None or (_number(v) and v >= 0)),
     "object": ("a JSON object", lambda v: isinstance(v, dict)),
     "rules": ("a JSON list of rules, each with a penalty", _list_of(_is_rule)),
     "list": ("a JSON list", _list_of(lambda x: True)),
@@ -267,9 +268,9 @@ _RUNS = _Table(
         _Column("cv_mean", "json", shape="numbers"),  # mean of the CV loss per λ
         _Column("cv_se", "json", shape="numbers"),  # its standard error per λ
         _Column("admissible", "json", shape="flags"),  # λ eligible for selection
-        _Column("lambda_min", "float"),
-        _Column("lambda_1se", "float"),
-        _Column("lambda_chosen", "float"),
+        _Column("lambda_min", "float", shape="lambda"),
+        _Column("lambda_1se", "float", shape="lambda"),
+        _Column("lambda_chosen", "float", shape="lambda"),
         _Column("selection", "text", shape="selection"),
         _Column("cv_loss", "float"),  # at the chosen λ
         _Column("cv_loss_se", "float"),

@@ -13,9 +13,11 @@ evaluated.
 
 from __future__ import annotations
 
+import lzma
 import re
 import warnings
-from collections.abc import Iterator, Sequence
+import zlib
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -126,6 +128,8 @@ def _finish(features, target, name: str, task: str, true_features=None) -> Table
             features = features.drop(columns=columns)
             if features.shape[1] == 0:
                 raise InputError(f"every feature column is {left}: nothing to learn from")
+    if task in ("auto", "regression"):
+        _check_numeric_target(target)
     task = infer_task(target) if task == "auto" else task
     classes = None
     if task == "regression":
@@ -175,6 +179,11 @@ def _check_encodable(features) -> None:
                 "finite numbers (leave the cell empty for a missing value)"
             )
         present = values.dropna()
+        if values.dtype == object and len(present) and _is_dates(present):
+            raise InputError(
+                f"column {str(column)!r} holds dates, which a study does not encode (each would be a level of "
+                "its own): turn them into numbers (such as days since a date) or drop the column"
+            )
         if (
             values.dtype == object
             and len(present)
@@ -189,7 +198,35 @@ def _check_encodable(features) -> None:
 #: A text column is numbers with a few typos when at least this share of its values are numbers
 _NUMERIC_SHARE = 0.9
 _THOUSANDS = r"^[+-]?\d{1,3}(,\d{3})+(\.\d*)?$"  # 1,234,567.5
-_PERCENT = r"^[+-]?(\d+\.?\d*|\.\d+)%$"  # 12.5% (read as 12.5)
+_PERCENT = r"^[+-]?(\d+\.?\d*|\.\d+)\s*%$"  # 12.5% or 12.5 % (read as 12.5)
+
+
+def _is_dates(present) -> bool:
+    """At least ``_NUMERIC_SHARE`` of a text column's values written as dates
+    (``2024-01-31``, ``31/01/2024``, with or without a time)."""
+    text = present.astype("string").str.strip()
+    return bool(text.str.match(_DATE, na=False).mean() >= _NUMERIC_SHARE)
+
+
+def _check_numeric_target(target) -> None:
+    """A text target that is numbers but for a few values (``unknown``, a typo) is refused
+    naming them: read as labels, each number would be a class of its own."""
+    import pandas as pd
+
+    if pd.api.types.is_numeric_dtype(target) or pd.api.types.is_bool_dtype(target):
+        return
+    numbers = _as_numbers(target)
+    if numbers.notna().sum() >= _NUMERIC_SHARE * len(target) and numbers.nunique() > 10:
+        bad = target[numbers.isna()]
+        row = int(np.flatnonzero(numbers.isna().to_numpy())[0])
+        shown = ", ".join(repr(v) for v in bad.astype(str).unique()[:5])
+        raise InputError(
+            f"target column {str(target.name)!r} must be numbers or labels, got numbers but for {len(bad)} "
+            f"value(s) ({shown}; the first at row {row + 1} of the data): fix or drop those rows"
+        )
+
+
+_DATE = r"^(\d{4}-\d{1,2}-\d{1,2}|\d{1,2}[/.-]\d{1,2}[/.-]\d{2,4})([ T]\d{1,2}:\d{2}(:\d{2}(\.\d+)?)?)?$"
 
 
 def _as_numbers(values):
@@ -199,7 +236,7 @@ def _as_numbers(values):
 
     text = values.astype("string").str.strip()
     text = text.where(~text.str.match(_THOUSANDS, na=False), text.str.replace(",", "", regex=False))
-    text = text.where(~text.str.match(_PERCENT, na=False), text.str.rstrip("%"))
+    text = text.where(~text.str.match(_PERCENT, na=False), text.str.replace(r"\s*%$", "", regex=True))
     return pd.to_numeric(text, errors="coerce")
 
 
@@ -322,6 +359,8 @@ def read_frame(path: str | Path, *, text_columns: Sequence[str] = ()):
             raise fail("data file", "a .csv, .tsv or .parquet file", Described(repr(path.name)))
     except (pd.errors.EmptyDataError, pd.errors.ParserError) as error:
         raise InputError(f"data file {str(path)!r} cannot be read as a table: {str(error).splitlines()[0]}") from None
+    except (EOFError, zlib.error, lzma.LZMAError) as error:  # a compressed file cut short or damaged
+        raise InputError(f"data file {str(path)!r} cannot be decompressed (cut short?): {error}") from None
     except (OSError, ValueError) as error:
         if isinstance(error, (FileNotFoundError, InputError)) or "must be" in str(error):
             raise
@@ -395,6 +434,8 @@ def _read_csv(path: Path, sep: str, text_columns: Sequence[str] = ()):
     if compression is not None and " " in compression:  # not a CSV at all
         raise InputError(f"data file {str(path)!r} must be CSV text, but it is {compression}")
     utf16 = head[:2] in (b"\xff\xfe", b"\xfe\xff")
+    if sep == ",":  # (a .tsv file is tab-separated by its name)
+        sep = _separator(path, compression, "utf-16" if utf16 else "latin-1")
     for encoding in ("utf-16",) if utf16 else ("utf-8-sig", "latin-1"):
         try:
             types = dict.fromkeys(text_columns, str)
@@ -408,6 +449,26 @@ def _read_csv(path: Path, sep: str, text_columns: Sequence[str] = ()):
         _check_distinct(path, [str(c) for c in header.iloc[0]])
         return frame
     raise InputError(f"data file {str(path)!r} is neither UTF-8 nor Latin-1 text")
+
+
+def _separator(path: Path, compression: str | None, encoding: str) -> str:
+    """The separator of a CSV's header line: the comma, or a semicolon (Excel in many
+    locales), a tab or a bar where the header holds more of it than of commas."""
+    import bz2
+    import gzip
+
+    openers: dict[str | None, Callable[..., Any]] = {None: open, "gzip": gzip.open, "bz2": bz2.open, "xz": lzma.open}
+    opener = openers.get(compression)
+    if opener is None:  # (zstd: no reader in the standard library) the comma
+        return ","
+    try:
+        with opener(path, "rt", encoding=encoding, errors="replace", newline="") as file:
+            header = file.readline(1 << 16)
+    except (OSError, EOFError, zlib.error, lzma.LZMAError):  # read again, and refused, by pandas
+        return ","
+    counts = {sep: header.count(sep) for sep in (",", ";", "\t", "|")}
+    best = max(counts, key=lambda sep: counts[sep])
+    return best if counts[best] > counts[","] else ","
 
 
 def _check_distinct(path: Path, names: list[str]) -> None:

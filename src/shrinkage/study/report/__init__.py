@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import io
 import math
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -193,6 +194,14 @@ def _check_summary(store: Store, study_id: int, data: Any) -> None:
 
 def build_report(store: Store, study_id: int | None = None, path: str | Path = "report.html") -> Path:
     """Write the HTML report of study ``study_id`` (default: the latest) to ``path``."""
+    with warnings.catch_warnings():
+        # a column name in a script the plots' font lacks (CJK) is drawn as boxes, with
+        # matplotlib's warning for each glyph of each figure: nothing the user can act on
+        warnings.filterwarnings("ignore", r"Glyph \d+ .* missing from font", UserWarning)
+        return _build_report(store, study_id, path)
+
+
+def _build_report(store: Store, study_id: int | None, path: str | Path) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
