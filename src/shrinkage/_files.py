@@ -30,8 +30,8 @@ def write_atomically(path: Path, data: bytes, *, what: str) -> Path:
         raise IsADirectoryError(f"{what} {str(given)!r} is a folder: name a file")
     if path.exists() and not path.is_file():
         try:
-            with open(path, "wb") as stream:
-                stream.write(data)
+            with open(path, "wb") as device:
+                device.write(data)
         except OSError as error:
             raise PermissionError(f"{what} {str(given)!r} cannot be written: {error.strerror}") from None
         return given

@@ -199,6 +199,7 @@ def _check_encodable(features) -> None:
 _NUMERIC_SHARE = 0.9
 _THOUSANDS = r"^[+-]?\d{1,3}(,\d{3})+(\.\d*)?$"  # 1,234,567.5
 _PERCENT = r"^[+-]?(\d+\.?\d*|\.\d+)\s*%$"  # 12.5% or 12.5 % (read as 12.5)
+_DATE = r"^(\d{4}-\d{1,2}-\d{1,2}|\d{1,2}[/.-]\d{1,2}[/.-]\d{2,4})([ T]\d{1,2}:\d{2}(:\d{2}(\.\d+)?)?)?$"
 
 
 def _is_dates(present) -> bool:
@@ -216,6 +217,7 @@ def _check_numeric_target(target) -> None:
     if pd.api.types.is_numeric_dtype(target) or pd.api.types.is_bool_dtype(target):
         return
     numbers = _as_numbers(target)
+    # (labels that are a few numbers, 0/1/2 with a stray "other", stay labels)
     if numbers.notna().sum() >= _NUMERIC_SHARE * len(target) and numbers.nunique() > 10:
         bad = target[numbers.isna()]
         row = int(np.flatnonzero(numbers.isna().to_numpy())[0])
@@ -224,9 +226,6 @@ def _check_numeric_target(target) -> None:
             f"target column {str(target.name)!r} must be numbers or labels, got numbers but for {len(bad)} "
             f"value(s) ({shown}; the first at row {row + 1} of the data): fix or drop those rows"
         )
-
-
-_DATE = r"^(\d{4}-\d{1,2}-\d{1,2}|\d{1,2}[/.-]\d{1,2}[/.-]\d{2,4})([ T]\d{1,2}:\d{2}(:\d{2}(\.\d+)?)?)?$"
 
 
 def _as_numbers(values):
@@ -282,9 +281,9 @@ def _numbers_in_text(features, notes: list[str]):
 
 
 def _is_identifier(values) -> bool:
-    """Text with a distinct value in at least half of ``_ID_MIN_ROWS`` rows or more: an id,
-    a name, free text. One-hot, its levels would be one column per row or two, none of
-    which can say anything about a new row."""
+    """Text, in ``_ID_MIN_ROWS`` rows or more, with a distinct value in at least half of
+    them: an id, a name, free text. One-hot, its levels would be a column per row or two,
+    none of which can say anything about a new row."""
     import pandas as pd
 
     return (
@@ -413,11 +412,8 @@ def _read_parquet(path: Path):
 
 #: file suffixes of compressed data, and the first bytes of the formats a CSV may be in
 _COMPRESSED = (".gz", ".bz2", ".xz", ".zst")
-_MAGIC = (
-    (b"\x1f\x8b", "gzip"),
-    (b"BZh", "bz2"),
-    (b"\xfd7zXZ\x00", "xz"),
-    (b"\x28\xb5\x2f\xfd", "zstd"),
+_COMPRESSIONS = ((b"\x1f\x8b", "gzip"), (b"BZh", "bz2"), (b"\xfd7zXZ\x00", "xz"), (b"\x28\xb5\x2f\xfd", "zstd"))
+_NOT_CSV = (
     (b"PK\x03\x04", "a zip archive (an Excel workbook?): save the sheet as CSV, or unzip it"),
     (b"PAR1", "a Parquet file: name it .parquet"),
 )
@@ -430,9 +426,10 @@ def _read_csv(path: Path, sep: str, text_columns: Sequence[str] = ()):
 
     with open(path, "rb") as file:
         head = file.read(8)
-    compression = next((kind for magic, kind in _MAGIC if head.startswith(magic)), None)
-    if compression is not None and " " in compression:  # not a CSV at all
-        raise InputError(f"data file {str(path)!r} must be CSV text, but it is {compression}")
+    for magic, what in _NOT_CSV:
+        if head.startswith(magic):
+            raise InputError(f"data file {str(path)!r} must be CSV text, but it is {what}")
+    compression = next((kind for magic, kind in _COMPRESSIONS if head.startswith(magic)), None)
     utf16 = head[:2] in (b"\xff\xfe", b"\xfe\xff")
     if sep == ",":  # (a .tsv file is tab-separated by its name)
         sep = _separator(path, compression, "utf-16" if utf16 else "latin-1")
