@@ -322,3 +322,9 @@ def test_dates_in_a_csv_and_a_numeric_target_with_a_stray_value_are_refused_nami
     with warnings.catch_warnings(record=True):
         warnings.simplefilter("always")
         assert read_table(tmp_path / "p.csv", "y").features["rate"].tolist() == list(map(float, range(40)))
+
+
+def test_an_infinite_target_is_refused_naming_its_row(tmp_path):
+    (tmp_path / "t.csv").write_text("a,y\n" + "".join(f"{i},{'inf' if i == 6 else i}\n" for i in range(30)))
+    with pytest.raises(ValueError, match=r"target column 'y' must hold finite numbers, got inf at row 7 of the data"):
+        read_table(tmp_path / "t.csv", "y")

@@ -136,8 +136,12 @@ def _finish(features, target, name: str, task: str, true_features=None) -> Table
         if not pd.api.types.is_numeric_dtype(target) or pd.api.types.is_bool_dtype(target):
             raise fail("task", "'binary' or 'multiclass' for a non-numeric target", "regression")
         target = target.astype(np.float64)
-        if not np.all(np.isfinite(target.to_numpy())):
-            raise InputError(f"target column {target_name!r} must hold finite numbers")
+        infinite = np.flatnonzero(~np.isfinite(target.to_numpy()))
+        if len(infinite):
+            raise InputError(
+                f"target column {target_name!r} must hold finite numbers, got {target.iloc[infinite[0]]} at row "
+                f"{infinite[0] + 1} of the data"
+            )
     else:
         classes = sorted(target.astype(object).unique().tolist(), key=str)
         if task == "binary" and len(classes) != 2:
