@@ -20,12 +20,11 @@ import sys
 import tempfile
 import threading
 import time
-from contextlib import suppress
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import psutil
+from bench_study import peak_rss  # (this script's folder is on the path)
 
 
 def large_csv(path: Path, rows: int, seed: int = 0) -> Path:
@@ -64,12 +63,7 @@ def run(command: list[str]) -> dict[str, float]:
 
     reader = threading.Thread(target=echo, daemon=True)
     reader.start()
-    peak = 0
-    watched = psutil.Process(process.pid)
-    while process.poll() is None:
-        with suppress(psutil.Error):  # a process ended while being read
-            peak = max(peak, sum(p.memory_info().rss for p in [watched, *watched.children(recursive=True)]))
-        time.sleep(0.1)
+    _, peak = peak_rss(process)
     reader.join()
     if process.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed with exit code {process.returncode}")

@@ -42,20 +42,26 @@ def wine_like(path: Path, seed: int = 0) -> Path:
     return path
 
 
+def peak_rss(process: subprocess.Popen) -> tuple[int, int]:
+    """Peak RSS of ``process`` and of its process tree (bytes), sampled every 0.1 s until
+    it ends."""
+    main, tree = 0, 0
+    watched = psutil.Process(process.pid)
+    while process.poll() is None:
+        try:
+            sizes = [p.memory_info().rss for p in [watched, *watched.children(recursive=True)]]
+        except psutil.Error:  # a process ended while being read
+            continue
+        main, tree = max(main, sizes[0]), max(tree, sum(sizes))
+        time.sleep(0.1)
+    return main, tree
+
+
 def timed(command: list[str]) -> tuple[float, float, float]:
     """Wall time (s), peak RSS of the process and of its process tree (MB)."""
     start = time.perf_counter()
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    main, tree = 0.0, 0.0
-    watched = psutil.Process(process.pid)
-    while process.poll() is None:
-        try:
-            members = [watched, *watched.children(recursive=True)]
-            sizes = [p.memory_info().rss for p in members]
-        except psutil.Error:  # a process ended while being read
-            continue
-        main, tree = max(main, sizes[0] / 2**20), max(tree, sum(sizes) / 2**20)
-        time.sleep(0.1)
+    main, tree = (size / 2**20 for size in peak_rss(process))
     seconds = time.perf_counter() - start
     if process.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed: {process.stderr.read().decode() if process.stderr else ''}")

@@ -374,6 +374,11 @@ class Predictor:
         """Predicted values in the target's units (regression) or class labels."""
         return self._predict(self.outputs(frame, unseen=unseen))
 
+    def predict_encoded(self, X: np.ndarray) -> np.ndarray:
+        """:meth:`predict` for rows its preprocessing has already encoded (the study's own
+        test rows, as the network reads them)."""
+        return self._predict(self._outputs(X))
+
     def predict_proba(self, frame: Any, *, unseen: str = "zeros") -> np.ndarray:
         """Class probabilities ``(rows, classes)``, in the order of ``classes``."""
         if self.task == "regression":

@@ -583,7 +583,7 @@ def _run_penalty(
     metadata = {"penalty": name, "lambda": run["lambda_chosen"], "target_scale": list(prepared.y_scale)}
     assert prepared.preprocessing is not None  # prepare_study describes it
     shipped = Predictor(model, prepared.preprocessing)
-    predictions = shipped._predict(shipped._outputs(prepared.X_test))  # what `shrinkage predict` gives on those rows
+    predictions = shipped.predict_encoded(prepared.X_test)  # what `shrinkage predict` gives on those rows
     run.update(
         model=shipped.to_bytes(metadata),
         penalized=Predictor(penalized, prepared.preprocessing).to_bytes(metadata),
