@@ -446,7 +446,7 @@ def lambda_max(
     """
     rules = [
         Rule(r.penalty, r.select, "proximal" if r.penalty.proximal_only else "loss", r.overlap)
-        for r in scaled(as_rules(penalty), 1.0)
+        for r in scaled(_as_rules(penalty), 1.0)
     ]
     reg = Regularizer(model, rules, mode="loss")
     best = 0.0
@@ -879,9 +879,21 @@ class _PathFit:
 
 def _as_rules(penalty: Any) -> list[Rule]:
     try:
-        return as_rules(penalty)
+        rules = as_rules(penalty)
     except (TypeError, ValueError):
         raise fail("penalty", "a Penalty (L1(), GroupLasso(), …) or rules", penalty, kind=TypeError) from None
+    _check_uncentered(rules)
+    return rules
+
+
+def _check_uncentered(rules: Sequence[Rule]) -> None:
+    """A path starts where the penalized weights are zero; a centred penalty's start is its centre."""
+    for rule in rules:
+        if rule.penalty.centered:
+            raise InputError(
+                f"paths and cross-validation start from zero weights, got {rule.penalty!r} centred on "
+                "reference weights; fine-tune with a Regularizer (attach it to your optimizer) instead"
+            )
 
 
 def _names(feature_names: Sequence[str] | None, n_features: int) -> list[str]:

@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from . import functional as F
 from .validation import InputError, InputTypeError, check_choice, check_number, fail
@@ -38,8 +38,43 @@ __all__ = [
 ]
 
 
+#: Reference weights a penalty is centred on: ``"initial"`` (the weights when the
+#: :class:`~shrinkage.Regularizer` is built), a state dict, or a module (its state dict).
+Center = str | Mapping[str, Tensor] | nn.Module | None
+
+
+def _check_center(center: Any) -> str | Mapping[str, Tensor] | None:
+    """``None``, ``"initial"`` or a mapping of names to tensors (a module's state dict)."""
+    rule = "None, 'initial', a state dict (name → tensor) or an nn.Module"
+    if center is None or (isinstance(center, str) and center == "initial"):
+        return center
+    if isinstance(center, str):
+        if center == "state_dict":
+            raise InputError(
+                "center='state_dict' marks a centre that was given as tensors (in get_config); "
+                "pass the tensors themselves: center=pretrained.state_dict()"
+            )
+        raise fail("center", rule, center)
+    if isinstance(center, nn.Module):
+        return center.state_dict()  # the module's own tensors: the Regularizer copies them when it binds
+    if not isinstance(center, Mapping):
+        raise fail("center", rule, center, kind=TypeError)
+    for name, value in center.items():
+        if not isinstance(value, Tensor):
+            raise fail(f"center[{name!r}]", "a tensor", value, kind=TypeError)
+    return center
+
+
 class Penalty:
     """Base class: ``λ·R(w)`` with ``λ = lambda_ >= 0``.
+
+    With ``center`` (reference weights ``w₀``, e.g. the pretrained ones) the penalty is
+    ``λ·R(w − w₀)``: it acts on the change. L2 centred on pretrained weights is L2-SP
+    (keep fine-tuned weights near the pretrained ones); L1, elastic net and group lasso
+    centred, in mode ``proximal``, make most of the change exactly zero (sparse
+    fine-tuning). The :class:`~shrinkage.Regularizer` that binds the penalty copies
+    ``w₀`` once, onto each parameter's device and dtype; the penalty itself keeps only
+    what was given (``"initial"``, or the mapping).
 
     Subclasses set ``name`` and implement the three faces for a list of tensors plus the
     per-tensor ``layouts`` that :meth:`layouts` prepared (``None`` for element-wise
@@ -64,10 +99,14 @@ class Penalty:
         """Whether a large enough λ makes the weights exactly zero (not so for L2)."""
         return True
 
-    def __init__(self, lambda_: float = 1e-3):
+    #: True when the penalty may be centred on reference weights (``center=``).
+    centerable: ClassVar[bool] = True
+
+    def __init__(self, lambda_: float = 1e-3, center: Center = None):
         self.lambda_ = check_number("lambda_", lambda_, low=0.0)
         if self.lambda_ > _LARGEST_LAMBDA:  # the prox's thresholds λ·step are float32 numbers
             raise fail("lambda_", f"at most {_LARGEST_LAMBDA:.4g} (float32's largest number)", lambda_)
+        self.center = _check_center(center) if self.centerable else None
 
     # -- structure -------------------------------------------------------------------
     def layouts(self, named: Sequence[tuple[str, Tensor]]) -> list[F.GroupLayout] | None:
@@ -97,19 +136,39 @@ class Penalty:
 
     # -- config ------------------------------------------------------------------------
     def get_config(self) -> dict[str, Any]:
-        """Plain-dict form, inverted by :func:`make_penalty`."""
-        return {"name": self.name, "lambda_": self.lambda_}
+        """Plain-dict form, inverted by :func:`make_penalty`.
+
+        A centre given as tensors appears as ``"center": "state_dict"`` (the tensors are
+        not plain values); a :class:`~shrinkage.Regularizer`'s ``state_dict`` holds them.
+        """
+        config: dict[str, Any] = {"name": self.name, "lambda_": self.lambda_}
+        if self.center is not None:
+            config["center"] = self.center if isinstance(self.center, str) else "state_dict"
+        return config
+
+    @property
+    def centered(self) -> bool:
+        """Whether the penalty acts on the change ``w − w₀`` from reference weights."""
+        return self.center is not None
 
     def with_lambda(self, lambda_: float) -> Penalty:
-        """A copy of this penalty with another λ (what a path steps along)."""
-        return make_penalty({**self.get_config(), "lambda_": lambda_})
+        """A copy of this penalty with another λ (what a path steps along); the same centre."""
+        config = self.get_config()
+        config.pop("center", None)
+        copy = make_penalty({**config, "lambda_": lambda_})
+        copy.center = self.center
+        return copy
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items() if k != "name")
         return f"{type(self).__name__}({args})"
 
     def __eq__(self, other: object) -> bool:
-        return type(other) is type(self) and other.get_config() == self.get_config()
+        if type(other) is not type(self) or other.get_config() != self.get_config():
+            return False
+        assert isinstance(other, Penalty)
+        # a centre given as tensors is the same centre only if it is the same mapping
+        return isinstance(self.center, str | None) or other.center is self.center
 
     def __hash__(self) -> int:
         return hash(repr(self))
@@ -120,6 +179,10 @@ class L1(Penalty):
 
     Subgradient modes (``loss``, ``gradient``) use ``sign(w)`` and shrink weights but
     almost never land on zero: use ``mode="proximal"`` for sparsity.
+
+    ``L1(λ, center=w₀)`` is ``λ·Σ|w − w₀|``: in mode ``proximal`` most of the change
+    from the pretrained weights ``w₀`` stays exactly zero (sparse fine-tuning; ``center``
+    as in :class:`Penalty`: ``"initial"``, a state dict or a module).
 
     Examples
     --------
@@ -154,6 +217,9 @@ class L2(Penalty):
     ``torch.optim.SGD(weight_decay=wd)`` is this penalty with ``λ = wd / 2`` in mode
     ``gradient``; ``torch.optim.AdamW(weight_decay=wd)`` is it with ``λ = wd / 2`` in mode
     ``decoupled``.
+
+    ``L2(λ, center=w₀)`` is ``λ·Σ(w − w₀)²``, L2-SP (Li, Grandvalet & Davoine, 2018):
+    fine-tuned weights kept near the pretrained ``w₀`` rather than near zero.
     """
 
     name = "l2"
@@ -188,8 +254,8 @@ class ElasticNet(Penalty):
 
     name = "elasticnet"
 
-    def __init__(self, lambda_: float = 1e-3, l1_ratio: float = 0.5):
-        super().__init__(lambda_)
+    def __init__(self, lambda_: float = 1e-3, l1_ratio: float = 0.5, center: Center = None):
+        super().__init__(lambda_, center)
         self.l1_ratio = check_number("l1_ratio", l1_ratio, low=0.0, high=1.0)
 
     def get_config(self):
@@ -286,8 +352,8 @@ class GroupLasso(Penalty):
 
     name = "group"
 
-    def __init__(self, lambda_: float = 1e-3, groups: str | Sequence[Sequence[int]] = "input"):
-        super().__init__(lambda_)
+    def __init__(self, lambda_: float = 1e-3, groups: str | Sequence[Sequence[int]] = "input", center: Center = None):
+        super().__init__(lambda_, center)
         self.groups = _check_groups(groups)
 
     def get_config(self):
@@ -332,8 +398,9 @@ class SparseGroupLasso(GroupLasso):
         lambda_: float = 1e-3,
         l1_ratio: float = 0.5,
         groups: str | Sequence[Sequence[int]] = "input",
+        center: Center = None,
     ):
-        super().__init__(lambda_, groups)
+        super().__init__(lambda_, groups, center)
         self.l1_ratio = check_number("l1_ratio", l1_ratio, low=0.0, high=1.0)
 
     def get_config(self):
@@ -375,6 +442,7 @@ class HierarchicalLasso(Penalty):
     """
 
     name = "hierarchical"
+    centerable = False  # a constraint between two tensors' own values, not a change
     coupled = True
     one_pass = False
     proximal_only = True

@@ -28,6 +28,14 @@ The four modes (how the penalty reaches the weights):
 
 In every mode but ``loss``, :meth:`Regularizer.penalty` is for logging and carries no
 gradient, so adding it to the loss cannot apply the penalty twice.
+
+A penalty with a ``center`` (``L1(λ, center="initial")``, ``L2(λ, center=pretrained)``)
+acts on the change ``w − w₀`` in every mode: its value and gradient are those of
+``λ·R(w − w₀)``, its prox is ``w₀ + prox(w − w₀)`` (a change set to zero leaves ``w``
+equal to ``w₀`` bit for bit), decoupled decay pulls toward ``w₀``, and
+:meth:`Regularizer.sparsity` counts the entries left unchanged. The regularizer copies
+``w₀`` once when it is built, onto each tensor's device and dtype; ``state_dict``
+carries the copies so a resumed run keeps the same reference.
 """
 
 from __future__ import annotations
@@ -93,14 +101,36 @@ class Term:
     params: list[nn.Parameter]
     layouts: list | None
     buckets: list[list[int]] = field(default_factory=list)
+    #: The reference weights ``w₀`` of a centred penalty, one per parameter (else ``None``).
+    centers: list[Tensor] | None = None
 
     def bucket(self, indices: list[int]) -> tuple[list[nn.Parameter], list | None]:
         params = [self.params[i] for i in indices]
         layouts = None if self.layouts is None else [self.layouts[i] for i in indices]
         return params, layouts
 
+    def centers_of(self, indices: Sequence[int]) -> list[Tensor]:
+        """The centres of these parameters, where the parameters are now.
+
+        A model moved after the regularizer was built (``model.to("cuda")``, ``.half()``)
+        takes its centres along on first use: one copy, then none per step.
+        """
+        assert self.centers is not None
+        for i in indices:
+            p, c = self.params[i], self.centers[i]
+            if c.device != p.device or c.dtype != p.dtype:
+                self.centers[i] = c.to(device=p.device, dtype=p.dtype)
+        return [self.centers[i] for i in indices]
+
+    def targets(self, indices: Sequence[int]) -> list[Tensor]:
+        """What the penalty acts on: the parameters, or their change ``w − w₀`` when centred."""
+        params: list[Tensor] = [self.params[i] for i in indices]
+        if self.centers is None:
+            return params
+        return list(torch._foreach_sub(params, self.centers_of(indices)))
+
     def value(self) -> Tensor:
-        parts = [self.penalty.value(*self.bucket(b)) for b in self.buckets]
+        parts = [self.penalty.value(self.targets(b), self.bucket(b)[1]) for b in self.buckets]
         if len(parts) == 1:
             return parts[0]
         dtype = parts[0].dtype
@@ -132,13 +162,31 @@ def as_rules(penalties: Any) -> list[Rule]:
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
-def _prox_in_safe_precision(penalty: Penalty, params: Sequence[Tensor], layouts, steps) -> None:
+def _prox_in_safe_precision(
+    penalty: Penalty, params: Sequence[Tensor], layouts, steps, centers: Sequence[Tensor] | None = None
+) -> None:
     """The prox in place; float16/bfloat16 tensors go through float32 and are rounded
     once, so a multi-operation prox (elastic net, groups) is as exact as their storage.
-    The CUDA kernels compute in float32 themselves (one rounding per kernel)."""
-    if not any(p.dtype in _LOW_PRECISION for p in params) or (
-        penalty.one_pass and F.kernels_apply(params, steps, layouts)
-    ):
+    The CUDA kernels compute in float32 themselves (one rounding per kernel).
+
+    With ``centers`` it is the prox of the shifted penalty ``λR(w − w₀)``:
+    ``w ← w₀ + prox(w − w₀)``, so a change the prox sets to zero leaves ``w`` equal to
+    ``w₀`` bit for bit.
+    """
+    low = any(p.dtype in _LOW_PRECISION for p in params)
+    if centers is not None:
+        if not low:
+            torch._foreach_sub_(list(params), list(centers))
+            penalty.prox_(params, layouts, step=steps)
+            torch._foreach_add_(list(params), list(centers))
+            return
+        # the change of a 16-bit weight is not always a 16-bit number: shift in float32
+        work = [p.float() - c.float() for p, c in zip(params, centers)]
+        penalty.prox_(work, layouts, step=steps)
+        for p, w, c in zip(params, work, centers):
+            p.copy_(w.add_(c.float()))
+        return
+    if not low or (penalty.one_pass and F.kernels_apply(params, steps, layouts)):
         penalty.prox_(params, layouts, step=steps)
         return
     work = [p.float() if p.dtype in _LOW_PRECISION else p for p in params]
@@ -146,6 +194,46 @@ def _prox_in_safe_precision(penalty: Penalty, params: Sequence[Tensor], layouts,
     for p, w in zip(params, work):
         if w is not p:
             p.copy_(w)
+
+
+def _centers(index: int, center: Any, named: Sequence[tuple[str, Tensor]], initial: dict[int, Tensor]) -> list[Tensor]:
+    """Rule ``index``'s reference weights, one per selected tensor: copies on the tensor's
+    device and dtype, made once (``"initial"``: the tensor as it is now, shared by rules)."""
+    out = []
+    for name, param in named:
+        if isinstance(center, str):  # "initial"
+            if id(param) not in initial:
+                initial[id(param)] = param.detach().clone()
+            copy = initial[id(param)]
+        else:
+            key = _center_key(index, center, name)
+            source = center[key]
+            if tuple(source.shape) != tuple(param.shape):
+                raise InputError(
+                    f"rule {index}: center[{key!r}] has shape {tuple(source.shape)}, "
+                    f"parameter {name!r} has shape {tuple(param.shape)}"
+                )
+            copy = torch.empty_like(param.detach()).copy_(source.detach())
+        if not bool(torch.isfinite(copy).all()):
+            raise InputError(f"rule {index}: the centre of parameter {name!r} holds NaN or infinite values")
+        out.append(copy)
+    return out
+
+
+def _center_key(index: int, center: Any, name: str) -> str:
+    """The key of ``center`` (a state dict) for parameter ``name``: the same name, or one
+    that differs by leading module names (a wrapper's ``module.``, a task model's ``bert.``)."""
+    if name in center:
+        return name
+    near = [k for k in center if isinstance(k, str) and (k.endswith("." + name) or name.endswith("." + k))]
+    if len(near) == 1:
+        return near[0]
+    if near:
+        raise InputError(f"rule {index}: center has several tensors that could be parameter {name!r}: {near[:4]}")
+    raise InputError(
+        f"rule {index}: center has no tensor for parameter {name!r}; penalize only the pretrained "
+        "tensors (Rule(penalty, select=...)) and give new layers a rule of their own"
+    )
 
 
 class Regularizer:
@@ -212,6 +300,7 @@ class Regularizer:
 
     # ------------------------------------------------------------------ binding
     def _bind(self) -> list[Term]:
+        initial: dict[int, Tensor] = {}  # "initial" centres, one copy per tensor for all rules
         claimed: dict[int, str] = {}
         terms: list[Term] = []
         counts: dict[str, int] = defaultdict(int)
@@ -251,6 +340,8 @@ class Regularizer:
             for i, p in enumerate(term.params):
                 by_kind[(p.device, p.dtype)].append(i)
             term.buckets = list(by_kind.values())
+            if rule.penalty.center is not None:
+                term.centers = _centers(index, rule.penalty.center, named, initial)
             terms.append(term)
         return terms
 
@@ -453,10 +544,13 @@ class Regularizer:
                     lr = group["lr"]
                     decay = 2.0 * term.penalty.lambda_
                     params: list[Tensor] = [term.params[i] for i in indices]
-                    if isinstance(lr, Tensor) and lr.device.type != "cpu":
-                        torch._foreach_mul_(params, 1.0 - lr * decay)
-                    else:
-                        torch._foreach_mul_(params, 1.0 - float(lr) * decay)
+                    on_device = isinstance(lr, Tensor) and lr.device.type != "cpu"
+                    rate = lr * decay if on_device else float(lr) * decay
+                    if term.centers is None:
+                        torch._foreach_mul_(params, 1.0 - rate)
+                    else:  # decay toward w₀: w ← w − rate·(w − w₀)
+                        weights = [rate] * len(params) if on_device else rate
+                        torch._foreach_lerp_(params, term.centers_of(indices), weights)
         self._penalty_since_step = False
         self._grad_added = False
 
@@ -470,8 +564,15 @@ class Regularizer:
         """
         for bucket in term.buckets:
             present = [i for i in bucket if term.params[i].grad is not None]
-            if present:
-                term.penalty.add_grad_(*term.bucket(present))
+            if not present:
+                continue
+            params, layouts = term.bucket(present)
+            targets: list[Tensor] = list(params)
+            if term.centers is not None:  # the gradient of R(w − w₀), into w's own .grad
+                targets = term.targets(present)
+                for change, p in zip(targets, params):
+                    change.grad = p.grad
+            term.penalty.add_grad_(targets, layouts)
 
     @torch.no_grad()
     def add_grad(self) -> None:
@@ -543,7 +644,8 @@ class Regularizer:
             steps = parts[0] if len(parts) == 1 else [s for part in parts for s in part]
             if indices:
                 params, layouts = term.bucket(indices)
-                _prox_in_safe_precision(term.penalty, params, layouts, steps)
+                centers = None if term.centers is None else term.centers_of(indices)
+                _prox_in_safe_precision(term.penalty, params, layouts, steps, centers)
 
     # ------------------------------------------------------------------ reporting
     def sparsity(self, feature_names: Sequence[str] | None = None) -> SparsityReport:
@@ -596,17 +698,19 @@ class Regularizer:
         """The regularizer's state for a checkpoint: each rule's penalty (λ as it is now),
         mode and the names of the tensors it penalizes.
 
-        Plain Python values, so ``torch.save({"model": …, "optimizer": …, "regularizer":
-        reg.state_dict()})`` loads with ``torch.load(weights_only=True)``. Restore with
-        :meth:`load_state_dict` on a regularizer built the same way.
+        Plain Python values and, for a centred penalty, its reference tensors (``"centers"``),
+        so ``torch.save({"model": …, "optimizer": …, "regularizer": reg.state_dict()})``
+        loads with ``torch.load(weights_only=True)``. Restore with :meth:`load_state_dict`
+        on a regularizer built the same way: the saved centres replace those it copied.
         """
-        return {
-            "mode": self.mode,
-            "rules": [
-                {"penalty": term.penalty.get_config(), "mode": term.mode, "parameters": list(term.names)}
-                for term in self._terms
-            ],
-        }
+        rules = []
+        for term in self._terms:
+            entry: dict[str, Any] = {"penalty": term.penalty.get_config(), "mode": term.mode}
+            entry["parameters"] = list(term.names)
+            if term.centers is not None:  # the reference weights travel with the checkpoint
+                entry["centers"] = dict(zip(term.names, term.centers_of(range(len(term.names)))))
+            rules.append(entry)
+        return {"mode": self.mode, "rules": rules}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore the penalties saved by :meth:`state_dict` (a λ changed during training
@@ -629,19 +733,44 @@ class Regularizer:
                     f"rule {index}: the state penalizes {entry['parameters']}, this rule {term.names}; "
                     "build the regularizer with the same model and rules as the saved one"
                 )
-            penalty = make_penalty(entry["penalty"])
+            config = dict(entry["penalty"]) if isinstance(entry["penalty"], dict) else entry["penalty"]
+            centered = isinstance(config, dict) and config.pop("center", None) is not None
+            penalty = make_penalty(config)
             if type(penalty) is not type(term.penalty):
                 raise InputError(
                     f"rule {index}: the state holds {type(penalty).__name__}, this rule {type(term.penalty).__name__}"
                 )
+            if centered != term.penalty.centered or centered != ("centers" in entry):
+                raise InputError(
+                    f"rule {index}: {'a' if centered else 'no'} centred penalty in the state, "
+                    f"{'a' if term.penalty.centered else 'no'} centred penalty in this rule"
+                )
+            if centered:
+                _check_saved_centers(index, entry["centers"], term)
+            penalty.center = term.penalty.center
             penalties.append(penalty)
-        for term, rule, penalty in zip(self._terms, self.rules, penalties):
+        for term, rule, penalty, entry in zip(self._terms, self.rules, penalties, saved):
             rule.penalty = term.penalty = penalty
             term.layouts = penalty.layouts(list(zip(term.names, term.params)))
+            if term.centers is not None:
+                for center, name in zip(term.centers_of(range(len(term.names))), term.names):
+                    center.copy_(entry["centers"][name])
 
     def __repr__(self) -> str:
         rules = ", ".join(repr(r.penalty) for r in self.rules)
         return f"Regularizer([{rules}], mode={self.mode!r})"
+
+
+def _check_saved_centers(index: int, saved: Any, term: Term) -> None:
+    """The centres in a state: a tensor of the right shape for each of the term's parameters."""
+    if not isinstance(saved, dict):
+        raise fail(f"state['rules'][{index}]['centers']", "a dict of tensors", saved, kind=TypeError)
+    for name, param in zip(term.names, term.params):
+        value = saved.get(name)
+        if not isinstance(value, Tensor) or tuple(value.shape) != tuple(param.shape):
+            raise InputError(
+                f"rule {index}: the state's centre of {name!r} is not a tensor of shape {tuple(param.shape)}"
+            )
 
 
 class _Handle:

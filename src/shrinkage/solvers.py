@@ -219,6 +219,11 @@ def _terms(regularizer: Regularizer | None, params: list[Tensor]) -> list[tuple[
                 f"fista applies every penalty through its prox: the regularizer's terms must be in mode "
                 f"'proximal', got {term.mode!r} for {term.label!r}"
             )
+        if term.penalty.centered:
+            raise InputError(
+                f"fista fits penalties on the weights themselves, got {term.penalty!r} on their change "
+                "(center=...): train a centred penalty with an optimizer and Regularizer.attach"
+            )
         if term.penalty.lambda_ == 0.0:
             continue
         frozen = [name for name, p in zip(term.names, term.params) if id(p) not in position]

@@ -269,6 +269,9 @@ class TensorSparsity:
     zeros: int
     zero_rows: int | None  # units whose incoming weights are all zero (ndim >= 2)
     zero_columns: int | None  # inputs the layer no longer reads (ndim >= 2)
+    #: True for a tensor under a centred penalty: the counts are of its change ``w − w₀``
+    #: (entries, rows, columns left exactly at the reference weights).
+    centered: bool = False
 
     @property
     def fraction_zero(self) -> float:
@@ -352,6 +355,7 @@ class SparsityReport:
                     "numel": t.numel,
                     "zero_rows": t.zero_rows,
                     "zero_columns": t.zero_columns,
+                    "centered": t.centered,
                 }
                 for t in self.tensors
             ],
@@ -382,11 +386,15 @@ def sparsity_report(
     tensors: dict[str, TensorSparsity] = {}
     groups: dict[str, tuple[int, int]] = {}
     for term in terms:
-        for name, p in zip(term.names, term.params):
+        # a centred penalty acts on the change w − w₀: its zeros are the unchanged entries
+        targets = [whole(t) for t in term.targets(range(len(term.params)))]
+        centered = term.centers is not None
+        for name, target in zip(term.names, targets):
             if name not in tensors:
-                tensors[name] = _tensor_sparsity(name, whole(p))
+                tensors[name] = _tensor_sparsity(name, target)
+                tensors[name].centered = centered
         if term.layouts is not None and all(isinstance(lay, GroupLayout) for lay in term.layouts):
-            norms = [group_norms(whole(p), lay) for p, lay in zip(term.params, term.layouts)]
+            norms = [group_norms(target, lay) for target, lay in zip(targets, term.layouts)]
             groups[term.label] = (
                 sum(int((n == 0).sum()) for n in norms),
                 sum(n.numel() for n in norms),
