@@ -330,3 +330,23 @@ def test_config_and_copies_keep_the_centre():
     assert L1(0.1, center="initial") != L1(0.1)
     rule_config = Regularizer(torch.nn.Linear(3, 2), Rule(penalty)).to_dict()["rules"][0]["penalty"]
     assert rule_config["center"] == "state_dict"
+
+
+def test_one_module_centre_is_not_matched_to_another_module():
+    # an encoder's state dict ("weight", "bias") ends both "encoder.weight" and "decoder.weight"
+    model = torch.nn.ModuleDict({"encoder": torch.nn.Linear(4, 4), "decoder": torch.nn.Linear(4, 4)})
+    encoder = copy.deepcopy(model["encoder"])
+    with pytest.raises(
+        InputError,
+        match=r"^rule 0: center matches parameters under different leading module names "
+        r"\('encoder.weight' as 'weight', 'decoder.weight' as 'weight'\); give each module a rule",
+    ):
+        Regularizer(model, L2(1.0, center=encoder))
+    reg = Regularizer(model, Rule(L2(1.0, center=encoder), select="encoder.*"))  # one module: fine
+    torch.testing.assert_close(reg.terms[0].centers[0], encoder.weight.detach())
+
+
+def test_an_integer_centre_for_float_weights_is_refused():
+    model = torch.nn.Linear(3, 2)
+    with pytest.raises(InputError, match=r"^rule 0: center\['weight'\] holds torch.int64 numbers and parameter"):
+        Regularizer(model, L2(1.0, center={"weight": torch.zeros(2, 3, dtype=torch.long)}))

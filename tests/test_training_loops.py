@@ -423,3 +423,54 @@ def test_loss_mode_refuses_tensors_replaced_after_the_regularizer_was_built():
         reg.penalty()
     with torch.no_grad():
         reg.penalty()  # logging only: allowed
+
+
+def _scaled_steps(mode, fused, penalty, *, unscale=False, overflow_first=True):
+    """Two steps of AdamW under torch's GradScaler (on the CPU): the first overflows, the
+    second is finite. Returns the weights after each."""
+    torch.manual_seed(0)
+    model = torch.nn.Linear(6, 3)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.05, weight_decay=0.0, fused=fused)
+    Regularizer(model, penalty, mode=mode).attach(optimizer)
+    scaler = torch.amp.GradScaler("cpu", init_scale=4.0)
+    X, y = torch.randn(16, 6), torch.randn(16, 3)
+    after = []
+    for step in range(2):
+        optimizer.zero_grad()
+        scaler.scale(torch.nn.functional.mse_loss(model(X), y)).backward()
+        if step == 0 and overflow_first:
+            model.weight.grad[0, 0] = float("inf")
+        if unscale:
+            scaler.unscale_(optimizer)
+        scaler.step(optimizer)
+        scaler.update()
+        after.append(model.weight.detach().clone())
+    return after
+
+
+@pytest.mark.parametrize(
+    ("mode", "penalty", "unscale"),
+    [
+        ("proximal", L1(0.5), False),
+        ("proximal", L1(0.5, center="initial"), False),
+        ("decoupled", L2(0.5), False),
+        ("gradient", L1(0.5), True),
+    ],
+)
+def test_a_step_the_grad_scaler_skips_skips_the_penalty_also_with_a_fused_optimizer(mode, penalty, unscale):
+    # a fused AdamW takes the scaler into its own step, which runs on an overflow but
+    # leaves the weights: the penalty must leave them too, as it does with a plain AdamW
+    # (whose step the scaler does not call at all); then both agree on the finite step
+    torch.manual_seed(0)
+    start = torch.nn.Linear(6, 3).weight.detach().clone()
+    for fused in (False, True):
+        skipped, _ = _scaled_steps(mode, fused, penalty, unscale=unscale)
+        assert torch.equal(skipped, start), fused
+    plain = _scaled_steps(mode, False, penalty, unscale=unscale)[1]
+    torch.testing.assert_close(_scaled_steps(mode, True, penalty, unscale=unscale)[1], plain)
+    assert (plain == 0).any() or mode != "proximal" or penalty.centered
+
+
+def test_gradient_mode_refuses_gradients_the_scaler_has_not_unscaled():
+    with pytest.raises(RuntimeError, match=r"^mode='gradient' adds the penalty's gradient before the step, but"):
+        _scaled_steps("gradient", True, L1(0.5), overflow_first=False)

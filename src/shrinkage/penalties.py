@@ -51,7 +51,8 @@ def _check_center(center: Any) -> str | Mapping[str, Tensor] | None:
     if isinstance(center, str):
         if center == "state_dict":
             raise InputError(
-                "center='state_dict' marks a centre that was given as tensors (in get_config); "
+                "center='state_dict' marks a centre that was given as tensors (in get_config and "
+                "Regularizer.to_dict); "
                 "pass the tensors themselves: center=pretrained.state_dict()"
             )
         raise fail("center", rule, center)
@@ -69,7 +70,9 @@ class Penalty:
     """Base class: ``λ·R(w)`` with ``λ = lambda_ >= 0``.
 
     With ``center`` (reference weights ``w₀``, e.g. the pretrained ones) the penalty is
-    ``λ·R(w − w₀)``: it acts on the change. L2 centred on pretrained weights is L2-SP
+    ``λ·R(w − w₀)``: it acts on the change. :class:`L1`, :class:`L2`,
+    :class:`ElasticNet`, :class:`GroupLasso` and :class:`SparseGroupLasso` take a
+    ``center`` (:class:`HierarchicalLasso`, a constraint, does not). L2 centred on pretrained weights is L2-SP
     (keep fine-tuned weights near the pretrained ones); L1, elastic net and group lasso
     centred, in mode ``proximal``, make most of the change exactly zero (sparse
     fine-tuning). The :class:`~shrinkage.Regularizer` that binds the penalty copies

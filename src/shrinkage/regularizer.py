@@ -200,24 +200,49 @@ def _centers(index: int, center: Any, named: Sequence[tuple[str, Tensor]], initi
     """Rule ``index``'s reference weights, one per selected tensor: copies on the tensor's
     device and dtype, made once (``"initial"``: the tensor as it is now, shared by rules)."""
     out = []
-    for name, param in named:
-        if isinstance(center, str):  # "initial"
+    keys = None if isinstance(center, str) else _center_keys(index, center, [name for name, _ in named])
+    for position, (name, param) in enumerate(named):
+        if keys is None:  # "initial"
             if id(param) not in initial:
                 initial[id(param)] = param.detach().clone()
             copy = initial[id(param)]
         else:
-            key = _center_key(index, center, name)
+            key = keys[position]
             source = center[key]
             if tuple(source.shape) != tuple(param.shape):
                 raise InputError(
                     f"rule {index}: center[{key!r}] has shape {tuple(source.shape)}, "
                     f"parameter {name!r} has shape {tuple(param.shape)}"
                 )
+            if param.is_floating_point() and not (source.is_floating_point() or source.is_complex()):
+                raise InputError(
+                    f"rule {index}: center[{key!r}] holds {source.dtype} numbers and parameter {name!r} is "
+                    f"{param.dtype}: a centre holds the reference weights themselves, not integer or quantized tensors"
+                )
             copy = torch.empty_like(param.detach()).copy_(source.detach())
         if not bool(torch.isfinite(copy).all()):
             raise InputError(f"rule {index}: the centre of parameter {name!r} holds NaN or infinite values")
         out.append(copy)
     return out
+
+
+def _center_keys(index: int, center: Any, names: Sequence[str]) -> list[str]:
+    """The key of ``center`` for each parameter name; the names that differ from their key
+    by leading module names must all differ by the same ones (else an encoder's centre
+    could silently become a decoder's: both end in ``.weight``)."""
+    keys = [_center_key(index, center, name) for name in names]
+    shifts: dict[tuple[str, str], str] = {}
+    for name, key in zip(names, keys):
+        if key != name:
+            shift = ("model", name[: -len(key)]) if name.endswith(key) else ("center", key[: -len(name)])
+            shifts.setdefault(shift, f"{name!r} as {key!r}")
+    if len(shifts) > 1:
+        raise InputError(
+            f"rule {index}: center matches parameters under different leading module names "
+            f"({', '.join(list(shifts.values())[:3])}); give each module a rule of its own "
+            "(Rule(penalty, select='encoder.*')), or a centre named as the parameters are"
+        )
+    return keys
 
 
 def _center_key(index: int, center: Any, name: str) -> str:
@@ -528,6 +553,17 @@ class Regularizer:
     @torch.no_grad()
     def _apply_before_update(self, once: bool = True) -> None:
         """Mode ``gradient``: add the (sub)gradient; ``decoupled``: decay; ``loss``: check."""
+        if self._scaler_skips():  # no update this step: no decay, no gradient either
+            self._penalty_since_step = self._grad_added = False
+            return
+        if isinstance(getattr(self._optimizer, "grad_scale", None), Tensor) and any(
+            t.mode == "gradient" for t in self._terms
+        ):
+            raise RuntimeError(
+                "mode='gradient' adds the penalty's gradient before the step, but this fused optimizer's "
+                "gradients are still scaled by the GradScaler: call scaler.unscale_(optimizer) before "
+                "scaler.step(optimizer) (as gradient clipping does), or use mode='proximal' or 'loss'"
+            )
         for term in self._terms:
             if term.mode == "loss" and once:
                 if not self._penalty_since_step:
@@ -553,6 +589,15 @@ class Regularizer:
                         torch._foreach_lerp_(params, term.centers_of(indices), weights)
         self._penalty_since_step = False
         self._grad_added = False
+
+    def _scaler_skips(self) -> bool:
+        """Whether this step is one a fused optimizer skips: torch's ``GradScaler`` hands such
+        an optimizer (``fused=True``) its ``found_inf`` for the step, which runs and leaves
+        the weights as they were when the gradients overflowed. The penalty skips it too.
+        One read of a device flag, only for such a step (other optimizers are not stepped
+        at all on an overflow)."""
+        found_inf = getattr(self._optimizer, "found_inf", None)
+        return isinstance(found_inf, Tensor) and bool(found_inf.item())
 
     @staticmethod
     def _add_term_grad(term: Term) -> None:
@@ -627,6 +672,8 @@ class Regularizer:
 
     @torch.no_grad()
     def _after_step(self, optimizer, args, kwargs) -> None:
+        if self._scaler_skips():
+            return
         for term in self._terms:
             if term.mode != "proximal" or term.penalty.lambda_ == 0.0:
                 continue
@@ -655,7 +702,13 @@ class Regularizer:
 
     # ------------------------------------------------------------------ config
     def to_dict(self) -> dict[str, Any]:
-        """A plain dict that :meth:`from_dict` turns back into an equal regularizer."""
+        """A plain dict that :meth:`from_dict` turns back into an equal regularizer.
+
+        A centred penalty's centre is not in it (its tensors are not plain values):
+        ``"center": "initial"`` means the weights of the model given to :meth:`from_dict`,
+        and a centre given as tensors (``"state_dict"``) must be given again. Checkpoints
+        keep the centres with :meth:`state_dict`.
+        """
         return {
             "mode": self.mode,
             "input_parameter": self.input_parameter,
