@@ -99,6 +99,9 @@ def variant(name: str, model: nn.Module, X: torch.Tensor, y: torch.Tensor) -> St
             "l2": L2(LAMBDA),
             "en": ElasticNet(LAMBDA, 0.5),
             "group": GroupLasso(LAMBDA, groups="input"),
+            # centred on the weights at the start (fine-tuning): the penalty of w − w₀
+            "l1c": L1(LAMBDA, center="initial"),
+            "l2c": L2(LAMBDA, center="initial"),
         }[penalty]
         reg = Regularizer(model, pen, mode=mode)
         reg.attach(opt)
@@ -134,6 +137,9 @@ VARIANTS = [
     "adam_proximal_l1_torchcode",
     "adam_proximal_en_torchcode",
     "adam_proximal_group_torchcode",
+    "gradient_l2c",
+    "proximal_l1c",
+    "adam_proximal_l1c",
 ]
 
 
