@@ -31,12 +31,15 @@ from __future__ import annotations
 
 import argparse
 import copy
+import datetime
+import os
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+import transformers
 from safetensors.torch import save_file
 from transformers import BertConfig, BertForSequenceClassification
 
@@ -212,7 +215,13 @@ def main() -> None:
     text = "\n".join(lines)
     print(text)
     if args.out is not None:
-        args.out.write_text(text + "\n")
+        versions = f"torch {torch.__version__}, transformers {transformers.__version__}"
+        args.out.write_text(
+            "# Fine-tuning a small transformer: sparse deltas and L2-SP\n\n"
+            f"`python benchmarks/bench_finetune.py --rows {args.rows} --seeds {args.seeds} --lam {args.lam:g}` "
+            f"({os.cpu_count()} CPU cores, {versions}, {datetime.date.today()}; what it does is in the "
+            f"script's docstring). One run; the L2-SP table is over {args.seeds} training subsets.\n\n{text}\n"
+        )
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader, TensorDataset
 pl = pytest.importorskip("pytorch_lightning", reason="Lightning is the optional extra shrinkage[lightning]")
 
 from helpers import make_optimizer  # noqa: E402
-from shrinkage import L2, ElasticNet, GroupLasso, Regularizer, Rule  # noqa: E402
+from shrinkage import L1, L2, ElasticNet, GroupLasso, Regularizer, Rule  # noqa: E402
 from shrinkage.lightning import RegularizerCallback  # noqa: E402
 from shrinkage.models import MLP  # noqa: E402
 
@@ -161,3 +161,88 @@ def test_the_example_runs_and_selects(capsys):
     kept = example["main"](epochs=30)
     assert 0 < len(kept) < 10 and "bmi" in kept  # some inputs dropped exactly, the strongest kept
     assert "inputs kept:" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------- fine-tuning: centres
+
+
+def _fine_tuner(**overrides) -> pl.Trainer:
+    settings = {
+        "max_epochs": 2,
+        "accelerator": "cpu",
+        "logger": False,
+        "enable_checkpointing": False,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+        **overrides,
+    }
+    return pl.Trainer(**settings)
+
+
+def _pretrained() -> dict[str, torch.Tensor]:
+    torch.manual_seed(1)
+    return {k: v + 0.5 for k, v in Module("adam").state_dict().items()}
+
+
+class LoadsInSetup(Module):
+    """A module that loads its pretrained weights in ``setup``, as Lightning suggests."""
+
+    def setup(self, stage):
+        self.load_state_dict(_pretrained())
+
+
+def test_the_centre_is_what_the_module_holds_when_the_fit_starts():
+    module = LoadsInSetup("adam")
+    callback = RegularizerCallback(L1(1e-2, center="initial"))
+    _fine_tuner(callbacks=[callback]).fit(module, _data())
+    pretrained = _pretrained()
+    centres = dict(zip(callback.regularizer.terms[0].names, callback.regularizer.terms[0].centers))
+    for name, centre in centres.items():
+        assert torch.equal(centre, pretrained[name]), name  # not the random initialization
+    # the penalty is measured from them
+    by_hand = sum(float((p - pretrained[n]).abs().sum()) for n, p in module.named_parameters() if n in centres)
+    assert callback.regularizer.values()["l1"] == pytest.approx(1e-2 * by_hand, rel=1e-5)
+
+
+def test_a_second_fit_keeps_the_centres():
+    module = Module("adam")
+    start = copy.deepcopy(module.state_dict())
+    callback = RegularizerCallback(L1(1e-2, center="initial"))
+    _fine_tuner(callbacks=[callback]).fit(module, _data())
+    _fine_tuner(callbacks=[callback], max_epochs=1).fit(module, _data())
+    term = callback.regularizer.terms[0]
+    for name, centre in zip(term.names, term.centers):
+        assert torch.equal(centre, start[name])
+
+
+def test_resuming_from_a_checkpoint_keeps_the_original_centres(tmp_path):
+    """A run resumed with ``ckpt_path`` from a module built on the checkpoint's own
+    weights (``load_from_checkpoint``) equals the uninterrupted run: the checkpoint holds
+    the centres."""
+    module = Module("adam")
+    start = copy.deepcopy(module.state_dict())
+    uninterrupted = copy.deepcopy(module)
+    _fine_tuner(callbacks=[RegularizerCallback(L1(1e-2, center="initial"))], max_epochs=4).fit(uninterrupted, _data())
+
+    saver = _fine_tuner(callbacks=[RegularizerCallback(L1(1e-2, center="initial"))])
+    saver.fit(module, _data())
+    saver.save_checkpoint(tmp_path / "two.ckpt")
+    resumed = Module("adam")
+    resumed.load_state_dict(torch.load(tmp_path / "two.ckpt", weights_only=False)["state_dict"])
+    callback = RegularizerCallback(L1(1e-2, center="initial"))
+    _fine_tuner(callbacks=[callback], max_epochs=4).fit(resumed, _data(), ckpt_path=tmp_path / "two.ckpt")
+    term = callback.regularizer.terms[0]
+    for name, centre in zip(term.names, term.centers):
+        assert torch.equal(centre, start[name]), name
+    for (name, ours), theirs in zip(resumed.named_parameters(), uninterrupted.parameters()):
+        torch.testing.assert_close(ours, theirs, rtol=1e-6, atol=1e-7, msg=name)
+
+
+def test_a_checkpoint_without_the_state_warns(tmp_path):
+    module = Module("adam")
+    saver = _fine_tuner()  # no regularizer in the first run: its checkpoint has no state of it
+    saver.fit(module, _data())
+    saver.save_checkpoint(tmp_path / "plain.ckpt")
+    callback = RegularizerCallback(L1(1e-2, center="initial"))
+    with pytest.warns(UserWarning, match=r"holds no state of this RegularizerCallback: its penalty centred on"):
+        _fine_tuner(callbacks=[callback], max_epochs=3).fit(module, _data(), ckpt_path=tmp_path / "plain.ckpt")

@@ -46,7 +46,7 @@ the fine-tuned model holds as different tensors (loading would keep one of them)
 >>> path = os.path.join(tempfile.mkdtemp(), "tuned.safetensors")
 >>> report = save_delta(tuned, base, path)
 >>> print(report)
-delta: 2.2 % of a full checkpoint (8.6 kB of 400.4 kB); 99.0 % of the entries unchanged
+delta: 2.2 % of a full checkpoint (8.6 kB of 400.6 kB); 99.0 % of the entries unchanged
 >>> report.encodings
 {'none': 1, 'positions': 1, 'mask': 0, 'dense': 0}
 >>> weights = load_delta(path, base)
@@ -134,8 +134,9 @@ class DeltaReport:
     delta_bytes : int
         Bytes of the delta file.
     full_bytes : int
-        Bytes of a full checkpoint: the model's state-dict tensors, ``numel * itemsize``
-        summed over its keys (a tied tensor once), without any file header.
+        Bytes of a full checkpoint: a safetensors file of the model's state dict (a tied
+        tensor once) — its tensors' bytes and its header, laid out as safetensors writes it
+        (to within a few bytes).
     added, replaced, removed : tuple of str
         Keys the base lacks; keys the base holds with another shape or dtype (both stored
         whole); keys of the base the model lacks (not in the file).
@@ -276,7 +277,7 @@ def save_delta(
         total=sum(t.numel() for t in once),
         encodings=counts,
         delta_bytes=len(data),
-        full_bytes=sum(t.numel() * t.element_size() for t in once),
+        full_bytes=_checkpoint_bytes({key: t for key, t in new.items() if key not in aliases}),
         added=tuple(k for k, e in entries.items() if e.get("origin") == "new"),
         replaced=tuple(k for k, e in entries.items() if e.get("origin") == "replaced"),
         removed=tuple(removed),
@@ -740,3 +741,31 @@ def _kind(dtype: torch.dtype, shape: torch.Size) -> str:
 def _short(value: Any) -> str:
     text = " ".join(repr(value).split())
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+#: safetensors' names of torch's dtypes (the header's "dtype" field)
+_SAFETENSORS_DTYPES = {
+    torch.float64: "F64",
+    torch.float32: "F32",
+    torch.float16: "F16",
+    torch.bfloat16: "BF16",
+    torch.int64: "I64",
+    torch.int32: "I32",
+    torch.int16: "I16",
+    torch.int8: "I8",
+    torch.uint8: "U8",
+    torch.bool: "BOOL",
+}
+
+
+def _checkpoint_bytes(tensors: Mapping[str, Tensor]) -> int:
+    """The size of a safetensors file of ``tensors``: an 8-byte length, the JSON header
+    (padded to 8 bytes) and the data, as the format lays them out."""
+    header, offset = {}, 0
+    for key, tensor in tensors.items():
+        size = tensor.numel() * tensor.element_size()
+        dtype = _SAFETENSORS_DTYPES.get(tensor.dtype, "F8_E4M3")
+        header[key] = {"dtype": dtype, "shape": list(tensor.shape), "data_offsets": [offset, offset + size]}
+        offset += size
+    text = json.dumps(header, separators=(",", ":"))
+    return 8 + len(text) + (-len(text)) % 8 + offset

@@ -16,11 +16,23 @@ What it does, by mode:
   (``on_after_backward``: the same gradient as adding it to the loss). Not with
   16-bit mixed precision, whose loss scaling it would miss; use another mode there.
 
-It logs ``penalty`` (λ·R, apart from the data loss) every step and, each epoch,
-``sparsity/fraction_zero`` and ``sparsity/features_used`` (the latter only where the
-module's input weight is known, see :func:`~shrinkage.structure.input_parameter_of`);
-``callback.regularizer``
-holds the bound regularizer (its :meth:`~shrinkage.Regularizer.sparsity` report).
+It logs ``penalty`` (λ·R, apart from the data loss; Lightning names the per-step and
+per-epoch values ``penalty_step`` and ``penalty_epoch``) and, each epoch,
+``sparsity/fraction_zero`` (for a penalty centred on reference weights, the fraction of
+the penalized entries whose *change* is exactly zero) and ``sparsity/features_used``
+(only where the module's input weight is known, see
+:func:`~shrinkage.structure.input_parameter_of`); ``callback.regularizer`` holds the
+bound regularizer (its :meth:`~shrinkage.Regularizer.sparsity` report).
+
+When it binds: at ``on_fit_start``, after the module's ``setup`` and
+``configure_model`` (weights loaded or layers built there are the ones it sees), so a
+penalty with ``center="initial"`` is centred on the weights the fit starts from. A later
+``fit`` of the same module keeps the bound regularizer and its centres. Lightning
+checkpoints hold the regularizer's state (its ``state_dict``: penalties, λ and the
+centres), and ``trainer.fit(module, ckpt_path=...)`` restores it, so a resumed run keeps
+the original centres even when the module was built from the checkpoint's weights; a
+checkpoint without it (saved before this version) leaves ``"initial"`` meaning the
+checkpoint's weights, and a warning says so.
 A module with several optimizers is refused: say which parameters go where with
 rules and one optimizer, or attach a Regularizer yourself.
 
@@ -30,6 +42,7 @@ Needs ``pytorch-lightning`` (``pip install 'shrinkage[lightning]'``); with only 
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 try:  # the standalone package first, then the unified one
@@ -65,16 +78,58 @@ class RegularizerCallback(Callback):
         self.penalty, self.mode, self.log = penalty, mode, log
         self.regularizer: Regularizer | None = None
         self._handle = None
+        self._pending: dict[str, Any] | None = None  # the state of the checkpoint this fit resumes
+
+    @property
+    def state_key(self) -> str:
+        return self._generate_state_key(penalty=repr(self.penalty), mode=self.mode)
 
     def _bound(self) -> Regularizer:
-        """The regularizer that ``setup`` bound to the module."""
+        """The regularizer bound to the module when the fit started."""
         if self.regularizer is None:
-            raise RuntimeError("RegularizerCallback has no regularizer yet: Lightning calls setup(stage='fit') first")
+            raise RuntimeError("RegularizerCallback has no regularizer yet: Lightning calls on_fit_start first")
         return self.regularizer
 
+    def _bind(self, pl_module) -> Regularizer:
+        """The regularizer on ``pl_module``: the one bound before if it is still this
+        module's (its tensors unchanged), else a new one, centred on the weights now."""
+        reg = self.regularizer
+        current = dict(pl_module.named_parameters())
+        if reg is None or reg.model is not pl_module or any(p is not current.get(n) for n, p in reg.named_parameters()):
+            reg = self.regularizer = Regularizer(pl_module, self.penalty, mode=self.mode)
+        return reg
+
+    def state_dict(self) -> dict[str, Any]:
+        """The regularizer's state for Lightning's checkpoint (penalties, λ, centres on the CPU)."""
+        if self.regularizer is None:
+            return {}
+        state = self.regularizer.state_dict()
+        for rule in state["rules"]:
+            if "centers" in rule:
+                rule["centers"] = {name: center.cpu() for name, center in rule["centers"].items()}
+        return {"regularizer": state}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Lightning restores the checkpoint's state here, after the module's weights and
+        before ``on_fit_start``: keep it for the binding."""
+        self._pending = state_dict.get("regularizer")
+
     def setup(self, trainer, pl_module, stage: str) -> None:
-        if stage == "fit":  # bad rules fail here, before any training
-            self.regularizer = Regularizer(pl_module, self.penalty, mode=self.mode)
+        self._pending = None
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        reg = self._bind(pl_module)  # bad rules fail here, before any training
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            reg.load_state_dict(pending)
+        elif trainer.ckpt_path is not None and any(t.penalty.center == "initial" for t in reg.terms):
+            warnings.warn(
+                f"the checkpoint {trainer.ckpt_path} holds no state of this RegularizerCallback: its penalty "
+                "centred on 'initial' is centred on the weights this fit starts from, the checkpoint's; "
+                "pass center=<the pretrained state dict> to centre it on the pretrained weights",
+                UserWarning,
+                stacklevel=2,
+            )
 
     def on_train_start(self, trainer, pl_module) -> None:
         optimizers = trainer.optimizers
