@@ -246,3 +246,16 @@ def test_a_checkpoint_without_the_state_warns(tmp_path):
     callback = RegularizerCallback(L1(1e-2, center="initial"))
     with pytest.warns(UserWarning, match=r"holds no state of this RegularizerCallback: its penalty centred on"):
         _fine_tuner(callbacks=[callback], max_epochs=3).fit(module, _data(), ckpt_path=tmp_path / "plain.ckpt")
+
+
+def test_a_run_resumed_with_another_lambda_keeps_the_checkpoints_state(tmp_path):
+    module = Module("adam")
+    start = copy.deepcopy(module.state_dict())
+    saver = _fine_tuner(callbacks=[RegularizerCallback(L1(1e-2, center="initial"))])
+    saver.fit(module, _data())
+    saver.save_checkpoint(tmp_path / "two.ckpt")
+    callback = RegularizerCallback(L1(5e-2, center="initial"))  # the state is found: λ is the checkpoint's
+    _fine_tuner(callbacks=[callback], max_epochs=3).fit(module, _data(), ckpt_path=tmp_path / "two.ckpt")
+    term = callback.regularizer.terms[0]
+    assert term.penalty.lambda_ == 1e-2
+    assert all(torch.equal(c, start[n]) for n, c in zip(term.names, term.centers))

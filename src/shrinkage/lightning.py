@@ -29,7 +29,7 @@ When it binds: at ``on_fit_start``, after the module's ``setup`` and
 penalty with ``center="initial"`` is centred on the weights the fit starts from. A later
 ``fit`` of the same module keeps the bound regularizer and its centres. Lightning
 checkpoints hold the regularizer's state (its ``state_dict``: penalties, λ and the
-centres), and ``trainer.fit(module, ckpt_path=...)`` restores it, so a resumed run keeps
+centres), and ``trainer.fit(module, ckpt_path=...)`` restores it (λ included), so a resumed run keeps
 the original centres even when the module was built from the checkpoint's weights; a
 checkpoint without it (saved before this version) leaves ``"initial"`` meaning the
 checkpoint's weights, and a warning says so.
@@ -53,7 +53,7 @@ except ImportError:  # pragma: no cover - depends on what is installed
     except ImportError:
         raise ImportError("shrinkage.lightning needs PyTorch Lightning: pip install 'shrinkage[lightning]'") from None
 
-from .regularizer import Regularizer
+from .regularizer import Regularizer, as_rules
 from .validation import InputError
 
 __all__ = ["RegularizerCallback"]
@@ -82,7 +82,10 @@ class RegularizerCallback(Callback):
 
     @property
     def state_key(self) -> str:
-        return self._generate_state_key(penalty=repr(self.penalty), mode=self.mode)
+        """The key of its state in a checkpoint: the kinds of penalty and what they select,
+        not λ (a run resumed with another λ still finds its centres; λ is the checkpoint's)."""
+        rules = [(type(r.penalty).__name__, repr(r.select)) for r in as_rules(self.penalty)]
+        return self._generate_state_key(rules=rules, mode=self.mode)
 
     def _bound(self) -> Regularizer:
         """The regularizer bound to the module when the fit started."""
