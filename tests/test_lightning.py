@@ -200,7 +200,7 @@ def test_the_centre_is_what_the_module_holds_when_the_fit_starts():
     for name, centre in centres.items():
         assert torch.equal(centre, pretrained[name]), name  # not the random initialization
     # the penalty is measured from them
-    by_hand = sum(float((p - pretrained[n]).abs().sum()) for n, p in module.named_parameters() if n in centres)
+    by_hand = sum(float((p.detach() - pretrained[n]).abs().sum()) for n, p in module.named_parameters() if n in centres)
     assert callback.regularizer.values()["l1"] == pytest.approx(1e-2 * by_hand, rel=1e-5)
 
 
