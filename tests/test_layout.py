@@ -40,8 +40,11 @@ def test_import_shrinkage_pulls_in_none_of_the_apps_dependencies():
 def test_no_library_module_pulls_in_the_apps_dependencies():
     """None beyond what scikit-learn imports by itself (its model_selection imports pandas
     when it is installed)."""
-    # lightning: its own extra; the CUDA kernels: Triton, which CI does not install
-    optional = [m for m in LIBRARY if m not in ("shrinkage.lightning", "shrinkage._triton_kernels")]
+    # the framework callbacks: their own extras, whose frameworks import what they need
+    # (transformers imports Jinja2 for its chat templates); the CUDA kernels: Triton,
+    # which CI does not install
+    integrations = ("shrinkage.lightning", "shrinkage.huggingface", "shrinkage.skorch")
+    optional = [m for m in LIBRARY if m not in (*integrations, "shrinkage._triton_kernels")]
     sklearn = _imported_by("import sklearn.model_selection, sklearn.feature_selection, sklearn.utils.validation")
     assert (_imported_by("; ".join(f"import {m}" for m in optional)) - sklearn) & APP_DEPENDENCIES == set()
 
