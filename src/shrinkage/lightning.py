@@ -104,13 +104,7 @@ class RegularizerCallback(Callback):
 
     def state_dict(self) -> dict[str, Any]:
         """The regularizer's state for Lightning's checkpoint (penalties, λ, centres on the CPU)."""
-        if self.regularizer is None:
-            return {}
-        state = self.regularizer.state_dict()
-        for rule in state["rules"]:
-            if "centers" in rule:
-                rule["centers"] = {name: center.cpu() for name, center in rule["centers"].items()}
-        return {"regularizer": state}
+        return {} if self.regularizer is None else {"regularizer": self.regularizer.state_dict()}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Lightning restores the checkpoint's state here, after the module's weights and

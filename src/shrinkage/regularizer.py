@@ -751,8 +751,8 @@ class Regularizer:
         """The regularizer's state for a checkpoint: each rule's penalty (λ as it is now),
         mode and the names of the tensors it penalizes.
 
-        Plain Python values and, for a centred penalty, its reference tensors (``"centers"``),
-        so ``torch.save({"model": …, "optimizer": …, "regularizer": reg.state_dict()})``
+        Plain Python values and, for a centred penalty, copies of its reference tensors on
+        the CPU (``"centers"``), so ``torch.save({"model": …, "optimizer": …, "regularizer": reg.state_dict()})``
         loads with ``torch.load(weights_only=True)``. Restore with :meth:`load_state_dict`
         on a regularizer built the same way: the saved centres replace those it copied.
         """
@@ -760,8 +760,9 @@ class Regularizer:
         for term in self._terms:
             entry: dict[str, Any] = {"penalty": term.penalty.get_config(), "mode": term.mode}
             entry["parameters"] = list(term.names)
-            if term.centers is not None:  # the reference weights travel with the checkpoint
-                entry["centers"] = dict(zip(term.names, term.centers_of(range(len(term.names)))))
+            if term.centers is not None:  # the reference weights travel with the checkpoint,
+                # as CPU copies: a checkpoint saved on a GPU loads on any machine
+                entry["centers"] = {n: c.detach().to("cpu", copy=True) for n, c in zip(term.names, term.centers)}
             rules.append(entry)
         return {"mode": self.mode, "rules": rules}
 

@@ -298,21 +298,9 @@ class RegularizerCallback(Callback):
             state.pop(key, None)
         reg = state.get("regularizer_")
         saved = reg.state_dict() if reg is not None else state.get("_saved_state_")
-        state["_saved_state_"] = None if saved is None else _centers_on_cpu(saved)
+        state["_saved_state_"] = saved  # its centres are CPU copies: a net pickled on a GPU loads anywhere
         state["regularizer_"], state["_rebind_"] = None, True
         return state
-
-
-def _centers_on_cpu(state: dict[str, Any]) -> dict[str, Any]:
-    """A copy of a regularizer's state whose centres are CPU tensors: a net pickled on a
-    GPU unpickles without one (skorch maps its own tensors, not a callback's)."""
-    rules = []
-    for entry in state["rules"]:
-        entry = dict(entry)
-        if "centers" in entry:
-            entry["centers"] = {name: c.detach().cpu() for name, c in entry["centers"].items()}
-        rules.append(entry)
-    return {**state, "rules": rules}
 
 
 def _keep_initial_centers(reg: Regularizer, previous: dict[str, Any]) -> None:
