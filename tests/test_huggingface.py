@@ -117,7 +117,6 @@ def _trainer(model, rows, tmp_path, callbacks, **overrides) -> Trainer:
         "use_cpu": True,
         "save_strategy": "no",
         "per_device_train_batch_size": BATCH,
-        "train_sampling_strategy": "sequential",
         "num_train_epochs": 1,
         "learning_rate": LR,
         "lr_scheduler_type": "constant",
@@ -127,7 +126,15 @@ def _trainer(model, rows, tmp_path, callbacks, **overrides) -> Trainer:
         "disable_tqdm": True,
         **overrides,
     }
-    return Trainer(model=model, args=TrainingArguments(**args), train_dataset=rows, callbacks=callbacks)
+    return _SequentialTrainer(model=model, args=TrainingArguments(**args), train_dataset=rows, callbacks=callbacks)
+
+
+class _SequentialTrainer(Trainer):
+    """The rows in their order, as the plain loop takes them (``train_sampling_strategy=
+    "sequential"`` says the same on recent transformers only)."""
+
+    def _get_train_sampler(self, *args, **kwargs):
+        return torch.utils.data.SequentialSampler(self.train_dataset)
 
 
 def _plain_loop(model, penalty, mode, batches, *, accumulation=1, normalized=False, bf16=False, fused=False):
