@@ -40,11 +40,8 @@ PENALTIES = {
 
 
 def _centered(penalty, center="initial"):
-    return make_penalty({**penalty.get_config()}).__class__(**{**_args(penalty), "center": center})
-
-
-def _args(penalty):
-    return {k: v for k, v in penalty.get_config().items() if k not in ("name", "center")}
+    """The same penalty (class, λ, hyperparameters), centred."""
+    return type(penalty)(**{k: v for k, v in penalty.get_config().items() if k != "name"}, center=center)
 
 
 @pytest.fixture

@@ -102,14 +102,11 @@ class Penalty:
         """Whether a large enough λ makes the weights exactly zero (not so for L2)."""
         return True
 
-    #: True when the penalty may be centred on reference weights (``center=``).
-    centerable: ClassVar[bool] = True
-
     def __init__(self, lambda_: float = 1e-3, center: Center = None):
         self.lambda_ = check_number("lambda_", lambda_, low=0.0)
         if self.lambda_ > _LARGEST_LAMBDA:  # the prox's thresholds λ·step are float32 numbers
             raise fail("lambda_", f"at most {_LARGEST_LAMBDA:.4g} (float32's largest number)", lambda_)
-        self.center = _check_center(center) if self.centerable else None
+        self.center = _check_center(center)
 
     # -- structure -------------------------------------------------------------------
     def layouts(self, named: Sequence[tuple[str, Tensor]]) -> list[F.GroupLayout] | None:
@@ -445,7 +442,6 @@ class HierarchicalLasso(Penalty):
     """
 
     name = "hierarchical"
-    centerable = False  # a constraint between two tensors' own values, not a change
     coupled = True
     one_pass = False
     proximal_only = True
