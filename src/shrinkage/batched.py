@@ -38,6 +38,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
+from . import _numba
 from . import functional as F
 from ._arrays import to_tensors
 from .path import (
@@ -264,11 +265,21 @@ class _Stack:
 
 
 class _Terms:
-    """The penalty's terms on the stacked tensors: (penalty, tensor names, stacked layouts)."""
+    """The penalty's terms on the stack's flat ``(models, parameters)`` tensors:
+    (penalty, tensor names, stacked layouts).
 
-    def __init__(self, template: nn.Module, rules: Sequence[Rule]):
+    Where every term is element-wise (L1, L2, elastic net) and no tensor is in two of
+    them, the terms are also two coefficient rows over the flat parameters, the L1 and
+    the L2 weight of each entry (0 outside the penalized tensors): the prox of the whole
+    stack is then three or four operations whatever the depth of the network, with the
+    arithmetic of :func:`shrinkage.functional.elastic_shrink_` for per-element steps.
+    """
+
+    def __init__(self, stack: _Stack, rules: Sequence[Rule]):
+        template = stack.template
         names = {id(p): name for name, p in template.named_parameters()}
         reg = Regularizer(template, list(rules), mode="proximal")
+        self.stack = stack
         self.terms = [
             (
                 term.penalty,
@@ -277,13 +288,51 @@ class _Terms:
             )
             for term in reg.terms
         ]
+        self.coefficients = self._elementwise()
 
-    def prox_(self, params: dict[str, Tensor], steps: dict[str, Tensor]) -> None:
+    def _elementwise(self) -> tuple[Tensor | None, Tensor | None] | None:
+        """The L1 and L2 coefficient rows (``None`` for a part no term has), or ``None``
+        where the terms are not all element-wise on disjoint tensors."""
+        covered = [name for _, names, _ in self.terms for name in names]
+        if len(set(covered)) < len(covered) or not all(type(p) in (L1, L2, ElasticNet) for p, _, _ in self.terms):
+            return None
+        flat = self.stack.flat
+        rows = [torch.zeros(flat.shape[1], dtype=flat.dtype, device=flat.device) for _ in range(2)]
+        for penalty, names, _ in self.terms:
+            rho = penalty.l1_ratio if isinstance(penalty, ElasticNet) else float(isinstance(penalty, L1))
+            weights = (penalty.lambda_ * rho, penalty.lambda_ * (1.0 - rho))
+            for name in names:
+                a, b = self.stack.slices[name]
+                for row, weight in zip(rows, weights):
+                    row[a:b] = weight
+        l1, l2 = (row if bool(row.any()) else None for row in rows)
+        return l1, l2
+
+    def prox_(self, weights: Tensor, steps: Tensor) -> None:
+        """The prox of every term on the flat ``weights``, with the per-element ``steps``."""
+        if self.coefficients is not None:
+            l1, l2 = self.coefficients
+            if l1 is not None:  # w − clamp(w, −t, t), t = s·λρ
+                t = steps * l1
+                weights.sub_(torch.maximum(torch.minimum(weights, t), -t))
+            if l2 is not None:
+                weights.div_((steps * l2).mul_(2.0).add_(1.0))
+            return
+        params, per_entry = self.stack.views(weights), self.stack.views(steps)
+        # a parameter of every model is a strided view of the stack; on the CPU the Numba
+        # kernels (one pass per Newton iteration of the group prox) take contiguous
+        # tensors, so such a view goes through a contiguous copy, written back after
+        copies = _numba.available() and weights.device.type == "cpu"
         for penalty, names, layouts in self.terms:
-            penalty.prox_([params[n] for n in names], layouts, step=[steps[n] for n in names])
+            tensors = [params[n].contiguous() if copies else params[n] for n in names]
+            penalty.prox_(tensors, layouts, step=[per_entry[n].contiguous() if copies else per_entry[n] for n in names])
+            if copies:
+                for name, tensor in zip(names, tensors):
+                    params[name].copy_(tensor)
 
-    def values(self, params: dict[str, Tensor]) -> Tensor:
+    def values(self, weights: Tensor) -> Tensor:
         """λ·R of each model, ``(models,)`` in float64 (each penalty's ``value``, per model)."""
+        params = self.stack.views(weights)
         total: Tensor | int = 0
         for penalty, names, layouts in self.terms:
             for i, name in enumerate(names):
@@ -363,7 +412,7 @@ def _train(
                 work.val.append(score)
                 if objective:
                     assert terms is not None
-                    score = score + terms.values(stack.views(work.weights))
+                    score = score + terms.values(work.weights)
                 going = work.score(score, epoch, config)
         if going is not None:
             if epoch == config.max_epochs:
@@ -508,7 +557,7 @@ def _adam_prox_step(
     step = (v.sqrt() / root2).add_(eps).reciprocal_().mul_(lr)
     p.sub_(step * m / bias1)
     if terms is not None:
-        terms.prox_(stack.views(p), stack.views(step))
+        terms.prox_(p, step)
     if work.hold is not None:
         p.mul_(work.hold)
 
@@ -591,7 +640,7 @@ class _StackedPathFit:
 
     def _phase(self, lambda_: float, train_config: TrainConfig) -> tuple[list[PathPoint], _PhaseResult]:
         started = time.perf_counter()
-        terms = _Terms(self.stack.template, scaled(self.rules, lambda_)) if lambda_ > 0 else None
+        terms = _Terms(self.stack, scaled(self.rules, lambda_)) if lambda_ > 0 else None
         phase = _train(self.stack, self.X, self.target, self.rows, self.loss, train_config, terms)
         return self._points(lambda_, phase, train_config, (time.perf_counter() - started) / self.stack.n), phase
 

@@ -284,6 +284,8 @@ def group_layout(
         axis = _GROUP_AXES[groups]
         return GroupLayout(axis, None, shape[axis], math.sqrt(numel // shape[axis]))
     n_columns = shape[1]
+    if len(groups) == n_columns and all(list(members) == [j] for j, members in enumerate(groups)):
+        return group_layout(shape, "input")  # every column alone, in order: the same groups, sums per column
     labels = torch.full((n_columns,), -1, dtype=torch.long)
     sizes = []
     for g, members in enumerate(groups):

@@ -9,7 +9,7 @@ import numpy as np
 
 from shrinkage.study import StudyConfig
 from shrinkage.study.report import build_report
-from shrinkage.study.runner import _Claims, run_study
+from shrinkage.study.runner import _longest_first, _Queue, run_study
 from shrinkage.study.store import Store
 
 KEYS = ("penalty", "lambdas", "cv_mean", "lambda_chosen", "test_loss", "features", "weights", "engine")
@@ -75,13 +75,16 @@ def test_penalties_trained_in_several_processes_give_the_same_study(tmp_path):
         assert one == two
 
 
-def test_claims_hand_out_each_index_once_from_both_ends():
-    claims = _Claims(5)
-    assert [claims.take(front=True), claims.take(front=False), claims.take(front=False)] == [0, 4, 3]
-    assert [claims.take(front=True), claims.take(front=True), claims.take(front=False)] == [1, 2, None]
-    claims = _Claims(3)
-    claims.close()
-    assert claims.take(front=True) is None and claims.take(front=False) is None
+def test_the_queue_hands_out_each_index_once_in_its_order():
+    queue = _Queue([2, 0, 1])
+    assert [queue.take(), queue.take()] == [2, 0]
+    queue.close()
+    assert queue.take() is None
+
+
+def test_penalties_are_queued_longest_first_in_a_stable_order():
+    pending = ["none", "l1", "l2", "elasticnet", "group", "sparse_group"]
+    assert [pending[i] for i in _longest_first(pending)] == ["group", "sparse_group", "l1", "elasticnet", "l2", "none"]
 
 
 def test_running_the_same_study_again_resumes_it(truth_study):

@@ -57,6 +57,7 @@ from shrinkage.train import Diverged
 from shrinkage.validation import InputError, check_device
 
 from .config import StudyConfig, resolve_device
+from .workers import Workers, study_processes
 
 __all__ = ["main"]
 
@@ -357,31 +358,35 @@ def study(
     size = _size(config.data)
     if size >= _LARGE_FILE:  # it takes seconds to read and encode: say so at once
         console.print(f"reading {config.data} ({size / 1e6:.0f} MB)")
-    from .report import build_report  # (scikit-learn and the runner: a second to load)
-    from .runner import prepare_study, run_study
+    # the worker processes start first: their imports overlap the runner's here
+    with Workers(study_processes(config, device, len(config.penalties)) if cluster is None else 1) as workers:
+        from .report import build_report  # (scikit-learn and the runner: a second to load)
+        from .runner import prepare_study, run_study
 
-    prepared = prepare_study(config)  # data errors before anything is written
-    if size >= _LARGE_FILE:
-        summary = prepared.summary
-        console.print(
-            f"data: {summary['n_samples']:,} rows, {len(summary['columns'])} feature columns "
-            f"({len(summary['encoded_features'])} encoded), read in {time.perf_counter() - started:.1f} s"
-        )
-    _writable_folder(out_dir)
-    with Store(store_path) as store:
-
-        def announce(run):
-            console.print(f"  {run['penalty']:<10} done in {run['seconds']:.1f} s")
-
-        console.print(f"study → {store_path} (device {device})")
-        if device != "cpu" and config.n_jobs is None:
-            console.print(f"  the folds run one after another on {device} (--n-jobs N: N processes sharing it)")
-        with _cluster(cluster):
-            study_id = run_study(
-                config, store, prepared=prepared, progress=None if not quiet else False, on_run=announce
+        prepared = prepare_study(config)  # data errors before anything is written
+        if size >= _LARGE_FILE:
+            summary = prepared.summary
+            console.print(
+                f"data: {summary['n_samples']:,} rows, {len(summary['columns'])} feature columns "
+                f"({len(summary['encoded_features'])} encoded), read in {time.perf_counter() - started:.1f} s"
             )
-        _print_table(store, study_id)
-        report = build_report(store, study_id, out_dir / "report.html")
+        _writable_folder(out_dir)
+        with Store(store_path) as store:
+
+            def announce(run):
+                console.print(f"  {run['penalty']:<10} done in {run['seconds']:.1f} s")
+
+            console.print(f"study → {store_path} (device {device})")
+            if device != "cpu" and config.n_jobs is None:
+                console.print(f"  the folds run one after another on {device} (--n-jobs N: N processes sharing it)")
+            with _cluster(cluster):
+                progress = None if not quiet else False
+                study_id = run_study(
+                    config, store, prepared=prepared, progress=progress, on_run=announce, workers=workers
+                )
+            _print_table(store, study_id)
+            # the workers, idle now, draw half of the figures
+            report = build_report(store, study_id, out_dir / "report.html", pool=workers.pool)
     click.echo(f"report: {report}")
     click.echo(f"store:  {store_path}")
 

@@ -34,7 +34,6 @@ from typing import Any
 import joblib
 import numpy as np
 import torch
-from joblib.externals.loky import ProcessPoolExecutor  # type: ignore[import-untyped]
 from sklearn.model_selection import train_test_split
 from torch import nn
 
@@ -42,6 +41,7 @@ from shrinkage.batched import Reuse
 from shrinkage.cv import backend_is_local, cross_validate, cross_validate_unpenalized, one_standard_error
 from shrinkage.models import MLP, SkipMLP
 from shrinkage.path import PathConfig, PathPoint, RegularizationPath
+from shrinkage.penalties import GroupLasso
 from shrinkage.presets import get_preset
 from shrinkage.train import Diverged, evaluate, loss_for_task
 from shrinkage.validation import InputError, fail
@@ -51,6 +51,7 @@ from .datasets import load_dataset
 from .predictor import Predictor, Preprocessing
 from .store import Store
 from .tabular import Encoder, Table, read_table, table_from_dataset
+from .workers import Workers, study_processes, worker_reuse
 
 __all__ = ["StudyConfig", "load_table", "prepare_study", "run_study"]
 
@@ -345,13 +346,16 @@ def run_study(
     prepared: _Prepared | None = None,
     progress: bool | None = None,
     on_run: Callable[[dict[str, Any]], None] | None = None,
+    workers: Workers | None = None,
 ) -> int:
     """Run (or resume) a study into ``store``; returns its id.
 
     A study is identified by its config and a fingerprint of its data: running the
     same study again continues it, skipping the penalties already stored.
     ``prepared`` is :func:`prepare_study`'s result when the caller made it already;
-    ``on_run`` is called with each run's stored summary as it finishes.
+    ``on_run`` is called with each run's stored summary as it finishes; ``workers``
+    are worker processes started by the caller (:class:`~shrinkage.study.workers.Workers`), else the study
+    starts its own where it trains in several processes.
     """
     prepared = prepared if prepared is not None else prepare_study(config)
     table = prepared.table
@@ -369,7 +373,7 @@ def run_study(
         study_id = store.add_study(key=key, name=table.name, config=config.to_dict(), data=data)
     done = {run["penalty"] for run in store.runs(study_id)}
     pending = [name for name in config.penalties if name not in done]
-    for run, points in _runs(config, prepared, pending, device, progress):
+    for run, points in _runs(config, prepared, pending, device, progress, workers):
         store.add_run(study_id, run, points)
         if on_run is not None:
             on_run(run)
@@ -378,27 +382,33 @@ def run_study(
 
 
 def _processes(config: StudyConfig, device: str, pending: int) -> int:
-    """How many processes train the pending penalties: on the CPU, ``n_jobs`` (default:
-    every core), at most one per penalty; one on any other device, or when the active
-    joblib backend runs elsewhere (Dask, Ray: it receives the sequential engine's folds)."""
-    if device != "cpu" or pending <= 1 or not backend_is_local():
-        return 1
-    return max(1, min(pending, joblib.effective_n_jobs(config.jobs(device))))
+    """How many processes train the pending penalties (:func:`~shrinkage.study.workers.study_processes`
+    under joblib's active backend)."""
+    return study_processes(config, device, pending, local=backend_is_local())
 
 
 def _runs(
-    config: StudyConfig, prepared: _Prepared, pending: list[str], device: str, progress: bool | None
+    config: StudyConfig,
+    prepared: _Prepared,
+    pending: list[str],
+    device: str,
+    progress: bool | None,
+    workers: Workers | None = None,
 ) -> Iterator[tuple[dict[str, Any], list[dict[str, Any]]]]:
     """Each pending penalty's run, in the study's order.
 
-    With several processes (:func:`_processes`), this one trains penalties from the front
-    of the list while worker processes take them from the back; a penalty a worker has
-    not started when this process reaches it is taken back, so each trains once. Each
-    process runs ``cores // processes`` torch threads (the batched engine's small stacks
-    one), so the penalties do not fight for the same cores; the folds of a penalty that
-    falls back to the sequential engine share the same budget (``n_jobs``).
+    With several processes (:func:`_processes`, or the caller's ``workers``), every
+    process takes the next penalty from one queue, the longest to train first
+    (:func:`_longest_first`), so that no process is left with a long one at the end;
+    this one trains whenever the run it must hand on next is not ready, and each trains
+    once. Each process runs ``cores // processes`` torch threads (the batched engine's
+    small stacks one), so the penalties do not fight for the same cores; the folds of a
+    penalty that falls back to the sequential engine share the same budget (``n_jobs``).
     """
-    processes = _processes(config, device, len(pending))
+    own = workers is None
+    if workers is None:
+        workers = Workers(_processes(config, device, len(pending)))
+    processes = min(workers.processes, _processes(config, device, len(pending)))
     jobs = config.jobs(device)
     common: dict[str, Any] = dict(
         task=prepared.table.task,
@@ -408,19 +418,18 @@ def _runs(
         progress=progress if processes == 1 else False,
     )
     reuse = Reuse()  # every penalty starts from the same dense fits; relaxed fits recur too
-    if processes == 1:
+    if processes == 1 or workers.pool is None:
         for name in pending:
             yield _run_penalty(config, prepared, name, device, {**common, "reuse": reuse})
+        if own:
+            workers.close()
         return
-    threads = max(1, (os.cpu_count() or 1) // processes)
-    # loky's processes (joblib's): no `if __name__ == "__main__"` needed in the caller's
-    # script; an executor of our own, so that joblib's shared one is left as it expects
-    pool = ProcessPoolExecutor(processes - 1, initializer=_start_worker, initargs=(threads, os.getpid()))
+    pool = workers.pool
     results: list[Future] = [Future() for _ in pending]
-    claims = _Claims(len(pending))
+    queue = _Queue(_longest_first(pending))
 
-    def feed() -> None:  # one per worker: the penalties from the back, one at a time
-        while (i := claims.take(front=False)) is not None:
+    def feed() -> None:  # one per worker: the next penalty of the queue, one at a time
+        while (i := queue.take()) is not None:
             try:
                 results[i].set_result(pool.submit(_run_remote, config, prepared, pending[i], device, common).result())
             except BaseException as error:  # handed to this process, which raises it in order
@@ -430,67 +439,64 @@ def _runs(
     for feeder in feeders:
         feeder.start()
     previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
+    torch.set_num_threads(workers.threads)
     finished = False
     try:
-        for i, name in enumerate(pending):
-            if claims.take(front=True) == i:  # not taken by a worker: trained here
-                yield _run_penalty(config, prepared, name, device, {**common, "reuse": reuse})
-            else:
-                yield results[i].result()
+        for i in range(len(pending)):
+            while not results[i].done() and (j := queue.take()) is not None:  # train while waiting
+                here = {**common, "reuse": reuse}
+                try:
+                    results[j].set_result(_run_penalty(config, prepared, pending[j], device, here))
+                except Exception as error:  # raised in order, as a worker's
+                    results[j].set_exception(error)
+            yield results[i].result()
         finished = True
     finally:
-        claims.close()  # after an error (or an interruption) the workers start nothing more
+        queue.close()  # after an error (or an interruption) the workers start nothing more
         torch.set_num_threads(previous)
-        pool.shutdown(wait=finished, kill_workers=not finished)
+        if own:
+            workers.close(finished=finished)
 
 
-class _Claims:
-    """Indices of a list handed out from both ends, each once (thread-safe)."""
+def _longest_first(pending: Sequence[str]) -> list[int]:
+    """The positions of ``pending`` by the time their penalties usually take, longest
+    first: the group penalties (a Newton root per group in each prox), then the other
+    sparsifying ones (relaxed refits on the feature sets they select), then the rest.
+    Order only: the results do not depend on it."""
 
-    def __init__(self, n: int):
+    def rank(name: str) -> int:
+        preset = get_preset(name)
+        if preset.penalty is None:
+            return 0
+        if issubclass(preset.penalty, GroupLasso) or preset.placement == "skip":
+            return 3
+        return 2 if preset.sparsifying() else 1
+
+    return sorted(range(len(pending)), key=lambda i: -rank(pending[i]))
+
+
+class _Queue:
+    """Indices handed out in a given order, each once (thread-safe); closed, it hands out
+    nothing more."""
+
+    def __init__(self, order: Sequence[int]):
         self._lock = threading.Lock()
-        self._front, self._back = 0, n - 1
+        self._order = list(order)
 
-    def take(self, *, front: bool) -> int | None:
+    def take(self) -> int | None:
         with self._lock:
-            if self._front > self._back:
-                return None
-            if front:
-                self._front += 1
-                return self._front - 1
-            self._back -= 1
-            return self._back + 1
+            return self._order.pop(0) if self._order else None
 
     def close(self) -> None:
         with self._lock:
-            self._front, self._back = 1, 0
-
-
-def _start_worker(threads: int, parent: int) -> None:
-    """A worker process's setup: its torch threads, and a watch on the study's process:
-    when that one dies without shutting the pool down (SIGKILL), the worker exits too
-    instead of waiting for work forever."""
-    torch.set_num_threads(threads)
-    _WORKER_REUSE.append(Reuse())
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(1.0)
-        os._exit(1)
-
-    threading.Thread(target=watch, daemon=True, name="shrinkage-parent-watch").start()
-
-
-#: A worker process's unpenalized fits (a worker serves one study: its pool is the study's).
-_WORKER_REUSE: list[Reuse] = []
+            self._order.clear()
 
 
 def _run_remote(
     config: StudyConfig, prepared: _Prepared, name: str, device: str, common: dict[str, Any]
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """:func:`_run_penalty` in a worker process, sharing fits with the worker's other penalties."""
-    return _run_penalty(config, prepared, name, device, {**common, "reuse": _WORKER_REUSE[0]})
+    return _run_penalty(config, prepared, name, device, {**common, "reuse": worker_reuse()})
 
 
 def _run_penalty(

@@ -11,6 +11,8 @@ import base64
 import io
 import math
 import warnings
+from collections.abc import Callable
+from concurrent.futures import Executor
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +32,45 @@ def _png(fig) -> str:
 
     plt.close(fig)
     return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+#: One figure to draw: ``draw(*before, ax, *after)`` on axes of ``size`` inches. The
+#: functions are module-level (plots, geometry) and the arguments plain data, so that a
+#: worker process can draw it.
+_Job = tuple[Callable[..., Any], tuple, tuple, tuple[float, float]]
+
+
+def _draw(jobs: list[_Job]) -> list[str]:
+    """The figures of ``jobs`` as base64 PNG, in order (in this process or a worker's)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = []
+    with warnings.catch_warnings():
+        # a column name in a script the plots' font lacks (CJK) is drawn as boxes, with
+        # matplotlib's warning for each glyph of each figure: nothing the user can act on
+        warnings.filterwarnings("ignore", r"Glyph \d+ .* missing from font", UserWarning)
+        for draw, before, after, size in jobs:
+            fig, ax = plt.subplots(figsize=size)
+            draw(*before, ax, *after)
+            out.append(_png(fig))
+    return out
+
+
+def _draw_all(jobs: list[_Job], pool: Executor | None) -> list[str]:
+    """Every job's figure; with ``pool`` (a study's worker processes, idle once its runs
+    are done) every other figure is drawn there while this process draws the rest
+    (matplotlib holds the GIL: threads would not help)."""
+    if pool is None or len(jobs) < 2:
+        return _draw(jobs)
+    remote = pool.submit(_draw, jobs[1::2])
+    here = _draw(jobs[0::2])
+    there = remote.result()
+    out = [""] * len(jobs)
+    out[0::2], out[1::2] = here, there
+    return out
 
 
 def _answers(runs: list[dict[str, Any]], data: dict[str, Any], score_name: str) -> dict[str, str]:
@@ -192,20 +233,14 @@ def _check_summary(store: Store, study_id: int, data: Any) -> None:
             )
 
 
-def build_report(store: Store, study_id: int | None = None, path: str | Path = "report.html") -> Path:
-    """Write the HTML report of study ``study_id`` (default: the latest) to ``path``."""
-    with warnings.catch_warnings():
-        # a column name in a script the plots' font lacks (CJK) is drawn as boxes, with
-        # matplotlib's warning for each glyph of each figure: nothing the user can act on
-        warnings.filterwarnings("ignore", r"Glyph \d+ .* missing from font", UserWarning)
-        return _build_report(store, study_id, path)
+def build_report(
+    store: Store, study_id: int | None = None, path: str | Path = "report.html", *, pool: Executor | None = None
+) -> Path:
+    """Write the HTML report of study ``study_id`` (default: the latest) to ``path``.
 
-
-def _build_report(store: Store, study_id: int | None, path: str | Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    ``pool``: worker processes that draw half of the figures (``shrinkage study`` passes
+    the ones its runs trained in); the report is the same without.
+    """
     from jinja2 import Environment, PackageLoader, select_autoescape
 
     from shrinkage import __version__
@@ -252,20 +287,30 @@ def _build_report(store: Store, study_id: int | None, path: str | Path) -> Path:
     names = data["encoded_features"]
     truth = data.get("true_features") or []
 
-    def figure_of(draw, figid: str, alt: str, caption: str = "", size=(5.0, 3.4)) -> dict[str, str]:
-        fig, ax = plt.subplots(figsize=size)
-        draw(ax)
-        return {"id": figid, "alt": alt, "caption": caption, "png": _png(fig)}
+    jobs: list[_Job] = []
 
-    def per_run(slug: str, what: str, draw, among=penalized, size=(5.0, 3.4)) -> list[dict[str, str]]:
-        """One figure per run, ``draw(run, ax)``, with id ``<slug>-<penalty>``."""
-        figures = []
-        for run in among:
-            name = run["penalty"]
-            figures.append(figure_of(lambda ax, r=run: draw(r, ax), f"{slug}-{name}", f"{what} for {name}", size=size))
-        return figures
+    def figure_of(
+        draw, figid: str, alt: str, *, before: tuple = (), after: tuple = (), size=(5.0, 3.4)
+    ) -> dict[str, Any]:
+        """A figure ``draw(*before, ax, *after)``, drawn later with the others (its
+        ``png`` filled in then)."""
+        jobs.append((draw, before, after, size))
+        return {"id": figid, "alt": alt, "caption": "", "job": len(jobs) - 1}
 
-    sections = [
+    def per_run(slug: str, what: str, draw, among=penalized, size=(5.0, 3.4), extra=None) -> list[dict[str, Any]]:
+        """One figure per run, ``draw(run, *extra(run), ax)``, with id ``<slug>-<penalty>``."""
+        return [
+            figure_of(
+                draw,
+                f"{slug}-{run['penalty']}",
+                f"{what} for {run['penalty']}",
+                before=(run, *(extra(run) if extra else ())),
+                size=size,
+            )
+            for run in among
+        ]
+
+    sections: list[dict[str, Any]] = [
         {
             "id": "cv",
             "title": "Cross-validation curves",
@@ -277,20 +322,29 @@ def _build_report(store: Store, study_id: int | None, path: str | Path) -> Path:
             "title": "Regularization paths",
             "text": "The norm of each input feature's first-layer weights along the full-data path: "
             "features leave the model when their line reaches zero.",
-            "figures": per_run("path", "path", lambda r, ax: plots.plot_path(r, points[r["id"]], names, ax, truth)),
+            "figures": [
+                figure_of(
+                    plots.plot_path,
+                    f"path-{run['penalty']}",
+                    f"path for {run['penalty']}",
+                    before=(run, points[run["id"]], names),
+                    after=(truth,),
+                )
+                for run in penalized
+            ],
         },
         {
             "id": "sparsity",
             "title": "Sparsity along the path",
             "text": "Share of penalized weights that are not exactly zero, and of input features still used.",
-            "figures": per_run("sparsity", "sparsity", lambda r, ax: plots.plot_sparsity(r, points[r["id"]], ax)),
+            "figures": per_run("sparsity", "sparsity", plots.plot_sparsity, extra=lambda r: (points[r["id"]],)),
         },
         {
             "id": "fit",
             "title": "Training and validation loss along the path",
             "text": "Small λ: the training loss is far below the validation loss (over-fitting). Large λ: both "
             "rise together (under-fitting).",
-            "figures": per_run("fit", "losses", lambda r, ax: plots.plot_losses(r, points[r["id"]], ax)),
+            "figures": per_run("fit", "losses", plots.plot_losses, extra=lambda r: (points[r["id"]],)),
         },
         {
             "id": "weights",
@@ -305,9 +359,11 @@ def _build_report(store: Store, study_id: int | None, path: str | Path) -> Path:
             "text": "Which original columns each penalty's chosen model still uses.",
             "figures": [
                 figure_of(
-                    lambda ax: plots.plot_selected_features(runs, data["columns"], ax, truth),
+                    plots.plot_selected_features,
                     "features-kept",
                     "features kept per penalty",
+                    before=(runs, data["columns"]),
+                    after=(truth,),
                     size=(
                         max(4.0, 0.35 * len(plots.shown_columns(runs, data["columns"], truth)) + 1.5),
                         0.45 * len(runs) + 1.6,
@@ -327,6 +383,10 @@ def _build_report(store: Store, study_id: int | None, path: str | Path) -> Path:
             ],
         },
     ]
+    pngs = _draw_all(jobs, pool)
+    for section in sections:
+        for figure in section["figures"]:
+            figure["png"] = pngs[figure.pop("job")]
     pruned = _pruned_sizes(runs)
     from jinja2 import StrictUndefined
 

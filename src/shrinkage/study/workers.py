@@ -1,0 +1,100 @@
+"""The worker processes of a study: its penalties train in them, and its report's
+figures are drawn in them.
+
+A light module (no scikit-learn, no runner): ``shrinkage study`` starts its workers
+before it imports the rest of the study, so that their start (a second or two of
+imports each) overlaps its own. The pool is loky's (joblib's processes: no ``if
+__name__ == "__main__"`` needed in the caller's script), an executor of our own, so
+that joblib's shared one is left as it expects.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from typing import Any
+
+import joblib
+from joblib.externals.loky import ProcessPoolExecutor  # type: ignore[import-untyped]
+
+from .config import StudyConfig
+
+__all__ = ["Workers", "study_processes", "worker_reuse"]
+
+
+def study_processes(config: StudyConfig, device: str, pending: int, *, local: bool = True) -> int:
+    """How many processes train ``pending`` penalties: on the CPU, ``n_jobs`` (default:
+    every core), at most one per penalty; one on any other device, or when joblib's
+    active backend is not ``local`` (Dask, Ray: it receives the sequential engine's
+    folds)."""
+    if device != "cpu" or pending <= 1 or not local:
+        return 1
+    return max(1, min(pending, joblib.effective_n_jobs(config.jobs(device))))
+
+
+class Workers:
+    """``processes − 1`` worker processes beside this one, each running ``threads``
+    torch threads (the machine's cores split between the processes); ``pool`` is
+    ``None`` for one process.
+    """
+
+    def __init__(self, processes: int):
+        self.processes = max(1, processes)
+        self.threads = max(1, (os.cpu_count() or 1) // self.processes)
+        self.pool = (
+            ProcessPoolExecutor(self.processes - 1, initializer=_start_worker, initargs=(self.threads, os.getpid()))
+            if self.processes > 1
+            else None
+        )
+        if self.pool is not None:
+            self.pool.submit(int)  # start them now rather than at the first task
+
+    def close(self, *, finished: bool = True) -> None:
+        """Let the workers go (idle, they exit on their own: nothing here waits for
+        them), or kill them when the study did not finish."""
+        if self.pool is not None:
+            self.pool.shutdown(wait=False, kill_workers=not finished)
+
+    def __enter__(self) -> Workers:
+        return self
+
+    def __exit__(self, kind, error, traceback) -> None:
+        self.close(finished=kind is None)
+
+
+#: A worker process's unpenalized fits, shared by the penalties it trains (a worker
+#: serves one study: its pool is the study's); a :class:`shrinkage.batched.Reuse`.
+_REUSE: list[Any] = []
+
+
+def worker_reuse() -> Any:
+    """This worker process's :class:`~shrinkage.batched.Reuse`."""
+    return _REUSE[0]
+
+
+def _start_worker(threads: int, parent: int) -> None:
+    """A worker process's setup: its torch threads, the imports its tasks need, and a
+    watch on the study's process: when that one dies without shutting the pool down
+    (SIGKILL), the worker exits too instead of waiting for work forever."""
+    import atexit
+    import gc
+
+    import torch
+
+    from shrinkage.batched import Reuse
+
+    from . import runner  # noqa: F401  (its tasks' module, imported while the study prepares)
+
+    torch.set_num_threads(threads)
+    _REUSE.append(Reuse())
+    # the interpreter's last collections at exit would walk every object of torch and
+    # of the study's data (a second, which the study's process waits for at its exit)
+    atexit.register(gc.freeze)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="shrinkage-parent-watch").start()
