@@ -10,12 +10,17 @@ the median wall time of the whole command (imports, training, store, report) and
 peak resident memory of the study's process and of its whole process tree (workers
 included), sampled every 0.1 s.
 
-    python benchmarks/bench_study.py --repeats 3 --out benchmarks/results_study.md
+With ``--before SRC`` (the ``src`` folder of an older checkout, e.g. from ``git
+worktree add``), the same commands also run that code (on ``PYTHONPATH``), alternated
+with this one, and the table puts its figures beside.
+
+    python benchmarks/bench_study.py --repeats 3 --before /tmp/old/src --out benchmarks/results_study.md
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import subprocess
 import sys
@@ -57,10 +62,10 @@ def peak_rss(process: subprocess.Popen) -> tuple[int, int]:
     return main, tree
 
 
-def timed(command: list[str]) -> tuple[float, float, float]:
+def timed(command: list[str], env: dict[str, str] | None = None) -> tuple[float, float, float]:
     """Wall time (s), peak RSS of the process and of its process tree (MB)."""
     start = time.perf_counter()
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     main, tree = (size / 2**20 for size in peak_rss(process))
     seconds = time.perf_counter() - start
     if process.returncode != 0:
@@ -71,14 +76,18 @@ def timed(command: list[str]) -> tuple[float, float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--before", default=None, help="src folder of an older checkout, run alternated with this one")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     study = [sys.executable, "-m", "shrinkage", "study", "--quiet"]
+    versions: dict[str, dict[str, str] | None] = {"now": None}
+    if args.before:
+        versions = {"before": {**os.environ, "PYTHONPATH": args.before}, "now": None}
     lines = [
         f"2 cores shared, median of {args.repeats} alternated runs of the whole command",
         "",
-        "| study | processes | wall time | peak RSS, study process | peak RSS, with workers |",
-        "|---|---|---|---|---|",
+        "| study | processes | code | wall time | peak RSS, study process | peak RSS, with workers |",
+        "|---|---|---|---|---|---|",
     ]
     with tempfile.TemporaryDirectory() as folder:
         csv = wine_like(Path(folder) / "wine_like.csv")
@@ -86,16 +95,20 @@ def main() -> None:
             "diabetes (default study)": ["--dataset", "diabetes"],
             "wine-like CSV": ["--data", str(csv), "--target", "cultivar"],
         }
+        jobs = {"--n-jobs 1": ["--n-jobs", "1"], "default (one per core)": []}
         for name, data in cases.items():
-            runs: dict[str, list[tuple[float, float, float]]] = {"--n-jobs 1": [], "default (one per core)": []}
+            runs: dict[tuple[str, str], list[tuple[float, float, float]]] = {
+                (label, version): [] for label in jobs for version in versions
+            }
             for repeat in range(args.repeats):
-                for label, jobs in (("--n-jobs 1", ["--n-jobs", "1"]), ("default (one per core)", [])):
-                    out = Path(folder) / f"{name[:4]}-{label[:4]}-{repeat}"
-                    runs[label].append(timed([*study, *data, *jobs, "--out", str(out)]))
-            for label, figures in runs.items():
+                for (label, version), figures in runs.items():
+                    out = Path(folder) / f"{name[:4]}-{label[:4]}-{version}-{repeat}"
+                    figures.append(timed([*study, *data, *jobs[label], "--out", str(out)], versions[version]))
+            for (label, version), figures in runs.items():
                 wall, main_rss, tree_rss = (statistics.median(column) for column in zip(*figures))
-                lines.append(f"| {name} | {label} | {wall:.1f} s | {main_rss:.0f} MB | {tree_rss:.0f} MB |")
-                print(lines[-1], flush=True)
+                row = f"| {name} | {label} | {version} | {wall:.1f} s | {main_rss:.0f} MB | {tree_rss:.0f} MB |"
+                lines.append(row)
+                print(row, flush=True)
     text = "\n".join(lines)
     print(text)
     if args.out:

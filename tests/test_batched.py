@@ -338,3 +338,34 @@ def test_rows_in_chunks_give_the_one_pass_result(diabetes, monkeypatch, task):
     np.testing.assert_allclose(chunked.scores, whole.scores, rtol=1e-9)
     for a, b in zip(whole.path.points, chunked.path.points):
         assert a.features == b.features and a.epochs == b.epochs
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize(
+    "rules",
+    [
+        [Rule(L1(0.037))],
+        [Rule(L2(0.21))],
+        [Rule(ElasticNet(0.3, l1_ratio=0.3))],
+        [Rule(L1(0.05), select="0.weight"), Rule(L2(0.7), select="2.weight")],
+    ],
+    ids=["l1", "l2", "elasticnet", "l1 and l2"],
+)
+def test_the_element_wise_prox_on_the_flat_stack_is_each_penaltys_prox_bit_for_bit(rules, dtype):
+    from shrinkage.batched import _Stack, _Terms
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(7, 13), nn.ReLU(), nn.Linear(13, 5), nn.Tanh(), nn.Linear(5, 1)).to(dtype)
+    states = [{k: v + 0.1 * torch.randn_like(v) for k, v in net.state_dict().items()} for _ in range(4)]
+    stack = _Stack(net, states, "cpu")
+    terms = _Terms(stack, rules)
+    assert terms.coefficients is not None  # the flat path runs
+    weights, steps = stack.flat.detach() * 3, torch.rand_like(stack.flat.detach()) * 0.2
+    flat = weights.clone()
+    terms.prox_(flat, steps)
+    each = weights.clone()
+    params, per_entry = stack.views(each), stack.views(steps)
+    for penalty, names, layouts in terms.terms:
+        penalty.prox_([params[n] for n in names], layouts, step=[per_entry[n] for n in names])
+    assert torch.equal(flat, each)
+    assert (flat == 0).any() == any(not isinstance(rule.penalty, L2) for rule in rules)  # L1's exact zeros

@@ -247,3 +247,9 @@ def test_group_layout_rejects_bad_groups():
         F.group_layout((2, 3), [[0, 1], [1, 2]])
     with pytest.raises(ValueError, match="empty group"):
         F.group_layout((2, 3), [[0, 1, 2], []])
+
+
+def test_groups_of_one_column_each_are_the_input_layout():
+    layout = F.group_layout((4, 3), [[0], [1], [2]])
+    assert layout == F.group_layout((4, 3), "input")
+    assert F.group_layout((4, 3), [[1], [0], [2]]).labels is not None  # another order: labels

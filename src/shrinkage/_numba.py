@@ -19,7 +19,9 @@ kernels off as it does the CUDA ones.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from functools import cache
 
 import numpy as np
@@ -29,7 +31,7 @@ from torch.autograd.graph import increment_version
 
 from ._triton import _SWITCH
 
-__all__ = ["available", "elementwise_prox_", "group_prox_", "supports"]
+__all__ = ["available", "elementwise_prox_", "group_prox_", "supports", "unused"]
 
 _DTYPES = (torch.float32, torch.float64)
 #: Above this many elements a tensor goes to torch's threaded code (when torch has more
@@ -47,9 +49,25 @@ def _kernels():
     return _numba_kernels
 
 
+#: Set within :func:`unused`: the torch code runs, and Numba is not imported for it.
+_OFF: ContextVar[bool] = ContextVar("numba_kernels_off", default=False)
+
+
+@contextmanager
+def unused() -> Iterator[None]:
+    """Within the block the proxes run torch's code on the CPU, without importing Numba
+    (the batched CV engine's small stacks: as fast, and 130 MB less in a study's process)."""
+    token = _OFF.set(True)
+    try:
+        yield
+    finally:
+        _OFF.reset(token)
+
+
 def available() -> bool:
-    """Whether the kernels can run: Numba imports and ``SHRINKAGE_KERNELS`` is not ``torch``."""
-    return os.environ.get(_SWITCH, "").lower() != "torch" and _kernels() is not None
+    """Whether the kernels can run: Numba imports, ``SHRINKAGE_KERNELS`` is not ``torch``
+    and no :func:`unused` block is active."""
+    return not _OFF.get() and os.environ.get(_SWITCH, "").lower() != "torch" and _kernels() is not None
 
 
 def supports(tensors: Sequence[Tensor]) -> bool:

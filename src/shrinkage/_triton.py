@@ -69,13 +69,14 @@ _DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 def supports(tensors: Sequence[Tensor]) -> bool:
     """Whether a list of tensors runs through a kernel: CUDA (or, under Triton's
     interpreter, the CPU), float32/bfloat16/float16, contiguous, one device and dtype."""
-    if not tensors or not available():
+    if not tensors:
         return False
     first = tensors[0]
     interpreted = os.environ.get("TRITON_INTERPRET") == "1"
     if not (first.is_cuda or (interpreted and first.device.type == "cpu")) or first.dtype not in _DTYPES:
-        return False
-    return all(t.device == first.device and t.dtype == first.dtype and t.is_contiguous() for t in tensors)
+        return False  # (before Triton is imported: 50 MB that CPU tensors never need)
+    same = all(t.device == first.device and t.dtype == first.dtype and t.is_contiguous() for t in tensors)
+    return same and available()
 
 
 def _kernels():

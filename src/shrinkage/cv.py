@@ -31,7 +31,6 @@ from typing import Any, NamedTuple
 import joblib
 import numpy as np
 import torch
-from sklearn.model_selection import KFold, StratifiedKFold
 from torch import nn
 
 from . import batched
@@ -48,6 +47,7 @@ from .path import (
 )
 from .penalties import L1, Penalty
 from .regularizer import Rule
+from .splits import kfold, stratified_kfold
 from .train import Diverged
 from .validation import Described, InputError, check_choice, check_int, check_n_jobs, fail
 
@@ -225,10 +225,8 @@ def _folds(y: np.ndarray, task: str, cv: int, seed: int) -> list[tuple[np.ndarra
             raise InputError(
                 f"cv must be at most the size of the smallest class ({counts.min()}) for stratified folds, got {cv}"
             )
-        splitter = StratifiedKFold(cv, shuffle=True, random_state=seed)
-    else:
-        splitter = KFold(cv, shuffle=True, random_state=seed)
-    return list(splitter.split(np.zeros((len(y), 1)), y))
+        return stratified_kfold(y, cv, seed)  # scikit-learn's StratifiedKFold(shuffle=True)
+    return kfold(len(y), cv, seed)  # scikit-learn's KFold(shuffle=True)
 
 
 def _fold_path(

@@ -482,13 +482,9 @@ def _kernel_steps(tensors: Sequence[Tensor], steps: Steps) -> tuple[Any, dict] |
     mixed kinds of step, a tensor either cannot take)."""
     from . import _numba, _triton
 
-    backend: Any = None
-    if _triton.supports(tensors):
-        backend = _triton
-    elif not all(_is_scalar(s) for s in steps) and _numba.supports(tensors):
-        backend = _numba  # (one step per tensor on the CPU: torch's prox is one pass already)
-    else:
-        return None
+    on_cuda = _triton.supports(tensors)
+    if not on_cuda and all(_is_scalar(s) for s in steps):
+        return None  # (one step per tensor on the CPU: torch's prox is one pass already)
     if not isinstance(steps, RootSteps) and all(isinstance(s, RootStep) for s in steps):
         roots = [s for s in steps if isinstance(s, RootStep)]
         steps = RootSteps([r.numerator for r in roots], [r.square for r in roots], [r.eps for r in roots])
@@ -503,7 +499,11 @@ def _kernel_steps(tensors: Sequence[Tensor], steps: Steps) -> tuple[Any, dict] |
         plan = {"kind": 0, "numerators": list(steps), "eps": [0.0] * len(steps), "states": []}
     elif all(isinstance(s, Tensor) and s.shape == x.shape for s, x in zip(steps, tensors)):
         plan = {"kind": 3, "numerators": [1.0] * len(steps), "eps": [0.0] * len(steps), "states": list(steps)}
-    if plan is None or (plan["states"] and not backend.supports(plan["states"])):
+    if plan is None:
+        return None
+    # (Numba is imported only here, for steps its kernels take)
+    backend: Any = _triton if on_cuda else _numba if _numba.supports(tensors) else None
+    if backend is None or (plan["states"] and not backend.supports(plan["states"])):
         return None
     return backend, plan
 

@@ -34,7 +34,6 @@ from typing import Any, Protocol
 
 import numpy as np
 import torch
-from sklearn.model_selection import train_test_split
 from torch import Tensor, nn
 
 from ._arrays import check_X, check_y, to_tensors
@@ -42,6 +41,7 @@ from ._progress import progress_bar
 from .penalties import Penalty
 from .regularizer import MODES, Regularizer, Rule, as_rules
 from .solvers import largest_relative_change
+from .splits import shuffle_split
 from .structure import input_parameter_of, input_parameters_of, linear_chain
 from .train import (
     LOSSES,
@@ -532,8 +532,8 @@ def split_validation(
         counts = counts[counts > 0]
         if counts.min() >= 2 and math.ceil(fraction * len(y)) >= len(counts):
             stratify = y
-    X_train, X_val, y_train, y_val = train_test_split(X, y, test_size=fraction, random_state=seed, stratify=stratify)
-    return X_train, y_train, X_val, y_val
+    train, val = shuffle_split(len(y), fraction, seed, stratify)  # scikit-learn's train_test_split
+    return X[train], y[train], X[val], y[val]
 
 
 @torch.no_grad()

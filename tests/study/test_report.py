@@ -315,3 +315,12 @@ def test_wide_data_figures_show_the_features_that_matter_not_every_column():
     assert len(ax.get_lines()) <= plots._MOST + 1 + 2  # (+ the λ_min and λ_1se lines)
     assert "c5000" in [t.get_text() for t in ax.get_legend().get_texts()]
     plt.close("all")
+
+
+def test_a_report_drawn_partly_in_worker_processes_is_the_same(truth_study, tmp_path):
+    from shrinkage.study.workers import Workers
+
+    with Workers(2) as workers, Store(truth_study["store"], create=False) as store:
+        assert workers.pool is not None
+        again = build_report(store, truth_study["study"], tmp_path / "again.html", pool=workers.pool)
+    assert again.read_text(encoding="utf-8") == truth_study["report"].read_text(encoding="utf-8")

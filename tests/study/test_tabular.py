@@ -7,6 +7,10 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.compose import ColumnTransformer
+from sklearn.impute import SimpleImputer
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from shrinkage.study.tabular import Encoder, infer_task, read_table
 
@@ -328,3 +332,100 @@ def test_an_infinite_target_is_refused_naming_its_row(tmp_path):
     (tmp_path / "t.csv").write_text("a,y\n" + "".join(f"{i},{'inf' if i == 6 else i}\n" for i in range(30)))
     with pytest.raises(ValueError, match=r"target column 'y' must hold finite numbers, got inf at row 7 of the data"):
         read_table(tmp_path / "t.csv", "y")
+
+
+def _sklearn_encoding(frame: pd.DataFrame, numeric: list, categorical: list) -> ColumnTransformer:
+    """The scikit-learn pipeline the Encoder reproduces (fitted on ``frame``)."""
+    from shrinkage.study.tabular import MISSING_LEVEL
+
+    pipeline = ColumnTransformer(
+        [
+            ("numeric", make_pipeline(SimpleImputer(strategy="median"), StandardScaler()), numeric),
+            (
+                "categorical",
+                make_pipeline(
+                    SimpleImputer(strategy="constant", fill_value=MISSING_LEVEL),
+                    OneHotEncoder(handle_unknown="ignore", sparse_output=False),
+                ),
+                categorical,
+            ),
+        ],
+        sparse_threshold=0.0,
+    )
+    return pipeline.fit(_as_text(frame, numeric, categorical))
+
+
+def _as_text(frame: pd.DataFrame, numeric: list, categorical: list) -> pd.DataFrame:
+    values = frame[categorical].astype(object)
+    return pd.concat([frame[numeric], values.where(values.isna(), values.astype(str))], axis=1)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_the_encoder_is_scikit_learns_imputer_scaler_and_one_hot_value_for_value(seed):
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(3, 300))
+    columns: dict = {}
+    for j in range(int(rng.integers(1, 6))):
+        values = rng.standard_normal(n) * 10 ** rng.uniform(-3, 6) + rng.uniform(-1e4, 1e4)
+        if rng.random() < 0.3:
+            values = np.round(values)
+        if rng.random() < 0.2:
+            values[:] = values[0]  # constant: a scale of 1
+        if rng.random() < 0.5:
+            values[rng.random(n) < 0.1] = np.nan
+        columns[f"x{j}"] = values
+    columns["count"] = rng.integers(0, 5, n)
+    for j in range(int(rng.integers(0, 3))):
+        levels = rng.choice(np.array(["b", "a", "zz", "B", "é"], dtype=object), n)
+        levels[rng.random(n) < 0.1] = None
+        columns[f"c{j}"] = levels
+    frame = pd.DataFrame(columns)
+    train, new = frame.iloc[: max(2, n // 2)], frame.iloc[max(2, n // 2) :]
+    if train[[c for c in frame.columns if c.startswith("x")]].isna().all().any():
+        return  # scikit-learn drops a column without any value; the Encoder keeps it (zeros)
+    ours = Encoder().fit(train)
+    theirs = _sklearn_encoding(train, ours.numeric, ours.categorical)
+    for rows in (train, new):  # new rows: unseen levels are none of the known ones
+        expected = np.asarray(theirs.transform(_as_text(rows, ours.numeric, ours.categorical)), dtype=np.float64)
+        got = ours.transform(rows)
+        assert np.array_equal(got, expected, equal_nan=True)
+        # the same memory layout too: the networks' float32 sums depend on it in the last digits
+        assert got.flags["F_CONTIGUOUS"] == expected.flags["F_CONTIGUOUS"]
+
+
+def test_a_numeric_column_without_values_in_the_training_rows_is_imputed_with_zero():
+    frame = pd.DataFrame({"a": [np.nan, np.nan, 1.0], "b": [1.0, 2.0, 3.0]})
+    encoder = Encoder().fit(frame.iloc[:2])
+    assert encoder.transform(frame)[:, 0].tolist() == [0.0, 0.0, 1.0]
+    assert encoder.columns()[0] == {"name": "a", "kind": "numeric", "fill": 0.0, "mean": 0.0, "scale": 1.0}
+
+
+def test_the_default_data_set_is_scikit_learns_load_diabetes_without_importing_it():
+    from sklearn.datasets import load_diabetes
+
+    from shrinkage.study.datasets import load_dataset
+
+    ours, theirs = load_dataset("diabetes"), load_diabetes()
+    assert np.array_equal(ours.X, theirs.data) and np.array_equal(ours.y, theirs.target)
+    assert ours.feature_names == list(theirs.feature_names)
+    assert ours.description == theirs.DESCR.splitlines()[0]
+
+
+def test_a_study_imports_neither_scikit_learn_nor_triton_nor_numba(tmp_path):
+    """Each costs the command's process memory (75, 50 and 130 MB) and import time; the
+    study needs none of them on the CPU (a regression test: each one crept in once)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from shrinkage.study.cli import main\n"
+        "try:\n"
+        f"    main(['study', '--out', {str(tmp_path / 'out')!r}, '--quiet', '--n-jobs', '1', '--penalties', "
+        "'l1,group', '--n-lambdas', '4', '--cv', '3'], standalone_mode=False)\n"
+        "finally:\n"
+        "    print(sorted({m.split('.')[0] for m in sys.modules} & {'sklearn', 'scipy', 'triton', 'numba'}))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "[]"

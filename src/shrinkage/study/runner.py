@@ -25,6 +25,7 @@ import math
 import os
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from contextlib import contextmanager
@@ -34,7 +35,6 @@ from typing import Any
 import joblib
 import numpy as np
 import torch
-from sklearn.model_selection import train_test_split
 from torch import nn
 
 from shrinkage.batched import Reuse
@@ -43,6 +43,7 @@ from shrinkage.models import MLP, SkipMLP
 from shrinkage.path import PathConfig, PathPoint, RegularizationPath
 from shrinkage.penalties import GroupLasso
 from shrinkage.presets import get_preset
+from shrinkage.splits import shuffle_split
 from shrinkage.train import Diverged, evaluate, loss_for_task
 from shrinkage.validation import InputError, fail
 
@@ -119,10 +120,8 @@ def prepare_study(config: StudyConfig) -> _Prepared:
     classes = len(np.unique(y)) if table.task != "regression" else 0
     stratifiable = classes and np.bincount(y).min() >= 2 and min(test, table.n_samples - test) >= classes
     stratify = y if stratifiable else None
-    rows = np.arange(table.n_samples)
-    train_rows, test_rows = train_test_split(
-        rows, test_size=config.test_size, random_state=config.seed, stratify=stratify
-    )
+    # scikit-learn's train_test_split, row for row
+    train_rows, test_rows = shuffle_split(table.n_samples, config.test_size, config.seed, stratify)
     encoder = Encoder(config.missing).fit(table.features.iloc[train_rows])
     _check_encoding_fits(encoder, table.n_samples)
     X_train = encoder.transform(table.features.iloc[train_rows])
@@ -445,11 +444,14 @@ def _runs(
         for i in range(len(pending)):
             while not results[i].done() and (j := queue.take()) is not None:  # train while waiting
                 here = {**common, "reuse": reuse}
-                try:
-                    results[j].set_result(_run_penalty(config, prepared, pending[j], device, here))
+                try:  # (its warnings are raised here as it runs)
+                    results[j].set_result((_run_penalty(config, prepared, pending[j], device, here), []))
                 except Exception as error:  # raised in order, as a worker's
                     results[j].set_exception(error)
-            yield results[i].result()
+            run, caught = results[i].result()
+            for message, category in caught:
+                warnings.warn(message, category, stacklevel=1)
+            yield run
         finished = True
     finally:
         queue.close()  # after an error (or an interruption) the workers start nothing more
@@ -494,9 +496,13 @@ class _Queue:
 
 def _run_remote(
     config: StudyConfig, prepared: _Prepared, name: str, device: str, common: dict[str, Any]
-) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """:func:`_run_penalty` in a worker process, sharing fits with the worker's other penalties."""
-    return _run_penalty(config, prepared, name, device, {**common, "reuse": worker_reuse()})
+) -> tuple[tuple[dict[str, Any], list[dict[str, Any]]], list[tuple[str, type[Warning]]]]:
+    """:func:`_run_penalty` in a worker process, sharing fits with the worker's other
+    penalties; with the warnings it raised (message, category), which the study's process
+    raises again as its own (a worker's would otherwise go, unformatted, to its stderr)."""
+    with warnings.catch_warnings(record=True) as caught:
+        run = _run_penalty(config, prepared, name, device, {**common, "reuse": worker_reuse()})
+    return run, [(str(w.message), w.category) for w in caught]
 
 
 def _run_penalty(
