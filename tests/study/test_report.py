@@ -324,3 +324,13 @@ def test_a_report_drawn_partly_in_worker_processes_is_the_same(truth_study, tmp_
         assert workers.pool is not None
         again = build_report(store, truth_study["study"], tmp_path / "again.html", pool=workers.pool)
     assert again.read_text(encoding="utf-8") == truth_study["report"].read_text(encoding="utf-8")
+
+
+def test_a_report_whose_workers_are_gone_is_drawn_here(truth_study, tmp_path):
+    from shrinkage.study.workers import Workers
+
+    workers = Workers(2)
+    workers.close(finished=False)  # killed: the pool refuses work
+    with Store(truth_study["store"], create=False) as store:
+        again = build_report(store, truth_study["study"], tmp_path / "again.html", pool=workers.pool)
+    assert again.read_text(encoding="utf-8") == truth_study["report"].read_text(encoding="utf-8")

@@ -65,9 +65,15 @@ def _draw_all(jobs: list[_Job], pool: Executor | None) -> list[str]:
     (matplotlib holds the GIL: threads would not help)."""
     if pool is None or len(jobs) < 2:
         return _draw(jobs)
-    remote = pool.submit(_draw, jobs[1::2])
+    try:
+        remote = pool.submit(_draw, jobs[1::2])
+    except RuntimeError:  # a pool shut down or broken (a worker killed): all of them here
+        return _draw(jobs)
     here = _draw(jobs[0::2])
-    there = remote.result()
+    try:
+        there = remote.result()
+    except Exception:  # the worker lost; a figure that cannot be drawn raises here again
+        there = _draw(jobs[1::2])
     out = [""] * len(jobs)
     out[0::2], out[1::2] = here, there
     return out
