@@ -83,3 +83,10 @@ def test_no_seed_draws_from_numpys_global_state_as_scikit_learn_does(split):
     np.random.seed(7)
     theirs = list(theirs)
     assert _same(ours, theirs)
+
+
+def test_labels_for_a_stratified_split_are_one_per_row():
+    from shrinkage.validation import InputError
+
+    with pytest.raises(InputError, match=r"stratify must be one label per row \(1-D\), got shape \(6, 1\)"):
+        shuffle_split(6, 0.5, 0, stratify=np.zeros((6, 1)))

@@ -24,6 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from .validation import InputError
+
 __all__ = ["kfold", "shuffle_split", "stratified_kfold"]
 
 Folds = list[tuple[np.ndarray, np.ndarray]]
@@ -99,8 +101,10 @@ def shuffle_split(
     n_rows: int, test_size: float, seed: Any, stratify: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """The (training, test) row indices of ``train_test_split(..., test_size=test_size,
-    random_state=seed, stratify=stratify)`` (``test_size`` a fraction in (0, 1)), in its
-    order."""
+    random_state=seed, stratify=stratify)`` (``test_size`` a fraction in (0, 1);
+    ``stratify`` one label per row), in its order."""
+    if stratify is not None and np.ndim(stratify) != 1:  # (scikit-learn stratifies on rows of several columns)
+        raise InputError(f"stratify must be one label per row (1-D), got shape {np.shape(stratify)}")
     n_test = math.ceil(test_size * n_rows)
     n_train = n_rows - n_test
     rng = _random_state(seed)

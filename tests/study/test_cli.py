@@ -300,3 +300,20 @@ def test_an_unavailable_device_is_refused_by_the_config_too():
     ):
         StudyConfig(device="cuda")
     assert StudyConfig(device=torch.device("cpu")).device == "cpu"  # stored by its name
+
+
+def test_a_warning_raised_in_a_worker_process_is_one_line_naming_its_penalty(table, tmp_path):
+    """λ_min at the grid's edge (a short grid) in the penalties a worker trains: the study's
+    process shows the warning as its own line, in the study's order, with the penalty."""
+    import subprocess
+    import sys
+
+    args = ["--data", table, "--target", "y", "--penalties", "l1,l2", "--hidden", "4", "--cv", "3"]
+    args += ["--n-lambdas", "4", "--lambda-min-ratio", "0.1", "--n-jobs", "2", "--quiet", "--out", tmp_path / "out"]
+    result = subprocess.run(
+        [sys.executable, "-m", "shrinkage", "study", *map(str, args)], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr
+    warned = [line for line in result.stderr.splitlines() if "grid's smallest" in line]
+    assert warned and all(re.match(r"shrinkage: warning: (l1|l2): lambda_min is the grid's", w) for w in warned)
+    assert "GridEdgeWarning" not in result.stderr and "runner.py" not in result.stderr

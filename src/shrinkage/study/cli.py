@@ -360,7 +360,7 @@ def study(
         console.print(f"reading {config.data} ({size / 1e6:.0f} MB)")
     # the worker processes start first: their imports overlap the runner's here
     with Workers(study_processes(config, device, len(config.penalties)) if cluster is None else 1) as workers:
-        from .report import build_report  # (scikit-learn and the runner: a second to load)
+        from .report import build_report  # (the runner and the report: about a second to load)
         from .runner import prepare_study, run_study
 
         prepared = prepare_study(config)  # data errors before anything is written

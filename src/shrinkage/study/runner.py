@@ -419,7 +419,7 @@ def _runs(
     reuse = Reuse()  # every penalty starts from the same dense fits; relaxed fits recur too
     if processes == 1 or workers.pool is None:
         for name in pending:
-            yield _run_penalty(config, prepared, name, device, {**common, "reuse": reuse})
+            yield _raised_again(name, _run_recorded(config, prepared, name, device, {**common, "reuse": reuse}))
         if own:
             workers.close()
         return
@@ -444,14 +444,11 @@ def _runs(
         for i in range(len(pending)):
             while not results[i].done() and (j := queue.take()) is not None:  # train while waiting
                 here = {**common, "reuse": reuse}
-                try:  # (its warnings are raised here as it runs)
-                    results[j].set_result((_run_penalty(config, prepared, pending[j], device, here), []))
+                try:
+                    results[j].set_result(_run_recorded(config, prepared, pending[j], device, here))
                 except Exception as error:  # raised in order, as a worker's
                     results[j].set_exception(error)
-            run, caught = results[i].result()
-            for message, category in caught:
-                warnings.warn(message, category, stacklevel=1)
-            yield run
+            yield _raised_again(pending[i], results[i].result())
         finished = True
     finally:
         queue.close()  # after an error (or an interruption) the workers start nothing more
@@ -494,15 +491,31 @@ class _Queue:
             self._order.clear()
 
 
-def _run_remote(
+_Recorded = tuple[tuple[dict[str, Any], list[dict[str, Any]]], list[tuple[str, type[Warning]]]]
+
+
+def _run_recorded(
     config: StudyConfig, prepared: _Prepared, name: str, device: str, common: dict[str, Any]
-) -> tuple[tuple[dict[str, Any], list[dict[str, Any]]], list[tuple[str, type[Warning]]]]:
-    """:func:`_run_penalty` in a worker process, sharing fits with the worker's other
-    penalties; with the warnings it raised (message, category), which the study's process
-    raises again as its own (a worker's would otherwise go, unformatted, to its stderr)."""
+) -> _Recorded:
+    """:func:`_run_penalty`, with the warnings it raised (message, category) kept rather
+    than shown: :func:`_runs` raises them again in the study's order, naming the penalty,
+    in this process (a worker's would otherwise go, unformatted, to its stderr)."""
     with warnings.catch_warnings(record=True) as caught:
-        run = _run_penalty(config, prepared, name, device, {**common, "reuse": worker_reuse()})
+        run = _run_penalty(config, prepared, name, device, common)
     return run, [(str(w.message), w.category) for w in caught]
+
+
+def _run_remote(config: StudyConfig, prepared: _Prepared, name: str, device: str, common: dict[str, Any]) -> _Recorded:
+    """:func:`_run_recorded` in a worker process, sharing fits with the worker's other penalties."""
+    return _run_recorded(config, prepared, name, device, {**common, "reuse": worker_reuse()})
+
+
+def _raised_again(name: str, recorded: _Recorded) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The run of :func:`_run_recorded`, its warnings raised again with the penalty's name."""
+    run, caught = recorded
+    for message, category in caught:
+        warnings.warn(f"{name}: {message}", category, stacklevel=2)
+    return run
 
 
 def _run_penalty(

@@ -11,8 +11,11 @@ that joblib's shared one is left as it expects.
 from __future__ import annotations
 
 import os
+import signal
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import joblib
@@ -48,7 +51,8 @@ class Workers:
             else None
         )
         if self.pool is not None:
-            self.pool.submit(int)  # start them now rather than at the first task
+            with _interrupts_ignored():  # a terminal's Ctrl-C reaches every process of the group:
+                self.pool.submit(int)  # the study's handles it (it kills its workers), theirs ignore it
 
     def close(self, *, finished: bool = True) -> None:
         """Let the workers go (idle, they exit on their own: nothing here waits for
@@ -61,6 +65,21 @@ class Workers:
 
     def __exit__(self, kind, error, traceback) -> None:
         self.close(finished=kind is None)
+
+
+@contextmanager
+def _interrupts_ignored() -> Iterator[None]:
+    """SIGINT ignored while worker processes start: they inherit it (Python leaves an
+    ignored SIGINT ignored), so a Ctrl-C in their first seconds prints no traceback of
+    their imports. Only the main thread may set it; elsewhere nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, before)
 
 
 #: A worker process's unpenalized fits, shared by the penalties it trains (a worker
