@@ -312,6 +312,8 @@ class _Terms:
         """The prox of every term on the flat ``weights``, with the per-element ``steps``."""
         if self.coefficients is not None:
             l1, l2 = self.coefficients
+            # elastic_shrink_'s operations for per-element steps, written out: through it
+            # (its kernel choice at each step) a default study took 1.2 s longer
             if l1 is not None:  # w − clamp(w, −t, t), t = s·λρ
                 t = steps * l1
                 weights.sub_(torch.maximum(torch.minimum(weights, t), -t))
