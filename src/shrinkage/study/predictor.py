@@ -39,7 +39,7 @@ from shrinkage._files import write_atomically
 from shrinkage.prune import load_model, model_bytes
 from shrinkage.validation import InputError, InputTypeError, check_choice
 
-from .tabular import MISSING_LEVEL, _as_numbers
+from .tabular import MISSING_LEVEL, _as_levels, _as_numbers
 
 __all__ = ["MISSING_LEVEL", "Predictor", "Preprocessing", "UnseenLevelWarning", "load_predictor"]
 
@@ -249,7 +249,7 @@ class Preprocessing:
             if column["kind"] == "numeric":
                 encoded[:, lo] = _numeric(values, column)
                 continue
-            text = values.astype(object).where(values.isna(), values.astype(str)).fillna(MISSING_LEVEL)
+            text = _as_levels(values)
             levels = column["levels"]
             known = text.isin(levels).to_numpy()
             if not known.all():

@@ -494,6 +494,14 @@ def table_from_dataset(data: Dataset) -> Table:
     return _finish(features, target, data.name, data.task, truth)
 
 
+def _as_levels(values):
+    """Categorical values (a pandas Series or DataFrame) as the levels the encoding knows:
+    each value's string, a missing one :data:`MISSING_LEVEL` (the study's encoder and a
+    shipped model's :class:`~shrinkage.study.predictor.Predictor` read text the same way)."""
+    values = values.astype(object)
+    return values.where(values.isna(), values.astype(str)).fillna(MISSING_LEVEL)
+
+
 class Encoder:
     """Impute, one-hot encode and standardize a table's features; fitted on training rows.
 
@@ -589,9 +597,7 @@ class Encoder:
         return np.asfortranarray(frame[self.numeric].to_numpy(dtype=np.float64, na_value=np.nan), dtype=np.float64)
 
     def _texts(self, frame) -> np.ndarray:
-        """The categorical columns' values as strings, a missing one as :data:`MISSING_LEVEL`."""
-        values = frame[self.categorical].astype(object)
-        return values.where(values.isna(), values.astype(str)).fillna(MISSING_LEVEL).to_numpy(dtype=object)
+        return _as_levels(frame[self.categorical]).to_numpy(dtype=object)
 
     def transform(self, frame) -> np.ndarray:
         with _quiet_overflow():
