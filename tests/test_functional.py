@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -12,6 +13,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from scipy.optimize import minimize
 
+from shrinkage import _numba
 from shrinkage import functional as F
 
 finite = st.floats(-1e3, 1e3, allow_nan=False, allow_subnormal=False, width=64)
@@ -129,6 +131,27 @@ def test_scaled_group_prox_solves_its_defining_problem(case):
     assert f_ours <= _scaled_objective(np.zeros(size), v, steps, weight) + 1e-12
     zero_expected = np.linalg.norm(v / steps) <= weight  # the optimality condition at 0
     assert (np.all(ours == 0.0)) == zero_expected
+
+
+@pytest.mark.parametrize("batch", [0, 1])
+def test_scaled_group_prox_of_one_entry_groups_is_the_soft_threshold(batch, rng):
+    """Groups of one entry (the columns of a single output's weight): the prox of s·|w|
+    per entry, the same as the general Newton solution on the same groups given as labels."""
+    shape = (3, 1, 40) if batch else (1, 40)
+    W = torch.tensor(rng.standard_normal(shape) * 0.5)
+    steps = torch.tensor(rng.uniform(0.05, 1.0, shape))
+    plain = F.group_layout(W.shape[batch:], "input")
+    plain = plain.stacked() if batch else plain
+    labelled = dataclasses.replace(plain, labels=torch.arange(40))
+    fast, general = W.clone(), W.clone()
+    with _numba.unused():  # torch's code, as in the batched engine (not the Numba kernel)
+        F.group_shrink_([fast], [plain], step=[steps], scale=0.7)
+    F.group_shrink_([general], [labelled], step=[steps], scale=0.7)
+    threshold = steps * 0.7
+    expected = torch.sign(W) * torch.clamp(W.abs() - threshold, min=0.0)
+    torch.testing.assert_close(fast, expected, rtol=0, atol=1e-15)
+    torch.testing.assert_close(general, expected, rtol=1e-12, atol=1e-12)
+    assert bool((fast == 0).any()) and bool((fast != 0).any())
 
 
 def test_scaled_group_prox_with_equal_steps_is_the_closed_form(rng):

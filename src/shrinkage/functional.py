@@ -697,6 +697,11 @@ def _group_shrink_scaled_(x: Tensor, layout: GroupLayout, step: Step, *, scale: 
     else:
         assert isinstance(step, Tensor)  # per-element steps
         c = (step * scale) * weights
+    if layout.labels is None and x.numel() == math.prod(x.shape[: layout.batch]) * layout.n_groups:
+        # groups of one entry (a single output's hidden units): the root is |w| − c, and
+        # the prox the soft threshold by c, without Newton's passes
+        x.sub_(torch.maximum(torch.minimum(x, c), -c))
+        return
     squares = torch.mul(x, x)
     inverse, work = torch.empty_like(x), torch.empty_like(x)  # scratch, reused by every pass
 
