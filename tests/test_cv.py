@@ -145,9 +145,9 @@ def test_stratified_binary_cv():
         (dict(cv=2.5), TypeError, "cv must be an integer >= 2, got 2.5"),
         (dict(selection="best"), ValueError, "selection must be one of '1se', 'min', got 'best'"),
         (
-            dict(task="binary", y=np.r_[np.zeros(88), np.ones(2)]),
+            dict(task="binary", X=np.zeros((4, 6)), y=np.r_[np.zeros(2), np.ones(2)]),
             ValueError,
-            "cv must be at most the size of the smallest class (2) for stratified folds, got 3",
+            "cv must be at most the size of the largest class (2) for stratified folds, got 3",
         ),
         (
             dict(task="binary", y=np.zeros(90)),
@@ -165,6 +165,37 @@ def test_bad_input(kwargs, error, message):
     with pytest.raises(error) as info:
         cross_validate(lambda: MLP(6, (2,)), args.pop("X"), args.pop("y"), **args)
     assert message in str(info.value)
+
+
+def test_a_class_smaller_than_cv_warns_and_folds_as_scikit_learn():
+    """StratifiedKFold's rule: a class with fewer rows than folds is a warning (some folds
+    lack it), and the folds are StratifiedKFold's, index for index."""
+    from sklearn.model_selection import StratifiedKFold
+
+    X, _ = _small()
+    y = np.r_[np.zeros(88), np.ones(2)]
+    with pytest.warns(UserWarning, match=r"the smallest class has 2 rows, fewer than cv=3: some folds have none"):
+        result = cross_validate(
+            lambda: MLP(6, (2,)),
+            X,
+            y,
+            penalty=L1(),
+            task="binary",
+            cv=3,
+            n_lambdas=2,
+            seed=4,
+            train_config=TrainConfig(max_epochs=2),
+        )
+    assert result.scores.shape[0] == 3 and np.isfinite(result.scores).all()
+    with pytest.warns(UserWarning, match="least populated class"):
+        expected = list(StratifiedKFold(3, shuffle=True, random_state=4).split(X, y))
+    from shrinkage.cv import _folds
+
+    with pytest.warns(UserWarning):
+        ours = _folds(y.astype(int), "binary", 3, 4)
+    for (train, test), (their_train, their_test) in zip(ours, expected, strict=True):
+        np.testing.assert_array_equal(train, their_train)
+        np.testing.assert_array_equal(test, their_test)
 
 
 def test_lambda_min_at_the_grids_smallest_lambda_warns():

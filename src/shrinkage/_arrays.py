@@ -30,8 +30,11 @@ def check_X(X: Any, name: str = "X") -> np.ndarray:
     return array
 
 
-def check_y(y: Any, task: str, n_rows: int, name: str = "y") -> np.ndarray:
-    """Targets for ``task``: finite floats (regression) or class indices 0..K-1."""
+def check_y(y: Any, task: str, n_rows: int, name: str = "y", *, held_out: bool = False) -> np.ndarray:
+    """Targets for ``task``: finite floats (regression) or class indices 0..K-1.
+
+    ``held_out``: rows that are only scored (validation, test), which may hold a single
+    class — a small class need not be in every fold."""
     check_choice("task", task, TASKS)
     if isinstance(y, Tensor):
         y = y.detach().cpu().numpy()
@@ -53,7 +56,7 @@ def check_y(y: Any, task: str, n_rows: int, name: str = "y") -> np.ndarray:
     if not np.all(array == np.round(array)) or array.min() < 0:
         raise fail(name, f"integer class indices >= 0 for task={task!r}", _describe(np.unique(array)))
     classes = np.unique(array)
-    if classes.size < 2:
+    if classes.size < 2 and not held_out:
         raise fail(name, "at least two classes", Described(f"one class: {classes[0]:g}"), verb="have")
     if task == "binary" and not set(classes.tolist()) <= {0.0, 1.0}:
         raise fail(name, "0 or 1 for task='binary'", Described(f"classes {classes.tolist()}"))

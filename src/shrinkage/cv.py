@@ -219,11 +219,20 @@ class CVResult:
 
 def _folds(y: np.ndarray, task: str, cv: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
     if task != "regression":
+        # scikit-learn's StratifiedKFold rule: refused when no class fills the folds, a
+        # warning when some class is too small to be in every fold
         counts = np.bincount(y)
         counts = counts[counts > 0]
-        if counts.min() < cv:
+        if counts.max() < cv:
             raise InputError(
-                f"cv must be at most the size of the smallest class ({counts.min()}) for stratified folds, got {cv}"
+                f"cv must be at most the size of the largest class ({counts.max()}) for stratified folds, got {cv}"
+            )
+        if counts.min() < cv:
+            warnings.warn(
+                f"the smallest class has {counts.min()} rows, fewer than cv={cv}: some folds have none of it "
+                "(scikit-learn's StratifiedKFold warns the same)",
+                UserWarning,
+                stacklevel=3,
             )
         return stratified_kfold(y, cv, seed)  # scikit-learn's StratifiedKFold(shuffle=True)
     return kfold(len(y), cv, seed)  # scikit-learn's KFold(shuffle=True)

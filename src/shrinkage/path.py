@@ -660,7 +660,7 @@ def _prepare(
     if validation is not None:
         X_val = check_X(validation[0], "X_val")
         arrays["train"] = (X_np, y_np)
-        arrays["val"] = (X_val, check_y(validation[1], task, X_val.shape[0], "y_val"))
+        arrays["val"] = (X_val, check_y(validation[1], task, X_val.shape[0], "y_val", held_out=True))
     elif val_fraction > 0:
         if X_np.shape[0] < 2:
             raise fail(
@@ -675,7 +675,7 @@ def _prepare(
         arrays["train"] = (X_np, y_np)
     if test is not None:
         X_te = check_X(test[0], "X_test")
-        arrays["test"] = (X_te, check_y(test[1], task, X_te.shape[0], "y_test"))
+        arrays["test"] = (X_te, check_y(test[1], task, X_te.shape[0], "y_test", held_out=True))
     return arrays
 
 
