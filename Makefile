@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test docs lint format bench clean
+.PHONY: venv demo test sklearn-checks docs lint format bench clean
 
 $(STAMP): pyproject.toml requirements/ci.txt
 	$(PYTHON) -m venv $(VENV)
@@ -18,8 +18,9 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/shrinkage study --dataset diabetes --out shrinkage-study
 
-# the whole suite on TEST_WORKERS processes (pytest-xdist); the tests of one shared
-# fixture stay on one worker (--dist loadgroup). pytest's exit code 5 (no tests) fails.
+# the suite (all but the tests marked slow) on TEST_WORKERS processes (pytest-xdist); the
+# tests of one shared fixture stay on one worker (--dist loadgroup). pytest's exit code 5
+# (no tests) fails.
 TEST_WORKERS ?= 2
 
 test: $(STAMP)
@@ -27,6 +28,11 @@ test: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks examples
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup
+
+# scikit-learn's estimator checks on the CV estimators at their default settings (the
+# tests marked slow: about 4 min on 2 cores; `make test` runs the checks at small settings)
+sklearn-checks: $(STAMP)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) -m slow tests/test_estimators.py
 
 # the documentation site (mkdocs.yml, docs/) into site/; --strict: a broken link or
 # reference, or a docstring it cannot read, fails the build (tests/test_docs.py builds

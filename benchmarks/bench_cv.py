@@ -8,11 +8,13 @@ path and the folds as one stacked network), alternated, ``--repeats`` times; the
 gives the median wall times and their ratio, measured in the same run. Cases:
 
 - ``ShrinkageMLPClassifierCV()`` with its defaults on breast_cancer (standardized),
-  beside scikit-learn's ``LogisticRegressionCV(penalty="l1", solver="saga")`` and
+  beside its former training defaults (patience 30, 500 epochs per λ; now 10 and 200)
+  and scikit-learn's ``LogisticRegressionCV(penalty="l1", solver="saga")`` and
   ``LogisticRegressionCV()`` in the same run;
 - the README's example: 5-fold CV of an L1 path for an MLP on the synthetic task
   (:func:`shrinkage.study.datasets.synthetic`'s default), ``cross_validate`` defaults;
-- ``ShrinkageMLPRegressorCV()`` defaults on diabetes (standardized target);
+- ``ShrinkageMLPRegressorCV()`` defaults on diabetes (standardized target), and with
+  its former training defaults;
 - the default ``shrinkage study`` on diabetes (its runs, without writing the report), the
   study's cross-validations pinned to one engine.
 """
@@ -56,11 +58,14 @@ def cases() -> dict[str, dict[str, Callable[[], object]]]:
     X_s = rng.standard_normal((500, 10))
     y_s = 2 * X_s[:, 0] - X_s[:, 1] + 0.5 * rng.standard_normal(500)
 
-    def classifier(engine: str) -> Callable[[], object]:
-        return lambda: ShrinkageMLPClassifierCV(engine=engine, random_state=0).fit(X_bc, y_bc)
+    # the CV estimators' training defaults before 2026-11-26: patience 30, 500 epochs per λ
+    former = dict(n_iter_no_change=30, max_iter=500)
 
-    def regressor(engine: str) -> Callable[[], object]:
-        return lambda: ShrinkageMLPRegressorCV(engine=engine, random_state=0).fit(X_d, y_d)
+    def classifier(engine: str, **settings: object) -> Callable[[], object]:
+        return lambda: ShrinkageMLPClassifierCV(engine=engine, random_state=0, **settings).fit(X_bc, y_bc)
+
+    def regressor(engine: str, **settings: object) -> Callable[[], object]:
+        return lambda: ShrinkageMLPRegressorCV(engine=engine, random_state=0, **settings).fit(X_d, y_d)
 
     def readme(engine: str) -> Callable[[], object]:
         return lambda: cross_validate(lambda: MLP(10, (32,)), X_s, y_s, penalty=L1(), cv=5, n_jobs=-1, engine=engine)
@@ -87,6 +92,7 @@ def cases() -> dict[str, dict[str, Callable[[], object]]]:
         "ShrinkageMLPClassifierCV(), breast_cancer": {
             "sequential": classifier("sequential"),
             "batched": classifier("batched"),
+            "batched, former defaults (patience 30, 500 epochs)": classifier("batched", **former),
             "LogisticRegressionCV(l1, saga)": lambda: LogisticRegressionCV(
                 penalty="l1", solver="saga", max_iter=5000, n_jobs=-1
             ).fit(X_bc, y_bc),
@@ -96,6 +102,7 @@ def cases() -> dict[str, dict[str, Callable[[], object]]]:
         "ShrinkageMLPRegressorCV(), diabetes": {
             "sequential": regressor("sequential"),
             "batched": regressor("batched"),
+            "batched, former defaults (patience 30, 500 epochs)": regressor("batched", **former),
         },
     }
 

@@ -7,8 +7,8 @@ column, 2 % of the cells of four columns missing; target ``cultivar``). Each run
 ``--n-jobs 1`` (one process) and with the default (the penalties in one process per
 core), alternated, ``--repeats`` times, into a fresh folder each time. The table gives
 the median wall time of the whole command (imports, training, store, report) and the
-peak resident memory of the study's process and of its whole process tree (workers
-included), sampled every 0.1 s.
+peak resident memory of the study's process (exact: its high-water mark, read when it
+ends) and of its whole process tree (workers included, sampled every 0.1 s).
 
 With ``--before SRC`` (the ``src`` folder of an older checkout, e.g. from ``git
 worktree add``), the same commands also run that code (on ``PYTHONPATH``), alternated
@@ -48,18 +48,23 @@ def wine_like(path: Path, seed: int = 0) -> Path:
 
 
 def peak_rss(process: subprocess.Popen) -> tuple[int, int]:
-    """Peak RSS of ``process`` and of its process tree (bytes), sampled every 0.1 s until
-    it ends."""
-    main, tree = 0, 0
+    """Peak RSS of ``process`` and of its process tree (bytes). The process's is exact: the
+    kernel's high-water mark, which ``wait4`` gives when it ends. The tree's (the worker
+    processes added) is sampled every 0.1 s, so it can miss a short peak."""
+    tree = 0
     watched = psutil.Process(process.pid)
-    while process.poll() is None:
+    while True:
+        pid, status, usage = os.wait4(process.pid, os.WNOHANG)
+        if pid:
+            process.returncode = os.waitstatus_to_exitcode(status)
+            main = usage.ru_maxrss * 1024  # kilobytes on Linux
+            return main, max(tree, main)
         try:
             sizes = [p.memory_info().rss for p in [watched, *watched.children(recursive=True)]]
         except psutil.Error:  # a process ended while being read
             continue
-        main, tree = max(main, sizes[0]), max(tree, sum(sizes))
+        tree = max(tree, sum(sizes))
         time.sleep(0.1)
-    return main, tree
 
 
 def timed(command: list[str], env: dict[str, str] | None = None) -> tuple[float, float, float]:

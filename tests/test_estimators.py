@@ -48,6 +48,16 @@ def test_sklearn_estimator_checks(estimator, check):
         check(estimator)
 
 
+@pytest.mark.slow
+@parametrize_with_checks([ShrinkageMLPRegressorCV(random_state=0), ShrinkageMLPClassifierCV(random_state=0)])
+def test_sklearn_estimator_checks_of_the_cv_estimators_at_their_defaults(estimator, check):
+    """Every check at the default settings (20 λ, 5 folds, 64 hidden units): about 4 min
+    on 2 cores, so `make sklearn-checks` runs them and `make test` does not."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", category=UserWarning)
+        check(estimator)
+
+
 # ------------------------------------------------------------------------ the API
 def regression(n=200, p=10, seed=0):
     rng = np.random.default_rng(seed)
@@ -210,6 +220,24 @@ def test_cv_estimator_attributes():
     chosen = ShrinkageMLPRegressorCV((8,), cv=3, n_lambdas=5, selection="min", fit_config="same", random_state=0)
     chosen.fit(X, y)
     assert chosen.lambda_ == chosen.lambda_min_
+
+
+def test_training_defaults_single_fits_and_cv_paths():
+    """A single fit starts from a dense fit: 500 epochs, patience 30. The CV estimators
+    warm-start each λ of their path from the last, as every path does (PATH_CONFIG):
+    200 epochs per λ, patience 10. FISTA's linear fits: 10,000 iterations either way."""
+    from shrinkage.path import PATH_CONFIG
+
+    single, cv = ShrinkageMLPRegressor(), ShrinkageMLPClassifierCV()
+    assert (single._train_config().max_epochs, single._train_config().patience) == (500, 30)
+    assert (cv._train_config().max_epochs, cv._train_config().patience) == (200, 10)
+    assert (PATH_CONFIG.max_epochs, PATH_CONFIG.patience) == (200, 10)
+    assert ShrinkageMLPRegressorCV((), penalty="l1")._train_config().max_epochs == 10_000
+    assert ShrinkageMLPRegressorCV(max_iter=50)._train_config().max_epochs == 50
+    # and a fit keeps to it
+    X, y = regression(60, 3)
+    model = ShrinkageMLPRegressorCV((4,), cv=2, n_lambdas=2, random_state=0).fit(X, y)
+    assert max(p.epochs for p in model.path_.points) <= 200
 
 
 @pytest.mark.parametrize(

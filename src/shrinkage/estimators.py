@@ -66,7 +66,7 @@ from torch import nn
 from .batched import ENGINES
 from .cv import cross_validate
 from .models import ACTIVATIONS, MLP, SkipMLP
-from .path import FIT_CONFIG, PathConfig, PathPoint, RegularizationPath, column_norms, regularization_path
+from .path import FIT_CONFIG, PATH_CONFIG, PathConfig, PathPoint, RegularizationPath, column_norms, regularization_path
 from .penalties import L1
 from .presets import PRESETS, get_preset
 from .prune import SelectColumns, prune
@@ -95,8 +95,11 @@ __all__ = [
 PENALTY_NAMES = tuple(PRESETS)
 #: The ``optimizer`` values: "auto" picks FISTA for the linear configuration (see ``_solver``).
 OPTIMIZER_NAMES = ("auto", *OPTIMIZERS, *SOLVERS)
-#: ``tol`` and ``max_iter`` when None: a torch optimizer's (early-stopping gain, epochs)
-#: and FISTA's (stationarity at a unit step, iterations: :data:`~shrinkage.solvers.FISTA_CONFIG`).
+#: ``tol`` and ``max_iter`` when None: a torch optimizer's (early-stopping gain, epochs
+#: of a fit from a dense start) and FISTA's (stationarity at a unit step, iterations:
+#: :data:`~shrinkage.solvers.FISTA_CONFIG`). The CV estimators' torch optimizers train
+#: each λ of a path warm-started from the last: :data:`~shrinkage.path.PATH_CONFIG`'s
+#: 200 epochs (``_CrossValidated._epochs``).
 DEFAULTS = {"optimizer": (1e-4, 500), "fista": (FISTA_CONFIG.tol, FISTA_CONFIG.max_epochs)}
 
 
@@ -259,9 +262,14 @@ class _ShrinkageMLP(SelectorMixin, BaseEstimator):
         """``tol``, or its default for the solver."""
         return self.tol if self.tol is not None else DEFAULTS[self._kind()][0]
 
+    #: ``max_iter``'s default for a torch optimizer, in epochs
+    _epochs = DEFAULTS["optimizer"][1]
+
     def _max_iter(self) -> int:
         """``max_iter``, or its default for the solver."""
-        return self.max_iter if self.max_iter is not None else DEFAULTS[self._kind()][1]
+        if self.max_iter is not None:
+            return self.max_iter
+        return self._epochs if self._kind() == "optimizer" else DEFAULTS["fista"][1]
 
     def _kind(self) -> str:
         return "fista" if self._solver() in SOLVERS else "optimizer"
@@ -586,6 +594,9 @@ class _SingleLambda(_ShrinkageMLP):
 class _CrossValidated(_ShrinkageMLP):
     """λ chosen by K-fold cross-validation on a path (:func:`~shrinkage.cv.cross_validate`)."""
 
+    # each λ warm-started from the last: a short fit, as in every path of the library
+    _epochs = PATH_CONFIG.max_epochs
+
     def fit(self, X, y):
         """Cross-validate the path and keep the model at the selected λ."""
         X, target, task, outputs = self._fit_data(X, y)
@@ -717,14 +728,15 @@ _COMMON_DOC = """
     batch_size : int or None, default None
         ``None`` trains full-batch (fast for tabular data of a few thousand rows).
     max_iter : int, optional
-        Cap per fit: on epochs for a torch optimizer (default 500), on iterations for
-        FISTA (default 10,000).
+        Cap per fit: on epochs for a torch optimizer (default 500; in the CV estimators
+        200 per λ, each λ warm-started from the last), on iterations for FISTA (default
+        10,000).
     early_stopping : bool, default True
         Hold out ``validation_fraction`` of the training rows and stop when the
         validation objective stalls; otherwise watch the training objective (torch
         optimizers).
     validation_fraction : float in (0, 1), default 0.1
-    n_iter_no_change : int, default 30
+    n_iter_no_change : int, default 30 (10 in the CV estimators)
         Patience, in epochs (torch optimizers).
     tol : float, optional
         For a torch optimizer (default 1e-4), the relative improvement that resets the
@@ -955,7 +967,7 @@ class ShrinkageMLPRegressorCV(_RegressorMethods, _CrossValidated):
         max_iter=None,
         early_stopping=True,
         validation_fraction=0.1,
-        n_iter_no_change=30,
+        n_iter_no_change=10,
         tol=None,
         fit_config="default",
         n_jobs=None,
