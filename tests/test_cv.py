@@ -211,3 +211,18 @@ def test_lambda_min_at_the_grids_smallest_lambda_warns():
             torch.nn.Linear(3, 1), X, y, penalty=L1(), cv=3, n_lambdas=4, train_config=train_config, dense_start=False
         )
     assert result.at_grid_edge and result.index_min == 0
+
+
+def test_read_only_data_is_copied_at_the_boundary():
+    """pandas' copy-on-write and memory maps give read-only arrays, on which torch warns
+    (and must not write): check_X hands on a writable copy, the caller's array untouched;
+    a writable array is not copied."""
+    from shrinkage._arrays import check_X
+
+    X, _ = _small()
+    frozen = X.copy()
+    frozen.flags.writeable = False
+    checked = check_X(frozen)
+    assert checked.flags.writeable and not frozen.flags.writeable and checked is not frozen
+    np.testing.assert_array_equal(checked, X)
+    assert check_X(X) is X

@@ -296,7 +296,10 @@ def test_a_fit_that_runs_out_of_epochs_warns_with_its_distance_from_the_optimum(
     rng = np.random.default_rng(0)
     X = rng.standard_normal((80, 4))
     y = X[:, 0] - X[:, 1] + 0.1 * rng.standard_normal(80)
-    with pytest.warns(ConvergenceWarning, match=r"used all max_iter=3 epochs and is still .* above tol=0.0001"):
+    with pytest.warns(
+        ConvergenceWarning,
+        match=r"used all max_iter=3 epochs and is still .* above tol=0.0001 .*increase max_iter, with a lower learning_rate",
+    ):
         ShrinkageMLPRegressor(hidden_layer_sizes=(4,), penalty="l1", lambda_=1e-3, max_iter=3).fit(X, y)
     with warnings.catch_warnings():
         warnings.simplefilter("error", ConvergenceWarning)  # a network stopped early: no warning

@@ -160,6 +160,33 @@ def test_callback_can_stop_the_path():
     assert len(path) == 3
 
 
+@pytest.mark.parametrize("rows, threads_during", [(60, 1), (80_000, 2)])
+def test_a_small_path_trains_on_one_thread_and_gives_the_count_back(rows, threads_during):
+    """Small work (rows × width below 2**22) on one torch thread, as the batched engine:
+    threads that wait on each other at every operation made small fits far slower on busy
+    cores. Larger work keeps the caller's threads; the count is restored either way."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((rows, 3))
+    y = X[:, 0] + 0.1 * rng.standard_normal(rows)
+    seen = []
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        regularization_path(
+            MLP(3, (64,)),
+            X,
+            y,
+            penalty=L1(),
+            lambdas=[0.01],
+            dense_start=False,
+            train_config=TrainConfig(max_epochs=1),
+            callback=lambda point: seen.append(torch.get_num_threads()),
+        )
+        assert seen == [threads_during] and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_user_grid_and_test_scores():
     X, y = linear_problem()
     path = regularization_path(

@@ -27,7 +27,8 @@ def check_X(X: Any, name: str = "X") -> np.ndarray:
     bad = int((~np.isfinite(array)).sum())
     if bad:
         raise fail(name, "free of NaN and infinite values", Described(f"{bad} such value(s)"))
-    return array
+    # a read-only array (pandas' copy-on-write, a memory map) is copied: torch warns on one
+    return np.require(array, requirements="W")
 
 
 def check_y(y: Any, task: str, n_rows: int, name: str = "y", *, held_out: bool = False) -> np.ndarray:

@@ -28,8 +28,7 @@ import copy
 import hashlib
 import math
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,10 +48,12 @@ from .path import (
     _PathFit,
     _point,
     _state_copy,
+    cpu_threads,
     path_fit,
     scaled,
     split_validation,
     walk,
+    widest,
 )
 from .penalties import L1, L2, ElasticNet, GroupLasso, Penalty, SparseGroupLasso
 from .regularizer import Regularizer, Rule
@@ -192,11 +193,6 @@ def _row_losses(out: Tensor, target: Tensor, loss: str) -> Tensor:
         models, rows, classes = out.shape
         return criterion(out.reshape(models * rows, classes), target.repeat(models)).view(models, rows)
     return criterion(out, target.expand_as(out)).mean(-1)
-
-
-def _widest(model: nn.Module) -> int:
-    """The largest dimension of any of the model's parameters: a bound on a layer's width."""
-    return max(max(p.shape, default=1) for p in model.parameters())
 
 
 # ----------------------------------------------------------------------------- stack
@@ -399,7 +395,7 @@ def _train(
     adam = (float(config.lr), float(beta1), float(beta2), float(config.optimizer_kwargs.get("eps", 1e-8)))
     objective = config.monitor == "objective" and terms is not None
     work = _Working(stack, rows, hold)
-    chunk = max(1, _ACTIVATION_BUDGET // (stack.n * _widest(stack.template)))
+    chunk = max(1, _ACTIVATION_BUDGET // (stack.n * widest(stack.template)))
     for epoch in range(config.max_epochs + 1):
         losses, train_loss, grad = _losses_and_grad(stack, X, target, loss, work, chunk)
         going: Tensor | None = None
@@ -712,7 +708,7 @@ def joint_paths(
     everything = _Fold(*_split(np.arange(X.shape[0]), y, task, config), test=np.array([], dtype=np.int64))
     parts = [everything] + [_Fold(*_split(tr, y, task, config), test=te) for tr, te in folds]
     fit = _StackedPathFit(lead, parts, X_t, y_t, config, reuse)
-    with _cpu_threads(X_t.device, len(parts) * X.shape[0] * _widest(lead.net)):
+    with cpu_threads(X_t.device, len(parts) * X.shape[0] * widest(lead.net)):
         points, dense, lam_max, notes = walk(fit, rules, config)
         states = _relax(fit) if config.relax else None
     if states is not None:
@@ -735,27 +731,6 @@ def joint_paths(
         for k in range(1, len(parts))
     ]
     return full, fold_paths
-
-
-#: Below this many elements in a layer's stacked activations (models × rows × width), the
-#: CPU trains on one thread: such operations gain little from a second thread, and on a
-#: machine whose cores are busy with other work, threads that wait for each other at every
-#: operation made a study ten times slower (measured on 2 shared cores).
-_ONE_THREAD_BELOW = 1 << 22
-
-
-@contextmanager
-def _cpu_threads(device: torch.device, activations: int) -> Iterator[None]:
-    """One torch thread for small stacked work on the CPU (see :data:`_ONE_THREAD_BELOW`)."""
-    if device.type != "cpu" or activations >= _ONE_THREAD_BELOW:
-        yield
-        return
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _split(rows: np.ndarray, y: np.ndarray, task: str, config: PathConfig) -> tuple[np.ndarray, np.ndarray | None]:
@@ -781,7 +756,7 @@ def _relax(fit: _StackedPathFit) -> dict[tuple[int, ...], dict[str, Tensor]] | N
             done[(k, features)] = found
     missing = [pair for pair in wanted if pair not in done]
     # many feature sets on large data: a few at a time, so that the stacked activations fit
-    chunk = max(1, _ACTIVATION_BUDGET // (X.shape[0] * _widest(fit.net)))
+    chunk = max(1, _ACTIVATION_BUDGET // (X.shape[0] * widest(fit.net)))
     for first in range(0, len(missing), chunk):
         part = missing[first : first + chunk]
         stack = _Stack(fit.net, [fit.initial] * len(part), X.device)

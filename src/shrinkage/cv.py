@@ -228,9 +228,10 @@ def _folds(y: np.ndarray, task: str, cv: int, seed: int) -> list[tuple[np.ndarra
                 f"cv must be at most the size of the largest class ({counts.max()}) for stratified folds, got {cv}"
             )
         if counts.min() < cv:
+            smallest = int(counts.min())
             warnings.warn(
-                f"the smallest class has {counts.min()} rows, fewer than cv={cv}: some folds have none of it "
-                "(scikit-learn's StratifiedKFold warns the same)",
+                f"the smallest class has {smallest} row{'s' if smallest > 1 else ''}, fewer than cv={cv}: some "
+                "folds have none of it (scikit-learn's StratifiedKFold warns the same)",
                 UserWarning,
                 stacklevel=3,
             )

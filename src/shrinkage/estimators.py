@@ -336,7 +336,7 @@ class _ShrinkageMLP(SelectorMixin, BaseEstimator):
                 "optimizer='auto', does with batch_size=None and mode='proximal')"
             )
         else:
-            advice = "increase max_iter or learning_rate"
+            advice = "increase max_iter, with a lower learning_rate (Adam's fixed step circles a stationary point)"
         warnings.warn(
             f"{type(self).__name__}: the fit at λ={point.lambda_:.4g} {why} and is still {point.stationarity:.2g} "
             f"from a stationary point, above tol={tol:g} (see shrinkage.path.stationarity); {advice}",
