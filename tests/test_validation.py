@@ -58,6 +58,7 @@ def _files(tmp):
     (tmp / "text.sqlite").write_text("not a database")
     sqlite3.connect(tmp / "other.sqlite").execute("CREATE TABLE t (x)").connection.commit()
     (tmp / "empty.safetensors").write_bytes(b"")
+    (tmp / "model.onnx").write_bytes(b"\x08\x08\x12\x09shrinkage")  # an ONNX protobuf's first fields
 
     class Payload:  # a pickle that would run a command when loaded
         def __reduce__(self):
@@ -139,6 +140,7 @@ API = [
     ("model: pickle payload", lambda t: load_model(t / "payload.pt"), ValueError, "is not a safetensors file"),
     ("model: torch pickle", lambda t: load_model(t / "plain.pt"), ValueError, "is not a safetensors file"),
     ("model: empty", lambda t: load_model(t / "empty.safetensors"), ValueError, "is not a safetensors file"),
+    ("model: ONNX", lambda t: load_model(t / "model.onnx"), ValueError, "is an ONNX file, for ONNX runtimes"),
     ("model: missing", lambda t: load_model(t / "none.safetensors"), FileNotFoundError, "does not exist"),
     ("save into a folder", lambda t: save_model(net(), t / "folder.csv"), OSError, "is a folder: name a file"),
     ("prune a Conv", lambda t: prune(torch.nn.Conv2d(1, 1, 3)), TypeError, "prune supports an nn.Sequential"),

@@ -51,6 +51,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Run the command line on ``argv`` (default: the process's arguments) and exit."""
     try:
         from shrinkage.study.cli import main as command_line
+    except KeyboardInterrupt:  # Ctrl-C while the command line loads: ended as it ends one later
+        print("shrinkage: aborted", file=sys.stderr)
+        sys.exit(1)
     except ModuleNotFoundError as error:
         line = missing_extra(error, needs="the command line")
         if line is None:  # not an optional package: a broken install or a bug

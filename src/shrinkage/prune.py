@@ -910,6 +910,11 @@ def load_model(source: str | Path | bytes) -> tuple[nn.Module, dict]:
         tensors = load(data)
         header = _safetensors_metadata(data).get("shrinkage")
     except Exception as error:  # safetensors raises its own error types for corrupt input
+        if not isinstance(source, bytes) and Path(source).suffix.lower() == ".onnx":
+            raise InputError(
+                f"{where} is an ONNX file, for ONNX runtimes (onnxruntime); this reads the safetensors "
+                "model file that `shrinkage export` writes without --format onnx"
+            ) from None
         raise InputError(f"{where} is not a safetensors file: {error}") from None
     if header is None:
         raise InputError(f"{where} has no shrinkage architecture description")

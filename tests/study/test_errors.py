@@ -164,6 +164,24 @@ def test_without_click_the_command_says_which_extra_to_install(monkeypatch, caps
     )
 
 
+def test_ctrl_c_while_the_command_line_loads_ends_as_a_later_one(monkeypatch, capsys):
+    """Ctrl-C while the command line's modules load (pandas, click, …): "shrinkage:
+    aborted" and exit code 1, as the command ends on Ctrl-C later, not an import traceback."""
+    import types
+
+    from shrinkage.__main__ import main as launcher
+
+    class Loading(types.ModuleType):
+        def __getattr__(self, name):
+            raise KeyboardInterrupt
+
+    monkeypatch.setitem(sys.modules, "shrinkage.study.cli", Loading("shrinkage.study.cli"))
+    with pytest.raises(SystemExit) as exit:
+        launcher(["study", "--help"])
+    assert exit.value.code == 1
+    assert capsys.readouterr() == ("", "shrinkage: aborted\n")
+
+
 def test_a_parquet_file_without_pyarrow_names_the_extra(monkeypatch, tmp_path):
     """pandas says only "Unable to find a usable engine"; the user is told what to install."""
     import pandas as pd
