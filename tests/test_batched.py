@@ -96,6 +96,39 @@ def test_each_models_penalty_value(penalty):
     np.testing.assert_allclose(values.numpy(), expected, rtol=1e-6)
 
 
+@pytest.mark.parametrize(
+    "model",
+    [
+        MLP(5, (7, 4), 2),
+        MLP(5, (6,), 1, activation="tanh"),
+        nn.Sequential(nn.ReLU(), nn.Linear(5, 3, bias=False), nn.ReLU(), nn.Linear(3, 1)),
+    ],
+)
+def test_the_stacked_forward_is_each_models_forward(model):
+    """The stacked chain (bias in the product, ReLU in place) gives each model's own
+    output, and its gradient, as torch's module does; the data is never written."""
+    from shrinkage.batched import _Stack
+
+    torch.manual_seed(2)
+    states = []
+    for _ in range(3):
+        for p in model.parameters():
+            nn.init.normal_(p)
+        states.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+    stack = _Stack(model, states, "cpu")
+    X = torch.randn(11, 5)
+    data = X.clone()
+    out = stack.forward(X)
+    (grad,) = torch.autograd.grad(out.square().sum(), [stack.flat])
+    assert torch.equal(X, data)
+    for k, state in enumerate(states):
+        model.load_state_dict(state)
+        own = model(X)
+        torch.testing.assert_close(out[k], own, rtol=1e-5, atol=1e-5)
+        expected = torch.autograd.grad(own.square().sum(), list(model.parameters()))
+        torch.testing.assert_close(grad[k], torch.cat([g.reshape(-1) for g in expected]), rtol=1e-4, atol=1e-4)
+
+
 # ---------------------------------------------------------------------- equivalence
 def test_linear_model_folds_match_the_sequential_engine(diabetes):
     """A linear model's objective is convex: each fold's solution at each λ is the same
