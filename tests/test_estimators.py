@@ -234,10 +234,15 @@ def test_training_defaults_single_fits_and_cv_paths():
     assert (PATH_CONFIG.max_epochs, PATH_CONFIG.patience) == (200, 10)
     assert ShrinkageMLPRegressorCV((), penalty="l1")._train_config().max_epochs == 10_000
     assert ShrinkageMLPRegressorCV(max_iter=50)._train_config().max_epochs == 50
-    # and a fit keeps to it
+    # and a fit runs to it: with tol=0 and a patience longer than the cap, every λ of the
+    # full path and of each fold trains exactly max_iter's default epochs
     X, y = regression(60, 3)
-    model = ShrinkageMLPRegressorCV((4,), cv=2, n_lambdas=2, random_state=0).fit(X, y)
-    assert max(p.epochs for p in model.path_.points) <= 200
+    model = ShrinkageMLPRegressorCV((4,), cv=2, n_lambdas=2, tol=0.0, n_iter_no_change=1000, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # (capped fits warn)
+        model.fit(X, y)
+    epochs = [p.epochs for path in (model.path_, *model.cv_result_.folds) for p in path.points]
+    assert epochs and set(epochs) == {200}
 
 
 @pytest.mark.parametrize(

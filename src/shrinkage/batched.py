@@ -303,7 +303,7 @@ class _Terms:
         flat = self.stack.flat
         rows = [torch.zeros(flat.shape[1], dtype=flat.dtype, device=flat.device) for _ in range(2)]
         for penalty, names, _ in self.terms:
-            rho = penalty.l1_ratio if isinstance(penalty, ElasticNet) else float(isinstance(penalty, L1))
+            rho = _l1_share(penalty)
             weights = (penalty.lambda_ * rho, penalty.lambda_ * (1.0 - rho))
             for name in names:
                 a, b = self.stack.slices[name]
@@ -342,25 +342,29 @@ class _Terms:
         return total
 
 
+def _l1_share(penalty: Penalty) -> float:
+    """ρ of an element-wise penalty written ``λ·(ρ·Σ|w| + (1 − ρ)·Σw²)``: L1 1, L2 0."""
+    return penalty.l1_ratio if isinstance(penalty, ElasticNet) else float(isinstance(penalty, L1))
+
+
 def _value_per_model(penalty: Penalty, x: Tensor, layout: F.GroupLayout | None) -> Tensor:
     """``penalty.value`` of each model's slice of the stacked ``x``, at once."""
     x = x.detach().double()
-    # each sum only where the penalty has it (this runs at every epoch)
-    if isinstance(penalty, L1):
-        return penalty.lambda_ * x.flatten(1).abs().sum(1)
-    if isinstance(penalty, L2):
-        return penalty.lambda_ * x.flatten(1).square().sum(1)
-    if isinstance(penalty, ElasticNet):
-        flat = x.flatten(1)
-        return penalty.lambda_ * (
-            penalty.l1_ratio * flat.abs().sum(1) + (1.0 - penalty.l1_ratio) * flat.square().sum(1)
-        )
+    flat = x.flatten(1)
+    if isinstance(penalty, (L1, L2, ElasticNet)):  # ρ·Σ|w| + (1 − ρ)·Σw², each sum only where ρ asks for it
+        rho = _l1_share(penalty)
+        value = flat.new_zeros(flat.shape[0])
+        if rho > 0:
+            value = value + rho * flat.abs().sum(1)
+        if rho < 1:
+            value = value + (1.0 - rho) * flat.square().sum(1)
+        return penalty.lambda_ * value
     assert isinstance(penalty, GroupLasso) and layout is not None  # unsupported() admits no other
     norms = F.group_norms(x, layout)
     weights = layout.weights if isinstance(layout.weights, float) else layout.weights.to(norms)
     groups = (norms * weights).sum(-1)
     if isinstance(penalty, SparseGroupLasso):
-        return penalty.lambda_ * (penalty.l1_ratio * x.flatten(1).abs().sum(1) + (1.0 - penalty.l1_ratio) * groups)
+        return penalty.lambda_ * (penalty.l1_ratio * flat.abs().sum(1) + (1.0 - penalty.l1_ratio) * groups)
     return penalty.lambda_ * groups
 
 

@@ -10,8 +10,9 @@ second and about 75 MB (it loads much of SciPy), which the study's command would
 these few lines; the tests compare every function here with scikit-learn's over many
 sizes, class balances and seeds.
 
-The functions take valid input (each class with at least ``k`` rows, ``0 < test_size <
-1``, …): their callers check it and name the parameter.
+The functions take valid input (some class with at least ``k`` rows — a smaller class is
+dealt to fewer folds, as scikit-learn does —, ``0 < test_size < 1``, …): their callers
+check it and name the parameter.
 
 >>> [test.tolist() for _, test in kfold(6, 3, seed=0)]
 [[2, 5], [1, 3], [0, 4]]
