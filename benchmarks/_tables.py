@@ -1,12 +1,22 @@
-"""The size and latency rows shared by the pruning benchmarks (a Markdown table)."""
+"""Pieces the benchmarks share: writing a table out, the pruning benchmarks' size and
+latency rows (Markdown tables)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 
 from shrinkage.prune import PruneReport, _latency_ms
+
+
+def print_and_save(lines: Sequence[str], out: str | None) -> None:
+    """Print the table's ``lines`` and, with ``out``, write them to that file."""
+    text = "\n".join(lines)
+    print(text)
+    if out:
+        with open(out, "w") as handle:
+            handle.write(text + "\n")
 
 
 def print_size_and_latency(

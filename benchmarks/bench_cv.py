@@ -31,6 +31,7 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
+from _tables import print_and_save
 from sklearn.datasets import load_breast_cancer, load_diabetes
 from sklearn.linear_model import LogisticRegressionCV
 from sklearn.preprocessing import StandardScaler
@@ -134,11 +135,7 @@ def main() -> None:
             f"{median['sequential'] / median['batched']:.2f} | {others or '—'} |"
         )
         print(lines[-1], flush=True)
-    text = "\n".join(lines)
-    print(text)
-    if args.out:
-        with open(args.out, "w") as handle:
-            handle.write(text + "\n")
+    print_and_save(lines, args.out)
 
 
 if __name__ == "__main__":

@@ -171,6 +171,29 @@ def test_network_folds_follow_the_sequential_engine(penalty):
     assert len({f.dense.epochs for f in bat.folds}) > 1
 
 
+def test_lr_halvings_follow_the_sequential_engine():
+    """``lr_halvings``: each model of the stack halves its own learning rate at its own
+    plateaus, as ``train`` does for one: the same solutions, and no fit in either engine
+    stopped before ``patience`` epochs per halving and one more plateau."""
+    X, y = _standardized(load_breast_cancer, rows=300)
+    patience, halvings = 5, 3
+    config = PathConfig(
+        lambdas=tuple(np.geomspace(1e-3, 3e-2, 3)),
+        dense_config=TrainConfig(lr=3e-2, batch_size=None, max_epochs=150, patience=5),
+        train_config=TrainConfig(
+            lr=1e-2, batch_size=None, max_epochs=600, patience=patience, lr_halvings=halvings, monitor="objective"
+        ),
+    )
+    seq, bat = _both(lambda: MLP(30, (16,), 1), X, y, penalty=GroupLasso(), task="binary", config=config, cv=3)
+    objective = lambda p: p.train_loss + p.penalty  # noqa: E731
+    for fold_seq, fold_bat in zip(seq.folds, bat.folds):
+        for a, b in zip(fold_seq.points, fold_bat.points):
+            np.testing.assert_allclose(objective(b), objective(a), rtol=0.05)
+            assert patience * (halvings + 1) <= min(a.epochs, b.epochs)
+    assert any(p.epochs < 600 for fold in bat.folds for p in fold.points)  # stopped after its halvings
+    np.testing.assert_allclose(bat.scores, seq.scores, rtol=0.1, atol=1e-2)
+
+
 def test_full_path_is_the_sequential_full_path():
     """The full-data path (its automatic grid, its weights at every λ) is the one the
     sequential engine makes: the lead model of the stack trains exactly as alone."""

@@ -474,3 +474,54 @@ def test_a_step_the_grad_scaler_skips_skips_the_penalty_also_with_a_fused_optimi
 def test_gradient_mode_refuses_gradients_the_scaler_has_not_unscaled():
     with pytest.raises(RuntimeError, match=r"^mode='gradient' adds the penalty's gradient before the step, but"):
         _scaled_steps("gradient", True, L1(0.5), overflow_first=False)
+
+
+@pytest.mark.parametrize("tensor_lr", [False, True])
+def test_lr_halvings_follow_torchs_reduce_on_plateau(tensor_lr):
+    """``train`` with ``lr_halvings=k`` is torch's ``ReduceLROnPlateau`` (factor ½, the
+    ``tol`` as an absolute threshold for losses below 1) until the plateau after the
+    k-th halving, where it stops: the same weights (the prox reads each halved learning
+    rate), the same epoch; the optimizer's learning rate is put back afterwards."""
+    from shrinkage.train import TrainConfig, train
+
+    torch.manual_seed(0)
+    X = torch.randn(64, 6)
+    y = 0.3 * X[:, :2].sum(1) + 0.05 * torch.randn(64)  # losses below 1: an absolute tol
+    patience, halvings, tol = 4, 3, 1e-4
+    config = TrainConfig(
+        lr=0.05, batch_size=None, max_epochs=2000, patience=patience, lr_halvings=halvings, tol=tol, restore_best=False
+    )
+    lr = torch.tensor(0.05) if tensor_lr else 0.05
+
+    ours = _model()
+    optimizer = torch.optim.Adam(ours.parameters(), lr=lr)
+    result = train(
+        ours, X, y, regularizer=Regularizer(ours, [Rule(L1(0.02), "weight")]), config=config, optimizer=optimizer
+    )
+
+    reference = _model()
+    opt = torch.optim.Adam(reference.parameters(), lr=torch.tensor(0.05) if tensor_lr else 0.05)
+    Regularizer(reference, [Rule(L1(0.02), "weight")]).attach(opt)
+    plateaus = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        opt, mode="min", factor=0.5, patience=patience - 1, threshold=tol, threshold_mode="abs"
+    )
+    reductions, epochs = 0, 0
+    target = y.reshape(-1, 1)
+    for epoch in range(config.max_epochs):
+        opt.zero_grad()
+        torch.nn.functional.mse_loss(reference(X), target).backward()
+        opt.step()
+        with torch.no_grad():
+            score = float(torch.nn.functional.mse_loss(reference(X), target, reduction="sum")) / X.shape[0]
+        before = float(opt.param_groups[0]["lr"])
+        plateaus.step(score)
+        reductions += float(opt.param_groups[0]["lr"]) < before
+        epochs = epoch + 1
+        if reductions > halvings:  # the plateau after the last halving: train stops
+            break
+    assert reductions == halvings + 1 and epochs < config.max_epochs  # the halvings happened
+    assert result.epochs == epochs and result.stopped_early
+    torch.testing.assert_close(ours.weight, reference.weight, rtol=0, atol=0)
+    torch.testing.assert_close(ours.bias, reference.bias, rtol=0, atol=0)
+    assert float(optimizer.param_groups[0]["lr"]) == float(lr)  # put back for the next fit
+    assert isinstance(optimizer.param_groups[0]["lr"], torch.Tensor) == tensor_lr

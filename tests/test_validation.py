@@ -119,6 +119,7 @@ API = [
     ("lr 0", lambda t: TrainConfig(lr=0), ValueError, "lr must be a finite number > 0, got 0"),
     ("lr NaN", lambda t: TrainConfig(lr=float("nan")), ValueError, "lr must be a finite number > 0, got nan"),
     ("batch 0", lambda t: TrainConfig(batch_size=0), ValueError, "batch_size must be an integer >= 1, got 0"),
+    ("halvings", lambda t: TrainConfig(lr_halvings=-1), ValueError, "lr_halvings must be an integer >= 0, got -1"),
     ("optimizer", lambda t: TrainConfig(optimizer="lbfgs"), ValueError, "optimizer must be one of 'sgd', 'adam'"),
     ("width 0", lambda t: MLP(3, (0,)), ValueError, "hidden must be an integer >= 1, got 0"),
     ("activation", lambda t: MLP(3, (4,), activation="swish"), ValueError, "activation must be one of 'relu'"),

@@ -398,8 +398,8 @@ def _train(
     Full-batch Adam; after each step the prox of ``terms`` with each model's own
     per-element step (the rule of :mod:`shrinkage.optim` for Adam), and ``hold``
     (``(models, parameters)`` of 0/1) multiplied in: relaxed fits keep their dropped
-    input columns at exactly zero. Early stopping, patience, ``tol`` and
-    ``restore_best`` as in ``train``, per model.
+    input columns at exactly zero. Early stopping, patience, ``lr_halvings``, ``tol``
+    and ``restore_best`` as in ``train``, per model.
 
     A model that stops leaves the working set: its weights, Adam state and curves go
     back to ``stack``, and the others go on as a smaller stack, so that an epoch costs
@@ -431,7 +431,7 @@ def _train(
                 train_loss, grad = train_loss.index_select(0, keep), grad.index_select(0, keep)
         work.train.append(train_loss.detach().double())
         with torch.no_grad(), F.device_checks(_NEWTON_CHECKS):  # the epoch waits on the device anyway
-            _adam_prox_step(stack, work, grad, adam, terms)
+            _adam_prox_step(stack, work, grad, adam, terms, config.lr_halvings > 0)
     return work.out
 
 
@@ -479,6 +479,8 @@ class _Working:
         self.best = torch.full((n,), math.inf, dtype=torch.float64, device=device)
         self.best_epoch = torch.zeros(n, dtype=torch.long, device=device)
         self.waited = torch.zeros(n, dtype=torch.long, device=device)
+        self.halvings = torch.zeros(n, dtype=torch.long, device=device)
+        self.rate = torch.ones(n, 1, dtype=self.weights.dtype, device=device)  # of the learning rate
         self.train: list[Tensor] = []  # this working set's curves, one (working,) tensor an epoch
         self.val: list[Tensor] = []
         self.out = _PhaseResult(
@@ -494,6 +496,11 @@ class _Working:
         self.waited = torch.where(improved, 0, self.waited + 1)
         if config.restore_best:
             torch.where(improved[:, None], self.weights, self.best_weights, out=self.best_weights)
+        if config.lr_halvings:  # a plateau halves a model's learning rate while it may
+            halve = (self.waited >= config.patience) & (self.halvings < config.lr_halvings)
+            self.halvings += halve
+            self.rate = torch.where(halve[:, None], self.rate * 0.5, self.rate)
+            self.waited = torch.where(halve, 0, self.waited)
         going = self.waited < config.patience
         # the epoch's one host read
         finite, *flags = torch.cat([torch.isfinite(score).all().view(1), going]).tolist()
@@ -535,8 +542,8 @@ class _Working:
         self.train_rows = self.train_rows.index_select(0, keep)
         self.score_rows = self.score_rows.index_select(0, keep)
         self.hold = None if self.hold is None else self.hold.index_select(0, keep)
-        self.best, self.best_epoch, self.waited = (
-            t.index_select(0, keep) for t in (self.best, self.best_epoch, self.waited)
+        self.best, self.best_epoch, self.waited, self.halvings, self.rate = (
+            t.index_select(0, keep) for t in (self.best, self.best_epoch, self.waited, self.halvings, self.rate)
         )
         return keep
 
@@ -550,7 +557,12 @@ class _Working:
 
 
 def _adam_prox_step(
-    stack: _Stack, work: _Working, grad: Tensor, adam: tuple[float, float, float, float], terms: _Terms | None
+    stack: _Stack,
+    work: _Working,
+    grad: Tensor,
+    adam: tuple[float, float, float, float],
+    terms: _Terms | None,
+    halvings: bool = False,
 ) -> None:
     """torch's Adam step on every working model, then the prox with the step it took."""
     lr, beta1, beta2, eps = adam
@@ -562,6 +574,8 @@ def _adam_prox_step(
     v.mul_(beta2).addcmul_(grad, grad, value=1.0 - beta2)
     # lr / (√(v/(1−β₂ᵗ)) + ε): Adam's per-element step, what the prox scales by
     step = (v.sqrt() / root2).add_(eps).reciprocal_().mul_(lr)
+    if halvings:
+        step.mul_(work.rate)
     p.sub_(step * m / bias1)
     if terms is not None:
         terms.prox_(p, step)

@@ -126,9 +126,9 @@ class TrainConfig:
         A torch optimizer, or ``"fista"``: the full-batch accelerated proximal-gradient
         solver of :func:`shrinkage.solvers.fista`, which needs ``batch_size=None`` and
         runs until its stationarity is at most ``tol`` (or ``max_epochs`` iterations):
-        no early stopping, so ``patience``, ``monitor`` and ``restore_best`` do not
-        apply (its objective never rises: the last point is the best), and the
-        validation data is only scored.
+        no early stopping, so ``patience``, ``lr_halvings``, ``monitor`` and
+        ``restore_best`` do not apply (its objective never rises: the last point is the
+        best), and the validation data is only scored.
     lr : float, default 1e-3
         For ``"fista"``: the step its stationarity is measured with (the path's too),
         and the first step its line search tries; :data:`~shrinkage.solvers.FISTA_CONFIG`
@@ -139,7 +139,12 @@ class TrainConfig:
         Cap on epochs per fit (iterations for ``"fista"``).
     patience : int, default 10
         Stop after this many epochs without an improvement of the monitored value
-        by ``tol·max(|best|, 1)``.
+        by ``tol·max(|best|, 1)`` (a plateau).
+    lr_halvings : int, default 0
+        At a plateau, halve the learning rate and go on, at most this many times; the
+        plateau after the last halving stops the fit. The learning rate is put back when
+        the fit ends (a path's optimizer starts each λ at ``lr``). 0: the first plateau
+        stops.
     tol : float, default 1e-4
         Relative for values above 1, absolute below: a cross-entropy falling toward 0
         on separable classes stops, while a loss in the thousands still needs a
@@ -159,6 +164,7 @@ class TrainConfig:
     batch_size: int | None = 64
     max_epochs: int = 200
     patience: int = 10
+    lr_halvings: int = 0
     tol: float = 1e-4
     monitor: str = "loss"
     restore_best: bool = True
@@ -173,6 +179,7 @@ class TrainConfig:
                 raise fail("batch_size", f"None (full batch) with optimizer={self.optimizer!r}", self.batch_size)
         check_int("max_epochs", self.max_epochs, low=1)
         check_int("patience", self.patience, low=1)
+        check_int("lr_halvings", self.lr_halvings, low=0)
         check_number("tol", self.tol, low=0.0)
         check_choice("monitor", self.monitor, ("loss", "objective"))
         check_bool("restore_best", self.restore_best)
@@ -216,6 +223,20 @@ def _sum_dtype(device: torch.device) -> torch.dtype:
 
 def _dtype(model: nn.Module) -> torch.dtype:
     return next(model.parameters()).dtype
+
+
+def _learning_rates(optimizer: torch.optim.Optimizer) -> list[Any]:
+    """Each parameter group's learning rate (a copy of a tensor one)."""
+    return [group["lr"].clone() if isinstance(group["lr"], Tensor) else group["lr"] for group in optimizer.param_groups]
+
+
+def _set_learning_rates(optimizer: torch.optim.Optimizer, rates: list[Any]) -> None:
+    """Set each group's learning rate; a tensor one in place (a captured graph reads it)."""
+    for group, rate in zip(optimizer.param_groups, rates):
+        if isinstance(group["lr"], Tensor):
+            group["lr"].copy_(rate)
+        else:
+            group["lr"] = rate
 
 
 @torch.no_grad()
@@ -322,7 +343,8 @@ def train(
     best_score = math.inf
     best_state = None
     start_state = copy.deepcopy(model.state_dict())  # what a divergence falls back to if no epoch is kept
-    waited = 0
+    waited, halvings = 0, 0
+    rates = _learning_rates(opt)  # put back at the end (after halvings)
     try:
         model.train()
         for epoch in range(config.max_epochs):
@@ -365,13 +387,18 @@ def train(
                     best_state = copy.deepcopy(model.state_dict())
             else:
                 waited += 1
-                if waited >= config.patience:
+                if waited >= config.patience and halvings < config.lr_halvings:
+                    halvings, waited = halvings + 1, 0
+                    _set_learning_rates(opt, [rate * 0.5**halvings for rate in rates])
+                elif waited >= config.patience:
                     result.stopped_early = True
                     break
     except Diverged:
         model.load_state_dict(best_state if best_state is not None else start_state)
         raise
     finally:
+        if halvings:
+            _set_learning_rates(opt, rates)
         if handle is not None:
             handle.remove()
     if best_state is not None:
