@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import pickle
 import sqlite3
+import warnings
 
 import numpy as np
 import pytest
@@ -21,7 +22,7 @@ from click.testing import CliRunner
 from shrinkage import L1, L2, ElasticNet, GroupLasso, HierarchicalLasso, InputError, Regularizer, Rule, make_penalty
 from shrinkage.convert import from_sklearn_lasso, from_torch_weight_decay
 from shrinkage.cv import cross_validate
-from shrinkage.estimators import ShrinkageMLPRegressor
+from shrinkage.estimators import ShrinkageMLPClassifierCV, ShrinkageMLPRegressor, ShrinkageMLPRegressorCV
 from shrinkage.models import MLP
 from shrinkage.path import PathConfig, regularization_path
 from shrinkage.prune import load_model, prune, save_model
@@ -236,3 +237,40 @@ def test_seeds_jobs_devices_and_removed_options_are_input_errors(build, message)
 def test_a_cuda_device_on_a_machine_without_one_is_an_input_error():
     with pytest.raises(InputError, match="device must be a device this machine has"):
         PathConfig(device="cuda")
+
+
+# ------------------------------------------------------------- where warnings point
+def _attach(model, optimizer):
+    return Regularizer(model, [Rule(L1(0.1), "weight")]).attach(optimizer(model.parameters()))
+
+
+def _caught(run) -> list[warnings.WarningMessage]:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run()
+    return list(caught)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        # a grid edge found by cross_validate, called directly and from an estimator's fit
+        lambda X, y: cross_validate(MLP(4, (), 1), X, y, penalty=L1(), lambdas=(1e-5, 0.5), cv=2, n_jobs=1),
+        lambda X, y: ShrinkageMLPRegressorCV(hidden_layer_sizes=(), lambdas=(1e-5, 0.5), cv=2).fit(X, y),
+        # a class smaller than cv, from an estimator's fit
+        lambda X, y: ShrinkageMLPClassifierCV(
+            hidden_layer_sizes=(), n_lambdas=2, cv=3, max_iter=5, optimizer="adam"
+        ).fit(X, np.arange(len(y)) < 2),
+        # an optimizer the prox has no exact step for, at attach
+        lambda X, y: _attach(torch.nn.Linear(4, 1), torch.optim.Adadelta),
+    ],
+)
+def test_a_warning_names_the_users_line_not_the_librarys(make):
+    """However deep in the package a warning arises, it is attributed to the caller's
+    line (so that warning filters and "once per location" act on the user's code)."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((40, 4))
+    y = X[:, 0] + 0.1 * rng.standard_normal(40)
+    caught = _caught(lambda: make(X, y))
+    assert caught, "the case must warn"
+    assert {w.filename for w in caught} == {__file__}, [(w.filename, str(w.message)[:60]) for w in caught]

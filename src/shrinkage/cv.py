@@ -23,7 +23,6 @@ is built on ``glmnet``:
 from __future__ import annotations
 
 import copy
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -36,6 +35,7 @@ from torch import nn
 from . import batched
 from ._arrays import check_X, check_y
 from ._progress import progress_bar
+from ._warnings import warn
 from .path import (
     ModelSpec,
     PathConfig,
@@ -229,11 +229,10 @@ def _folds(y: np.ndarray, task: str, cv: int, seed: int) -> list[tuple[np.ndarra
             )
         if counts.min() < cv:
             smallest = int(counts.min())
-            warnings.warn(
+            warn(
                 f"the smallest class has {smallest} row{'s' if smallest > 1 else ''}, fewer than cv={cv}: some "
                 "folds have none of it (scikit-learn's StratifiedKFold warns the same)",
                 UserWarning,
-                stacklevel=3,
             )
         return stratified_kfold(y, cv, seed)  # scikit-learn's StratifiedKFold(shuffle=True)
     return kfold(len(y), cv, seed)  # scikit-learn's KFold(shuffle=True)
@@ -482,11 +481,10 @@ def cross_validate(
         admissible = ~failed
     mean, se, index_min, index_1se = one_standard_error(scores, grid, sizes, admissible)
     if index_min == 0 and len(grid) > 1:
-        warnings.warn(
+        warn(
             f"lambda_min is the grid's smallest λ ({grid[0]:.4g}): the cross-validated loss may fall further "
             "below it; extend the grid down (a smaller lambda_min_ratio, or lambdas=...)",
             GridEdgeWarning,
-            stacklevel=2,
         )
 
     chosen = full.points[index_min if selection == "min" else index_1se]

@@ -48,7 +48,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import numbers
-import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar, cast
@@ -63,6 +62,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 from torch import nn
 
+from ._warnings import warn
 from .batched import ENGINES
 from .cv import cross_validate
 from .models import ACTIVATIONS, MLP, SkipMLP
@@ -337,11 +337,10 @@ class _ShrinkageMLP(SelectorMixin, BaseEstimator):
             )
         else:
             advice = "increase max_iter, with a lower learning_rate (Adam's fixed step circles a stationary point)"
-        warnings.warn(
+        warn(
             f"{type(self).__name__}: the fit at λ={point.lambda_:.4g} {why} and is still {point.stationarity:.2g} "
             f"from a stationary point, above tol={tol:g} (see shrinkage.path.stationarity); {advice}",
             ConvergenceWarning,
-            stacklevel=3,
         )
 
     def _seed(self) -> int:

@@ -95,7 +95,6 @@ from __future__ import annotations
 
 import os
 import sys
-import warnings
 from typing import Any
 
 try:
@@ -109,6 +108,7 @@ except ImportError:  # pragma: no cover - depends on what is installed
 import torch
 from torch import Tensor, nn
 
+from ._warnings import warn
 from .regularizer import MODES, Regularizer, as_rules
 from .structure import unwrap
 from .validation import InputError, check_bool, check_choice, fail
@@ -230,12 +230,11 @@ class RegularizerCallback(TrainerCallback):
             self._hook = reg.model.register_forward_hook(hook, with_kwargs=True)
         self._penalty_sum, self._penalty_steps = None, 0
         if self.log and args.report_to and not self._first:
-            warnings.warn(
+            warn(
                 f"RegularizerCallback runs after the reporting integrations {list(args.report_to)}, which log "
                 "before it adds 'penalty' and 'sparsity'; add it with callback.add_to(trainer) for them to "
                 "record the two",
                 UserWarning,
-                stacklevel=2,
             )
 
     def on_train_end(self, args, state, control, **kwargs):
@@ -250,11 +249,10 @@ class RegularizerCallback(TrainerCallback):
             return
         folder = os.path.join(args.output_dir, f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}")
         if not os.path.isdir(folder):
-            warnings.warn(
+            warn(
                 f"RegularizerCallback found no checkpoint folder {folder} after the Trainer saved one: the "
                 f"regularizer's state ({STATE_FILE}, with its centres) is not in that checkpoint",
                 UserWarning,
-                stacklevel=2,
             )
             return
         torch.save(self._bound().state_dict(), os.path.join(folder, STATE_FILE))  # centres on the CPU
@@ -273,13 +271,12 @@ class RegularizerCallback(TrainerCallback):
                     "that saved the checkpoint"
                 ) from None
         elif any(r.penalty.center == "initial" for r in reg.rules):
-            warnings.warn(
+            warn(
                 f"RegularizerCallback: the Trainer resumes from {folder}, which holds no {STATE_FILE}: the "
                 "penalties centred on 'initial' are now centred on the weights the Trainer was given, not on "
                 "those of the run that saved the checkpoint; center=<pretrained state dict> (the reference "
                 "weights themselves) does not rely on the checkpoint",
                 UserWarning,
-                stacklevel=2,
             )
 
     def _release(self) -> None:

@@ -42,7 +42,6 @@ Needs ``pytorch-lightning`` (``pip install 'shrinkage[lightning]'``); with only 
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
 try:  # the standalone package first, then the unified one
@@ -53,6 +52,7 @@ except ImportError:  # pragma: no cover - depends on what is installed
     except ImportError:
         raise ImportError("shrinkage.lightning needs PyTorch Lightning: pip install 'shrinkage[lightning]'") from None
 
+from ._warnings import warn
 from .regularizer import Regularizer, as_rules
 from .validation import InputError
 
@@ -120,12 +120,11 @@ class RegularizerCallback(Callback):
         if pending is not None:
             reg.load_state_dict(pending)
         elif trainer.ckpt_path is not None and any(t.penalty.center == "initial" for t in reg.terms):
-            warnings.warn(
+            warn(
                 f"the checkpoint {trainer.ckpt_path} holds no state of this RegularizerCallback: its penalty "
                 "centred on 'initial' is centred on the weights this fit starts from, the checkpoint's; "
                 "pass center=<the pretrained state dict> to centre it on the pretrained weights",
                 UserWarning,
-                stacklevel=2,
             )
 
     def on_train_start(self, trainer, pl_module) -> None:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import math
 import sys
-import warnings
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -32,6 +31,7 @@ import torch
 from torch import Tensor, nn
 from torch.optim import SGD, Adagrad, Adam, Adamax, Optimizer, RMSprop
 
+from ._warnings import warn
 from .functional import RootStep, RootSteps, ScaledStep
 from .penalties import Penalty
 from .validation import InputError, InputTypeError
@@ -63,12 +63,11 @@ def warn_double_regularization(optimizer: Optimizer, penalized: dict[int, str], 
         names = [penalized[id(p)] for p in group["params"] if id(p) in penalized]
         if decay and names:
             shown = ", ".join(repr(n) for n in names[:3]) + (", …" if len(names) > 3 else "")
-            warnings.warn(
+            warn(
                 f"optimizer param group {index} has weight_decay={decay:g} on {shown}, which {penalty} already "
                 f"regularizes: they are regularized twice. Set weight_decay=0 for them (AdamW's default is 0.01), "
                 "or drop the penalty",
                 DoubleRegularizationWarning,
-                stacklevel=3,
             )
             return
 
@@ -213,21 +212,19 @@ def check_optimizer(optimizer: Any, mode: str) -> None:
                 f"optimizer param group {index} must have momentum < 1 for mode='proximal', got {group['momentum']}"
             )
     if mode == "proximal" and isinstance(optimizer, RMSprop) and any(g.get("centered") for g in optimizer.param_groups):
-        warnings.warn(
+        warn(
             "mode='proximal' with RMSprop(centered=True) does not settle: at the regularized optimum the data "
             "gradient is a non-zero constant, so the centered variance v − ḡ² tends to 0 and the step to lr/eps; "
             "use centered=False (exact) or Adam",
             ExactStepWarning,
-            stacklevel=3,
         )
     if mode == "proximal" and _rule_for(optimizer) is None:
-        warnings.warn(
+        warn(
             f"mode='proximal' does not know the per-element step of {type(optimizer).__name__}; "
             "the prox uses the learning rate alone, so with an adaptive optimizer the fixed "
             "point is not the exact regularized optimum. Exact for: SGD, Adam, AdamW, RMSprop, "
             "Adagrad, Adamax.",
             ExactStepWarning,
-            stacklevel=3,
         )
 
 

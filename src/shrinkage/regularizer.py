@@ -40,7 +40,6 @@ carries the copies so a resumed run keeps the same reference.
 
 from __future__ import annotations
 
-import warnings
 import weakref
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
@@ -52,6 +51,7 @@ from torch import Tensor, nn
 
 from . import functional as F
 from . import optim
+from ._warnings import warn
 from .functional import Step
 from .penalties import Penalty, make_penalty
 from .selection import Selector, describe_selector, select_parameters, selector_from_config
@@ -456,12 +456,11 @@ class Regularizer:
             optim.check_optimizer(optimizer, mode)
         inexact = [t.penalty for t in self._terms if t.mode == "proximal" and not t.penalty.exact_scaled_prox]
         if inexact and optim.is_adaptive(optimizer):
-            warnings.warn(
+            warn(
                 f"{type(inexact[0]).__name__}'s prox takes one step per tensor; with {type(optimizer).__name__}'s "
                 "per-element steps it uses their mean, so the fixed point is not exactly the regularized "
                 "optimum (exact with SGD)",
                 optim.ExactStepWarning,
-                stacklevel=2,
             )
         if not isinstance(optimizer, torch.optim.Optimizer):
             raise fail("optimizer", "a torch.optim.Optimizer", optimizer, kind=TypeError)

@@ -26,7 +26,6 @@ an error naming the column and the value. Columns not in the description are ign
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -39,6 +38,7 @@ from shrinkage._files import write_atomically
 from shrinkage.prune import load_model, model_bytes
 from shrinkage.validation import InputError, InputTypeError, check_choice
 
+from .._warnings import warn
 from .tabular import MISSING_LEVEL, _as_levels, _as_numbers
 
 __all__ = ["MISSING_LEVEL", "Predictor", "Preprocessing", "UnseenLevelWarning", "load_predictor"]
@@ -268,11 +268,7 @@ class Preprocessing:
             encoded[rows, lo + codes[rows]] = 1.0
         if unseen_rows:
             listed = ", ".join(f"{c!r} ({n} row(s))" for c, n in unseen_rows.items())
-            warnings.warn(
-                f"values the model never saw in training, encoded as none of its levels: {listed}",
-                UnseenLevelWarning,
-                stacklevel=2,
-            )
+            warn(f"values the model never saw in training, encoded as none of its levels: {listed}", UnseenLevelWarning)
         return encoded if self.inputs is None else encoded[:, list(self.inputs)]
 
     def _spans(self) -> list[tuple[int, int]]:

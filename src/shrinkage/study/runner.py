@@ -47,6 +47,7 @@ from shrinkage.splits import shuffle_split
 from shrinkage.train import Diverged, evaluate, loss_for_task
 from shrinkage.validation import InputError, fail
 
+from .._warnings import warn
 from .config import StudyConfig, resolve_device
 from .datasets import load_dataset
 from .predictor import Predictor, Preprocessing
@@ -514,7 +515,7 @@ def _raised_again(name: str, recorded: _Recorded) -> tuple[dict[str, Any], list[
     """The run of :func:`_run_recorded`, its warnings raised again with the penalty's name."""
     run, caught = recorded
     for message, category in caught:
-        warnings.warn(f"{name}: {message}", category, stacklevel=2)
+        warn(f"{name}: {message}", category)
     return run
 
 

@@ -28,6 +28,7 @@ import numpy as np
 from shrinkage.train import TASKS as LEARNING_TASKS
 from shrinkage.validation import Described, InputError, check_choice, fail
 
+from .._warnings import warn
 from .datasets import Dataset
 
 __all__ = ["MISSING_LEVEL", "Encoder", "Table", "infer_task", "read_frame", "read_table", "table_from_dataset"]
@@ -122,7 +123,7 @@ def _finish(features, target, name: str, task: str, true_features=None) -> Table
         columns = [str(c) for c in features.columns if unused(features[c])]
         if columns:
             note = f"dropped {len(columns)} {what}: {', '.join(columns)}"
-            warnings.warn(note, UserWarning, stacklevel=3)
+            warn(note, UserWarning)
             notes.append(note)
             dropped += columns
             features = features.drop(columns=columns)
@@ -278,7 +279,7 @@ def _numbers_in_text(features, notes: list[str]):
                 f"read column {str(column)!r} as numbers: {len(bad)} value(s) that are not numbers "
                 f"({shown}) became missing values"
             )
-        warnings.warn(note, UserWarning, stacklevel=4)
+        warn(note, UserWarning)
         notes.append(note)
         features = features.assign(**{column: numbers.astype(np.float64)})
     return features
