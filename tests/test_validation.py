@@ -121,6 +121,13 @@ API = [
     ("lr NaN", lambda t: TrainConfig(lr=float("nan")), ValueError, "lr must be a finite number > 0, got nan"),
     ("batch 0", lambda t: TrainConfig(batch_size=0), ValueError, "batch_size must be an integer >= 1, got 0"),
     ("halvings", lambda t: TrainConfig(lr_halvings=-1), ValueError, "lr_halvings must be an integer >= 0, got -1"),
+    ("halvings big", lambda t: TrainConfig(lr_halvings=31), ValueError, "lr_halvings must be at most 30 (the"),
+    (
+        "halvings fista",
+        lambda t: TrainConfig(optimizer="fista", batch_size=None, lr_halvings=2),
+        ValueError,
+        "lr_halvings must be 0 with optimizer='fista' (it runs to tol), got 2",
+    ),
     ("optimizer", lambda t: TrainConfig(optimizer="lbfgs"), ValueError, "optimizer must be one of 'sgd', 'adam'"),
     ("width 0", lambda t: MLP(3, (0,)), ValueError, "hidden must be an integer >= 1, got 0"),
     ("activation", lambda t: MLP(3, (4,), activation="swish"), ValueError, "activation must be one of 'relu'"),

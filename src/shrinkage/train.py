@@ -116,6 +116,10 @@ def make_optimizer(name: str, params, *, lr: float, **kwargs: Any) -> torch.opti
     return build(params, lr=lr, **kwargs)
 
 
+# the most halvings TrainConfig takes: lr·2⁻³⁰ is below a billionth of lr
+_MAX_HALVINGS = 30
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """How one fit trains; shared by the demo, paths, CV and the estimators.
@@ -140,11 +144,14 @@ class TrainConfig:
     patience : int, default 10
         Stop after this many epochs without an improvement of the monitored value
         by ``tol·max(|best|, 1)`` (a plateau).
-    lr_halvings : int, default 0
-        At a plateau, halve the learning rate and go on, at most this many times; the
-        plateau after the last halving stops the fit. The learning rate is put back when
-        the fit ends (a path's optimizer starts each λ at ``lr``). 0: the first plateau
-        stops.
+    lr_halvings : int in [0, 30], default 0
+        At a plateau, halve the learning rate (of every parameter group) and go on from
+        the current weights, at most this many times; the plateau after the last
+        halving stops the fit. That is torch's ``ReduceLROnPlateau(factor=0.5,
+        patience=patience - 1, threshold=tol, threshold_mode="abs")`` (for monitored
+        values below 1; above, ``tol`` is relative) with early stopping. The learning
+        rate is put back when the fit ends (a path's optimizer starts each λ at
+        ``lr``). 0: the first plateau stops.
     tol : float, default 1e-4
         Relative for values above 1, absolute below: a cross-entropy falling toward 0
         on separable classes stops, while a loss in the thousands still needs a
@@ -179,7 +186,12 @@ class TrainConfig:
                 raise fail("batch_size", f"None (full batch) with optimizer={self.optimizer!r}", self.batch_size)
         check_int("max_epochs", self.max_epochs, low=1)
         check_int("patience", self.patience, low=1)
-        check_int("lr_halvings", self.lr_halvings, low=0)
+        if check_int("lr_halvings", self.lr_halvings, low=0) > _MAX_HALVINGS:
+            raise fail(
+                "lr_halvings",
+                f"at most {_MAX_HALVINGS} (the learning rate is then below a billionth of lr)",
+                self.lr_halvings,
+            )
         check_number("tol", self.tol, low=0.0)
         check_choice("monitor", self.monitor, ("loss", "objective"))
         check_bool("restore_best", self.restore_best)
@@ -187,6 +199,8 @@ class TrainConfig:
             raise fail("optimizer_kwargs", "a dict", self.optimizer_kwargs, kind=TypeError)
         if self.optimizer in SOLVERS and self.optimizer_kwargs:
             raise fail("optimizer_kwargs", f"empty with optimizer={self.optimizer!r}", self.optimizer_kwargs)
+        if self.optimizer in SOLVERS and self.lr_halvings:
+            raise fail("lr_halvings", f"0 with optimizer={self.optimizer!r} (it runs to tol)", self.lr_halvings)
 
     def replace(self, **changes: Any) -> TrainConfig:
         """A copy with some fields changed (validated again)."""
