@@ -9,7 +9,8 @@ gives the median wall times and their ratio, measured in the same run. Cases:
 
 - ``ShrinkageMLPClassifierCV()`` with its defaults on breast_cancer (standardized),
   beside its former training defaults (patience 30, 500 epochs per λ; now 10 and 200)
-  and scikit-learn's ``LogisticRegressionCV(penalty="l1", solver="saga")`` and
+  and scikit-learn's ``LogisticRegressionCV(penalty="l1", solver="saga")`` (in one
+  process, its default, as the estimator trains; and on every core) and
   ``LogisticRegressionCV()`` in the same run;
 - the README's example: 5-fold CV of an L1 path for an MLP on the synthetic task
   (:func:`shrinkage.study.datasets.synthetic`'s default), ``cross_validate`` defaults;
@@ -94,7 +95,10 @@ def cases() -> dict[str, dict[str, Callable[[], object]]]:
             "sequential": classifier("sequential"),
             "batched": classifier("batched"),
             "batched, former defaults (patience 30, 500 epochs)": classifier("batched", **former),
-            "LogisticRegressionCV(l1, saga)": lambda: LogisticRegressionCV(
+            "LogisticRegressionCV(l1, saga), one process (its default n_jobs)": lambda: LogisticRegressionCV(
+                penalty="l1", solver="saga", max_iter=5000
+            ).fit(X_bc, y_bc),
+            "LogisticRegressionCV(l1, saga, n_jobs=-1)": lambda: LogisticRegressionCV(
                 penalty="l1", solver="saga", max_iter=5000, n_jobs=-1
             ).fit(X_bc, y_bc),
             "LogisticRegressionCV()": lambda: LogisticRegressionCV(max_iter=5000, n_jobs=-1).fit(X_bc, y_bc),
