@@ -185,10 +185,15 @@ def _row_weights(sets: Sequence[np.ndarray], n_rows: int, device, dtype) -> Tens
     return weights.to(device)
 
 
+#: The task's losses of :data:`~shrinkage.train.LOSSES`, unreduced: made once (stateless
+#: modules; one made per epoch cost more than its mean squared error on a small stack).
+_ROW_LOSSES = {name: make(reduction="none") for name, make in LOSSES.items()}
+
+
 def _row_losses(out: Tensor, target: Tensor, loss: str) -> Tensor:
     """Each model's loss on each row, ``(models, rows)``: the terms of the data loss's mean
     (the task's loss from :data:`~shrinkage.train.LOSSES`, unreduced)."""
-    criterion = LOSSES[loss](reduction="none")
+    criterion = _ROW_LOSSES[loss]
     if loss == "cross_entropy":
         models, rows, classes = out.shape
         return criterion(out.reshape(models * rows, classes), target.repeat(models)).view(models, rows)
@@ -223,11 +228,12 @@ class _Stack:
         self.moments = (torch.zeros_like(self.flat), torch.zeros_like(self.flat))
         self.steps = torch.zeros(self.n, dtype=torch.float64, device=self.flat.device)
 
-    def views(self, flat: Tensor | None = None) -> dict[str, Tensor]:
-        """Each parameter of every model, ``(models, *shape)``: views of ``flat`` (default:
-        the weights; any number of models)."""
+    def views(self, flat: Tensor | None = None, names: Sequence[str] | None = None) -> dict[str, Tensor]:
+        """Each parameter of every model (or those ``names``), ``(models, *shape)``: views
+        of ``flat`` (default: the weights; any number of models)."""
         flat = self.flat if flat is None else flat
-        return {name: flat[:, a:b].view(flat.shape[0], *self.shapes[name]) for name, (a, b) in self.slices.items()}
+        slices = self.slices if names is None else {name: self.slices[name] for name in names}
+        return {name: flat[:, a:b].view(flat.shape[0], *self.shapes[name]) for name, (a, b) in slices.items()}
 
     def forward(self, X: Tensor, flat: Tensor | None = None) -> Tensor:
         """Every model's output on every row: ``(models, rows, outputs)``, with the
@@ -293,6 +299,7 @@ class _Terms:
             for term in reg.terms
         ]
         self.coefficients = self._elementwise()
+        self.names = list(dict.fromkeys(name for _, names, _ in self.terms for name in names))  # the penalized
 
     def _elementwise(self) -> tuple[Tensor | None, Tensor | None] | None:
         """The L1 and L2 coefficient rows (``None`` for a part no term has), or ``None``
@@ -326,14 +333,14 @@ class _Terms:
             return
         # torch's code on the CPU: on the small stacks of tabular data as fast as the
         # Numba kernels (measured on a study), without Numba's 130 MB in the process
-        params, per_entry = self.stack.views(weights), self.stack.views(steps)
+        params, per_entry = self.stack.views(weights, self.names), self.stack.views(steps, self.names)
         with _numba.unused():
             for penalty, names, layouts in self.terms:
                 penalty.prox_([params[n] for n in names], layouts, step=[per_entry[n] for n in names])
 
     def values(self, weights: Tensor) -> Tensor:
         """λ·R of each model, ``(models,)`` in float64 (each penalty's ``value``, per model)."""
-        params = self.stack.views(weights)
+        params = self.stack.views(weights, self.names)
         total: Tensor | int = 0
         for penalty, names, layouts in self.terms:
             for i, name in enumerate(names):
