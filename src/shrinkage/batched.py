@@ -419,7 +419,7 @@ def _train(
     chunk = max(1, _ACTIVATION_BUDGET // (stack.n * widest(stack.template)))
     for epoch in range(config.max_epochs + 1):
         losses, train_loss, grad = _losses_and_grad(stack, X, target, loss, work, chunk)
-        going: Tensor | None = None
+        going: np.ndarray | None = None
         if epoch > 0:  # the weights after `epoch` steps: the end of epoch `epoch - 1`
             with torch.no_grad():
                 score = (losses * work.score_rows).sum(1).double()
@@ -430,7 +430,7 @@ def _train(
                 going = work.score(score, epoch, config)
         if going is not None:
             if epoch == config.max_epochs:
-                going = torch.zeros_like(going)
+                going = np.zeros_like(going)
             keep = work.retire(going, epoch, config.restore_best)
             if not work.index:
                 break
@@ -483,10 +483,12 @@ class _Working:
         self.train_rows = rows.train
         self.score_rows = rows.val if rows.val is not None else rows.train
         self.hold = hold
-        self.best = torch.full((n,), math.inf, dtype=torch.float64, device=device)
-        self.best_epoch = torch.zeros(n, dtype=torch.long, device=device)
-        self.waited = torch.zeros(n, dtype=torch.long, device=device)
-        self.halvings = torch.zeros(n, dtype=torch.long, device=device)
+        # early stopping's state, per model, on the host: a few numbers (each torch
+        # operation on them cost more than NumPy's on a small stack's epoch)
+        self.best = np.full(n, math.inf)
+        self.best_epoch = np.zeros(n, dtype=np.int64)
+        self.waited = np.zeros(n, dtype=np.int64)
+        self.halvings = np.zeros(n, dtype=np.int64)
         self.rate = torch.ones(n, 1, dtype=self.weights.dtype, device=device)  # of the learning rate
         self.train: list[Tensor] = []  # this working set's curves, one (working,) tensor an epoch
         self.val: list[Tensor] = []
@@ -494,28 +496,33 @@ class _Working:
             epochs=[0] * n, best_epoch=[0] * n, train_curves=[[] for _ in range(n)], val_curves=[[] for _ in range(n)]
         )
 
-    def score(self, score: Tensor, epoch: int, config: TrainConfig) -> Tensor:
-        """Early stopping's bookkeeping after ``epoch`` steps; which models go on (on the host)."""
-        tol = config.tol * torch.clamp(self.best.abs(), min=1.0)
-        improved = torch.isinf(self.best) | (score < self.best - tol)
-        self.best = torch.where(improved, score, self.best)
-        self.best_epoch = torch.where(improved, epoch - 1, self.best_epoch)
-        self.waited = torch.where(improved, 0, self.waited + 1)
-        if config.restore_best:
-            torch.where(improved[:, None], self.weights, self.best_weights, out=self.best_weights)
+    def score(self, score: Tensor, epoch: int, config: TrainConfig) -> np.ndarray:
+        """Early stopping's bookkeeping after ``epoch`` steps, on the host (the epoch's one
+        read of the device: the models' monitored values); which models go on."""
+        values = score.detach().to("cpu", torch.float64).numpy()
+        if not np.isfinite(values).all():
+            raise Unbatchable("a batched fit diverged")
+        with np.errstate(invalid="ignore"):  # inf − inf before a first value: not an improvement
+            improved = np.isinf(self.best) | (values < self.best - config.tol * np.maximum(np.abs(self.best), 1.0))
+        self.best = np.where(improved, values, self.best)
+        self.best_epoch = np.where(improved, epoch - 1, self.best_epoch)
+        self.waited = np.where(improved, 0, self.waited + 1)
+        if config.restore_best and improved.any():
+            if improved.all():
+                self.best_weights.copy_(self.weights)
+            else:
+                rows = torch.from_numpy(np.flatnonzero(improved)).to(self.weights.device)
+                self.best_weights.index_copy_(0, rows, self.weights.index_select(0, rows))
         if config.lr_halvings:  # a plateau halves a model's learning rate while it may
             halve = (self.waited >= config.patience) & (self.halvings < config.lr_halvings)
-            self.halvings += halve
-            self.rate = torch.where(halve[:, None], self.rate * 0.5, self.rate)
-            self.waited = torch.where(halve, 0, self.waited)
-        going = self.waited < config.patience
-        # the epoch's one host read
-        finite, *flags = torch.cat([torch.isfinite(score).all().view(1), going]).tolist()
-        if not finite:
-            raise Unbatchable("a batched fit diverged")
-        return torch.tensor(flags, dtype=torch.bool)
+            if halve.any():
+                self.halvings = self.halvings + halve
+                self.waited = np.where(halve, 0, self.waited)
+                rate = torch.from_numpy(0.5**self.halvings)[:, None]
+                self.rate = rate.to(device=self.weights.device, dtype=self.weights.dtype)
+        return self.waited < config.patience
 
-    def retire(self, going: Tensor, epoch: int, restore_best: bool) -> Tensor | None:
+    def retire(self, going: np.ndarray, epoch: int, restore_best: bool) -> Tensor | None:
         """Send the models that stop after ``epoch`` back to the stack. Returns the
         positions of those that go on (to index the epoch's tensors with), ``None`` when
         the working set is unchanged; ``index`` is empty when none goes on."""
@@ -549,8 +556,9 @@ class _Working:
         self.train_rows = self.train_rows.index_select(0, keep)
         self.score_rows = self.score_rows.index_select(0, keep)
         self.hold = None if self.hold is None else self.hold.index_select(0, keep)
-        self.best, self.best_epoch, self.waited, self.halvings, self.rate = (
-            t.index_select(0, keep) for t in (self.best, self.best_epoch, self.waited, self.halvings, self.rate)
+        self.rate = self.rate.index_select(0, keep)
+        self.best, self.best_epoch, self.waited, self.halvings = (
+            state[kept] for state in (self.best, self.best_epoch, self.waited, self.halvings)
         )
         return keep
 
