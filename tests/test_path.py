@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 
 import numpy as np
@@ -130,6 +131,9 @@ def test_network_path_records_and_ends_without_features():
     assert first.feature_names == [list("abcdef")[j] for j in first.features]
     record = first.record()
     assert "state" not in record and record["lambda_"] == first.lambda_
+    left_out = {"state", "relaxed_state", "train_curve", "val_curve", "feature_norms"}
+    assert list(record) == [f.name for f in dataclasses.fields(first) if f.name not in left_out] + ["n_features"]
+    assert record["features"] == first.features and record["features"] is not first.features  # a copy
     assert record["stationarity"] == first.stationarity >= 0  # measured at every point, stored with it
     assert all(np.isfinite(point.stationarity) for point in [path.dense, *path.points])
     exits = path.feature_exit_lambdas()

@@ -30,7 +30,7 @@ import math
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, Protocol
 
 import numpy as np
@@ -277,10 +277,10 @@ class PathPoint:
 
     def record(self) -> dict[str, Any]:
         """The point as a plain dict (no weights), e.g. for a results store."""
-        out = asdict(self)
-        for key in ("state", "relaxed_state", "train_curve", "val_curve", "feature_norms"):
-            out.pop(key)
-        out["n_features"] = self.n_features
+        # not dataclasses.asdict, which deep-copies the weights and curves left out here
+        left_out = ("state", "relaxed_state", "train_curve", "val_curve", "feature_norms")
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in left_out}
+        out.update(features=list(self.features), feature_names=list(self.feature_names), n_features=self.n_features)
         return out
 
 
