@@ -502,7 +502,7 @@ class _Working:
         values = score.detach().to("cpu", torch.float64).numpy()
         if not np.isfinite(values).all():
             raise Unbatchable("a batched fit diverged")
-        with np.errstate(invalid="ignore"):  # inf − inf before a first value: not an improvement
+        with np.errstate(invalid="ignore"):  # before a first value best − tol is inf − inf (isinf decides)
             improved = np.isinf(self.best) | (values < self.best - config.tol * np.maximum(np.abs(self.best), 1.0))
         self.best = np.where(improved, values, self.best)
         self.best_epoch = np.where(improved, epoch - 1, self.best_epoch)
