@@ -464,7 +464,9 @@ def sparse_group_zero_threshold(
 
 # --------------------------------------------------------------------------- proxes
 def _softshrink_(x: Tensor, threshold: float | Tensor) -> None:
-    if isinstance(threshold, Tensor):  # a device scalar: never read back to the host
+    """``x ← sign(x)·max(|x| − t, 0)`` in place, ``t ≥ 0`` a float, a device scalar or
+    one threshold per element."""
+    if isinstance(threshold, Tensor):  # w − clamp(w, −t, t); a device scalar is never read back to the host
         x.sub_(torch.clamp(x, -threshold, threshold))
         return
     # one pass: softshrink is sign(v)·max(|v| − t, 0), written into its own input
@@ -549,8 +551,7 @@ def elastic_shrink_(tensors: Sequence[Tensor], *, step: Steps, l1: float, l2: fl
         else:
             assert isinstance(s, Tensor)  # per-element steps
             if l1:
-                t = s * l1
-                x.sub_(torch.maximum(torch.minimum(x, t), -t))  # w − clamp(w, −t, t)
+                _softshrink_(x, s * l1)
             if l2:
                 x.div_(1.0 + 2.0 * (s * l2))
 
@@ -700,7 +701,7 @@ def _group_shrink_scaled_(x: Tensor, layout: GroupLayout, step: Step, *, scale: 
     if layout.labels is None and x.numel() == math.prod(x.shape[: layout.batch]) * layout.n_groups:
         # groups of one entry (a single output's hidden units): the root is |w| − c, and
         # the prox the soft threshold by c, without Newton's passes
-        x.sub_(torch.maximum(torch.minimum(x, c), -c))
+        _softshrink_(x, c)
         return
     squares = torch.mul(x, x)
     inverse, work = torch.empty_like(x), torch.empty_like(x)  # scratch, reused by every pass
