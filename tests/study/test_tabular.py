@@ -411,21 +411,49 @@ def test_the_default_data_set_is_scikit_learns_load_diabetes_without_importing_i
     assert ours.description == theirs.DESCR.splitlines()[0]
 
 
-def test_a_study_imports_neither_scikit_learn_nor_triton_nor_numba(tmp_path):
-    """Each costs the command's process memory (75, 50 and 130 MB) and import time; the
-    study needs none of them on the CPU (a regression test: each one crept in once)."""
+@pytest.mark.parametrize("data", ["bundled", "parquet"])
+def test_a_study_imports_neither_scikit_learn_nor_triton_nor_numba_nor_pyarrow_but_for_parquet(tmp_path, data):
+    """Each costs the command's process memory (75, 50, 130 and 34 MB) and import time;
+    the study needs none of them on the CPU (a regression test: each one crept in once),
+    but pyarrow to read a Parquet file."""
     import subprocess
     import sys
 
+    from sklearn.datasets import load_wine
+
+    arguments = ["--penalties", "l1,group", "--n-lambdas", "4", "--cv", "3"]
+    if data == "parquet":
+        load_wine(as_frame=True).frame.to_parquet(tmp_path / "wine.parquet")
+        arguments = ["--data", str(tmp_path / "wine.parquet"), "--target", "target", "--penalties", "l1"]
+        arguments += ["--n-lambdas", "3", "--cv", "2"]
     code = (
         "import sys\n"
         "from shrinkage.study.cli import main\n"
         "try:\n"
-        f"    main(['study', '--out', {str(tmp_path / 'out')!r}, '--quiet', '--n-jobs', '1', '--penalties', "
-        "'l1,group', '--n-lambdas', '4', '--cv', '3'], standalone_mode=False)\n"
+        f"    main(['study', '--out', {str(tmp_path / 'out')!r}, '--quiet', '--n-jobs', '1', *{arguments!r}], "
+        "standalone_mode=False)\n"
         "finally:\n"
-        "    print(sorted({m.split('.')[0] for m in sys.modules} & {'sklearn', 'scipy', 'triton', 'numba'}))\n"
+        "    loaded = {m.split('.')[0] for m, module in sys.modules.items() if module is not None}\n"
+        "    print(sorted(loaded & {'sklearn', 'scipy', 'triton', 'numba', 'pyarrow'}))\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip().splitlines()[-1] == "[]"
+    assert result.stdout.strip().splitlines()[-1] == ("['pyarrow']" if data == "parquet" else "[]")
+    assert (tmp_path / "out" / "report.html").exists()
+
+
+def _loaded(name: str) -> bool:
+    import sys
+
+    return sys.modules.get(name) is not None
+
+
+def test_a_studys_worker_process_has_pandas_without_pyarrow():
+    """The workers get their data read already: no Parquet to read, and pyarrow's 34 MB
+    stay out of each (pandas imports it at its own import where it is installed)."""
+    from shrinkage.study.workers import Workers
+
+    with Workers(2) as workers:
+        assert workers.pool is not None
+        assert workers.pool.submit(_loaded, "pandas").result() is True  # (the runner's import)
+        assert workers.pool.submit(_loaded, "pyarrow").result() is False

@@ -57,7 +57,7 @@ from shrinkage.train import Diverged
 from shrinkage.validation import InputError, check_device
 
 from .config import StudyConfig, resolve_device
-from .workers import Workers, study_processes
+from .workers import Workers, keep_pyarrow_out, study_processes
 
 __all__ = ["main"]
 
@@ -344,7 +344,10 @@ def study(
     from rich.console import Console
 
     from .store import Store
+    from .tabular import is_parquet
 
+    if cluster is None and not (fields["data"] and is_parquet(fields["data"])):
+        keep_pyarrow_out()  # before pandas is imported; Parquet (and Dask's pickles) may need it
     ctx.meta[_LOG_FOLDER] = out_dir
     if fields["device"] != "auto":
         check_device("--device", fields["device"])  # the flag's name in the message

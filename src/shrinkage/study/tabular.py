@@ -31,7 +31,16 @@ from shrinkage.validation import Described, InputError, check_choice, fail
 from .._warnings import warn
 from .datasets import Dataset
 
-__all__ = ["MISSING_LEVEL", "Encoder", "Table", "infer_task", "read_frame", "read_table", "table_from_dataset"]
+__all__ = [
+    "MISSING_LEVEL",
+    "Encoder",
+    "Table",
+    "infer_task",
+    "is_parquet",
+    "read_frame",
+    "read_table",
+    "table_from_dataset",
+]
 
 TASKS = ("auto", *LEARNING_TASKS)  # "auto": inferred from the target column
 #: Below this many rows a text column distinct in most rows is kept (it may be a real level)
@@ -351,11 +360,9 @@ def read_frame(path: str | Path, *, text_columns: Sequence[str] = ()):
     kind = _special_kind(path)
     if kind is not None:  # reading a pipe or a device would block or never end
         raise fail("data file", "a regular file", Described(f"{kind} {str(path)!r}"))
-    suffix = path.suffix.lower()
-    if suffix in _COMPRESSED and len(path.suffixes) > 1:  # data.csv.gz: a compressed CSV
-        suffix = path.suffixes[-2].lower()
+    suffix = _suffix(path)
     try:
-        if suffix in (".parquet", ".pq"):
+        if suffix in _PARQUET:
             frame = _read_parquet(path)
         elif suffix in (".csv", ".txt", ".tsv", ""):
             frame = _read_csv(path, sep="\t" if suffix == ".tsv" else ",", text_columns=text_columns)
@@ -374,6 +381,23 @@ def read_frame(path: str | Path, *, text_columns: Sequence[str] = ()):
     frame.columns = [str(c) for c in frame.columns]
     _check_distinct(path, list(frame.columns))  # (a Parquet file may repeat a name too)
     return _plain_types(frame)
+
+
+#: the suffixes of a Parquet file
+_PARQUET = (".parquet", ".pq")
+
+
+def _suffix(path: Path) -> str:
+    """The suffix that says a data file's format: ``data.csv.gz`` is a compressed CSV."""
+    suffix = path.suffix.lower()
+    if suffix in _COMPRESSED and len(path.suffixes) > 1:
+        suffix = path.suffixes[-2].lower()
+    return suffix
+
+
+def is_parquet(path: str | Path) -> bool:
+    """Whether :func:`read_frame` reads ``path`` as a Parquet file (through pyarrow)."""
+    return _suffix(Path(path)) in _PARQUET
 
 
 def _plain_types(frame):

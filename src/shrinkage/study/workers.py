@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -23,7 +24,7 @@ from joblib.externals.loky import ProcessPoolExecutor  # type: ignore[import-unt
 
 from .config import StudyConfig
 
-__all__ = ["Workers", "study_processes", "worker_reuse"]
+__all__ = ["Workers", "keep_pyarrow_out", "study_processes", "worker_reuse"]
 
 
 def study_processes(config: StudyConfig, device: str, pending: int, *, local: bool = True) -> int:
@@ -92,10 +93,21 @@ def worker_reuse() -> Any:
     return _REUSE[0]
 
 
+def keep_pyarrow_out() -> None:
+    """Keep pyarrow out of this process, when pandas is not imported yet: pandas imports
+    pyarrow, where installed, at its own import (to read its version; 34 MB of memory),
+    and a study needs it only to read a Parquet file. ``import pyarrow`` then fails here
+    as if it were not installed (pandas stores text without it)."""
+    if "pandas" not in sys.modules:
+        sys.modules.setdefault("pyarrow", None)  # type: ignore[arg-type]
+
+
 def _start_worker(threads: int, parent: int) -> None:
     """A worker process's setup: its torch threads, the imports its tasks need, and a
     watch on the study's process: when that one dies without shutting the pool down
-    (SIGKILL), the worker exits too instead of waiting for work forever."""
+    (SIGKILL), the worker exits too instead of waiting for work forever. Its tasks get
+    their data read already: pyarrow stays out (:func:`keep_pyarrow_out`)."""
+    keep_pyarrow_out()
     import atexit
     import gc
 
