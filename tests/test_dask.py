@@ -72,7 +72,10 @@ def test_study_on_the_cluster_equals_local(cluster, tmp_path):
             )
 
 
-def test_unreachable_cluster_is_a_one_line_error(tmp_path):
+def test_unreachable_cluster_is_a_one_line_error(tmp_path, monkeypatch):
+    from shrinkage.study import cli
+
+    monkeypatch.setattr(cli, "_CONNECT_TIMEOUT", "1s")  # (10 s for a user; nothing answers at port 9)
     result = CliRunner().invoke(
         main, ["study", "--cluster", "tcp://127.0.0.1:9", "--quiet", "--out", str(tmp_path / "o"), "--cv", "2"]
     )

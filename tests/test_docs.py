@@ -103,14 +103,16 @@ def _shell_commands(path: Path) -> list[str]:
 
 
 def test_command_lines_run(tmp_path, monkeypatch):
-    """Every `shrinkage …` line of the docs and the README, as written, from a folder that has examples/."""
+    """Every `shrinkage …` line of the docs and the README, as written, from a folder that
+    has examples/, in the order the pages give them; a line that several pages repeat (the
+    houses study) runs once."""
     import shlex
 
     from click.testing import CliRunner
 
     from shrinkage.study.cli import main
 
-    commands = [(page, command) for page in PAGES for command in _shell_commands(page)]
+    commands = list({command: (page, command) for page in PAGES for command in _shell_commands(page)}.values())
     assert commands, "the docs show the command line"
     (tmp_path / "examples").symlink_to(ROOT / "examples")
     monkeypatch.chdir(tmp_path)

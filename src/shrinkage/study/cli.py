@@ -394,6 +394,10 @@ def study(
     click.echo(f"store:  {store_path}")
 
 
+#: how long ``--cluster`` waits for its scheduler to answer
+_CONNECT_TIMEOUT = "10s"
+
+
 @contextmanager
 def _cluster(address: str | None) -> Iterator[None]:
     """joblib's Dask backend on the cluster at ``address`` (nothing without one)."""
@@ -404,7 +408,7 @@ def _cluster(address: str | None) -> Iterator[None]:
     from distributed import Client  # without it: "the study command needs the distributed extra: …"
 
     try:
-        client = Client(address, timeout="10s")
+        client = Client(address, timeout=_CONNECT_TIMEOUT)
     except (OSError, TimeoutError, ValueError) as error:
         raise InputError(f"--cluster: no Dask scheduler answers at {address!r} ({type(error).__name__})") from None
     with client, joblib.parallel_config(backend="dask"):

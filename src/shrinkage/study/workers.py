@@ -46,8 +46,13 @@ class Workers:
     def __init__(self, processes: int):
         self.processes = max(1, processes)
         self.threads = max(1, (os.cpu_count() or 1) // self.processes)
+        # a worker keeps pyarrow out where this process did (the command line): pandas
+        # objects backed by pyarrow (a library user's) need it to be unpickled
+        kept_out = "pyarrow" in sys.modules and sys.modules["pyarrow"] is None
         self.pool = (
-            ProcessPoolExecutor(self.processes - 1, initializer=_start_worker, initargs=(self.threads, os.getpid()))
+            ProcessPoolExecutor(
+                self.processes - 1, initializer=_start_worker, initargs=(self.threads, os.getpid(), kept_out)
+            )
             if self.processes > 1
             else None
         )
@@ -102,12 +107,13 @@ def keep_pyarrow_out() -> None:
         sys.modules.setdefault("pyarrow", None)  # type: ignore[arg-type]
 
 
-def _start_worker(threads: int, parent: int) -> None:
-    """A worker process's setup: its torch threads, the imports its tasks need, and a
+def _start_worker(threads: int, parent: int, pyarrow_out: bool) -> None:
+    """A worker process's setup: pyarrow kept out where the study's process keeps it out
+    (:func:`keep_pyarrow_out`), its torch threads, the imports its tasks need, and a
     watch on the study's process: when that one dies without shutting the pool down
-    (SIGKILL), the worker exits too instead of waiting for work forever. Its tasks get
-    their data read already: pyarrow stays out (:func:`keep_pyarrow_out`)."""
-    keep_pyarrow_out()
+    (SIGKILL), the worker exits too instead of waiting for work forever."""
+    if pyarrow_out:
+        keep_pyarrow_out()
     import atexit
     import gc
 
