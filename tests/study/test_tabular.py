@@ -411,14 +411,21 @@ def test_the_default_data_set_is_scikit_learns_load_diabetes_without_importing_i
     assert ours.description == theirs.DESCR.splitlines()[0]
 
 
+def _last_line_printed(code: str) -> str:
+    """The last line that ``python -c code`` prints (it must succeed)."""
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip().splitlines()[-1]
+
+
 @pytest.mark.parametrize("data", ["bundled", "parquet"])
 def test_a_study_imports_neither_scikit_learn_nor_triton_nor_numba_nor_pyarrow_but_for_parquet(tmp_path, data):
     """Each costs the command's process memory (75, 50, 130 and 34 MB) and import time;
     the study needs none of them on the CPU (a regression test: each one crept in once),
     but pyarrow to read a Parquet file."""
-    import subprocess
-    import sys
-
     from sklearn.datasets import load_wine
 
     arguments = ["--penalties", "l1,group", "--n-lambdas", "4", "--cv", "3"]
@@ -436,9 +443,7 @@ def test_a_study_imports_neither_scikit_learn_nor_triton_nor_numba_nor_pyarrow_b
         "    loaded = {m.split('.')[0] for m, module in sys.modules.items() if module is not None}\n"
         "    print(sorted(loaded & {'sklearn', 'scipy', 'triton', 'numba', 'pyarrow'}))\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip().splitlines()[-1] == ("['pyarrow']" if data == "parquet" else "[]")
+    assert _last_line_printed(code) == ("['pyarrow']" if data == "parquet" else "[]")
     assert (tmp_path / "out" / "report.html").exists()
 
 
@@ -446,9 +451,6 @@ def test_a_studys_worker_keeps_pyarrow_out_where_the_study_does(tmp_path):
     """Where the study's process keeps pyarrow out (the command line), so do its workers;
     where it has pyarrow (a library user's with pandas), they have it too: its pandas
     objects need it to be unpickled there."""
-    import subprocess
-    import sys
-
     code = (
         "import sys\n"
         "from shrinkage.study.workers import Workers, keep_pyarrow_out\n"
@@ -457,9 +459,7 @@ def test_a_studys_worker_keeps_pyarrow_out_where_the_study_does(tmp_path):
         "with Workers(2) as workers:\n"
         "    print(workers.pool.submit(lambda: (__import__('pandas'), sys.modules.get('pyarrow'))[1]).result())\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip().splitlines()[-1] == "None"  # pandas imported there without pyarrow
+    assert _last_line_printed(code) == "None"  # pandas imported there without pyarrow
 
     from shrinkage.study.workers import Workers
 
