@@ -20,14 +20,17 @@ demo: $(STAMP)
 
 # the suite (all but the tests marked slow) on TEST_WORKERS processes (pytest-xdist); the
 # tests of one shared fixture stay on one worker (--dist loadgroup). pytest's exit code 5
-# (no tests) fails.
+# (no tests) fails. mypy (a minute on one core, from a fresh clone) runs beside the suite,
+# its report printed after it; either failing fails the target.
 TEST_WORKERS ?= 2
 
 test: $(STAMP)
 	scripts/ensure-chromium
 	$(BIN)/ruff check src tests benchmarks examples
-	$(BIN)/mypy
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup
+	@$(BIN)/mypy > $(VENV)/mypy.log 2>&1 & mypy=$$!; \
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup; tests=$$?; \
+	wait $$mypy; typed=$$?; echo "mypy:"; cat $(VENV)/mypy.log; \
+	test $$tests -eq 0 && test $$typed -eq 0
 
 # scikit-learn's estimator checks on the CV estimators at their default settings (the
 # tests marked slow: about 4 min on 2 cores; `make test` runs the checks at small settings)
