@@ -6,9 +6,13 @@ STAMP := $(VENV)/.installed
 
 .PHONY: venv demo test sklearn-checks docs lint format bench clean
 
+# pip byte-compiles what it installs on one core (76 of its 87 s of installing, measured on
+# 2 cores); compileall does it on every core instead (43 s). A file that does not compile
+# under this Python (torch ships one for 3.12) is left to its import, as pip leaves it.
 $(STAMP): pyproject.toml requirements/ci.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet -c requirements/ci.txt -e ".[dev]"
+	$(BIN)/python -m pip install --quiet --no-compile -c requirements/ci.txt -e ".[dev]"
+	$(BIN)/python -m compileall -qq -j 0 $(VENV)/lib || true
 	touch $(STAMP)
 
 venv: $(STAMP)
