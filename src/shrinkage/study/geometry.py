@@ -3,7 +3,7 @@
 For a 2-D quadratic loss ``f(w) = ½ (w − c)ᵀ H (w − c)`` (an elliptic bowl centred on
 the unpenalized optimum ``c``) the penalized problems
 
-    min f(w) + λ‖w‖₁        (solved by proximal gradient with this library's prox)
+    min f(w) + λ‖w‖₁        (exact: the best of nine closed-form candidates)
     min f(w) + λ‖w‖₂²       (closed form: w = (H + 2λI)⁻¹ H c)
 
 have, at each λ, the same solutions as the constrained problems ``min f`` over the L1
@@ -19,9 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
-from shrinkage import functional as F
 from shrinkage.validation import InputError, check_number, fail
 
 __all__ = ["Quadratic", "l1_solution", "l1_solutions", "l2_solution", "plot_geometry", "plot_track", "showcase_lambda"]
@@ -55,26 +53,38 @@ class Quadratic:
         return 0.5 * np.einsum("...i,ij,...j->...", d, self.H, d)
 
 
-def l1_solution(f: Quadratic, lambda_: float, *, iterations: int = 5000) -> np.ndarray:
-    """argmin f(w) + λ‖w‖₁ by proximal gradient, with :func:`~shrinkage.functional.soft_threshold_`."""
-    return l1_solutions(f, [check_number("lambda_", lambda_, low=0.0)], iterations=iterations)[0]
+def l1_solution(f: Quadratic, lambda_: float) -> np.ndarray:
+    """argmin f(w) + λ‖w‖₁, exactly (see :func:`l1_solutions`)."""
+    return l1_solutions(f, [check_number("lambda_", lambda_, low=0.0)])[0]
 
 
-def l1_solutions(f: Quadratic, lambdas: Sequence[float] | np.ndarray, *, iterations: int = 5000) -> np.ndarray:
-    """:func:`l1_solution` at every λ of ``lambdas`` at once, ``(len(lambdas), 2)``: the
-    proximal gradient iterations run on all of them together until none moves."""
-    step = 1.0 / np.linalg.eigvalsh(f.H).max()
-    H = torch.tensor(f.H, dtype=torch.float64)
-    c = torch.tensor(f.c, dtype=torch.float64)
-    thresholds = step * torch.as_tensor(np.asarray(lambdas, dtype=float)).reshape(-1, 1)
-    w = torch.zeros(thresholds.shape[0], 2, dtype=torch.float64)
-    for _ in range(iterations):
-        previous = w.clone()
-        w = w - step * ((w - c) @ H)  # H is symmetric
-        F.soft_threshold_([w], threshold=[thresholds])
-        if torch.equal(w, previous):
-            break
-    return w.numpy()
+def l1_solutions(f: Quadratic, lambdas: Sequence[float] | np.ndarray) -> np.ndarray:
+    """:func:`l1_solution` at every λ of ``lambdas`` at once, ``(len(lambdas), 2)``.
+
+    In two dimensions the solution is one of nine candidates, each the stationary point
+    of the objective on one support and sign pattern (with ``g = H c``): the origin;
+    ``w_i = S(g_i, λ) / H_ii`` with the other coordinate 0 (S: the soft threshold); and
+    ``w = H⁻¹(g − λ s)`` for each of the four sign vectors ``s``. The optimum's own
+    pattern gives the optimum, and every other candidate is a point whose objective is
+    no lower: the solution is the candidate of lowest objective, the sparsest among
+    those within rounding of it — so its zeros are exact.
+    """
+    H, g = f.H, f.H @ f.c
+    lam = np.asarray(lambdas, dtype=float).reshape(-1, 1, 1)  # (λ, candidate, coordinate)
+    soft = np.sign(g) * np.maximum(np.abs(g) - lam[:, :, 0], 0.0)  # (λ, 2)
+    zero = np.zeros_like(soft)
+    singles = [
+        np.stack([soft[:, 0] / H[0, 0], zero[:, 1]], axis=1),
+        np.stack([zero[:, 0], soft[:, 1] / H[1, 1]], axis=1),
+    ]
+    signs = np.array([[1.0, 1.0], [1.0, -1.0], [-1.0, 1.0], [-1.0, -1.0]])
+    doubles = np.linalg.solve(H, (g - lam * signs)[..., None])[..., 0]  # (λ, 4, 2)
+    candidates = np.concatenate([zero[:, None], np.stack(singles, axis=1), doubles], axis=1)  # sparsest first
+    d = candidates - f.c
+    objective = 0.5 * np.einsum("...i,ij,...j->...", d, H, d) + lam[:, :, 0] * np.abs(candidates).sum(axis=-1)
+    best = objective.min(axis=1, keepdims=True)
+    within = objective <= best + 1e-12 * np.maximum(np.abs(best), f(np.zeros(2)))
+    return candidates[np.arange(len(candidates)), np.argmax(within, axis=1)]
 
 
 def l2_solution(f: Quadratic, lambda_: float) -> np.ndarray:
