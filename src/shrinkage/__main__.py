@@ -50,6 +50,7 @@ def missing_extra(error: BaseException, *, needs: str) -> str | None:
 def main(argv: Sequence[str] | None = None) -> None:
     """Run the command line on ``argv`` (default: the process's arguments) and exit."""
     try:
+        from shrinkage.study.cli import OWN_PROCESS
         from shrinkage.study.cli import main as command_line
     except KeyboardInterrupt:  # Ctrl-C while the command line loads: ended as it ends one later
         print("shrinkage: aborted", file=sys.stderr)
@@ -61,7 +62,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(line, file=sys.stderr)
         sys.exit(2)
     try:
-        command_line.main(args=None if argv is None else list(argv))
+        command_line.main(args=None if argv is None else list(argv), obj=OWN_PROCESS)
     finally:
         # the interpreter's last collections walk every object torch, pandas and matplotlib
         # made (1.1 s after a default study on 2 cores): nothing is left to collect that

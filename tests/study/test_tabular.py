@@ -423,9 +423,9 @@ def _last_line_printed(code: str) -> str:
 
 @pytest.mark.parametrize("data", ["bundled", "parquet"])
 def test_a_study_imports_neither_scikit_learn_nor_triton_nor_numba_nor_pyarrow_but_for_parquet(tmp_path, data):
-    """Each costs the command's process memory (75, 50, 130 and 34 MB) and import time;
-    the study needs none of them on the CPU (a regression test: each one crept in once),
-    but pyarrow to read a Parquet file."""
+    """The ``shrinkage`` program's study: each costs the process memory (75, 50, 130 and
+    34 MB) and import time; it needs none of them on the CPU (a regression test: each
+    one crept in once), but pyarrow to read a Parquet file."""
     from sklearn.datasets import load_wine
 
     arguments = ["--penalties", "l1,group", "--n-lambdas", "4", "--cv", "3"]
@@ -435,16 +435,32 @@ def test_a_study_imports_neither_scikit_learn_nor_triton_nor_numba_nor_pyarrow_b
         arguments += ["--n-lambdas", "3", "--cv", "2"]
     code = (
         "import sys\n"
-        "from shrinkage.study.cli import main\n"
+        "from shrinkage.__main__ import main\n"
         "try:\n"
-        f"    main(['study', '--out', {str(tmp_path / 'out')!r}, '--quiet', '--n-jobs', '1', *{arguments!r}], "
-        "standalone_mode=False)\n"
+        f"    main(['study', '--out', {str(tmp_path / 'out')!r}, '--quiet', '--n-jobs', '1', *{arguments!r}])\n"
         "finally:\n"
         "    loaded = {m.split('.')[0] for m, module in sys.modules.items() if module is not None}\n"
         "    print(sorted(loaded & {'sklearn', 'scipy', 'triton', 'numba', 'pyarrow'}))\n"
     )
     assert _last_line_printed(code) == ("['pyarrow']" if data == "parquet" else "[]")
     assert (tmp_path / "out" / "report.html").exists()
+
+
+def test_a_study_called_from_python_leaves_pyarrow_to_its_process(tmp_path):
+    """Called as a function (not the program), the study's process is the caller's: pyarrow
+    stays importable after it (for Parquet, for the caller's own code)."""
+    code = (
+        "import sys\n"
+        "from shrinkage.study.cli import main\n"
+        "try:\n"
+        f"    main(['study', '--out', {str(tmp_path / 'out')!r}, '--quiet', '--n-jobs', '1', '--penalties', 'l1', "
+        "'--n-lambdas', '3', '--cv', '2'])\n"
+        "except SystemExit as done:\n"
+        "    assert done.code == 0\n"
+        "import pyarrow\n"
+        "print(pyarrow.__name__)\n"
+    )
+    assert _last_line_printed(code) == "pyarrow"
 
 
 def test_a_studys_worker_keeps_pyarrow_out_where_the_study_does(tmp_path):

@@ -62,6 +62,10 @@ from .workers import Workers, keep_pyarrow_out, study_processes
 __all__ = ["main"]
 
 _LOG_FOLDER = "shrinkage.log_folder"  # ctx.meta key: the folder for an internal error's traceback
+#: ``ctx.obj`` when the ``shrinkage`` program runs (:mod:`shrinkage.__main__`): the process is
+#: the command's alone, so a study may keep pyarrow out of it — not when Python code calls
+#: :func:`main`, whose process may need pyarrow after it
+OWN_PROCESS = "shrinkage: the command's own process"
 _LOG_NAME = "shrinkage-error.log"
 
 
@@ -346,7 +350,7 @@ def study(
     from .store import Store
     from .tabular import is_parquet
 
-    if cluster is None and not (fields["data"] and is_parquet(fields["data"])):
+    if ctx.obj == OWN_PROCESS and cluster is None and not (fields["data"] and is_parquet(fields["data"])):
         keep_pyarrow_out()  # before pandas is imported; Parquet (and Dask's pickles) may need it
     ctx.meta[_LOG_FOLDER] = out_dir
     if fields["device"] != "auto":

@@ -102,7 +102,9 @@ def keep_pyarrow_out() -> None:
     """Keep pyarrow out of this process, when pandas is not imported yet: pandas imports
     pyarrow, where installed, at its own import (to read its version; 34 MB of memory),
     and a study needs it only to read a Parquet file. ``import pyarrow`` then fails here
-    as if it were not installed (pandas stores text without it)."""
+    as if it were not installed (pandas stores text without it), for the rest of the
+    process: only a process that is the study's alone calls this (the ``shrinkage``
+    program, its workers)."""
     if "pandas" not in sys.modules:
         sys.modules.setdefault("pyarrow", None)  # type: ignore[arg-type]
 
