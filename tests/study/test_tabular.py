@@ -304,6 +304,29 @@ def test_separators_are_read_from_the_header_and_a_cut_archive_is_refused(tmp_pa
         read_table(_written(tmp_path / "cut.csv.gz", cut), "y")
 
 
+def test_a_semicolon_file_with_decimal_commas_reads_its_numbers(tmp_path):
+    """Excel in the locales that separate by semicolons writes 3,5 for 3.5: such a file
+    reads the numbers it means (and says so), where it became text columns before; a
+    semicolon file with decimal points, or with a comma inside a text field, reads as
+    it did."""
+    rng = np.random.default_rng(0)
+    values = np.round(rng.standard_normal((30, 2)), 3)
+    rows = [("a", "b", "name", "y")] + [
+        (f"{a}", f"{b}", f"Smith, J{i}" if i % 2 else "x", f"{a + b:.3f}") for i, (a, b) in enumerate(values)
+    ]
+    expected = read_table(_written(tmp_path / "comma.csv", _joined(rows, ";")), "y")
+    assert np.allclose(expected.features[["a", "b"]].to_numpy(dtype=float), values)
+    european = [tuple(v.replace(".", ",") if v[-1].isdigit() else v for v in row) for row in rows]
+    with pytest.warns(UserWarning, match=r"read eu.csv with decimal commas \(3,5 is 3.5\)"):
+        table = read_table(_written(tmp_path / "eu.csv", _joined(european, ";")), "y")
+    pd.testing.assert_frame_equal(table.features, expected.features)
+    pd.testing.assert_series_equal(table.target, expected.target)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no decimal commas where a comma is only in the text
+        texts = [("name", "y")] + [("Smith, J", "1.5"), ("Doe, A", "2.5")] * 10
+        assert read_table(_written(tmp_path / "text.csv", _joined(texts, ";")), "y").target.iloc[0] == 1.5
+
+
 def _joined(rows, sep: str) -> bytes:
     return "".join(sep.join(row) + "\n" for row in rows).encode()
 

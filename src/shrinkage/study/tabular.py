@@ -460,12 +460,19 @@ def _read_csv(path: Path, sep: str, text_columns: Sequence[str] = ()):
             raise InputError(f"data file {str(path)!r} must be CSV text, but it is {what}")
     compression = next((kind for magic, kind in _COMPRESSIONS if head.startswith(magic)), None)
     utf16 = head[:2] in (b"\xff\xfe", b"\xfe\xff")
+    decimal = "."
     if sep == ",":  # (a .tsv file is tab-separated by its name)
-        sep = _separator(path, compression, "utf-16" if utf16 else "latin-1")
+        sep, decimal = _separator(path, compression, "utf-16" if utf16 else "latin-1")
+    if decimal == ",":
+        warn(
+            f"read {path.name} with decimal commas (3,5 is 3.5): it is separated by semicolons, and its numbers "
+            "are written with commas",
+            UserWarning,
+        )
     for encoding in ("utf-16",) if utf16 else ("utf-8-sig", "latin-1"):
         try:
             types = dict.fromkeys(text_columns, str)
-            read = {"sep": sep, "encoding": encoding, "compression": compression}
+            read = {"sep": sep, "decimal": decimal, "encoding": encoding, "compression": compression}
             # index_col=False: a comma at the end of each row is not a column of row names
             frame = pd.read_csv(path, **read, low_memory=False, dtype=types or None, index_col=False)
             # pandas renames a repeated name ("y", "y" → "y", "y.1"): the header as written
@@ -477,24 +484,34 @@ def _read_csv(path: Path, sep: str, text_columns: Sequence[str] = ()):
     raise InputError(f"data file {str(path)!r} is neither UTF-8 nor Latin-1 text")
 
 
-def _separator(path: Path, compression: str | None, encoding: str) -> str:
-    """The separator of a CSV's header line: the comma, or a semicolon (Excel in many
-    locales), a tab or a bar where the header holds more of it than of commas."""
+def _separator(path: Path, compression: str | None, encoding: str) -> tuple[str, str]:
+    """The separator of a CSV's header line — the comma, or a semicolon (Excel in many
+    locales), a tab or a bar where the header holds more of it than of commas — and its
+    decimal mark: the comma in a semicolon-separated file whose first rows write a digit,
+    a comma, a digit (``3,5``), as those locales do; else the point."""
     import bz2
     import gzip
 
     openers: dict[str | None, Callable[..., Any]] = {None: open, "gzip": gzip.open, "bz2": bz2.open, "xz": lzma.open}
     opener = openers.get(compression)
     if opener is None:  # (zstd: no reader in the standard library) the comma
-        return ","
+        return ",", "."
     try:
         with opener(path, "rt", encoding=encoding, errors="replace", newline="") as file:
             header = file.readline(1 << 16)
+            rows = [file.readline(1 << 16) for _ in range(_DECIMAL_ROWS)]
     except (OSError, EOFError, zlib.error, lzma.LZMAError):  # read again, and refused, by pandas
-        return ","
+        return ",", "."
     counts = {sep: header.count(sep) for sep in (",", ";", "\t", "|")}
     best = max(counts, key=lambda sep: counts[sep])
-    return best if counts[best] > counts[","] else ","
+    if counts[best] <= counts[","]:
+        return ",", "."
+    commas = best == ";" and any(re.search(r"(^|;)\s*[+-]?\d+,\d+\s*(;|$)", row.strip()) for row in rows)
+    return best, "," if commas else "."
+
+
+#: the rows after the header in which a semicolon-separated file's decimal mark is looked for
+_DECIMAL_ROWS = 20
 
 
 def _check_distinct(path: Path, names: list[str]) -> None:
