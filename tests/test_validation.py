@@ -55,6 +55,7 @@ def _files(tmp):
     (tmp / "empty.csv").write_text("")
     (tmp / "folder.csv").mkdir()
     (tmp / "garbage.parquet").write_bytes(bytes(range(256)))
+    (tmp / "data.parquet.gz").write_bytes(b"\x1f\x8b" + bytes(30))  # (its content is not read)
     (tmp / "noy.csv").write_text("a,b\n1,2\n3,4\n")
     (tmp / "text.sqlite").write_text("not a database")
     sqlite3.connect(tmp / "other.sqlite").execute("CREATE TABLE t (x)").connection.commit()
@@ -140,6 +141,12 @@ API = [
     ("empty data file", lambda t: read_table(t / "empty.csv", "y"), ValueError, "cannot be read as a table"),
     ("folder as data file", lambda t: read_table(t / "folder.csv", "y"), ValueError, "must be a file, got the dir"),
     ("corrupt parquet", lambda t: read_table(t / "garbage.parquet", "y"), ValueError, "cannot be read"),
+    (
+        "gzipped parquet",
+        lambda t: read_table(t / "data.parquet.gz", "y"),
+        ValueError,
+        "data file must be a Parquet file as written, not compressed again, got 'data.parquet.gz'",
+    ),
     ("wrong target column", lambda t: read_table(t / "noy.csv", "y"), ValueError, "its columns are 'a', 'b'"),
     ("store: a folder", lambda t: Store(t / "folder.csv"), StoreError, "store must be a file, got the directory"),
     ("store: text", lambda t: Store(t / "text.sqlite"), StoreError, "is not a shrinkage results store"),

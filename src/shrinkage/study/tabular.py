@@ -361,6 +361,8 @@ def read_frame(path: str | Path, *, text_columns: Sequence[str] = ()):
     if kind is not None:  # reading a pipe or a device would block or never end
         raise fail("data file", "a regular file", Described(f"{kind} {str(path)!r}"))
     suffix = _suffix(path)
+    if suffix in _PARQUET and path.suffix.lower() in _COMPRESSED:  # (Parquet compresses its columns itself)
+        raise fail("data file", "a Parquet file as written, not compressed again", Described(repr(path.name)))
     try:
         if suffix in _PARQUET:
             frame = _read_parquet(path)
