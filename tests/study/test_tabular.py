@@ -327,6 +327,38 @@ def test_a_semicolon_file_with_decimal_commas_reads_its_numbers(tmp_path):
         assert read_table(_written(tmp_path / "text.csv", _joined(texts, ";")), "y").target.iloc[0] == 1.5
 
 
+def test_categorical_columns_are_read_as_written_and_kept(tmp_path):
+    """Codes written as numbers (a zip code "007"): read as numbers by default; named in
+    ``categorical`` they stay text as written, one-hot, and are kept even when distinct in
+    most rows (an identifier otherwise) — from a CSV, and from a Parquet file's numbers."""
+    from shrinkage.study.config import StudyConfig
+
+    rng = np.random.default_rng(0)
+    codes = [f"{c:03d}" for c in rng.permutation(60)[:40]] * 2  # 40 codes, each in 2 of 80 rows
+    frame = pd.DataFrame({"zip": codes, "x": rng.standard_normal(80), "y": rng.standard_normal(80)})
+    frame.to_csv(tmp_path / "z.csv", index=False)
+    assert read_table(tmp_path / "z.csv", "y").features["zip"].dtype == np.int64  # 7, not "007"
+    table = read_table(tmp_path / "z.csv", "y", categorical=["zip"])
+    assert table.features["zip"].tolist() == codes and not table.dropped
+    encoder = Encoder().fit(table.features)
+    assert {c["name"]: c["kind"] for c in encoder.columns()} == {"zip": "categorical", "x": "numeric"}
+    assert encoder.transform(table.features).shape == (80, 40 + 1)
+    frame.assign(zip=frame["zip"].astype(int)).to_parquet(tmp_path / "z.parquet")
+    parquet = read_table(tmp_path / "z.parquet", "y", categorical=["zip"])
+    assert parquet.features["zip"].tolist() == [str(int(c)) for c in codes]
+    from shrinkage.study.runner import prepare_study
+
+    prepared = prepare_study(StudyConfig(data=str(tmp_path / "z.csv"), target="y", categorical=("zip",)))
+    levels = [name[4:] for name in prepared.summary["encoded_features"] if name.startswith("zip=")]
+    assert levels and set(levels) <= set(codes) and any(level.startswith("0") for level in levels)  # as written
+    with pytest.raises(ValueError, match=r"categorical column 'zap' is not in z.csv; its columns are 'zip', 'x', 'y'"):
+        read_table(tmp_path / "z.csv", "y", categorical=["zap"])
+    with pytest.raises(ValueError, match=r"categorical must be feature columns, not the target 'y', got 'zip,y'"):
+        read_table(tmp_path / "z.csv", "y", categorical=["zip", "y"])
+    with pytest.raises(ValueError, match=r"categorical must be given with a data file \(data=, --data\), got 'zip'"):
+        StudyConfig(categorical=("zip",))
+
+
 def _joined(rows, sep: str) -> bytes:
     return "".join(sep.join(row) + "\n" for row in rows).encode()
 

@@ -49,6 +49,11 @@ class StudyConfig:
         A CSV or Parquet file to study instead of a bundled set.
     target : str, optional
         The target column of the ``data`` file (required with it).
+    categorical : tuple of str
+        Columns of the ``data`` file to read as categories whatever they hold: codes
+        written as numbers (``007``, a zip code, a product number) are kept as written,
+        one-hot encoded, never read as numbers nor dropped as identifiers
+        (comma-separated on the command line).
     task : {"auto", "regression", "binary", "multiclass"}
         What the target is; ``auto`` infers it from the values
         (:func:`shrinkage.study.tabular.infer_task`).
@@ -101,6 +106,7 @@ class StudyConfig:
     dataset: str | None = field(default="diabetes", metadata={"choices": BUNDLED})
     data: str | None = field(default=None, metadata={"metavar": "FILE"})
     target: str | None = field(default=None, metadata={"metavar": "COLUMN"})
+    categorical: tuple[str, ...] = field(default=(), metadata={"metavar": "COLUMN,…"})
     task: str = field(default="auto", metadata={"choices": ("auto", *TASKS)})
     missing: str = field(default="impute", metadata={"choices": ("impute", "error")})
     penalties: tuple[str, ...] = field(default=DEFAULT_PENALTIES, metadata={"choices": PENALTY_CHOICES})
@@ -122,6 +128,8 @@ class StudyConfig:
             check_choice("dataset", self.dataset, BUNDLED)
             if self.target is not None:
                 raise fail("target", "given with a data file (data=, --data)", self.target)
+            if self.categorical:
+                raise fail("categorical", "given with a data file (data=, --data)", ",".join(self.categorical))
         elif self.target is None:
             raise InputError("target must name the target column of the data file, got None")
         check_choice("task", self.task, ("auto", *TASKS))

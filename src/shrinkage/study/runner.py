@@ -62,7 +62,7 @@ def load_table(config: StudyConfig) -> Table:
     """The study's data as a :class:`~shrinkage.study.tabular.Table`."""
     if config.data is not None:
         assert config.target is not None  # StudyConfig requires a target with a data file
-        return read_table(config.data, config.target, task=config.task)
+        return read_table(config.data, config.target, task=config.task, categorical=config.categorical)
     assert config.dataset is not None  # StudyConfig requires a bundled set without a data file
     table = table_from_dataset(load_dataset(config.dataset))
     if config.task not in ("auto", table.task):

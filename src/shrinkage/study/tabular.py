@@ -93,8 +93,9 @@ def infer_task(target: Any) -> str:
     return "binary" if n_unique == 2 else "multiclass"
 
 
-def _finish(features, target, name: str, task: str, true_features=None) -> Table:
-    """Checks every table passes, from a file or a bundled set."""
+def _finish(features, target, name: str, task: str, true_features=None, categorical: Sequence[str] = ()) -> Table:
+    """Checks every table passes, from a file or a bundled set; the ``categorical``
+    columns (text) are neither read as numbers nor dropped as identifiers."""
     import pandas as pd
 
     check_choice("task", task, TASKS)
@@ -116,20 +117,26 @@ def _finish(features, target, name: str, task: str, true_features=None) -> Table
         raise InputError(f"the table must have feature columns besides the target {target_name!r}, got none")
     _check_encodable(features)
     notes: list[str] = []
-    features = _numbers_in_text(features, notes)
+    features = _numbers_in_text(features, notes, keep=categorical)
     dropped: list[str] = []
     # constant columns say nothing; text distinct in most rows (an id, a name) says nothing
     # about other rows, and one-hot it would be a column per row or two
-    for what, unused, left in (
-        ("constant column(s)", lambda values: values.nunique(dropna=False) <= 1, "constant"),
+    for what, unused, left, asked in (  # (asked: applies to the categorical columns asked for)
+        ("constant column(s)", lambda values: values.nunique(dropna=False) <= 1, "constant", True),
         (
             "identifier column(s) (text with a distinct value in at least half of the rows)",
             _is_identifier,
             "constant or an identifier",
+            False,
         ),
-        ("unnamed column(s) of row numbers (a saved index)", _is_saved_index, "constant, an identifier or an index"),
+        (
+            "unnamed column(s) of row numbers (a saved index)",
+            _is_saved_index,
+            "constant, an identifier or an index",
+            False,
+        ),
     ):
-        columns = [str(c) for c in features.columns if unused(features[c])]
+        columns = [str(c) for c in features.columns if unused(features[c]) and (asked or c not in categorical)]
         if columns:
             note = f"dropped {len(columns)} {what}: {', '.join(columns)}"
             warn(note, UserWarning)
@@ -261,16 +268,16 @@ def _written_as(values) -> str:
     return f"written with {' and '.join(forms)}" if forms else "written as text"
 
 
-def _numbers_in_text(features, notes: list[str]):
+def _numbers_in_text(features, notes: list[str], keep: Sequence[str] = ()):
     """Text columns that are numbers (written with thousands separators, or with a few
-    values that are not numbers, such as ``n/a?``) become numeric: one-hot, each number
-    would be a level of its own. The values that are not numbers become missing values,
-    and a note (and a warning) names them."""
+    values that are not numbers, such as ``n/a?``) become numeric, but those in ``keep``:
+    one-hot, each number would be a level of its own. The values that are not numbers
+    become missing values, and a note (and a warning) names them."""
     import pandas as pd
 
     for column in features.columns:
         values = features[column]
-        if pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+        if pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values) or column in keep:
             continue
         present = values.notna()
         if not present.any():
@@ -327,20 +334,26 @@ def _is_saved_index(values) -> bool:
     return any(np.array_equal(numbers, np.arange(start, start + len(numbers))) for start in (0, 1))
 
 
-def read_table(path: str | Path, target: str, *, task: str = "auto") -> Table:
-    """Read a CSV or Parquet file with a ``target`` column.
+def read_table(path: str | Path, target: str, *, task: str = "auto", categorical: Sequence[str] = ()) -> Table:
+    """Read a CSV or Parquet file with a ``target`` column; the ``categorical`` columns
+    as text, as written (categories, whatever they hold).
 
     Raises a ``ValueError`` or ``FileNotFoundError`` naming the problem for a missing
-    file, a directory, an unreadable or empty file, an unknown target column, a target
-    with missing values or a single value.
+    file, a directory, an unreadable or empty file, an unknown target or categorical
+    column, a target with missing values or a single value.
     """
     path = Path(path)
-    frame = read_frame(path)
+    frame = read_frame(path, text_columns=categorical)
     columns = list(frame.columns)
+    shown = ", ".join(repr(c) for c in columns[:12]) + (", …" if len(columns) > 12 else "")
     if target not in columns:
-        shown = ", ".join(repr(c) for c in columns[:12]) + (", …" if len(columns) > 12 else "")
         raise InputError(f"target column {target!r} is not in {path.name}; its columns are {shown}")
-    return _finish(frame.drop(columns=[target]), frame[target], path.name, task)
+    for column in categorical:
+        if column not in columns:
+            raise InputError(f"categorical column {column!r} is not in {path.name}; its columns are {shown}")
+        if column == target:
+            raise fail("categorical", f"feature columns, not the target {target!r}", ",".join(categorical))
+    return _finish(frame.drop(columns=[target]), frame[target], path.name, task, categorical=categorical)
 
 
 def read_frame(path: str | Path, *, text_columns: Sequence[str] = ()):
@@ -382,6 +395,9 @@ def read_frame(path: str | Path, *, text_columns: Sequence[str] = ()):
         raise InputError(f"data file {str(path)!r} has no rows")
     frame.columns = [str(c) for c in frame.columns]
     _check_distinct(path, list(frame.columns))  # (a Parquet file may repeat a name too)
+    for column in text_columns:  # (a CSV's are read as text already; a Parquet file's as typed)
+        if column in frame.columns:
+            frame[column] = frame[column].map(str, na_action="ignore").astype(object)
     return _plain_types(frame)
 
 
