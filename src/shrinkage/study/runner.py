@@ -362,9 +362,12 @@ def run_study(
     device = resolve_device(config.device)
     # results do not depend on n_jobs; they do on the device used (not on how it was named:
     # "auto" or "cuda"), and a CPU study keeps the key it had before devices were an option
+    # (a study without categorical columns, the key it had before those were one)
     identity = {k: v for k, v in config.to_dict().items() if k not in ("n_jobs", "device")}
     if device != "cpu":
         identity["device"] = device
+    if not config.categorical:
+        del identity["categorical"]
     fingerprint = json.dumps([identity, prepared.summary["fingerprint"]], sort_keys=True)
     key = hashlib.sha256(fingerprint.encode()).hexdigest()[:20]
     study_id = store.find_study(key)
