@@ -327,6 +327,30 @@ def test_a_semicolon_file_with_decimal_commas_reads_its_numbers(tmp_path):
         assert read_table(_written(tmp_path / "text.csv", _joined(texts, ";")), "y").target.iloc[0] == 1.5
 
 
+def test_a_semicolon_file_with_points_and_thousands_commas_is_not_read_with_decimal_commas(tmp_path):
+    """A number with a decimal point in the first rows says the commas are thousands
+    (4,807 is four thousand); a text target that is all numbers is read as numbers (it
+    raised an IndexError); 0,558 is never a thousands number (it was 558)."""
+    rng = np.random.default_rng(1)
+    rows = [("x", "big", "y")] + [
+        (f"{rng.normal():.2f}", f"{rng.integers(1, 9)},{rng.integers(100, 999)}", f"{rng.normal():.2f}")
+        for _ in range(40)
+    ]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        table = read_table(_written(tmp_path / "points.csv", _joined(rows, ";")), "y")
+    assert not [w for w in caught if "decimal commas" in str(w.message)]
+    assert table.features["big"].tolist() == [float(r[1].replace(",", "")) for r in rows[1:]]
+    # a text target that is all numbers (thousands separators) is read as numbers
+    lines = [("x", "y")] + [(str(i), f"{1000 * i + 7 * i:,}") for i in range(1, 30)]
+    with pytest.warns(UserWarning, match=r"read target column 'y' as numbers \(written with thousands separators\)"):
+        table = read_table(_written(tmp_path / "target.csv", _joined(lines, "\t")), "y")
+    assert table.task == "regression" and table.target.tolist() == [float(1007 * i) for i in range(1, 30)]
+    lines = [("a", "y")] + [(f"{1000 * i + 123:,}", str(i)) for i in range(1, 30)] + [("0,558", "0")]
+    with pytest.warns(UserWarning, match=r"read column 'a' as numbers: 1 value\(s\) that are not numbers \('0,558'\)"):
+        assert read_table(_written(tmp_path / "t.csv", _joined(lines, "\t")), "y").features["a"].isna().sum() == 1
+
+
 def test_categorical_columns_are_read_as_written_and_kept(tmp_path):
     """Codes written as numbers (a zip code "007"): read as numbers by default; named in
     ``categorical`` they stay text as written, one-hot, and are kept even when distinct in
@@ -357,6 +381,8 @@ def test_categorical_columns_are_read_as_written_and_kept(tmp_path):
         read_table(tmp_path / "z.csv", "y", categorical=["zip", "y"])
     with pytest.raises(ValueError, match=r"categorical must be given with a data file \(data=, --data\), got 'zip'"):
         StudyConfig(categorical=("zip",))
+    with pytest.raises(ValueError, match=r"categorical must be a list without repeats, got 'zip,x,zip'"):
+        StudyConfig(data="z.csv", target="y", categorical=("zip", "x", "zip"))
 
 
 def _joined(rows, sep: str) -> bytes:

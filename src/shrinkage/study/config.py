@@ -132,6 +132,8 @@ class StudyConfig:
                 raise fail("categorical", "given with a data file (data=, --data)", ",".join(self.categorical))
         elif self.target is None:
             raise InputError("target must name the target column of the data file, got None")
+        if len(set(self.categorical)) != len(self.categorical):
+            raise fail("categorical", "a list without repeats", ",".join(self.categorical))
         check_choice("task", self.task, ("auto", *TASKS))
         check_choice("missing", self.missing, ("impute", "error"))
         check_choice("on_divergence", self.on_divergence, ("raise", "skip"))

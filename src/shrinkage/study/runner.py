@@ -362,10 +362,12 @@ def run_study(
     device = resolve_device(config.device)
     # results do not depend on n_jobs; they do on the device used (not on how it was named:
     # "auto" or "cuda"), and a CPU study keeps the key it had before devices were an option
-    # (a study without categorical columns, the key it had before those were one)
+    # (a study without categorical columns, the key it had before those were one; their
+    # order does not matter)
     identity = {k: v for k, v in config.to_dict().items() if k not in ("n_jobs", "device")}
     if device != "cpu":
         identity["device"] = device
+    identity["categorical"] = sorted(config.categorical)
     if not config.categorical:
         del identity["categorical"]
     fingerprint = json.dumps([identity, prepared.summary["fingerprint"]], sort_keys=True)

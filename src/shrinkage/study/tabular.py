@@ -146,7 +146,7 @@ def _finish(features, target, name: str, task: str, true_features=None, categori
             if features.shape[1] == 0:
                 raise InputError(f"every feature column is {left}: nothing to learn from")
     if task in ("auto", "regression"):
-        _check_numeric_target(target)
+        target = _numeric_target(target, notes)
     task = infer_task(target) if task == "auto" else task
     classes = None
     if task == "regression":
@@ -218,7 +218,7 @@ def _check_encodable(features) -> None:
 
 #: A text column is numbers with a few typos when at least this share of its values are numbers
 _NUMERIC_SHARE = 0.9
-_THOUSANDS = r"^[+-]?\d{1,3}(,\d{3})+(\.\d*)?$"  # 1,234,567.5
+_THOUSANDS = r"^[+-]?[1-9]\d{0,2}(,\d{3})+(\.\d*)?$"  # 1,234,567.5 (not 0,558: a decimal comma)
 _PERCENT = r"^[+-]?(\d+\.?\d*|\.\d+)\s*%$"  # 12.5% or 12.5 % (read as 12.5)
 _DATE = r"^(\d{4}-\d{1,2}-\d{1,2}|\d{1,2}[/.-]\d{1,2}[/.-]\d{2,4})([ T]\d{1,2}:\d{2}(:\d{2}(\.\d+)?)?)?$"
 
@@ -230,16 +230,22 @@ def _is_dates(present) -> bool:
     return bool(text.str.match(_DATE, na=False).mean() >= _NUMERIC_SHARE)
 
 
-def _check_numeric_target(target) -> None:
-    """A text target that is numbers but for a few values (``unknown``, a typo) is refused
+def _numeric_target(target, notes: list[str]):
+    """A text target that is numbers (written with thousands separators, say) as numbers,
+    with a note; one that is numbers but for a few values (``unknown``, a typo) is refused
     naming them: read as labels, each number would be a class of its own."""
     import pandas as pd
 
     if pd.api.types.is_numeric_dtype(target) or pd.api.types.is_bool_dtype(target):
-        return
+        return target
     numbers = _as_numbers(target)
     # (labels that are a few numbers, 0/1/2 with a stray "other", stay labels)
     if numbers.notna().sum() >= _NUMERIC_SHARE * len(target) and numbers.nunique() > 10:
+        if numbers.notna().all():
+            note = f"read target column {str(target.name)!r} as numbers ({_written_as(target)})"
+            warn(note, UserWarning)
+            notes.append(note)
+            return numbers.astype(np.float64)
         bad = target[numbers.isna()]
         row = int(np.flatnonzero(numbers.isna().to_numpy())[0])
         shown = ", ".join(repr(v) for v in bad.astype(str).unique()[:5])
@@ -247,6 +253,7 @@ def _check_numeric_target(target) -> None:
             f"target column {str(target.name)!r} must be numbers or labels, got numbers but for {len(bad)} "
             f"value(s) ({shown}; the first at row {row + 1} of the data): fix or drop those rows"
         )
+    return target
 
 
 def _as_numbers(values):
@@ -505,8 +512,8 @@ def _read_csv(path: Path, sep: str, text_columns: Sequence[str] = ()):
 def _separator(path: Path, compression: str | None, encoding: str) -> tuple[str, str]:
     """The separator of a CSV's header line — the comma, or a semicolon (Excel in many
     locales), a tab or a bar where the header holds more of it than of commas — and its
-    decimal mark: the comma in a semicolon-separated file whose first rows write a digit,
-    a comma, a digit (``3,5``), as those locales do; else the point."""
+    decimal mark: the comma in a semicolon-separated file whose first rows write numbers
+    so (:func:`_decimal_commas`), as those locales do; else the point."""
     import bz2
     import gzip
 
@@ -524,12 +531,21 @@ def _separator(path: Path, compression: str | None, encoding: str) -> tuple[str,
     best = max(counts, key=lambda sep: counts[sep])
     if counts[best] <= counts[","]:
         return ",", "."
-    commas = best == ";" and any(re.search(r"(^|;)\s*[+-]?\d+,\d+\s*(;|$)", row.strip()) for row in rows)
-    return best, "," if commas else "."
+    return best, "," if best == ";" and _decimal_commas(rows) else "."
 
 
 #: the rows after the header in which a semicolon-separated file's decimal mark is looked for
-_DECIMAL_ROWS = 20
+_DECIMAL_ROWS = 200
+
+
+def _decimal_commas(rows: list[str]) -> bool:
+    """Whether a semicolon-separated file's rows write numbers with decimal commas: a field
+    is digits, a comma, digits (``3,5``), and no field is a number with a decimal point
+    (``7.04``: then ``4,807`` is four thousand)."""
+    fields = [field.strip() for row in rows for field in row.strip().split(";")]
+    if any(re.fullmatch(r"[+-]?\d*\.\d+", field) for field in fields):
+        return False
+    return any(re.fullmatch(r"[+-]?\d+,\d+", field) for field in fields)
 
 
 def _check_distinct(path: Path, names: list[str]) -> None:
