@@ -367,8 +367,9 @@ def run_study(
     identity = {k: v for k, v in config.to_dict().items() if k not in ("n_jobs", "device")}
     if device != "cpu":
         identity["device"] = device
-    identity["categorical"] = sorted(config.categorical)
-    if not config.categorical:
+    if config.categorical:
+        identity["categorical"] = sorted(config.categorical)
+    else:
         del identity["categorical"]
     fingerprint = json.dumps([identity, prepared.summary["fingerprint"]], sort_keys=True)
     key = hashlib.sha256(fingerprint.encode()).hexdigest()[:20]
