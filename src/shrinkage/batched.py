@@ -437,7 +437,7 @@ def _train(
                 train_loss, grad = train_loss.index_select(0, keep), grad.index_select(0, keep)
         work.train.append(train_loss.detach().double())
         with torch.no_grad(), F.device_checks(_NEWTON_CHECKS):  # the epoch waits on the device anyway
-            _adam_prox_step(stack, work, grad, adam, terms, config.lr_halvings > 0)
+            _adam_prox_step(stack, work, grad, adam, terms)
     return work.out
 
 
@@ -472,7 +472,7 @@ class _Working:
     models of the stack they are. Models that stop go back to the stack (:meth:`retire`)."""
 
     def __init__(self, stack: _Stack, rows: _Rows, hold: Tensor | None):
-        n, device = stack.n, stack.flat.device
+        n = stack.n
         self.stack = stack
         self.index = list(range(n))
         self.weights = stack.flat.detach().clone()
@@ -488,7 +488,8 @@ class _Working:
         self.best_epoch = np.zeros(n, dtype=np.int64)
         self.waited = np.zeros(n, dtype=np.int64)
         self.halvings = np.zeros(n, dtype=np.int64)
-        self.rate = torch.ones(n, 1, dtype=self.weights.dtype, device=device)  # of the learning rate
+        # each model's factor of the learning rate, (working, 1) on the device; None before a halving
+        self.rate: Tensor | None = None
         self.train: list[Tensor] = []  # this working set's curves, one (working,) tensor an epoch
         self.val: list[Tensor] = []
         self.out = _PhaseResult(
@@ -555,7 +556,7 @@ class _Working:
         self.train_rows = self.train_rows.index_select(0, keep)
         self.score_rows = self.score_rows.index_select(0, keep)
         self.hold = None if self.hold is None else self.hold.index_select(0, keep)
-        self.rate = self.rate.index_select(0, keep)
+        self.rate = None if self.rate is None else self.rate.index_select(0, keep)
         self.best, self.best_epoch, self.waited, self.halvings = (
             state[kept] for state in (self.best, self.best_epoch, self.waited, self.halvings)
         )
@@ -576,7 +577,6 @@ def _adam_prox_step(
     grad: Tensor,
     adam: tuple[float, float, float, float],
     terms: _Terms | None,
-    halvings: bool = False,
 ) -> None:
     """torch's Adam step on every working model, then the prox with the step it took."""
     lr, beta1, beta2, eps = adam
@@ -588,7 +588,7 @@ def _adam_prox_step(
     v.mul_(beta2).addcmul_(grad, grad, value=1.0 - beta2)
     # lr / (√(v/(1−β₂ᵗ)) + ε): Adam's per-element step, what the prox scales by
     step = (v.sqrt() / root2).add_(eps).reciprocal_().mul_(lr)
-    if halvings:
+    if work.rate is not None:  # (lr_halvings: a model's halved learning rate)
         step.mul_(work.rate)
     p.sub_(step * m / bias1)
     if terms is not None:
