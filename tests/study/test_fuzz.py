@@ -439,7 +439,7 @@ def test_a_report_of_a_store_with_any_value_in_any_column_is_written_or_refused(
         assert out.exists() == (outcome == "loaded")
         return outcome
 
-    outcomes = _fuzz(12, check)
+    outcomes = _fuzz(8, check)
     print(f"reports: {dict(outcomes)}")
     assert outcomes["loaded"] >= 1, outcomes
 

@@ -322,6 +322,10 @@ def test_a_newer_store_is_refused_untouched(tmp_path, read_only):
         ("n_features", 2.5, "runs.n_features must hold a whole number"),
         ("model", "text", "runs.model must hold bytes"),
         ("lambda_chosen", -5.0, "runs.lambda_chosen must hold a number >= 0"),
+        # lists of another length than the grid (a report drew them against it: an internal error, found by test_fuzz)
+        ("cv_se", "[0.1]", "runs.cv_se of run 1 must hold one value per λ of runs.lambdas (2), not 1"),
+        ("lambdas", "[0.1, 0.2, 0.3]", "runs.cv_mean of run 1 must hold one value per λ of runs.lambdas (3), not 2"),
+        ("admissible", "[true]", "runs.admissible of run 1 must hold one value per λ of runs.lambdas (2), not 1"),
     ],
 )
 def test_a_damaged_value_is_a_store_error_naming_its_column(tmp_path, column, value, message):

@@ -242,6 +242,19 @@ class _Table:
         return {**found, **decoded}
 
 
+def _check_grid(run: dict[str, Any], where: str) -> None:
+    """A run's per-λ columns hold one value per λ of its grid (the report draws them
+    against each other): a :class:`StoreError` naming the column otherwise."""
+    lambdas = run["lambdas"]
+    for name in ("cv_mean", "cv_se", "admissible"):
+        values = run[name]
+        if lambdas is not None and values is not None and len(values) != len(lambdas):
+            raise StoreError(
+                f"{where} is damaged: runs.{name} of run {run['id']} must hold one value per λ of runs.lambdas "
+                f"({len(lambdas)}), not {len(values)}"
+            )
+
+
 _META = _Table("meta", (_Column("key", "text", "PRIMARY KEY"), _Column("value", "text")))
 
 _STUDIES = _Table(
@@ -622,7 +635,10 @@ class Store:
         """The study's runs in the order they were stored; JSON columns parsed,
         ``weights`` a float32 array, ``model`` and ``penalized`` bytes (or None)."""
         rows = self._read("SELECT * FROM runs WHERE study_id = ? ORDER BY id", (study_id,))
-        return [_RUNS.decode(row, self._where) for row in rows]
+        runs = [_RUNS.decode(row, self._where) for row in rows]
+        for run in runs:
+            _check_grid(run, self._where)
+        return runs
 
     def points(self, run_id: int, fold: int | None = None) -> list[dict[str, Any]]:
         """The run's path points (only ``fold``'s if given), by fold then λ index."""
