@@ -286,6 +286,21 @@ def test_a_lambda_min_at_the_grids_edge_is_said_in_the_answers():
     assert "edge" not in _answers([run | {"lambda_min": 0.1}], {"columns": ["a", "b"]}, "R²")["which"]
 
 
+def test_the_answers_say_when_there_is_no_unpenalized_run_to_compare_with():
+    from shrinkage.study.report import _answers
+
+    run = {"penalty": "l1", "rules": [{"penalty": {"name": "l1", "lambda_": 1.0}}], "lambdas": [0.01, 0.1, 1.0]}
+    run |= {"lambda_min": 0.1, "lambda_1se": 0.1, "lambda_chosen": 0.1, "cv_loss": 0.5, "cv_loss_se": 0.1}
+    run |= {"test_score": 0.5, "n_features": 2, "features": ["a", "b"]}
+    data = {"columns": ["a", "b"]}
+    assert _answers([run], data, "R²")["helps"] == (
+        "No unpenalized run to compare with (the study's penalties do not include none)."
+    )  # it said "No penalized run was made."
+    none = run | {"penalty": "none", "rules": [], "cv_loss": 0.9, "test_score": 0.1}
+    assert _answers([none], data, "R²")["helps"] == "No penalized run was made."
+    assert _answers([none, run], data, "R²")["helps"].startswith("Yes: the best penalized model (l1)")
+
+
 def test_wide_data_figures_show_the_features_that_matter_not_every_column():
     """10,000 columns: one tick label and one line per column made the report take minutes."""
     import matplotlib

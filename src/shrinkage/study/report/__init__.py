@@ -86,6 +86,7 @@ def _answers(runs: list[dict[str, Any]], data: dict[str, Any], score_name: str) 
     if not penalized:
         return out
     best = min(penalized, key=lambda run: run["cv_loss"])
+    out["helps"] = "No unpenalized run to compare with (the study's penalties do not include none)."
     if "none" in by_name:
         none = by_name["none"]
         gain = none["cv_loss"] - best["cv_loss"]
