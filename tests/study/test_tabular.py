@@ -321,6 +321,8 @@ def test_a_semicolon_file_with_decimal_commas_reads_its_numbers(tmp_path):
         table = read_table(_written(tmp_path / "eu.csv", _joined(european, ";")), "y")
     pd.testing.assert_frame_equal(table.features, expected.features)
     pd.testing.assert_series_equal(table.target, expected.target)
+    assert table.notes[0].startswith("read eu.csv with decimal commas")  # the store and the report say it too
+    assert not any("decimal" in note for note in expected.notes)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no decimal commas where a comma is only in the text
         texts = [("name", "y")] + [("Smith, J", "1.5"), ("Doe, A", "2.5")] * 10

@@ -93,9 +93,18 @@ def infer_task(target: Any) -> str:
     return "binary" if n_unique == 2 else "multiclass"
 
 
-def _finish(features, target, name: str, task: str, true_features=None, categorical: Sequence[str] = ()) -> Table:
+def _finish(
+    features,
+    target,
+    name: str,
+    task: str,
+    true_features=None,
+    categorical: Sequence[str] = (),
+    notes: Sequence[str] = (),
+) -> Table:
     """Checks every table passes, from a file or a bundled set; the ``categorical``
-    columns (text) are neither read as numbers nor dropped as identifiers."""
+    columns (text) are neither read as numbers nor dropped as identifiers. ``notes``: how
+    the file was read, first among the table's notes."""
     import pandas as pd
 
     check_choice("task", task, TASKS)
@@ -116,7 +125,7 @@ def _finish(features, target, name: str, task: str, true_features=None, categori
     if features.shape[1] == 0:
         raise InputError(f"the table must have feature columns besides the target {target_name!r}, got none")
     _check_encodable(features)
-    notes: list[str] = []
+    notes = list(notes)
     features = _numbers_in_text(features, notes, keep=categorical)
     dropped: list[str] = []
     # constant columns say nothing; text distinct in most rows (an id, a name) says nothing
@@ -360,7 +369,8 @@ def read_table(path: str | Path, target: str, *, task: str = "auto", categorical
             raise InputError(f"categorical column {column!r} is not in {path.name}; its columns are {shown}")
         if column == target:
             raise fail("categorical", f"feature columns, not the target {target!r}", ",".join(categorical))
-    return _finish(frame.drop(columns=[target]), frame[target], path.name, task, categorical=categorical)
+    read = list(frame.attrs.get("notes", ()))
+    return _finish(frame.drop(columns=[target]), frame[target], path.name, task, categorical=categorical, notes=read)
 
 
 def read_frame(path: str | Path, *, text_columns: Sequence[str] = ()):
@@ -488,12 +498,13 @@ def _read_csv(path: Path, sep: str, text_columns: Sequence[str] = ()):
     decimal = "."
     if sep == ",":  # (a .tsv file is tab-separated by its name)
         sep, decimal = _separator(path, compression, "utf-16" if utf16 else "latin-1")
+    notes: list[str] = []
     if decimal == ",":
-        warn(
+        notes.append(
             f"read {path.name} with decimal commas (3,5 is 3.5): it is separated by semicolons, and its numbers "
-            "are written with commas",
-            UserWarning,
+            "are written with commas"
         )
+        warn(notes[-1], UserWarning)
     for encoding in ("utf-16",) if utf16 else ("utf-8-sig", "latin-1"):
         try:
             types = dict.fromkeys(text_columns, str)
@@ -505,6 +516,7 @@ def _read_csv(path: Path, sep: str, text_columns: Sequence[str] = ()):
         except UnicodeDecodeError:
             continue
         _check_distinct(path, [str(c) for c in header.iloc[0]])
+        frame.attrs["notes"] = notes  # how it was read, for the study's notes (read_table)
         return frame
     raise InputError(f"data file {str(path)!r} is neither UTF-8 nor Latin-1 text")
 
