@@ -136,7 +136,7 @@ def test_linear_model_folds_match_the_sequential_engine(diabetes):
     X, y = diabetes
     grid = tuple(np.geomspace(2e-3, 0.5, 8))
     config = PathConfig(
-        lambdas=grid, val_fraction=0.0, train_config=TrainConfig(lr=1e-2, batch_size=None, max_epochs=400, patience=400)
+        lambdas=grid, val_fraction=0.0, train_config=TrainConfig(lr=1e-2, batch_size=None, max_epochs=150, patience=150)
     )
     seq, bat = _both(lambda: MLP(10, (), 1), X, y, penalty=L1(), config=config, cv=4)
     np.testing.assert_allclose(bat.scores, seq.scores, rtol=2e-3, atol=1e-4)
