@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -198,19 +199,61 @@ def test_a_class_smaller_than_cv_warns_and_folds_as_scikit_learn():
         np.testing.assert_array_equal(test, their_test)
 
 
-def test_lambda_min_at_the_grids_smallest_lambda_warns():
-    """Noise-free linear data: the less penalty the better, so λ_min is the grid's edge."""
-    from shrinkage.cv import GridEdgeWarning
-
+def _noise_free(engine: str = "sequential"):
+    """Noise-free linear data: the less penalty the better, so λ_min is the grid's edge.
+    Trained by SGD (the sequential engine) or Adam (which the batched engine takes)."""
     rng = np.random.default_rng(0)
     X = rng.standard_normal((120, 3))
-    y = X @ np.array([1.0, -2.0, 0.5])
-    train_config = TrainConfig(optimizer="sgd", lr=0.2, batch_size=None, max_epochs=200, patience=20)
-    with pytest.warns(GridEdgeWarning, match=r"lambda_min is the grid's smallest λ \(.*extend the grid down"):
-        result = cross_validate(
-            torch.nn.Linear(3, 1), X, y, penalty=L1(), cv=3, n_lambdas=4, train_config=train_config, dense_start=False
-        )
-    assert result.at_grid_edge and result.index_min == 0
+    sgd = engine == "sequential"
+    kind = dict(optimizer="sgd", lr=0.2) if sgd else dict(optimizer="adam", lr=3e-2)
+    train_config = TrainConfig(**kind, batch_size=None, max_epochs=200, patience=20)
+    return X, X @ np.array([1.0, -2.0, 0.5]), dict(penalty=L1(), cv=3, train_config=train_config, dense_start=False)
+
+
+@pytest.mark.parametrize("grid", ["given", "automatic, not extended"])
+def test_lambda_min_at_the_grids_smallest_lambda_warns(grid):
+    from shrinkage.cv import GridEdgeWarning
+
+    X, y, settings = _noise_free()
+    settings |= dict(lambdas=(0.01, 0.03, 0.1, 0.3)) if grid == "given" else dict(n_lambdas=4, extend=0)
+    with pytest.warns(GridEdgeWarning, match=r"lambda_min is the grid's smallest λ \([^)]*\): .*extend the grid down"):
+        result = cross_validate(torch.nn.Linear(3, 1), X, y, **settings)
+    assert result.at_grid_edge and result.index_min == 0 and len(result.lambdas) == 4
+
+
+@pytest.mark.parametrize("engine", ["sequential", "batched"])
+def test_an_automatic_grid_whose_cv_minimum_is_its_edge_goes_on_below_it(engine):
+    """The grid continues below its smallest λ at its own ratio, a tenth of n_lambdas
+    at a time, until the CV minimum is inside it or ``extend`` λ were added (then the
+    warning says so). The λ added are what a cross-validation of that lower grid alone
+    gives (each path's lower segment from its start), and the grid's own λ are as without
+    the extension."""
+    from shrinkage.cv import GridEdgeWarning
+
+    X, y, settings = _noise_free(engine)
+    edge = cross_validate(torch.nn.Linear(3, 1), X, y, n_lambdas=8, extend=0, **settings)
+    assert edge.index_min == 0
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = cross_validate(torch.nn.Linear(3, 1), X, y, n_lambdas=8, **settings)
+    assert result.engine == edge.engine == engine
+    added = int((result.lambdas < edge.lambdas[0] * (1 - 1e-9)).sum())
+    assert 1 <= added <= 10  # 1 at a time (8 / 10, at least 1), at most extend=10
+    ratio = edge.lambdas[1] / edge.lambdas[0]
+    np.testing.assert_allclose(result.lambdas[: added + 1], edge.lambdas[0] * ratio ** np.arange(-added, 1), rtol=1e-12)
+    # (extend=0 also kept the path from going past λ_max, which the default did here)
+    np.testing.assert_array_equal(result.lambdas[added : added + 8], edge.lambdas)
+    np.testing.assert_array_equal(result.scores[:, added : added + 8], edge.scores)
+    for i in range(added):  # one λ a round, each its own lower segment
+        alone = cross_validate(torch.nn.Linear(3, 1), X, y, lambdas=(result.lambdas[i],), **settings)
+        np.testing.assert_array_equal(result.scores[:, i], alone.scores[:, 0])
+    assert all(len(fold.points) == len(result.lambdas) for fold in result.folds)
+    assert f"{added} smaller λ were added below it" in result.path.notes[-1]
+    edge_warnings = [w for w in caught if issubclass(w.category, GridEdgeWarning)]
+    if result.index_min == 0:
+        assert added == 10 and "with the 10 λ added below the automatic grid" in str(edge_warnings[0].message)
+    else:
+        assert not edge_warnings
 
 
 def test_read_only_data_is_copied_at_the_boundary():

@@ -23,6 +23,7 @@ is built on ``glmnet``:
 from __future__ import annotations
 
 import copy
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -320,6 +321,61 @@ def _batched(
     return paths, ""
 
 
+#: An automatic grid extended below (see :func:`cross_validate`) takes ``n_lambdas`` /
+#: this more λ at a time (2 of the default 20: enough to see the loss rise again), up to
+#: ``PathConfig.extend`` in all.
+_EXTENSION_PARTS = 10
+
+
+def _paths(
+    *, model: ModelSpec, X, y, folds, config: PathConfig, common: dict[str, Any], reuse, engine: str, n_jobs, bar
+) -> tuple[RegularizationPath, list[RegularizationPath], str, str]:
+    """The full-data path (every λ's weights kept) and the fold paths on its grid: the
+    batched engine's where it applies (:func:`_batched`), else the sequential one's.
+    Returns them, the engine that ran and why not batched."""
+    joint, note = _batched(
+        model, X, y, folds, {"config": config.replace(keep_states=True), "reuse": reuse, **common}, engine
+    )
+    if joint is not None:
+        bar.advance(len(folds) + 1)
+        return joint[0], joint[1], "batched", note
+    full = _full_path(model, X, y, config=config.replace(keep_states=True), progress=False, **common)
+    bar.advance(1)
+    fold_config = config.replace(lambdas=tuple(full.lambdas), keep_states=False)
+    paths = _fold_paths(model, X, y, folds, {"config": fold_config, **common}, n_jobs, bar)
+    return full, paths, "sequential", note
+
+
+class _Summary(NamedTuple):
+    scores: np.ndarray  # (folds, λ): each fold's held-out loss
+    admissible: np.ndarray
+    mean: np.ndarray
+    se: np.ndarray
+    index_min: int
+    index_1se: int
+
+
+def _summary(full: RegularizationPath, paths: list[RegularizationPath], sizes: np.ndarray, relax: bool) -> _Summary:
+    """The folds' held-out losses at each λ (relaxed models' with ``relax``) and the
+    selection among the λ that may be chosen: not diverged on any fold nor on the full
+    data, and with a full-data refit consistent with the folds (:func:`consistent_refits`)."""
+    held_out, own = ("relaxed_test_loss", "relaxed_val_loss") if relax else ("test_loss", "val_loss")
+    grid = full.lambdas
+    scores = np.array([[getattr(point, held_out) for point in p.points] for p in paths])
+    diverged = np.array([[point.diverged for point in path.points] for path in [full, *paths]])
+    # numpy's stubs type .any(axis=0) as "bool | array"; on this 2-D array it is a 1-D array
+    failed: np.ndarray = diverged.any(axis=0)  # type: ignore[assignment]
+    if failed.all():
+        raise FloatingPointError("training diverged at every λ of the grid (on some fold or on the full data)")
+    _, se, _, _ = one_standard_error(scores, grid, sizes)
+    admissible = consistent_refits(scores, se, np.array([getattr(point, own) for point in full.points]))
+    admissible &= ~failed
+    if not admissible.any():  # no consistent refit left: any λ that did not diverge
+        admissible = ~failed
+    mean, se, index_min, index_1se = one_standard_error(scores, grid, sizes, admissible)
+    return _Summary(scores, admissible, mean, se, index_min, index_1se)
+
+
 def _check_data(X: Any, y: Any, task: str, cv: int) -> tuple[np.ndarray, np.ndarray, int]:
     X_np = check_X(X)
     y_np = check_y(y, task, X_np.shape[0])
@@ -446,49 +502,50 @@ def cross_validate(
     check_choice("engine", engine, batched.ENGINES)
     config = resolve_config(config, options)
     folds = _folds(y_np, task, cv, config.seed)
+    sizes = np.array([len(te) for _, te in folds])
     common = dict(penalty=penalty, task=task, feature_names=feature_names)
+    # (a grid extended below shares its unpenalized fits with the first: the batched engine's)
+    reuse = reuse if reuse is not None else batched.Reuse()
+    train = functools.partial(
+        _paths, model=model, X=X_np, y=y_np, folds=folds, common=common, reuse=reuse, engine=engine, n_jobs=n_jobs
+    )
 
     with progress_bar(cv + 1, "cross-validation (paths)", enabled=progress) as bar:
-        joint, note = _batched(
-            model, X_np, y_np, folds, {"config": config.replace(keep_states=True), "reuse": reuse, **common}, engine
-        )
-        if joint is not None:
-            (full, paths), used = joint, "batched"
+        full, paths, used, note = train(config=config, bar=bar)
+        summary = _summary(full, paths, sizes, config.relax)
+        added = 0
+        while summary.index_min == 0 and config.lambdas is None and len(full.points) > 1 and added < config.extend:
+            # an automatic grid whose CV minimum is its smallest λ goes on below it, a few
+            # λ of its ratio at a time: each path's lower segment from its dense start
             grid = full.lambdas
-            bar.advance(cv + 1)
-        else:
-            full = _full_path(model, X_np, y_np, config=config.replace(keep_states=True), progress=False, **common)
-            bar.advance(1)
-            grid = full.lambdas
-            fold_config = config.replace(lambdas=tuple(grid), keep_states=False)
-            paths, used = (
-                _fold_paths(model, X_np, y_np, folds, {"config": fold_config, **common}, n_jobs, bar),
-                "sequential",
+            count = min(max(1, -(-config.n_lambdas // _EXTENSION_PARTS)), config.extend - added)
+            lower = grid[0] / (grid[1] / grid[0]) ** np.arange(count, 0, -1)
+            bar.grow(cv + 1)
+            starts = config.dense_start or full.dense is not None  # (as the grid's first λ did)
+            more = train(config=config.replace(lambdas=tuple(lower), dense_start=starts), bar=bar)
+            for path, below in zip([full, *paths], [more[0], *more[1]], strict=True):
+                path.points[:0] = below.points
+            if more[2] != used:  # (the extension's fits diverged in the batched engine)
+                used, note = more[2], more[3]
+            added += count
+            summary = _summary(full, paths, sizes, config.relax)
+        if added:
+            full.notes.append(
+                f"the cross-validated loss was lowest at the automatic grid's smallest λ: {added} smaller λ were "
+                f"added below it (down to {full.points[0].lambda_:.4g}; at most extend={config.extend})"
             )
-    relax = config.relax
-    held_out, own = ("relaxed_test_loss", "relaxed_val_loss") if relax else ("test_loss", "val_loss")
-    scores = np.array([[getattr(point, held_out) for point in p.points] for p in paths])
-    sizes = np.array([len(te) for _, te in folds])
-    diverged = np.array([[point.diverged for point in path.points] for path in [full, *paths]])
-    # numpy's stubs type .any(axis=0) as "bool | array"; on this 2-D array it is a 1-D array
-    failed: np.ndarray = diverged.any(axis=0)  # type: ignore[assignment]
-    if failed.all():
-        raise FloatingPointError("training diverged at every λ of the grid (on some fold or on the full data)")
-    _, se, _, _ = one_standard_error(scores, grid, sizes)
-    admissible = consistent_refits(scores, se, np.array([getattr(point, own) for point in full.points]))
-    admissible &= ~failed
-    if not admissible.any():  # no consistent refit left: any λ that did not diverge
-        admissible = ~failed
-    mean, se, index_min, index_1se = one_standard_error(scores, grid, sizes, admissible)
+    grid = full.lambdas
+    scores, admissible, mean, se, index_min, index_1se = summary
     if index_min == 0 and len(grid) > 1:
+        tried = f", with the {added} λ added below the automatic grid (the most extend={config.extend} allows)"
         warn(
-            f"lambda_min is the grid's smallest λ ({grid[0]:.4g}): the cross-validated loss may fall further "
-            "below it; extend the grid down (a smaller lambda_min_ratio, or lambdas=...)",
+            f"lambda_min is the grid's smallest λ ({grid[0]:.4g}){tried if added else ''}: the cross-validated "
+            "loss may fall further below it; extend the grid down (a smaller lambda_min_ratio, or lambdas=...)",
             GridEdgeWarning,
         )
 
     chosen = full.points[index_min if selection == "min" else index_1se]
-    state = chosen.relaxed_state if relax else chosen.state
+    state = chosen.relaxed_state if config.relax else chosen.state
     # the full path returns its model and keeps every λ's weights (keep_states=True);
     # the chosen λ did not diverge, so its weights are there
     assert full.model is not None and state is not None
@@ -506,7 +563,7 @@ def cross_validate(
         folds=paths,
         selection=selection,
         model=selected,
-        relaxed=relax,
+        relaxed=config.relax,
         admissible=admissible,
         engine=used,
         engine_note=note,

@@ -928,6 +928,8 @@ class ShrinkageMLPRegressorCV(_RegressorMethods, _CrossValidated):
     Attributes
     ----------
     lambdas_ : ndarray (n_lambdas,)
+        The grid, increasing: ``n_lambdas`` λ, and more where the automatic grid went on
+        past λ_max or below its smallest λ (``cv_result_.path.notes`` says why).
     cv_scores_ : ndarray (n_folds, n_lambdas)
         Held-out data loss of each fold at each λ.
     cv_mean_, cv_se_ : ndarray (n_lambdas,)
