@@ -1,7 +1,7 @@
 """Results stores as older shrinkage releases wrote them, built by hand.
 
 The schemas are copied as they were from ``src/shrinkage/store.py`` (version 1: commit
-340c049, version 2: a22ea9d, version 3: d5ec4e8, version 4: a3874eb, version 5: 20f351e, version 6: fb37829), not derived from the
+340c049, version 2: a22ea9d, version 3: d5ec4e8, version 4: a3874eb, version 5: 20f351e, version 6: fb37829, version 7: 74ec698), not derived from the
 code under test. Releases before version 4 kept the version in the ``meta`` table only
 (``PRAGMA user_version`` 0).
 """
@@ -111,6 +111,14 @@ SCHEMAS[6] = (
 )
 assert "engine_note" in SCHEMAS[6]
 
+# version 7: version 6 and each run's test predictions (checked against sqlite_master at commit 74ec698)
+SCHEMAS[7] = (
+    SCHEMAS[6]
+    .replace("engine TEXT, engine_note TEXT,", "engine TEXT, engine_note TEXT, test_predictions TEXT,")
+    .replace("PRAGMA user_version = 6;", "PRAGMA user_version = 7;")
+)
+assert "test_predictions" in SCHEMAS[7]
+
 # What the old release wrote: JSON as text, the weights as float32 bytes.
 RUN = {
     "penalty": "l1",
@@ -168,7 +176,7 @@ def _insert(db: sqlite3.Connection, table: str, row: dict) -> int:
 
 
 def make_old_store(path: Path, version: int) -> None:
-    """A store at ``version`` (1 to 6) with one complete study, one l1 run and its points."""
+    """A store at ``version`` (1 to 7) with one complete study, one l1 run and its points."""
     with closing(sqlite3.connect(path)) as db:
         db.execute("PRAGMA journal_mode=WAL")
         db.executescript(SCHEMAS[version])

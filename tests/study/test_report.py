@@ -91,6 +91,19 @@ def test_numbers_match_the_store(truth_study):
         assert 0 <= at[0]["stationarity"] < 1  # a number a reader can act on, not NaN
 
 
+def test_the_report_says_how_each_grid_was_adapted(truth_study):
+    from html import escape
+
+    html = truth_study["report"].read_text(encoding="utf-8")
+    with Store(truth_study["store"], create=False) as store:
+        runs = store.runs(truth_study["study"])
+    notes = [(run["penalty"], note) for run in runs for note in run["grid_notes"] or ()]
+    assert notes  # (a network's automatic grid is adapted: its λ_max is a bound)
+    assert all(run["grid_notes"] is None for run in runs if run["penalty"] == "none")
+    for penalty, note in notes:
+        assert f'<li data-penalty="{penalty}"><b>{penalty}</b>: {escape(note)}</li>' in html
+
+
 def test_user_strings_are_escaped(truth_study):
     html = truth_study["report"].read_text(encoding="utf-8")
     assert "<script>alert(1)</script>" not in html and "<script" not in html

@@ -167,7 +167,7 @@ def test_the_declared_columns_are_the_live_schema(tmp_path):
         table.name: [(c.name, c.sql_type, None if c.default is None else str(c.default)) for c in table.columns]
         for table in _TABLES
     }
-    assert SCHEMA_VERSION == 7 and _versions(path) == (7, "7")
+    assert SCHEMA_VERSION == 8 and _versions(path) == (8, "8")
 
 
 def test_version_4_has_the_columns_of_version_3(tmp_path):
@@ -200,15 +200,24 @@ def test_version_6_adds_the_engine_of_each_run(tmp_path):
 
 def test_version_7_adds_the_test_predictions_of_each_run(tmp_path):
     make_old_store(tmp_path / "v6.sqlite", 6)
-    Store(tmp_path / "v7.sqlite").close()
+    make_old_store(tmp_path / "v7.sqlite", 7)
     old, new = _live_columns(tmp_path / "v6.sqlite"), _live_columns(tmp_path / "v7.sqlite")
     assert new["runs"][-1] == ("test_predictions", "TEXT", None)
     new["runs"].pop()
     assert old == new
 
 
+def test_version_8_adds_how_each_runs_grid_was_made(tmp_path):
+    make_old_store(tmp_path / "v7.sqlite", 7)
+    Store(tmp_path / "v8.sqlite").close()
+    old, new = _live_columns(tmp_path / "v7.sqlite"), _live_columns(tmp_path / "v8.sqlite")
+    assert new["runs"][-1] == ("grid_notes", "TEXT", None)
+    new["runs"].pop()
+    assert old == new
+
+
 # ---------------------------------------------------------------------------- older stores
-@pytest.mark.parametrize("version", [1, 2, 3, 4, 5, 6])
+@pytest.mark.parametrize("version", [1, 2, 3, 4, 5, 6, 7])
 def test_an_older_store_is_upgraded_in_place(tmp_path, version):
     path = tmp_path / f"v{version}.sqlite"
     make_old_store(path, version)
@@ -231,14 +240,15 @@ def test_an_older_store_is_upgraded_in_place(tmp_path, version):
         assert [p["diverged"] for p in points] == (DIVERGED if version >= 3 else [0, 0, 0, 0])  # before 3: none did
         assert all(p["stationarity"] is None for p in points)  # not measured before version 5
         assert (run["engine"], run["engine_note"]) == (None, None)  # not recorded before version 6
-        assert run["test_predictions"] is None  # not stored before version 7
+        assert run["test_predictions"] is None  # not stored before version 7 (nor by this hand-made one)
+        assert run["grid_notes"] is None  # not recorded before version 8
 
         new_run = {**_run("group"), "model": b"m", "penalized": b"p"}
         new_id = store.add_run(study["id"], new_run, [{**_points()[0], "diverged": True}])
         assert [r["penalty"] for r in store.runs(study["id"])] == ["l1", "group"]
         assert (store.runs(study["id"])[1]["model"], store.points(new_id)[0]["diverged"]) == (b"m", 1)
         assert store.add_study(key="new", name="d", config={}, data={}) == 2
-    assert _versions(path) == (7, "7")
+    assert _versions(path) == (SCHEMA_VERSION, str(SCHEMA_VERSION))
     declared = {table.name: {c.name: c.sql_type for c in table.columns} for table in _TABLES}
     assert {name: {c[0]: c[1] for c in columns} for name, columns in _live_columns(path).items()} == declared
     with Store(path) as store:  # opened again: nothing left to do

@@ -606,6 +606,7 @@ def _run_penalty(
                 cv_loss_se=result.se[result.index],
                 engine=result.engine,
                 engine_note=result.engine_note,
+                grid_notes=result.path.notes,
             )
             points = _point_rows(result.path, -1, include_dense=True)
             for k, fold in enumerate(result.folds):

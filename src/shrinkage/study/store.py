@@ -44,7 +44,7 @@ from shrinkage.validation import InputError
 
 __all__ = ["SCHEMA_VERSION", "Store", "StoreError"]
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 _FORMAT = "shrinkage-store"
 
 
@@ -300,6 +300,8 @@ _RUNS = _Table(
         _Column("engine_note", "text"),  # why not batched, when not; v6
         # the chosen model's predictions on the test rows, as `shrinkage predict` gives them; v7
         _Column("test_predictions", "json", shape="list?"),
+        # how the automatic λ grid was adapted, in words (RegularizationPath.notes); v8
+        _Column("grid_notes", "json", shape="strings?"),
     ),
     ("UNIQUE (study_id, penalty)",),
 )
@@ -368,6 +370,11 @@ def _add_test_predictions(db: sqlite3.Connection) -> None:
     db.execute(_RUNS.add_column("test_predictions"))
 
 
+def _add_grid_notes(db: sqlite3.Connection) -> None:
+    """Version 7 → 8: how each run's λ grid was adapted (NULL: not recorded)."""
+    db.execute(_RUNS.add_column("grid_notes"))
+
+
 _MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
     1: _add_models,
     2: _add_diverged,
@@ -375,6 +382,7 @@ _MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
     4: _add_stationarity,
     5: _add_engine,
     6: _add_test_predictions,
+    7: _add_grid_notes,
 }  # version → the step to version + 1
 
 
