@@ -221,6 +221,53 @@ def test_lambda_min_at_the_grids_smallest_lambda_warns(grid):
     assert result.at_grid_edge and result.index_min == 0 and len(result.lambdas) == 4
 
 
+def test_the_grid_edge_is_a_minimum_at_or_tied_with_the_smallest_lambda_or_a_grid_of_constant_models():
+    from types import SimpleNamespace
+
+    from shrinkage.cv import grid_edge
+
+    def points(*used):
+        return [SimpleNamespace(lambda_=0.1 * 2**i, features=f, diverged=False) for i, f in enumerate(used)]
+
+    kept = points([0, 1], [0], [0])
+    every = np.ones(3, bool)
+    assert grid_edge(np.array([0.4, 0.5, 0.6]), every, 0, kept) == "lambda_min is the grid's smallest λ (0.1)"
+    # relaxed refits of one feature set score alike: λ_min is the larger of the tied λ
+    tied = grid_edge(np.array([0.4, 0.4, 0.6]), every, 1, kept)
+    assert tied == "the grid's smallest λ (0.1) ties lambda_min (0.2) for the lowest CV loss"
+    assert grid_edge(np.array([0.4, 0.4, 0.6]), np.array([False, True, True]), 1, kept) is None  # not choosable
+    assert grid_edge(np.array([0.6, 0.4, 0.5]), every, 1, kept) is None  # a minimum inside the grid
+    constant = grid_edge(np.array([1.01, 1.0, 1.02]), every, 1, points([], [], []))  # flat noise, nothing used
+    assert constant == "every λ of the grid (down to 0.1) gives a model that uses no input"
+    assert grid_edge(np.array([0.4]), every[:1], 0, kept[:1]) is None  # one λ: no edge to speak of
+
+
+def test_a_full_data_model_that_uses_no_input_where_the_folds_use_some_is_not_chosen():
+    """Its CV loss would be the folds', while it predicts a constant (a new user's trial:
+    training MSE 1.00 against a CV loss of 0.50; one fold had collapsed too, so the loss
+    test of consistent_refits let it pass)."""
+    from types import SimpleNamespace
+
+    from shrinkage.cv import _summary
+
+    def path(used, losses):
+        points = [
+            SimpleNamespace(lambda_=0.1 * 2**i, features=f, diverged=False, test_loss=loss, val_loss=math.nan)
+            for i, (f, loss) in enumerate(zip(used, losses))
+        ]
+        return SimpleNamespace(points=points, lambdas=np.array([p.lambda_ for p in points]))
+
+    folds = [
+        path([[0], [0], []], [0.3, 0.4, 1.0]),
+        path([[0], [], []], [0.35, 1.0, 1.0]),
+        path([[1], [1], []], [0.3, 0.5, 1.0]),
+    ]
+    full = path([[], [0], []], [math.nan] * 3)  # collapsed at the smallest λ only
+    summary = _summary(full, folds, np.array([10, 10, 10]), relax=False)
+    assert summary.admissible.tolist() == [False, True, True]  # (the largest λ: constant everywhere, allowed)
+    assert summary.index_min == 1
+
+
 @pytest.mark.parametrize("engine", ["sequential", "batched"])
 def test_an_automatic_grid_whose_cv_minimum_is_its_edge_goes_on_below_it(engine):
     """The grid continues below its smallest λ at its own ratio, a tenth of n_lambdas
@@ -248,7 +295,7 @@ def test_an_automatic_grid_whose_cv_minimum_is_its_edge_goes_on_below_it(engine)
         alone = cross_validate(torch.nn.Linear(3, 1), X, y, lambdas=(result.lambdas[i],), **settings)
         np.testing.assert_array_equal(result.scores[:, i], alone.scores[:, 0])
     assert all(len(fold.points) == len(result.lambdas) for fold in result.folds)
-    assert f"{added} smaller λ were added below it" in result.path.notes[-1]
+    assert f"{added} smaller λ {'was' if added == 1 else 'were'} added below it" in result.path.notes[-1]
     edge_warnings = [w for w in caught if issubclass(w.category, GridEdgeWarning)]
     if result.index_min == 0:
         assert added == 10 and "with the 10 λ added below the automatic grid" in str(edge_warnings[0].message)

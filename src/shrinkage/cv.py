@@ -42,6 +42,7 @@ from .path import (
     PathConfig,
     RegularizationPath,
     _as_rules,
+    _counted,
     _fresh_model,
     regularization_path,
     resolve_config,
@@ -60,6 +61,7 @@ __all__ = [
     "consistent_refits",
     "cross_validate",
     "cross_validate_unpenalized",
+    "grid_edge",
     "one_standard_error",
 ]
 
@@ -199,9 +201,10 @@ class CVResult:
 
     @property
     def at_grid_edge(self) -> bool:
-        """λ_min is the grid's smallest λ: the held-out loss may still fall below the grid
-        (a :class:`GridEdgeWarning` was issued)."""
-        return len(self.lambdas) > 1 and self.index_min == 0
+        """The held-out loss may still fall below the grid (a :class:`GridEdgeWarning` was
+        issued): see :func:`grid_edge`."""
+        admissible = np.ones(len(self.lambdas), bool) if self.admissible is None else self.admissible
+        return grid_edge(self.mean, admissible, self.index_min, self.path.points) is not None
 
     @property
     def index(self) -> int:
@@ -358,7 +361,8 @@ class _Summary(NamedTuple):
 def _summary(full: RegularizationPath, paths: list[RegularizationPath], sizes: np.ndarray, relax: bool) -> _Summary:
     """The folds' held-out losses at each λ (relaxed models' with ``relax``) and the
     selection among the λ that may be chosen: not diverged on any fold nor on the full
-    data, and with a full-data refit consistent with the folds (:func:`consistent_refits`)."""
+    data, with a full-data refit consistent with the folds (:func:`consistent_refits`),
+    and not a full-data model that uses no input where most folds' models use some."""
     held_out, own = ("relaxed_test_loss", "relaxed_val_loss") if relax else ("test_loss", "val_loss")
     grid = full.lambdas
     scores = np.array([[getattr(point, held_out) for point in p.points] for p in paths])
@@ -369,11 +373,35 @@ def _summary(full: RegularizationPath, paths: list[RegularizationPath], sizes: n
         raise FloatingPointError("training diverged at every λ of the grid (on some fold or on the full data)")
     _, se, _, _ = one_standard_error(scores, grid, sizes)
     admissible = consistent_refits(scores, se, np.array([getattr(point, own) for point in full.points]))
-    admissible &= ~failed
+    # the steepest cliff: a full-data model that uses no input where most folds' use some
+    # (its CV loss is theirs, not a constant model's; one fold that collapsed too lets the
+    # loss test pass)
+    constant = np.array([len(point.features) == 0 for point in full.points])
+    folds_use = np.array([[len(point.features) > 0 for point in path.points] for path in paths]).mean(axis=0) > 0.5
+    admissible &= ~failed & ~(constant & folds_use)
     if not admissible.any():  # no consistent refit left: any λ that did not diverge
         admissible = ~failed
     mean, se, index_min, index_1se = one_standard_error(scores, grid, sizes, admissible)
     return _Summary(scores, admissible, mean, se, index_min, index_1se)
+
+
+def grid_edge(mean: np.ndarray, admissible: np.ndarray, index_min: int, points: Sequence[Any]) -> str | None:
+    """Why a smaller λ than the grid's may predict better, or None: the smallest λ has the
+    lowest mean CV loss (λ_min, or a λ tied with it — the relaxed refits of one feature set
+    score alike), or every λ gives a full-data model that uses no input (the grid lies
+    where the penalty removes everything, and the CV curve is flat noise)."""
+    if len(points) < 2:
+        return None
+    if index_min == 0:
+        return f"lambda_min is the grid's smallest λ ({points[0].lambda_:.4g})"
+    if bool(admissible[0]) and mean[0] <= mean[index_min]:
+        return (
+            f"the grid's smallest λ ({points[0].lambda_:.4g}) ties lambda_min ({points[index_min].lambda_:.4g}) "
+            "for the lowest CV loss"
+        )
+    if all(len(p.features) == 0 for p in points if not p.diverged):
+        return f"every λ of the grid (down to {points[0].lambda_:.4g}) gives a model that uses no input"
+    return None
 
 
 def _check_data(X: Any, y: Any, task: str, cv: int) -> tuple[np.ndarray, np.ndarray, int]:
@@ -514,12 +542,13 @@ def cross_validate(
         full, paths, used, note = train(config=config, bar=bar)
         summary = _summary(full, paths, sizes, config.relax)
         added = 0
-        while summary.index_min == 0 and config.lambdas is None and len(full.points) > 1 and added < config.extend:
+        edge = grid_edge(summary.mean, summary.admissible, summary.index_min, full.points)
+        while edge is not None and config.lambdas is None and added < config.extend:
             # an automatic grid whose CV minimum is its smallest λ goes on below it, a few
             # λ of its ratio at a time: each path's lower segment from its dense start
             grid = full.lambdas
-            count = min(max(1, -(-config.n_lambdas // _EXTENSION_PARTS)), config.extend - added)
-            lower = grid[0] / (grid[1] / grid[0]) ** np.arange(count, 0, -1)
+            step = min(max(1, -(-config.n_lambdas // _EXTENSION_PARTS)), config.extend - added)
+            lower = grid[0] / (grid[1] / grid[0]) ** np.arange(step, 0, -1)
             bar.grow(cv + 1)
             starts = config.dense_start or full.dense is not None  # (as the grid's first λ did)
             more = train(config=config.replace(lambdas=tuple(lower), dense_start=starts), bar=bar)
@@ -527,20 +556,22 @@ def cross_validate(
                 path.points[:0] = below.points
             if more[2] != used:  # (the extension's fits diverged in the batched engine)
                 used, note = more[2], more[3]
-            added += count
+            added += step
             summary = _summary(full, paths, sizes, config.relax)
+            edge = grid_edge(summary.mean, summary.admissible, summary.index_min, full.points)
         if added:
             full.notes.append(
-                f"the cross-validated loss was lowest at the automatic grid's smallest λ: {added} smaller λ were "
-                f"added below it (down to {full.points[0].lambda_:.4g}; at most extend={config.extend})"
+                f"the cross-validated loss was lowest at the automatic grid's smallest λ (or no λ used any input): "
+                f"{_counted(added, 'smaller λ')} added below it (down to {full.points[0].lambda_:.4g}; at most "
+                f"extend={config.extend})"
             )
     grid = full.lambdas
     scores, admissible, mean, se, index_min, index_1se = summary
-    if index_min == 0 and len(grid) > 1:
+    if edge is not None:
         tried = f", with the {added} λ added below the automatic grid (the most extend={config.extend} allows)"
         warn(
-            f"lambda_min is the grid's smallest λ ({grid[0]:.4g}){tried if added else ''}: the cross-validated "
-            "loss may fall further below it; extend the grid down (a smaller lambda_min_ratio, or lambdas=...)",
+            f"{edge}{tried if added else ''}: the cross-validated loss may fall further below it; extend the grid "
+            "down (a smaller lambda_min_ratio, or lambdas=...)",
             GridEdgeWarning,
         )
 

@@ -1061,6 +1061,11 @@ class PathTraining(Protocol):
     def reset_optimizer(self) -> None: ...
 
 
+def _counted(n: int, what: str) -> str:
+    """``n what was`` or ``n what were``: a number of things in a note."""
+    return f"{n} {what} {'was' if n == 1 else 'were'}"
+
+
 def walk(
     fit: PathTraining,
     rules: list[Rule],
@@ -1103,7 +1108,8 @@ def walk(
                 break
         if len(points) > len(grid):
             notes.append(
-                f"weights survived the grid's largest λ ({grid[-1]:.4g}): {len(points) - len(grid)} larger λ were added"
+                f"weights survived the grid's largest λ ({grid[-1]:.4g}): "
+                f"{_counted(len(points) - len(grid), 'larger λ')} added"
             )
         missing = config.n_lambdas - len(points)
         if automatic and start is not None and not stopped and missing > 0 and _ended(points[-1]):
@@ -1112,8 +1118,8 @@ def walk(
             points[:0] = _lower_segment(fit, start, lower, len(points), bar, callback)
             notes.append(
                 f"λ_max ({lam_max:.4g}, a bound taken at the dense fit) was above the λ at which the model became "
-                f"constant ({points[-1].lambda_:.4g}): {len(points) - missing} λ of the grid were trained, and "
-                f"{missing} smaller λ were added below it (down to {points[0].lambda_:.4g}) to keep n_lambdas"
+                f"constant ({points[-1].lambda_:.4g}): {_counted(len(points) - missing, 'λ of the grid')} trained, and "
+                f"{_counted(missing, 'smaller λ')} added below it (down to {points[0].lambda_:.4g}) to keep n_lambdas"
             )
     return points, dense, lam_max, notes
 
