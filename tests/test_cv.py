@@ -86,7 +86,13 @@ def _small(seed=0):
 def test_results_do_not_depend_on_n_jobs_and_repeat_with_the_seed():
     X, y = _small()
     kwargs = dict(
-        penalty=L1(), cv=3, n_lambdas=5, train_config=TrainConfig(lr=1e-2, max_epochs=15, monitor="objective")
+        penalty=L1(),
+        cv=3,
+        n_lambdas=5,
+        train_config=TrainConfig(lr=1e-2, max_epochs=15, monitor="objective"),
+        dense_config=TrainConfig(
+            lr=3e-2, batch_size=None, max_epochs=100, patience=10
+        ),  # (the default's 2000 took most)
     )
     a = cross_validate(lambda: MLP(6, (4,)), X, y, n_jobs=1, **kwargs)
     b = cross_validate(lambda: MLP(6, (4,)), X, y, n_jobs=2, **kwargs)

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-PENALTIES = "none,l1,l2,elasticnet,group"
+PENALTIES = "none,l1,group"  # no penalty, an element-wise and a group penalty
 ARGS = ["--penalties", PENALTIES, "--hidden", "4", "--cv", "3", "--n-lambdas", "4", "--n-jobs", "1", "--quiet"]
 # what differs between two runs of one command: row ids, timings, dates
 VOLATILE = {"id", "run_id", "study_id", "seconds", "created"}
@@ -83,14 +83,14 @@ def reference(tmp_path_factory) -> dict[str, list[tuple]]:
 def test_killed_study_resumes_to_exactly_the_uninterrupted_rows(tmp_path, reference):
     store = tmp_path / "results.sqlite"
     seen: dict[str, tuple[int, float]] = {}
-    for n_runs in (0, 1, 3):  # killed: before any run is stored, after the first, after the third
+    for n_runs in (0, 1, 2):  # killed: before any run is stored, after the first, after the second
         runs = _kill_after(store, tmp_path, n_runs)
         assert len(runs) >= n_runs
         for run_id, penalty, seconds in runs:
             if penalty in seen:  # stored before an earlier kill: not recomputed since
                 assert seen[penalty] == (run_id, seconds), penalty
             seen[penalty] = (run_id, seconds)
-    assert len(seen) < 5, "every penalty was stored before the last kill: nothing left to resume"
+    assert len(seen) < len(PENALTIES.split(",")), "every penalty was stored before the last kill: nothing to resume"
     _finish(store, tmp_path)
     for run_id, penalty, seconds in _runs(store):
         if penalty in seen:
