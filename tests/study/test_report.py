@@ -294,8 +294,12 @@ def test_a_lambda_min_at_the_grids_edge_is_said_in_the_answers():
     run |= {"test_score": 0.5, "n_features": 2, "features": ["a", "b"]}
     assert at_grid_edge(run) and not at_grid_edge(run | {"lambda_min": 0.1})
     assert not at_grid_edge(run | {"lambdas": [0.01]})  # one λ: no edge to speak of
+    # the smallest λ tied with λ_min (relaxed refits of one feature set score alike)
+    tied = run | {"lambda_min": 0.1, "cv_mean": [0.4, 0.4, 0.6], "admissible": [True, True, True]}
+    assert at_grid_edge(tied) and not at_grid_edge(tied | {"admissible": [False, True, True]})
+    assert not at_grid_edge(tied | {"cv_mean": [0.5, 0.4, 0.6]})
     which = _answers([run], {"columns": ["a", "b"]}, "R²")["which"]
-    assert "At the grid's edge: l1 — λ_min is the smallest λ tried" in which
+    assert "At the grid's edge: l1 — the smallest λ tried has the lowest CV loss" in which
     assert "edge" not in _answers([run | {"lambda_min": 0.1}], {"columns": ["a", "b"]}, "R²")["which"]
 
 

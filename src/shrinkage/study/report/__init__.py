@@ -108,8 +108,9 @@ def _answers(runs: list[dict[str, Any]], data: dict[str, Any], score_name: str) 
     edge = [run["penalty"] for run in penalized if at_grid_edge(run)]
     if edge:
         out["which"] += (
-            f" At the grid's edge: {', '.join(edge)} — λ_min is the smallest λ tried, so the CV loss may fall "
-            "further below it (a smaller --lambda-min-ratio extends the grid down)."
+            f" At the grid's edge: {', '.join(edge)} — the smallest λ tried has the lowest CV loss (it is λ_min, "
+            "or ties it), so the CV loss may fall further below it (a smaller --lambda-min-ratio extends the grid "
+            "down)."
         )
     sparse = [run for run in penalized if _sparsifying(run)]
     if sparse:
@@ -123,9 +124,18 @@ def _answers(runs: list[dict[str, Any]], data: dict[str, Any], score_name: str) 
 
 
 def at_grid_edge(run: dict[str, Any]) -> bool:
-    """Whether a run's λ_min is the smallest λ of its grid (``GridEdgeWarning`` in the library)."""
+    """Whether a run's smallest λ has the lowest CV loss: it is λ_min, or an admissible λ
+    tied with it (as :func:`shrinkage.cv.grid_edge` says from the store's columns)."""
     lambdas = run.get("lambdas") or []
-    return len(lambdas) > 1 and run.get("lambda_min") is not None and run["lambda_min"] <= lambdas[0]
+    if len(lambdas) < 2 or run.get("lambda_min") is None:
+        return False
+    if run["lambda_min"] <= lambdas[0]:
+        return True
+    mean, admissible = run.get("cv_mean") or [], run.get("admissible") or []
+    at = [i for i, lam in enumerate(lambdas) if lam == run["lambda_min"]]
+    if not at or len(mean) != len(lambdas) or None in (mean[0], mean[at[0]]):
+        return False
+    return (not admissible or bool(admissible[0])) and mean[0] <= mean[at[0]]
 
 
 def chosen_stationarity(run: dict[str, Any], full_path: list[dict[str, Any]]) -> float:
