@@ -228,24 +228,23 @@ def test_lambda_min_at_the_grids_smallest_lambda_warns(grid):
 
 
 def test_the_grid_edge_is_a_minimum_at_or_tied_with_the_smallest_lambda_or_a_grid_of_constant_models():
-    from types import SimpleNamespace
-
     from shrinkage.cv import grid_edge
 
-    def points(*used):
-        return [SimpleNamespace(lambda_=0.1 * 2**i, features=f, diverged=False) for i, f in enumerate(used)]
-
-    kept = points([0, 1], [0], [0])
-    every = np.ones(3, bool)
-    assert grid_edge(np.array([0.4, 0.5, 0.6]), every, 0, kept) == "lambda_min is the grid's smallest λ (0.1)"
+    lambdas, every = [0.1, 0.2, 0.4], np.ones(3, bool)
+    kept = np.array([False, False, False])  # the full-data model uses some input at every λ
+    assert grid_edge(lambdas, np.array([0.4, 0.5, 0.6]), every, 0, kept) == "lambda_min is the grid's smallest λ (0.1)"
     # relaxed refits of one feature set score alike: λ_min is the larger of the tied λ
-    tied = grid_edge(np.array([0.4, 0.4, 0.6]), every, 1, kept)
+    tied = grid_edge(lambdas, np.array([0.4, 0.4, 0.6]), every, 1, kept)
     assert tied == "the grid's smallest λ (0.1) ties lambda_min (0.2) for the lowest CV loss"
-    assert grid_edge(np.array([0.4, 0.4, 0.6]), np.array([False, True, True]), 1, kept) is None  # not choosable
-    assert grid_edge(np.array([0.6, 0.4, 0.5]), every, 1, kept) is None  # a minimum inside the grid
-    constant = grid_edge(np.array([1.01, 1.0, 1.02]), every, 1, points([], [], []))  # flat noise, nothing used
+    assert (
+        grid_edge(lambdas, np.array([0.4, 0.4, 0.6]), np.array([False, True, True]), 1, kept) is None
+    )  # not choosable
+    assert grid_edge(lambdas, np.array([0.6, 0.4, 0.5]), every, 1, kept) is None  # a minimum inside the grid
+    flat = np.array([1.01, 1.0, 1.02])  # flat noise, nothing used
+    constant = grid_edge(lambdas, flat, every, 1, np.ones(3, bool))
     assert constant == "every λ of the grid (down to 0.1) gives a model that uses no input"
-    assert grid_edge(np.array([0.4]), every[:1], 0, kept[:1]) is None  # one λ: no edge to speak of
+    assert grid_edge(lambdas, flat, every, 1) is None  # (which models are constant not known)
+    assert grid_edge(lambdas[:1], np.array([0.4]), every[:1], 0, kept[:1]) is None  # one λ: no edge to speak of
 
 
 def test_a_full_data_model_that_uses_no_input_where_the_folds_use_some_is_not_chosen():

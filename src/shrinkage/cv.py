@@ -204,7 +204,7 @@ class CVResult:
         """The held-out loss may still fall below the grid (a :class:`GridEdgeWarning` was
         issued): see :func:`grid_edge`."""
         admissible = np.ones(len(self.lambdas), bool) if self.admissible is None else self.admissible
-        return grid_edge(self.mean, admissible, self.index_min, self.path.points) is not None
+        return grid_edge(self.lambdas, self.mean, admissible, self.index_min, _constant(self.path)) is not None
 
     @property
     def index(self) -> int:
@@ -356,6 +356,12 @@ class _Summary(NamedTuple):
     se: np.ndarray
     index_min: int
     index_1se: int
+    constant: np.ndarray  # (λ,): the full-data model uses no input (or diverged)
+
+
+def _constant(path: RegularizationPath) -> np.ndarray:
+    """At each λ of ``path``, whether its model uses no input (a diverged fit counts too)."""
+    return np.array([len(point.features) == 0 or point.diverged for point in path.points])
 
 
 def _summary(full: RegularizationPath, paths: list[RegularizationPath], sizes: np.ndarray, relax: bool) -> _Summary:
@@ -376,31 +382,38 @@ def _summary(full: RegularizationPath, paths: list[RegularizationPath], sizes: n
     # the steepest cliff: a full-data model that uses no input where most folds' use some
     # (its CV loss is theirs, not a constant model's; one fold that collapsed too lets the
     # loss test pass)
-    constant = np.array([len(point.features) == 0 for point in full.points])
-    folds_use = np.array([[len(point.features) > 0 for point in path.points] for path in paths]).mean(axis=0) > 0.5
+    constant = _constant(full)
+    folds_use = np.mean([~_constant(path) for path in paths], axis=0) > 0.5
     admissible &= ~failed & ~(constant & folds_use)
     if not admissible.any():  # no consistent refit left: any λ that did not diverge
         admissible = ~failed
     mean, se, index_min, index_1se = one_standard_error(scores, grid, sizes, admissible)
-    return _Summary(scores, admissible, mean, se, index_min, index_1se)
+    return _Summary(scores, admissible, mean, se, index_min, index_1se, constant)
 
 
-def grid_edge(mean: np.ndarray, admissible: np.ndarray, index_min: int, points: Sequence[Any]) -> str | None:
-    """Why a smaller λ than the grid's may predict better, or None: the smallest λ has the
-    lowest mean CV loss (λ_min, or a λ tied with it — the relaxed refits of one feature set
-    score alike), or every λ gives a full-data model that uses no input (the grid lies
-    where the penalty removes everything, and the CV curve is flat noise)."""
-    if len(points) < 2:
+def grid_edge(
+    lambdas: Sequence[float] | np.ndarray,
+    mean: Sequence[float] | np.ndarray,
+    admissible: Sequence[bool] | np.ndarray,
+    index_min: int,
+    constant: np.ndarray | None = None,
+) -> str | None:
+    """Why a smaller λ than the grid's (increasing ``lambdas``) may predict better, or
+    None: the smallest λ has the lowest mean CV loss (λ_min, or a λ tied with it — the
+    relaxed refits of one feature set score alike), or every λ gives a full-data model
+    that uses no input (``constant``, per λ, where known: the grid lies where the penalty
+    removes everything, and the CV curve is flat noise)."""
+    if len(lambdas) < 2:
         return None
     if index_min == 0:
-        return f"lambda_min is the grid's smallest λ ({points[0].lambda_:.4g})"
+        return f"lambda_min is the grid's smallest λ ({lambdas[0]:.4g})"
     if bool(admissible[0]) and mean[0] <= mean[index_min]:
         return (
-            f"the grid's smallest λ ({points[0].lambda_:.4g}) ties lambda_min ({points[index_min].lambda_:.4g}) "
-            "for the lowest CV loss"
+            f"the grid's smallest λ ({lambdas[0]:.4g}) ties lambda_min ({lambdas[index_min]:.4g}) for the lowest "
+            "CV loss"
         )
-    if all(len(p.features) == 0 for p in points if not p.diverged):
-        return f"every λ of the grid (down to {points[0].lambda_:.4g}) gives a model that uses no input"
+    if constant is not None and constant.all():
+        return f"every λ of the grid (down to {lambdas[0]:.4g}) gives a model that uses no input"
     return None
 
 
@@ -542,7 +555,7 @@ def cross_validate(
         full, paths, used, note = train(config=config, bar=bar)
         summary = _summary(full, paths, sizes, config.relax)
         added = 0
-        edge = grid_edge(summary.mean, summary.admissible, summary.index_min, full.points)
+        edge = grid_edge(full.lambdas, summary.mean, summary.admissible, summary.index_min, summary.constant)
         while edge is not None and config.lambdas is None and added < config.extend:
             # an automatic grid whose CV minimum is its smallest λ goes on below it, a few
             # λ of its ratio at a time: each path's lower segment from its dense start
@@ -558,7 +571,7 @@ def cross_validate(
                 used, note = more[2], more[3]
             added += step
             summary = _summary(full, paths, sizes, config.relax)
-            edge = grid_edge(summary.mean, summary.admissible, summary.index_min, full.points)
+            edge = grid_edge(full.lambdas, summary.mean, summary.admissible, summary.index_min, summary.constant)
         if added:
             full.notes.append(
                 f"the cross-validated loss was lowest at the automatic grid's smallest λ (or no λ used any input): "
@@ -566,7 +579,7 @@ def cross_validate(
                 f"extend={config.extend})"
             )
     grid = full.lambdas
-    scores, admissible, mean, se, index_min, index_1se = summary
+    scores, admissible, mean, se, index_min, index_1se, _ = summary
     if edge is not None:
         tried = f", with the {added} λ added below the automatic grid (the most extend={config.extend} allows)"
         warn(

@@ -16,6 +16,8 @@ from concurrent.futures import Executor
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from shrinkage._files import write_atomically
 from shrinkage.penalties import make_penalty
 from shrinkage.validation import InputError
@@ -125,17 +127,16 @@ def _answers(runs: list[dict[str, Any]], data: dict[str, Any], score_name: str) 
 
 def at_grid_edge(run: dict[str, Any]) -> bool:
     """Whether a run's smallest λ has the lowest CV loss: it is λ_min, or an admissible λ
-    tied with it (as :func:`shrinkage.cv.grid_edge` says from the store's columns)."""
+    tied with it (:func:`shrinkage.cv.grid_edge` on the store's columns)."""
+    from shrinkage.cv import grid_edge
+
     lambdas = run.get("lambdas") or []
-    if len(lambdas) < 2 or run.get("lambda_min") is None:
+    at = [i for i, lam in enumerate(lambdas) if lam == run.get("lambda_min")]
+    if not at:
         return False
-    if run["lambda_min"] <= lambdas[0]:
-        return True
-    mean, admissible = run.get("cv_mean") or [], run.get("admissible") or []
-    at = [i for i, lam in enumerate(lambdas) if lam == run["lambda_min"]]
-    if not at or len(mean) != len(lambdas) or None in (mean[0], mean[at[0]]):
-        return False
-    return (not admissible or bool(admissible[0])) and mean[0] <= mean[at[0]]
+    mean = np.array(run.get("cv_mean") or [np.nan] * len(lambdas), dtype=float)  # (NULL: NaN, never the lowest)
+    admissible = run.get("admissible") or [True] * len(lambdas)
+    return grid_edge(lambdas, mean, admissible, at[0]) is not None
 
 
 def chosen_stationarity(run: dict[str, Any], full_path: list[dict[str, Any]]) -> float:
