@@ -56,34 +56,45 @@ def _train(model, mode, rows, all_reduce_values=False):
     return logged, reg
 
 
-def _worker(rank, port, mode, folder):
+def _worker(rank, port, folder):
+    """Every mode in turn on one process group (starting two processes per mode took ten
+    seconds each, most of it importing torch)."""
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD)
     try:
-        torch.manual_seed(0)
-        model = torch.nn.parallel.DistributedDataParallel(MLP(6, (8,)))
-        half = 32 // WORLD
-        logged, reg = _train(model, mode, slice(rank * half, (rank + 1) * half))
-        flat = torch.cat([p.detach().flatten() for p in model.module.parameters()])
-        everyone = [torch.empty_like(flat) for _ in range(WORLD)]
-        dist.all_gather(everyone, flat)
-        values = [None] * WORLD
-        dist.all_gather_object(values, logged)
-        if rank == 0:
-            torch.save(
-                {"params": flat, "replicas": torch.stack(everyone), "logged": values,
-                 "zeros": reg.sparsity().zeros},
-                f"{folder}/result.pt",
-            )  # fmt: skip
+        for mode in CASES:
+            torch.manual_seed(0)
+            model = torch.nn.parallel.DistributedDataParallel(MLP(6, (8,)))
+            half = 32 // WORLD
+            logged, reg = _train(model, mode, slice(rank * half, (rank + 1) * half))
+            flat = torch.cat([p.detach().flatten() for p in model.module.parameters()])
+            everyone = [torch.empty_like(flat) for _ in range(WORLD)]
+            dist.all_gather(everyone, flat)
+            values = [None] * WORLD
+            dist.all_gather_object(values, logged)
+            if rank == 0:
+                torch.save(
+                    {"params": flat, "replicas": torch.stack(everyone), "logged": values,
+                     "zeros": reg.sparsity().zeros},
+                    f"{folder}/{mode}.pt",
+                )  # fmt: skip
         dist.barrier()  # both ranks are done communicating before either tears down
     finally:
         dist.destroy_process_group()
 
 
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """The folder of each mode's result, the two processes started once for the module."""
+    folder = tmp_path_factory.mktemp("ddp")
+    mp.spawn(_worker, args=(free_port(), str(folder)), nprocs=WORLD, join=True)
+    return folder
+
+
 @pytest.mark.skipif(sys.platform == "win32", reason="gloo over tcp on loopback")
+@pytest.mark.xdist_group("ddp")  # one worker starts the processes once for the module
 @pytest.mark.parametrize("mode", list(CASES))
-def test_ddp_equals_one_process_and_replicas_stay_identical(tmp_path, mode):
-    mp.spawn(_worker, args=(free_port(), mode, str(tmp_path)), nprocs=WORLD, join=True)
-    result = torch.load(tmp_path / "result.pt", weights_only=True)
+def test_ddp_equals_one_process_and_replicas_stay_identical(trained, mode):
+    result = torch.load(trained / f"{mode}.pt", weights_only=True)
     replicas, logged = result["replicas"], result["logged"]
     assert torch.equal(replicas[0], replicas[1])  # bit-identical after every step
     assert logged[0] == logged[1]  # the same penalty logged on every rank

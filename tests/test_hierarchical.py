@@ -118,7 +118,7 @@ def test_hierarchical_selection_recovers_the_truth_and_is_no_worse_than_group_la
     X, y = (data.X - mean) / std, (data.y - y_mean) / y_std
     Xf = torch.tensor((fresh.X - mean) / std, dtype=torch.float32)
     yf = torch.tensor((fresh.y - y_mean) / y_std, dtype=torch.float32)
-    common = dict(cv=3, n_lambdas=12, lambda_min_ratio=1e-2, relax=True, seed=0)
+    common = dict(cv=3, n_lambdas=8, lambda_min_ratio=1e-2, relax=True, seed=0)
     hierarchical = cross_validate(
         lambda: SkipMLP(50, (16,)),
         X,

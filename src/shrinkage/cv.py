@@ -326,8 +326,16 @@ def _batched(
 
 #: An automatic grid extended below (see :func:`cross_validate`) takes ``n_lambdas`` /
 #: this more λ at a time (2 of the default 20: enough to see the loss rise again), up to
-#: ``PathConfig.extend`` in all.
+#: ``PathConfig.extend`` in all and no more than its own span (``n_lambdas - 1`` steps of
+#: its ratio: a coarse grid of 3 λ a decade apart goes 2 decades further, not 10).
 _EXTENSION_PARTS = 10
+
+
+def _bound(config: PathConfig) -> str:
+    """What limits the λ added below an automatic grid, in words."""
+    if config.extend <= config.n_lambdas - 1:
+        return f"extend={config.extend}"
+    return f"n_lambdas - 1 = {config.n_lambdas - 1}, the grid's own span"
 
 
 def _paths(
@@ -554,13 +562,13 @@ def cross_validate(
     with progress_bar(cv + 1, "cross-validation (paths)", enabled=progress) as bar:
         full, paths, used, note = train(config=config, bar=bar)
         summary = _summary(full, paths, sizes, config.relax)
-        added = 0
+        added, most = 0, min(config.extend, config.n_lambdas - 1)
         edge = grid_edge(full.lambdas, summary.mean, summary.admissible, summary.index_min, summary.constant)
-        while edge is not None and config.lambdas is None and added < config.extend:
+        while edge is not None and config.lambdas is None and added < most:
             # an automatic grid whose CV minimum is its smallest λ goes on below it, a few
             # λ of its ratio at a time: each path's lower segment from its dense start
             grid = full.lambdas
-            step = min(max(1, -(-config.n_lambdas // _EXTENSION_PARTS)), config.extend - added)
+            step = min(max(1, -(-config.n_lambdas // _EXTENSION_PARTS)), most - added)
             lower = grid[0] / (grid[1] / grid[0]) ** np.arange(step, 0, -1)
             bar.grow(cv + 1)
             starts = config.dense_start or full.dense is not None  # (as the grid's first λ did)
@@ -576,12 +584,12 @@ def cross_validate(
             full.notes.append(
                 f"the cross-validated loss was lowest at the automatic grid's smallest λ (or no λ used any input): "
                 f"{_counted(added, 'smaller λ')} added below it (down to {full.points[0].lambda_:.4g}; at most "
-                f"extend={config.extend})"
+                f"{_bound(config)})"
             )
     grid = full.lambdas
     scores, admissible, mean, se, index_min, index_1se, _ = summary
     if edge is not None:
-        tried = f", with the {added} λ added below the automatic grid (the most extend={config.extend} allows)"
+        tried = f", with the {added} λ added below the automatic grid (the most it takes: {_bound(config)})"
         warn(
             f"{edge}{tried if added else ''}: the cross-validated loss may fall further below it; extend the grid "
             "down (a smaller lambda_min_ratio, or lambdas=...)",

@@ -117,7 +117,8 @@ class PathConfig:
     extend : int, default 10
         How many more λ (same ratio) an automatic path may take past λ_max while
         penalized weights survive; and, in :func:`~shrinkage.cv.cross_validate`, below
-        its smallest λ while the cross-validated loss is lowest there. 0: neither.
+        its smallest λ while the cross-validated loss is lowest there (no more than
+        ``n_lambdas - 1`` λ there: the grid's own span). 0: neither.
     mode : str, default "proximal"
         How the penalty reaches the optimizer (:data:`~shrinkage.regularizer.MODES`).
     val_fraction : float in [0, 1), default 0.1
