@@ -58,7 +58,19 @@ def _runs(store):
 
 
 def test_study_on_the_cluster_equals_local(cluster, tmp_path):
-    args = ["study", "--penalties", "none,l1", "--hidden", "4", "--cv", "3", "--n-lambdas", "3", "--quiet"]
+    args = [
+        "study",
+        "--penalties",
+        "none,l1",
+        "--hidden",
+        "4",
+        "--cv",
+        "3",
+        "--n-lambdas",
+        "3",
+        "--quiet",
+        "--no-report",
+    ]
     local = CliRunner().invoke(main, [*args, "--n-jobs", "1", "--out", str(tmp_path / "local")])
     assert local.exit_code == 0, local.output
     remote = CliRunner().invoke(main, [*args, "--cluster", cluster.scheduler_address, "--out", str(tmp_path / "dask")])

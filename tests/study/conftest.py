@@ -6,25 +6,6 @@ import numpy as np
 import pytest
 
 
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook reads the groups
-def pytest_collection_modifyitems(items):
-    """Under pytest-xdist (``--dist loadgroup``), the tests of the shared study run on one
-    worker, so the study is computed once, not once per worker."""
-    for item in items:
-        if "truth_study" in getattr(item, "fixturenames", ()):
-            item.add_marker(pytest.mark.xdist_group("truth_study"))
-
-
-def pytest_collection_finish(session):
-    """pytest 9.2 moved the node id that pytest-xdist 3.8 suffixes with the group: the group
-    was then ignored and every worker computed the shared study (minutes each). Say so."""
-    if not getattr(session.config.option, "loadgroup", False):  # set on xdist workers under loadgroup
-        return
-    for item in session.items:
-        if "truth_study" in getattr(item, "fixturenames", ()) and not item.nodeid.endswith("@truth_study"):
-            raise pytest.UsageError(f"pytest-xdist's loadgroup did not group {item.nodeid} (pytest/xdist mismatch)")
-
-
 @pytest.fixture(scope="session")
 def truth_study(tmp_path_factory):
     """One study on a CSV with known truth, shared by the study and report tests.

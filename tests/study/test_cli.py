@@ -40,7 +40,7 @@ def run(*args):
     return CliRunner().invoke(main, [str(a) for a in args])
 
 
-CLI_ONLY = {"out_dir", "store_path", "cluster", "quiet"}  # the options of `study` that are not StudyConfig fields
+CLI_ONLY = {"out_dir", "store_path", "cluster", "write_report", "quiet"}  # the options of `study` that are not StudyConfig fields
 
 
 def test_every_config_field_is_exactly_one_study_option_with_the_same_default():
@@ -306,12 +306,14 @@ def test_a_warning_raised_in_a_worker_process_is_one_line_naming_its_penalty(tab
     """λ_min at the grid's edge in the penalties a worker trains: the study's process shows
     the warning as its own line, in the study's order, with the penalty. (The edge: a
     linear model on a grid of λ near λ_max, where its CV loss falls all the way down,
-    and past the 10 λ by which the grid goes on below.)"""
+    and past the λ by which the grid goes on below: one, its own span.) Without the
+    report: the store alone, and the line that names it."""
     import subprocess
     import sys
 
     args = ["--data", table, "--target", "y", "--penalties", "l1,l2", "--hidden", "", "--cv", "3", "--no-relax"]
-    args += ["--n-lambdas", "2", "--lambda-min-ratio", "0.9", "--n-jobs", "2", "--quiet", "--out", tmp_path / "out"]
+    args += ["--n-lambdas", "2", "--lambda-min-ratio", "0.9", "--n-jobs", "2", "--quiet", "--no-report"]
+    args += ["--out", tmp_path / "out"]
     result = subprocess.run(
         [sys.executable, "-m", "shrinkage", "study", *map(str, args)], capture_output=True, text=True, timeout=300
     )
@@ -319,3 +321,5 @@ def test_a_warning_raised_in_a_worker_process_is_one_line_naming_its_penalty(tab
     warned = [line for line in result.stderr.splitlines() if "grid's smallest" in line]
     assert warned and all(re.match(r"shrinkage: warning: (l1|l2): lambda_min is the grid's", w) for w in warned)
     assert "GridEdgeWarning" not in result.stderr and "runner.py" not in result.stderr
+    assert (tmp_path / "out" / "results.sqlite").is_file() and not (tmp_path / "out" / "report.html").exists()
+    assert "report:" not in result.stdout and "store:" in result.stdout

@@ -334,10 +334,24 @@ def main(debug: bool) -> None:
     help="Run the folds on an existing Dask cluster (its scheduler, e.g. tcp://10.0.0.5:8786); "
     "results are identical to a local run.",
 )
+@click.option(
+    "--report/--no-report",
+    "write_report",
+    default=True,
+    show_default=True,
+    help="Write OUT/report.html (its figures take seconds); without it only the store, from which "
+    "`shrinkage report` draws the report later.",
+)
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @click.pass_context
 def study(
-    ctx: click.Context, out_dir: Path, store_path: Path | None, cluster: str | None, quiet: bool, **fields
+    ctx: click.Context,
+    out_dir: Path,
+    store_path: Path | None,
+    cluster: str | None,
+    write_report: bool,
+    quiet: bool,
+    **fields,
 ) -> None:
     """Compare no penalty / L1 / L2 / elastic net / group lasso on a data set.
 
@@ -393,8 +407,9 @@ def study(
                 )
             _print_table(store, study_id)
             # the workers, idle now, draw half of the figures
-            report = build_report(store, study_id, out_dir / "report.html", pool=workers.pool)
-    click.echo(f"report: {report}")
+            report = build_report(store, study_id, out_dir / "report.html", pool=workers.pool) if write_report else None
+    if report is not None:
+        click.echo(f"report: {report}")
     click.echo(f"store:  {store_path}")
 
 
