@@ -40,7 +40,8 @@ def run(*args):
     return CliRunner().invoke(main, [str(a) for a in args])
 
 
-CLI_ONLY = {"out_dir", "store_path", "cluster", "write_report", "quiet"}  # the options of `study` that are not StudyConfig fields
+# the options of `study` that are not StudyConfig fields
+CLI_ONLY = {"out_dir", "store_path", "cluster", "write_report", "quiet"}
 
 
 def test_every_config_field_is_exactly_one_study_option_with_the_same_default():
