@@ -287,7 +287,7 @@ def test_log_lambda_labels_never_overlap():
 
 
 def test_a_lambda_min_at_the_grids_edge_is_said_in_the_answers():
-    from shrinkage.study.report import _answers, at_grid_edge
+    from shrinkage.study.report import _answers, _uses_no_input, at_grid_edge
 
     run = {"penalty": "l1", "rules": [{"penalty": {"name": "l1", "lambda_": 1.0}}], "lambdas": [0.01, 0.1, 1.0]}
     run |= {"lambda_min": 0.01, "lambda_1se": 0.1, "lambda_chosen": 0.1, "cv_loss": 0.5, "cv_loss_se": 0.1}
@@ -301,6 +301,16 @@ def test_a_lambda_min_at_the_grids_edge_is_said_in_the_answers():
     which = _answers([run], {"columns": ["a", "b"]}, "R²")["which"]
     assert "At the grid's edge: l1 — the smallest λ tried has the lowest CV loss" in which
     assert "edge" not in _answers([run | {"lambda_min": 0.1}], {"columns": ["a", "b"]}, "R²")["which"]
+    # no λ of the grid gives a model that uses any input: the CV curve compares constants
+    empty = run | {"lambda_min": 0.1, "cv_mean": [0.5, 0.4, 0.6], "uses_no_input": [True, True, True]}
+    assert at_grid_edge(empty) and not at_grid_edge(empty | {"uses_no_input": [False, True, True]})
+    which = _answers([empty], {"columns": ["a", "b"]}, "R²")["which"]
+    assert "Grid above the data: l1 — no λ tried gives a model that uses any input" in which
+    assert "At the grid's edge" not in which
+    # read from the full-data path's points, the dense start (idx -1) left out
+    points = [{"idx": -1, "features": [0, 1]}, {"idx": 0, "features": []}, {"idx": 1, "features": [1]}]
+    assert _uses_no_input(points) == [True, False]
+    assert _uses_no_input([*points, {"idx": 2, "features": None}]) is None  # a store that does not say
 
 
 def test_the_answers_say_when_there_is_no_unpenalized_run_to_compare_with():

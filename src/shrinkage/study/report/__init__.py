@@ -107,12 +107,18 @@ def _answers(runs: list[dict[str, Any]], data: dict[str, Any], score_name: str) 
         f"{best['penalty']} has the lowest CV loss, at λ = {best['lambda_chosen']:.4g} "
         f"(λ_min = {best['lambda_min']:.4g}, λ_1se = {best['lambda_1se']:.4g})."
     )
-    edge = [run["penalty"] for run in penalized if at_grid_edge(run)]
+    empty = [run["penalty"] for run in penalized if run.get("uses_no_input") and all(run["uses_no_input"])]
+    edge = [run["penalty"] for run in penalized if run["penalty"] not in empty and at_grid_edge(run)]
     if edge:
         out["which"] += (
             f" At the grid's edge: {', '.join(edge)} — the smallest λ tried has the lowest CV loss (it is λ_min, "
             "or ties it), so the CV loss may fall further below it (a smaller --lambda-min-ratio extends the grid "
             "down)."
+        )
+    if empty:
+        out["which"] += (
+            f" Grid above the data: {', '.join(empty)} — no λ tried gives a model that uses any input, so the CV "
+            "loss compares constant predictions (a smaller --lambda-min-ratio extends the grid down)."
         )
     sparse = [run for run in penalized if _sparsifying(run)]
     if sparse:
@@ -125,18 +131,31 @@ def _answers(runs: list[dict[str, Any]], data: dict[str, Any], score_name: str) 
     return out
 
 
-def at_grid_edge(run: dict[str, Any]) -> bool:
-    """Whether a run's smallest λ has the lowest CV loss: it is λ_min, or an admissible λ
-    tied with it (:func:`shrinkage.cv.grid_edge` on the store's columns)."""
+def at_grid_edge(run: dict[str, Any]) -> str | None:
+    """Why a run's CV loss may fall below its grid (:func:`shrinkage.cv.grid_edge` on the
+    store's columns), or None: its smallest λ is λ_min or an admissible λ tied with it,
+    or (where ``run["uses_no_input"]`` gives it per λ, from the full-data path's points)
+    no λ of the grid gives a model that uses any input."""
     from shrinkage.cv import grid_edge
 
     lambdas = run.get("lambdas") or []
     at = [i for i, lam in enumerate(lambdas) if lam == run.get("lambda_min")]
     if not at:
-        return False
+        return None
     mean = np.array(run.get("cv_mean") or [np.nan] * len(lambdas), dtype=float)  # (NULL: NaN, never the lowest)
     admissible = run.get("admissible") or [True] * len(lambdas)
-    return grid_edge(lambdas, mean, admissible, at[0]) is not None
+    constant = run.get("uses_no_input")
+    constant = np.array(constant, dtype=bool) if constant is not None and len(constant) == len(lambdas) else None
+    return grid_edge(lambdas, mean, admissible, at[0], constant)
+
+
+def _uses_no_input(path_points: list[dict[str, Any]]) -> list[bool] | None:
+    """Per λ of the full-data path (dense start left out): whether its model uses no
+    input; None where a point does not say (a store made before features were stored)."""
+    full = [p for p in path_points if p["idx"] >= 0]
+    if any(p.get("features") is None for p in full):
+        return None
+    return [not p["features"] for p in full]
 
 
 def chosen_stationarity(run: dict[str, Any], full_path: list[dict[str, Any]]) -> float:
@@ -302,6 +321,7 @@ def build_report(
                 "has no path points (points.run_id must name it)"
             )
         run["stationarity"] = chosen_stationarity(run, path_points)
+        run["uses_no_input"] = _uses_no_input(path_points)
     names = data["encoded_features"]
     truth = data.get("true_features") or []
 
