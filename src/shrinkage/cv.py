@@ -334,7 +334,7 @@ _EXTENSION_PARTS = 10
 def _bound(config: PathConfig) -> str:
     """What limits the λ added below an automatic grid, in words."""
     if config.extend <= config.n_lambdas - 1:
-        return f"extend={config.extend}"
+        return f"PathConfig.extend = {config.extend}"
     return f"n_lambdas - 1 = {config.n_lambdas - 1}, the grid's own span"
 
 
@@ -564,6 +564,7 @@ def cross_validate(
         summary = _summary(full, paths, sizes, config.relax)
         added, most = 0, min(config.extend, config.n_lambdas - 1)
         edge = grid_edge(full.lambdas, summary.mean, summary.admissible, summary.index_min, summary.constant)
+        first = edge
         while edge is not None and config.lambdas is None and added < most:
             # an automatic grid whose CV minimum is its smallest λ goes on below it, a few
             # λ of its ratio at a time: each path's lower segment from its dense start
@@ -582,9 +583,8 @@ def cross_validate(
             edge = grid_edge(full.lambdas, summary.mean, summary.admissible, summary.index_min, summary.constant)
         if added:
             full.notes.append(
-                f"the cross-validated loss was lowest at the automatic grid's smallest λ (or no λ used any input): "
-                f"{_counted(added, 'smaller λ')} added below it (down to {full.points[0].lambda_:.4g}; at most "
-                f"{_bound(config)})"
+                f"at the automatic grid's edge ({first}): {_counted(added, 'smaller λ')} added below it (down to "
+                f"{full.points[0].lambda_:.4g}; at most {_bound(config)})"
             )
     grid = full.lambdas
     scores, admissible, mean, se, index_min, index_1se, _ = summary

@@ -324,3 +324,5 @@ def test_a_warning_raised_in_a_worker_process_is_one_line_naming_its_penalty(tab
     assert "GridEdgeWarning" not in result.stderr and "runner.py" not in result.stderr
     assert (tmp_path / "out" / "results.sqlite").is_file() and not (tmp_path / "out" / "report.html").exists()
     assert "report:" not in result.stdout and "store:" in result.stdout
+    hint = f"no report drawn (--no-report); `shrinkage report {tmp_path / 'out' / 'results.sqlite'} --out "
+    assert hint in result.stdout

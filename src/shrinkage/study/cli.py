@@ -34,6 +34,7 @@ import inspect
 import math
 import os
 import re
+import shlex
 import signal
 import sqlite3
 import sys
@@ -411,6 +412,9 @@ def study(
     if report is not None:
         click.echo(f"report: {report}")
     click.echo(f"store:  {store_path}")
+    if report is None:
+        command = f"shrinkage report {shlex.quote(str(store_path))} --out {shlex.quote(str(out_dir / 'report.html'))}"
+        click.echo(f"no report drawn (--no-report); `{command}` draws it")
 
 
 #: how long ``--cluster`` waits for its scheduler to answer
@@ -544,7 +548,14 @@ def runs(store_path: Path) -> None:
 @main.command()
 @click.argument("store_path", type=click.Path(path_type=Path))
 @click.option("--study", "study_id", type=int, default=None, help="Study id [default: the latest].")
-@click.option("--out", "out_path", type=click.Path(path_type=Path), default=Path("report.html"), show_default=True)
+@click.option(
+    "--out",
+    "out_path",
+    type=click.Path(path_type=Path),
+    default=Path("report.html"),
+    show_default=True,
+    help="The HTML file to write (replaced whole, or left as it was on an error).",
+)
 def report(store_path: Path, study_id: int | None, out_path: Path) -> None:
     """Rebuild a study's HTML report from a results store, without retraining."""
     from .report import build_report
