@@ -107,7 +107,7 @@ def _answers(runs: list[dict[str, Any]], data: dict[str, Any], score_name: str) 
         f"{best['penalty']} has the lowest CV loss, at λ = {best['lambda_chosen']:.4g} "
         f"(λ_min = {best['lambda_min']:.4g}, λ_1se = {best['lambda_1se']:.4g})."
     )
-    empty = [run["penalty"] for run in penalized if run.get("uses_no_input") and all(run["uses_no_input"])]
+    empty = [run["penalty"] for run in penalized if (flat := _constant(run)) is not None and flat.all()]
     edge = [run["penalty"] for run in penalized if run["penalty"] not in empty and at_grid_edge(run)]
     if edge:
         out["which"] += (
@@ -144,9 +144,15 @@ def at_grid_edge(run: dict[str, Any]) -> str | None:
         return None
     mean = np.array(run.get("cv_mean") or [np.nan] * len(lambdas), dtype=float)  # (NULL: NaN, never the lowest)
     admissible = run.get("admissible") or [True] * len(lambdas)
+    return grid_edge(lambdas, mean, admissible, at[0], _constant(run))
+
+
+def _constant(run: dict[str, Any]) -> np.ndarray | None:
+    """``run["uses_no_input"]`` as an array, one per λ of the run's grid, or None where unknown."""
     constant = run.get("uses_no_input")
-    constant = np.array(constant, dtype=bool) if constant is not None and len(constant) == len(lambdas) else None
-    return grid_edge(lambdas, mean, admissible, at[0], constant)
+    if constant is None or not constant or len(constant) != len(run.get("lambdas") or []):
+        return None
+    return np.array(constant, dtype=bool)
 
 
 def _uses_no_input(path_points: list[dict[str, Any]]) -> list[bool] | None:
