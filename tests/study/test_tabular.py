@@ -13,6 +13,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from shrinkage.study.tabular import Encoder, infer_task, read_table
+from shrinkage.validation import InputError
 
 
 @pytest.fixture
@@ -351,6 +352,30 @@ def test_a_semicolon_file_with_points_and_thousands_commas_is_not_read_with_deci
     lines = [("a", "y")] + [(f"{1000 * i + 123:,}", str(i)) for i in range(1, 30)] + [("0,558", "0")]
     with pytest.warns(UserWarning, match=r"read column 'a' as numbers: 1 value\(s\) that are not numbers \('0,558'\)"):
         assert read_table(_written(tmp_path / "t.csv", _joined(lines, "\t")), "y").features["a"].isna().sum() == 1
+
+
+def test_a_column_of_numbers_but_for_many_values_is_refused_not_one_hot(tmp_path):
+    """Decimal commas only after the rows the decimal mark is read from: the column was
+    numbers in 250 rows and text in 150, and became 138 one-hot levels without a word.
+    Now it is refused, naming the column, the values, the first row and the decimal commas;
+    named categorical it is labels as asked; a few numbers with a stray label stay labels."""
+    rng = np.random.default_rng(0)
+    rows = [("a", "b", "y")]
+    for i in range(400):
+        b = rng.normal()
+        rows.append(
+            (str(rng.integers(0, 10)), f"{b:.2f}".replace(".", ",") if i >= 250 else str(round(3 * b)), str(i % 7))
+        )
+    path = _written(tmp_path / "late.csv", _joined(rows, ";"))
+    with pytest.raises(InputError) as caught:
+        read_table(path, "y")
+    message = str(caught.value)
+    assert message.startswith("column 'b' must be numbers or labels, got numbers in 250 rows but not in 150 (")
+    assert "the first at row 251 of the data; they are written with decimal commas" in message
+    assert "(--categorical b)" in message
+    assert read_table(path, "y", categorical=["b"]).features["b"].dtype == object  # labels, as asked
+    few = [("a", "y")] + [(str(i % 3) if i % 4 else "other", str(i % 5)) for i in range(60)]
+    assert read_table(_written(tmp_path / "few.csv", _joined(few, ",")), "y").features["a"].dtype == object
 
 
 def test_categorical_columns_are_read_as_written_and_kept(tmp_path):

@@ -301,6 +301,8 @@ def _numbers_in_text(features, notes: list[str], keep: Sequence[str] = ()):
         numbers = _as_numbers(values)
         parsed = numbers.notna() & present
         if parsed.sum() < _NUMERIC_SHARE * present.sum():
+            if parsed.sum() >= _MOSTLY * present.sum() and numbers.nunique() > 10:
+                _refuse_mostly_numbers(values, present & ~parsed)
             continue
         bad = values[present & ~parsed]
         if bad.empty:
@@ -315,6 +317,30 @@ def _numbers_in_text(features, notes: list[str], keep: Sequence[str] = ()):
         notes.append(note)
         features = features.assign(**{column: numbers.astype(np.float64)})
     return features
+
+
+#: A text column with many distinct numbers in at least this share of its values, but
+#: under ``_NUMERIC_SHARE``, is refused: one-hot, each number would be a level of its own
+_MOSTLY = 0.5
+_COMMA_NUMBER = r"^[+-]?\d+,\d+$"
+
+
+def _refuse_mostly_numbers(values, bad) -> None:
+    """The error for a feature column of numbers but for too many values to drop (``bad``)."""
+    shown = ", ".join(repr(v) for v in values[bad].astype(str).unique()[:5])
+    row = int(np.flatnonzero(bad.to_numpy())[0])
+    commas = values[bad].astype("string").str.strip().str.match(_COMMA_NUMBER, na=False).mean() >= 0.5
+    hint = (
+        f"; they are written with decimal commas, which the file's first {_DECIMAL_ROWS} rows do not use: write "
+        "the file with one decimal mark"
+        if commas
+        else ""
+    )
+    raise InputError(
+        f"column {str(values.name)!r} must be numbers or labels, got numbers in {int((~bad & values.notna()).sum())} "
+        f"rows but not in {int(bad.sum())} ({shown}; the first at row {row + 1} of the data{hint}): fix those "
+        f"values, or name the column in categorical (--categorical {values.name}) to read it as labels"
+    )
 
 
 def _is_identifier(values) -> bool:
