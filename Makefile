@@ -10,9 +10,9 @@ STAMP := $(VENV)/.installed
 # where pip takes 84 s (measured on 2 cores); pip is the fallback where uv can't be had. uv
 # reads no pip configuration, so pip's find-links (where a machine keeps wheels, such as this
 # one's CPU build of torch) are passed on. Nothing is byte-compiled ahead: Python compiles
-# what it imports, once, as it imports it (a few hundred of the environment's 19,000 modules)
-# -- also where the environment says PYTHONDONTWRITEBYTECODE, which would have every test
-# process compile torch again (9 s against 5 s per import of the study's modules).
+# what it imports, once, as it imports it (6,500 of the environment's 19,000 modules in
+# `make test`) -- also where the environment says PYTHONDONTWRITEBYTECODE, which would have
+# every test process compile torch again (9 s against 5 s per import of the study's modules).
 FIND_LINKS := $(shell $(PYTHON) -m pip config list 2>/dev/null | sed -n "s/^.*find-links='\(.*\)'$$/\1/p" | sort -u)
 export PYTHONDONTWRITEBYTECODE :=
 
