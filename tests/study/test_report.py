@@ -309,8 +309,10 @@ def test_a_lambda_min_at_the_grids_edge_is_said_in_the_answers():
     assert "At the grid's edge" not in which
     # read from the full-data path's points, the dense start (idx -1) left out
     points = [{"idx": -1, "features": [0, 1]}, {"idx": 0, "features": []}, {"idx": 1, "features": [1]}]
-    assert _uses_no_input(points) == [True, False]
-    assert _uses_no_input([*points, {"idx": 2, "features": None}]) is None  # a store that does not say
+    assert _uses_no_input(points, 2) == [True, False]
+    assert _uses_no_input([*points, {"idx": 2, "features": None}], 3) is None  # a store that does not say
+    assert _uses_no_input(points, 3) is None  # a λ of the grid without its point
+    assert _uses_no_input([*points, {"idx": 2, "features": [0], "diverged": 1}], 3) == [True, False, True]
 
 
 def test_the_answers_say_when_there_is_no_unpenalized_run_to_compare_with():

@@ -255,12 +255,9 @@ def _numeric_target(target, notes: list[str]):
             warn(note, UserWarning)
             notes.append(note)
             return numbers.astype(np.float64)
-        bad = target[numbers.isna()]
-        row = int(np.flatnonzero(numbers.isna().to_numpy())[0])
-        shown = ", ".join(repr(v) for v in bad.astype(str).unique()[:5])
         raise InputError(
-            f"target column {str(target.name)!r} must be numbers or labels, got numbers but for {len(bad)} "
-            f"value(s) ({shown}; the first at row {row + 1} of the data): fix or drop those rows"
+            f"target column {str(target.name)!r} must be numbers or labels, got numbers but for "
+            f"{int(numbers.isna().sum())} value(s) ({_which(target, numbers.isna())}): fix or drop those rows"
         )
     return target
 
@@ -274,6 +271,12 @@ def _as_numbers(values):
     text = text.where(~text.str.match(_THOUSANDS, na=False), text.str.replace(",", "", regex=False))
     text = text.where(~text.str.match(_PERCENT, na=False), text.str.replace(r"\s*%$", "", regex=True))
     return pd.to_numeric(text, errors="coerce")
+
+
+def _which(values, bad) -> str:
+    """Up to five of the ``bad`` values (a mask of ``values``) and the row of the first."""
+    shown = ", ".join(repr(v) for v in values[bad].astype(str).unique()[:5])
+    return f"{shown}; the first at row {int(np.flatnonzero(bad.to_numpy())[0]) + 1} of the data"
 
 
 def _written_as(values) -> str:
@@ -327,8 +330,6 @@ _COMMA_NUMBER = r"^[+-]?\d+,\d+$"
 
 def _refuse_mostly_numbers(values, bad) -> None:
     """The error for a feature column of numbers but for too many values to drop (``bad``)."""
-    shown = ", ".join(repr(v) for v in values[bad].astype(str).unique()[:5])
-    row = int(np.flatnonzero(bad.to_numpy())[0])
     commas = values[bad].astype("string").str.strip().str.match(_COMMA_NUMBER, na=False).mean() >= 0.5
     hint = (
         f"; they are written with decimal commas, which the file's first {_DECIMAL_ROWS} rows do not use: write "
@@ -338,7 +339,7 @@ def _refuse_mostly_numbers(values, bad) -> None:
     )
     raise InputError(
         f"column {str(values.name)!r} must be numbers or labels, got numbers in {int((~bad & values.notna()).sum())} "
-        f"rows but not in {int(bad.sum())} ({shown}; the first at row {row + 1} of the data{hint}): fix those "
+        f"rows but not in {int(bad.sum())} ({_which(values, bad)}{hint}): fix those "
         f"values, or name the column in categorical (--categorical {values.name}) to read it as labels"
     )
 

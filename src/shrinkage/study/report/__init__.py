@@ -107,7 +107,7 @@ def _answers(runs: list[dict[str, Any]], data: dict[str, Any], score_name: str) 
         f"{best['penalty']} has the lowest CV loss, at λ = {best['lambda_chosen']:.4g} "
         f"(λ_min = {best['lambda_min']:.4g}, λ_1se = {best['lambda_1se']:.4g})."
     )
-    empty = [run["penalty"] for run in penalized if (flat := _constant(run)) is not None and flat.all()]
+    empty = [run["penalty"] for run in penalized if run.get("uses_no_input") is not None and all(run["uses_no_input"])]
     edge = [run["penalty"] for run in penalized if run["penalty"] not in empty and at_grid_edge(run)]
     if edge:
         out["which"] += (
@@ -144,24 +144,18 @@ def at_grid_edge(run: dict[str, Any]) -> str | None:
         return None
     mean = np.array(run.get("cv_mean") or [np.nan] * len(lambdas), dtype=float)  # (NULL: NaN, never the lowest)
     admissible = run.get("admissible") or [True] * len(lambdas)
-    return grid_edge(lambdas, mean, admissible, at[0], _constant(run))
-
-
-def _constant(run: dict[str, Any]) -> np.ndarray | None:
-    """``run["uses_no_input"]`` as an array, one per λ of the run's grid, or None where unknown."""
     constant = run.get("uses_no_input")
-    if constant is None or not constant or len(constant) != len(run.get("lambdas") or []):
-        return None
-    return np.array(constant, dtype=bool)
+    return grid_edge(lambdas, mean, admissible, at[0], None if constant is None else np.asarray(constant, bool))
 
 
-def _uses_no_input(path_points: list[dict[str, Any]]) -> list[bool] | None:
+def _uses_no_input(path_points: list[dict[str, Any]], n_lambdas: int) -> list[bool] | None:
     """Per λ of the full-data path (dense start left out): whether its model uses no
-    input; None where a point does not say (a store made before features were stored)."""
+    input, or diverged (as :func:`shrinkage.cv.cross_validate` counts it); None where the
+    points do not say (a store made before features were stored) or miss a λ."""
     full = [p for p in path_points if p["idx"] >= 0]
-    if any(p.get("features") is None for p in full):
+    if len(full) != n_lambdas or any(p.get("features") is None for p in full):
         return None
-    return [not p["features"] for p in full]
+    return [not p["features"] or bool(p.get("diverged")) for p in full]
 
 
 def chosen_stationarity(run: dict[str, Any], full_path: list[dict[str, Any]]) -> float:
@@ -327,7 +321,7 @@ def build_report(
                 "has no path points (points.run_id must name it)"
             )
         run["stationarity"] = chosen_stationarity(run, path_points)
-        run["uses_no_input"] = _uses_no_input(path_points)
+        run["uses_no_input"] = _uses_no_input(path_points, len(run.get("lambdas") or []))
     names = data["encoded_features"]
     truth = data.get("true_features") or []
 
