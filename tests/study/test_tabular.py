@@ -354,26 +354,47 @@ def test_a_semicolon_file_with_points_and_thousands_commas_is_not_read_with_deci
         assert read_table(_written(tmp_path / "t.csv", _joined(lines, "\t")), "y").features["a"].isna().sum() == 1
 
 
-def test_a_column_of_numbers_but_for_many_values_is_refused_not_one_hot(tmp_path):
-    """Decimal commas only after the rows the decimal mark is read from: the column was
-    numbers in 250 rows and text in 150, and became 138 one-hot levels without a word.
-    Now it is refused, naming the column, the values, the first row and the decimal commas;
-    named categorical it is labels as asked; a few numbers with a stray label stay labels."""
+def _mixed_marks(path, commas_first: bool):
+    """400 rows, ``;``-separated; column b: whole numbers or decimal points in one part, decimal
+    commas (2 decimals, never a thousands number) in the other."""
     rng = np.random.default_rng(0)
     rows = [("a", "b", "y")]
     for i in range(400):
         b = rng.normal()
-        rows.append(
-            (str(rng.integers(0, 10)), f"{b:.2f}".replace(".", ",") if i >= 250 else str(round(3 * b)), str(i % 7))
-        )
-    path = _written(tmp_path / "late.csv", _joined(rows, ";"))
+        comma = (i < 250) if commas_first else (i >= 250)
+        text = f"{b:.2f}".replace(".", ",") if comma else (f"{b:.2f}" if commas_first else str(round(3 * b)))
+        rows.append((str(rng.integers(0, 10)), text, str(i % 7)))
+    return _written(path, _joined(rows, ";")), [row[1] for row in rows[1:] if "," in row[1]]
+
+
+def test_a_column_of_numbers_but_for_many_values_is_refused_not_one_hot(tmp_path):
+    """Decimal commas only after the rows the decimal mark is read from: the column was
+    numbers in 250 rows and text in 150, and became 138 one-hot levels without a word;
+    decimal commas first and points after: one-hot, or dropped as an identifier. Now both
+    are refused, naming the column, both counts, the values and the first row; named
+    categorical it is labels as asked. Placeholders for missing values in a third of the
+    rows are refused with what to do; a few numbers with a stray label stay labels."""
+    path, commas = _mixed_marks(tmp_path / "late.csv", commas_first=False)
     with pytest.raises(InputError) as caught:
         read_table(path, "y")
-    message = str(caught.value)
-    assert message.startswith("column 'b' must be numbers or labels, got numbers in 250 rows but not in 150 (")
-    assert "the first at row 251 of the data; they are written with decimal commas" in message
-    assert "(--categorical b)" in message
+    shown = ", ".join(repr(v) for v in list(dict.fromkeys(commas))[:5])  # the first five, each once
+    assert str(caught.value) == (
+        "column 'b' must be numbers written with one decimal mark, got 250 with a decimal point and 150 with a "
+        f"decimal comma ({shown}; the first at row 251 of the data): write the file with one decimal mark"
+    )
     assert read_table(path, "y", categorical=["b"]).features["b"].dtype == object  # labels, as asked
+    with pytest.raises(InputError, match=r"^column 'b' must be numbers written with one decimal mark, got 150 with "
+                       r"a decimal point and 250 with a decimal comma \(.*; the first at row 1 of the data\)"):  # fmt: skip
+        read_table(_mixed_marks(tmp_path / "early.csv", commas_first=True)[0], "y")
+    rng = np.random.default_rng(1)
+    holes = [("c", "y")] + [("?" if i % 3 == 0 else f"{rng.normal():.3f}", str(i % 7)) for i in range(90)]
+    with pytest.raises(InputError) as caught:
+        read_table(_written(tmp_path / "holes.csv", _joined(holes, ",")), "y")
+    assert str(caught.value) == (
+        "column 'c' must be numbers or labels, got numbers in 60 rows but not in 30 ('?'; the first at row 1 of the "
+        "data): fix those values (a missing value's cell left empty), or, if the column holds codes rather than "
+        "quantities, name it in categorical (--categorical c)"
+    )
     few = [("a", "y")] + [(str(i % 3) if i % 4 else "other", str(i % 5)) for i in range(60)]
     assert read_table(_written(tmp_path / "few.csv", _joined(few, ",")), "y").features["a"].dtype == object
 

@@ -304,8 +304,11 @@ def _numbers_in_text(features, notes: list[str], keep: Sequence[str] = ()):
         numbers = _as_numbers(values)
         parsed = numbers.notna() & present
         if parsed.sum() < _NUMERIC_SHARE * present.sum():
-            if parsed.sum() >= _MOSTLY * present.sum() and numbers.nunique() > 10:
-                _refuse_mostly_numbers(values, present & ~parsed)
+            # numbers with the other decimal mark than the file's count as numbers here
+            commas = present & ~parsed & values.astype("string").str.strip().str.match(_COMMA_NUMBER, na=False)
+            distinct = numbers.nunique() + values[commas].nunique()
+            if (parsed | commas).sum() >= _MOSTLY * present.sum() and distinct > 10:
+                _refuse_mostly_numbers(values, present & ~parsed, commas)
             continue
         bad = values[present & ~parsed]
         if bad.empty:
@@ -328,19 +331,21 @@ _MOSTLY = 0.5
 _COMMA_NUMBER = r"^[+-]?\d+,\d+$"
 
 
-def _refuse_mostly_numbers(values, bad) -> None:
-    """The error for a feature column of numbers but for too many values to drop (``bad``)."""
-    commas = values[bad].astype("string").str.strip().str.match(_COMMA_NUMBER, na=False).mean() >= 0.5
-    hint = (
-        f"; they are written with decimal commas, which the file's first {_DECIMAL_ROWS} rows do not use: write "
-        "the file with one decimal mark"
-        if commas
-        else ""
-    )
+def _refuse_mostly_numbers(values, bad, commas) -> None:
+    """The error for a feature column of numbers but for too many values to drop (``bad``),
+    or of numbers written with both decimal marks (``commas``: the ones with a comma)."""
+    name = str(values.name)
+    if commas.any():
+        points = values.notna() & ~bad
+        both = f"{int(points.sum())} with a decimal point and " if points.any() else ""
+        raise InputError(
+            f"column {name!r} must be numbers written with one decimal mark, got {both}{int(commas.sum())} with a "
+            f"decimal comma ({_which(values, commas)}): write the file with one decimal mark"
+        )
     raise InputError(
-        f"column {str(values.name)!r} must be numbers or labels, got numbers in {int((~bad & values.notna()).sum())} "
-        f"rows but not in {int(bad.sum())} ({_which(values, bad)}{hint}): fix those "
-        f"values, or name the column in categorical (--categorical {values.name}) to read it as labels"
+        f"column {name!r} must be numbers or labels, got numbers in {int((~bad & values.notna()).sum())} rows but "
+        f"not in {int(bad.sum())} ({_which(values, bad)}): fix those values (a missing value's cell left empty), "
+        f"or, if the column holds codes rather than quantities, name it in categorical (--categorical {name})"
     )
 
 
