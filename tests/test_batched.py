@@ -8,7 +8,7 @@ import pytest
 import torch
 from sklearn.datasets import load_breast_cancer, load_diabetes, load_wine
 from sklearn.preprocessing import StandardScaler
-from torch import nn
+from torch import Tensor, nn
 
 from shrinkage import functional as F
 from shrinkage.batched import Reuse, unsupported
@@ -425,3 +425,64 @@ def test_the_element_wise_prox_on_the_flat_stack_is_each_penaltys_prox_bit_for_b
         penalty.prox_([params[n] for n in names], layouts, step=[per_entry[n] for n in names])
     assert torch.equal(flat, each)
     assert (flat == 0).any() == any(not isinstance(rule.penalty, L2) for rule in rules)  # L1's exact zeros
+
+
+@pytest.mark.parametrize("penalty", [L1(), GroupLasso()], ids=["l1", "group"])
+def test_each_model_walks_the_lambdas_at_its_own_pace(diabetes, penalty):
+    """In one call over several λ, a model that stops at a λ goes on to the next while
+    the others still train at theirs. Each model's phases are the ones it gets trained
+    alone, λ after λ (the oracle): the same epochs, the same weights (float64). The
+    models do go at different paces. A stop at the lead's third λ ends the walk there:
+    the models behind still finish that λ, with the weights they have without the stop,
+    and a model ahead has ended one more λ only if it did so before the lead's stop."""
+    from shrinkage import batched
+
+    X, y = diabetes
+    X_t, target = torch.tensor(X[:200]), torch.tensor(y[:200])[:, None]
+    torch.manual_seed(0)
+    net = MLP(10, (6,), 1).double()
+    sets = [np.arange(0, 200), np.arange(0, 20), np.arange(100, 200, 4)]  # the full rows, and two folds' own
+    rows = batched._Rows(train=batched._row_weights(sets, 200, "cpu", torch.float64), val=None, test=None)
+    config = TrainConfig(lr=3e-2, batch_size=None, max_epochs=150, patience=5, tol=1e-3, monitor="objective")
+    lambdas = [0.003, 0.01, 0.03, 0.1]
+
+    def stack_of(n):
+        return batched._Stack(net, [dict(net.named_parameters())] * n, "cpu")
+
+    def walked(stop_at=None):
+        stack = stack_of(3)
+        ends: dict[int, list[tuple[int, Tensor]]] = {k: [] for k in range(3)}
+
+        def ended(k, phase, result, seconds):
+            ends[k].append((result.epochs, stack.flat[k].detach().clone()))
+            assert phase == len(ends[k]) - 1 and len(result.val_loss) == result.epochs
+            return (k, phase) == stop_at
+
+        terms = batched._Terms(stack, [Rule(type(penalty)(1.0))])
+        batched._train(stack, X_t, target, rows, "mse", config, terms, lambdas=lambdas, ended=ended)
+        return ends, stack
+
+    together, _ = walked()
+    for k in range(3):  # the oracle: model k alone, one λ per call
+        alone = stack_of(1)
+        one = batched._Rows(train=rows.train[k : k + 1], val=None, test=None)
+        for phase, lam in enumerate(lambdas):
+            terms = batched._Terms(alone, [Rule(type(penalty)(lam))])
+            result = batched._train(alone, X_t, target, one, "mse", config, terms)
+            epochs, weights = together[k][phase]
+            assert result.epochs[0] == epochs
+            torch.testing.assert_close(weights, alone.flat[0].detach(), rtol=1e-9, atol=1e-12)
+    # the epoch (0-based, over the whole call) at which each model ended each λ
+    when = {k: np.cumsum([epochs + 1 for epochs, _ in together[k]]) - 1 for k in range(3)}
+    assert len({tuple(w) for w in when.values()}) == 3  # not in step: each at its own pace
+
+    stopped, stack = walked(stop_at=(0, 2))
+    assert len(stopped[0]) == 3
+    for k in (1, 2):
+        assert when[k][3] != when[0][2]  # (no tie to order)
+        assert len(stopped[k]) == (4 if when[k][3] < when[0][2] else 3)
+        for phase in range(3):
+            torch.testing.assert_close(stopped[k][phase][1], together[k][phase][1])
+    torch.testing.assert_close(stack.flat[0].detach(), together[0][2][1])
+    if penalty.__class__ is L1:  # this case has a model ahead of the lead
+        assert max(len(stopped[k]) for k in (1, 2)) == 4

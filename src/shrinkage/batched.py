@@ -9,9 +9,12 @@ the K models' parameters are stacked along a new first dimension
 serve every fold, as batched matrix products on the CPU or a GPU.
 
 Each model keeps its own everything: its rows (a weight per row and model, so folds
-of different sizes share one data tensor), its early stopping (a model that stops leaves
-the stack, the others go on as a smaller one), its Adam state and step count, its proximal step (the
-prox of the penalty with the per-element step its own Adam took) and its relaxed refits.
+of different sizes share one data tensor), its early stopping, its Adam state and step
+count, its proximal step (the prox of the penalty with the per-element step its own Adam
+took) and its relaxed refits. Each walks the λ at its own pace: a model that stops at a
+λ leaves the stack and comes back at the next one while the others go on at theirs, so
+that a path costs about its slowest model's epochs, not the sum over λ of the slowest
+model's at each.
 So each model follows the same trajectory as :func:`~shrinkage.path.regularization_path`
 would give it alone, up to floating-point summation order; the sequential engine stays
 the reference, and the tests compare the two.
@@ -28,7 +31,7 @@ import copy
 import hashlib
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -389,6 +392,11 @@ class _PhaseResult:
         return TrainResult(*self.row(k))
 
 
+#: What :func:`_train` tells its caller as a model ends a phase (its weights in the stack):
+#: ``(model, phase, result, seconds)``; True when no model is to go past that phase.
+PhaseEnd = Callable[[int, int, TrainResult, float], bool]
+
+
 def _train(
     stack: _Stack,
     X: Tensor,
@@ -398,46 +406,52 @@ def _train(
     config: TrainConfig,
     terms: _Terms | None,
     hold: Tensor | None = None,
+    *,
+    lambdas: Sequence[float] = (1.0,),
+    ended: PhaseEnd | None = None,
 ) -> _PhaseResult:
-    """One :func:`~shrinkage.train.train` call for every model of ``stack`` at once.
+    """:func:`~shrinkage.train.train` for every model of ``stack`` at once, at each λ
+    of ``lambdas`` in turn (``terms`` are the penalty at λ = 1).
 
     Full-batch Adam; after each step the prox of ``terms`` with each model's own
-    per-element step (the rule of :mod:`shrinkage.optim` for Adam), and ``hold``
-    (``(models, parameters)`` of 0/1) multiplied in: relaxed fits keep their dropped
-    input columns at exactly zero. Early stopping, patience, ``lr_halvings``, ``tol``
-    and ``restore_best`` as in ``train``, per model.
+    per-element step (the rule of :mod:`shrinkage.optim` for Adam) times its λ, and
+    ``hold`` (``(models, parameters)`` of 0/1) multiplied in: relaxed fits keep their
+    dropped input columns at exactly zero. Early stopping, patience, ``lr_halvings``,
+    ``tol`` and ``restore_best`` as in ``train``, per model and per λ.
 
-    A model that stops leaves the working set: its weights, Adam state and curves go
-    back to ``stack``, and the others go on as a smaller stack, so that an epoch costs
-    what the models still training cost.
+    Each model goes through the λ on its own: one that stops at a λ leaves the working
+    set (its weights, Adam state and curves go back to ``stack``; ``ended`` is called)
+    and comes back at the next λ from there, while the others go on at theirs. So an
+    epoch costs what the models still training cost, and a path costs its slowest
+    model's epochs, not the sum over λ of the slowest model's at each. ``ended``
+    returning True stops every model at that phase: a model past it is dropped. The
+    result holds each model's last phase.
     """
     beta1, beta2 = config.optimizer_kwargs.get("betas", (0.9, 0.999))
     adam = (float(config.lr), float(beta1), float(beta2), float(config.optimizer_kwargs.get("eps", 1e-8)))
     objective = config.monitor == "objective" and terms is not None
-    work = _Working(stack, rows, hold)
+    work = _Working(stack, rows, hold, lambdas)
     chunk = max(1, _ACTIVATION_BUDGET // (stack.n * widest(stack.template)))
-    for epoch in range(config.max_epochs + 1):
+    while work.index:
+        started = time.perf_counter()
         losses, train_loss, grad = _losses_and_grad(stack, X, target, loss, work, chunk)
-        going: np.ndarray | None = None
-        if epoch > 0:  # the weights after `epoch` steps: the end of epoch `epoch - 1`
+        scored = work.epoch > 0  # the weights after `epoch` steps: the end of epoch `epoch - 1`
+        if scored.any():
             with torch.no_grad():
                 score = (losses * work.score_rows).sum(1).double()
-                work.val.append(score)
                 if objective:
                     assert terms is not None
-                    score = score + terms.values(work.weights)
-                going = work.score(score, epoch, config)
-        if going is not None:
-            if epoch == config.max_epochs:
-                going = np.zeros_like(going)
-            keep = work.retire(going, epoch, config.restore_best)
-            if not work.index:
-                break
+                    score = score + terms.values(work.weights) * work.lam.view(-1).double()
+                going = work.score(score, scored, config) & ~(scored & (work.epoch >= config.max_epochs))
+            keep = work.retire(going, config.restore_best, ended)
             if keep is not None:
                 train_loss, grad = train_loss.index_select(0, keep), grad.index_select(0, keep)
-        work.train.append(train_loss.detach().double())
-        with torch.no_grad(), F.device_checks(_NEWTON_CHECKS):  # the epoch waits on the device anyway
-            _adam_prox_step(stack, work, grad, adam, terms)
+        if work.index:
+            work.train.append(train_loss.detach().double())
+            with torch.no_grad(), F.device_checks(_NEWTON_CHECKS):  # the epoch waits on the device anyway
+                _adam_prox_step(stack, work, grad, adam, terms)
+        work.seconds += (time.perf_counter() - started) / max(len(work.index), 1)
+        work.admit()
     return work.out
 
 
@@ -468,45 +482,92 @@ def _losses_and_grad(
 
 class _Working:
     """The models of one :func:`_train` call still training: copies of their weights,
-    Adam state, rows and early-stopping state, ``(working, …)``; ``index`` says which
-    models of the stack they are. Models that stop go back to the stack (:meth:`retire`)."""
+    Adam state, rows, λ and early-stopping state, ``(working, …)``; ``index`` says which
+    models of the stack they are. A model that ends a phase goes back to the stack
+    (:meth:`retire`) and, with a λ left, joins again for the next (:meth:`admit`)."""
 
-    def __init__(self, stack: _Stack, rows: _Rows, hold: Tensor | None):
-        n = stack.n
-        self.stack = stack
-        self.index = list(range(n))
-        self.weights = stack.flat.detach().clone()
+    def __init__(self, stack: _Stack, rows: _Rows, hold: Tensor | None, lambdas: Sequence[float]):
+        n, flat = stack.n, stack.flat
+        self.stack, self.rows, self.hold_all, self.lambdas = stack, rows, hold, [float(lam) for lam in lambdas]
+        self.phase = [0] * n  # each model's phase: its λ in `lambdas`
+        self.last = len(self.lambdas)  # phases past this one are not trained (`ended`)
+        self.index: list[int] = []
+        self.weights = flat.detach()[:0].clone()
         self.best_weights = self.weights.clone()
-        self.moments = (stack.moments[0].clone(), stack.moments[1].clone())
-        self.steps = stack.steps.clone()
-        self.train_rows = rows.train
-        self.score_rows = rows.val if rows.val is not None else rows.train
-        self.hold = hold
-        # early stopping's state, per model, on the host: a few numbers (each torch
-        # operation on them cost more than NumPy's on a small stack's epoch)
-        self.best = np.full(n, math.inf)
-        self.best_epoch = np.zeros(n, dtype=np.int64)
-        self.waited = np.zeros(n, dtype=np.int64)
-        self.halvings = np.zeros(n, dtype=np.int64)
+        self.moments = (self.weights.clone(), self.weights.clone())
+        self.steps = stack.steps[:0].clone()
+        self.lam = self.weights[:, :1].clone()  # each model's λ, (working, 1)
+        self.train_rows = rows.train[:0]
+        self.score_rows = (rows.val if rows.val is not None else rows.train)[:0]
+        self.hold = None if hold is None else hold[:0]
         # each model's factor of the learning rate, (working, 1) on the device; None before a halving
         self.rate: Tensor | None = None
-        self.train: list[Tensor] = []  # this working set's curves, one (working,) tensor an epoch
-        self.val: list[Tensor] = []
+        # early stopping's state, per model, on the host: a few numbers (each torch
+        # operation on them cost more than NumPy's on a small stack's epoch)
+        self.best = np.zeros(0)
+        self.best_epoch = np.zeros(0, dtype=np.int64)
+        self.waited = np.zeros(0, dtype=np.int64)
+        self.halvings = np.zeros(0, dtype=np.int64)
+        self.epoch = np.zeros(0, dtype=np.int64)  # steps taken at the model's current λ
+        self.seconds = np.zeros(0)
+        # this working set's curves: one (working,) tensor an epoch; the validation values
+        # with whether each model's counts (not at its λ's first epoch)
+        self.train: list[Tensor] = []
+        self.val: list[tuple[Tensor, np.ndarray]] = []
         self.out = _PhaseResult(
             epochs=[0] * n, best_epoch=[0] * n, train_curves=[[] for _ in range(n)], val_curves=[[] for _ in range(n)]
         )
+        self.joining = list(range(n))
+        self.admit()
 
-    def score(self, score: Tensor, epoch: int, config: TrainConfig) -> np.ndarray:
-        """Early stopping's bookkeeping after ``epoch`` steps, on the host (the epoch's one
-        read of the device: the models' monitored values); which models go on."""
+    def admit(self) -> None:
+        """The models waiting to start a phase join the working set, from their weights
+        and Adam state in the stack, with fresh early stopping."""
+        if not self.joining:
+            return
+        self._flush()
+        models, self.joining = self.joining, []
+        stack, device = self.stack, self.weights.device
+        at = torch.tensor(models, device=device)
+        weights = stack.flat.detach().index_select(0, at)
+        self.weights = torch.cat([self.weights, weights])
+        self.best_weights = torch.cat([self.best_weights, weights])
+        m, v = (torch.cat([mine, full.index_select(0, at)]) for mine, full in zip(self.moments, stack.moments))
+        self.moments = (m, v)
+        self.steps = torch.cat([self.steps, stack.steps.index_select(0, at)])
+        lam = torch.tensor([self.lambdas[self.phase[k]] for k in models], dtype=weights.dtype, device=device)
+        self.lam = torch.cat([self.lam, lam[:, None]])
+        rows = self.rows.take(models)
+        self.train_rows = torch.cat([self.train_rows, rows.train])
+        self.score_rows = torch.cat([self.score_rows, rows.val if rows.val is not None else rows.train])
+        if self.hold is not None and self.hold_all is not None:
+            self.hold = torch.cat([self.hold, self.hold_all.index_select(0, at)])
+        if self.rate is not None:
+            self.rate = torch.cat([self.rate, self.rate.new_ones(len(models), 1)])
+        fresh = len(models)
+        self.best = np.concatenate([self.best, np.full(fresh, math.inf)])
+        self.best_epoch, self.waited, self.halvings, self.epoch = (
+            np.concatenate([state, np.zeros(fresh, dtype=np.int64)])
+            for state in (self.best_epoch, self.waited, self.halvings, self.epoch)
+        )
+        self.seconds = np.concatenate([self.seconds, np.zeros(fresh)])
+        self.index += models
+
+    def score(self, score: Tensor, scored: np.ndarray, config: TrainConfig) -> np.ndarray:
+        """Early stopping's bookkeeping for the ``scored`` models (past their λ's first
+        epoch), on the host (the epoch's one read of the device: the models' monitored
+        values); which models go on."""
         values = score.detach().to("cpu", torch.float64).numpy()
-        if not np.isfinite(values).all():
+        self.val.append((score, scored))
+        if not np.isfinite(values[scored]).all():
             raise Unbatchable("a batched fit diverged")
         with np.errstate(invalid="ignore"):  # before a first value best − tol is inf − inf (isinf decides)
-            improved = np.isinf(self.best) | (values < self.best - config.tol * np.maximum(np.abs(self.best), 1.0))
+            improved = scored & (
+                np.isinf(self.best) | (values < self.best - config.tol * np.maximum(np.abs(self.best), 1.0))
+            )
         self.best = np.where(improved, values, self.best)
-        self.best_epoch = np.where(improved, epoch - 1, self.best_epoch)
-        self.waited = np.where(improved, 0, self.waited + 1)
+        self.best_epoch = np.where(improved, self.epoch - 1, self.best_epoch)
+        self.waited = np.where(improved, 0, self.waited + scored)
         if config.restore_best and improved.any():
             if improved.all():
                 self.best_weights.copy_(self.weights)
@@ -522,10 +583,11 @@ class _Working:
                 self.rate = rate.to(device=self.weights.device, dtype=self.weights.dtype)
         return self.waited < config.patience
 
-    def retire(self, going: np.ndarray, epoch: int, restore_best: bool) -> Tensor | None:
-        """Send the models that stop after ``epoch`` back to the stack. Returns the
-        positions of those that go on (to index the epoch's tensors with), ``None`` when
-        the working set is unchanged; ``index`` is empty when none goes on."""
+    def retire(self, going: np.ndarray, restore_best: bool, ended: PhaseEnd | None) -> Tensor | None:
+        """Send the models that end their phase back to the stack (``ended`` told), the
+        ones with a λ left to join again (:meth:`admit`). Returns the positions of those
+        that go on (to index the epoch's tensors with), ``None`` when the working set is
+        unchanged."""
         if bool(going.all()):
             return None
         stopping = [j for j, flag in enumerate(going.tolist()) if not flag]
@@ -539,36 +601,51 @@ class _Working:
             for full, part in zip(stack.moments, self.moments):
                 full.index_copy_(0, models, part.index_select(0, at))
             stack.steps.index_copy_(0, models, self.steps.index_select(0, at))
-        best_epoch = self.best_epoch.tolist()
+        epoch, best_epoch, seconds = self.epoch.tolist(), self.best_epoch.tolist(), self.seconds.tolist()
         for j in stopping:
-            self.out.epochs[self.index[j]] = epoch
-            self.out.best_epoch[self.index[j]] = best_epoch[j]
-        kept = [j for j, flag in enumerate(going.tolist()) if flag]
-        if not kept:
-            self.index = []
-            return None
-        keep = torch.tensor(kept, device=self.weights.device)
+            k = self.index[j]
+            self.out.epochs[k], self.out.best_epoch[k] = epoch[j], best_epoch[j]
+            if ended is not None and ended(k, self.phase[k], self.out.result(k), seconds[j]):
+                self.last = min(self.last, self.phase[k] + 1)
+            if self.phase[k] + 1 < self.last:
+                self.phase[k] += 1
+                self.out.train_curves[k], self.out.val_curves[k] = [], []
+                self.joining.append(k)
+        self.joining = [k for k in self.joining if self.phase[k] < self.last]
+        kept = [j for j, flag in enumerate(going.tolist()) if flag and self.phase[self.index[j]] < self.last]
+        return self._keep(kept)
+
+    def _keep(self, kept: list[int]) -> Tensor:
+        """Only the working models at positions ``kept`` go on."""
+        keep = torch.tensor(kept, device=self.weights.device, dtype=torch.long)
         self.index = [self.index[j] for j in kept]
         self.weights = self.weights.index_select(0, keep)
         self.best_weights = self.best_weights.index_select(0, keep)
         self.moments = (self.moments[0].index_select(0, keep), self.moments[1].index_select(0, keep))
         self.steps = self.steps.index_select(0, keep)
+        self.lam = self.lam.index_select(0, keep)
         self.train_rows = self.train_rows.index_select(0, keep)
         self.score_rows = self.score_rows.index_select(0, keep)
         self.hold = None if self.hold is None else self.hold.index_select(0, keep)
         self.rate = None if self.rate is None else self.rate.index_select(0, keep)
-        self.best, self.best_epoch, self.waited, self.halvings = (
-            state[kept] for state in (self.best, self.best_epoch, self.waited, self.halvings)
+        self.best, self.seconds = self.best[kept], self.seconds[kept]
+        self.best_epoch, self.waited, self.halvings, self.epoch = (
+            state[kept] for state in (self.best_epoch, self.waited, self.halvings, self.epoch)
         )
         return keep
 
     def _flush(self) -> None:
         """Move this working set's curves to the host, onto each model's lists."""
-        for segment, curves in ((self.train, self.out.train_curves), (self.val, self.out.val_curves)):
-            if segment:
-                for j, values in enumerate(torch.stack(segment, 1).tolist()):
-                    curves[self.index[j]].extend(values)
-            segment.clear()
+        if self.train:
+            for j, values in enumerate(torch.stack(self.train, 1).tolist()):
+                self.out.train_curves[self.index[j]].extend(values)
+            self.train.clear()
+        if self.val:
+            values = torch.stack([score for score, _ in self.val], 1).tolist()
+            counts = np.stack([scored for _, scored in self.val], 1)
+            for j, row in enumerate(values):
+                self.out.val_curves[self.index[j]].extend(v for v, c in zip(row, counts[j]) if c)
+            self.val.clear()
 
 
 def _adam_prox_step(
@@ -578,10 +655,12 @@ def _adam_prox_step(
     adam: tuple[float, float, float, float],
     terms: _Terms | None,
 ) -> None:
-    """torch's Adam step on every working model, then the prox with the step it took."""
+    """torch's Adam step on every working model, then the prox with the step it took
+    (times the model's λ: the terms are the penalty at λ = 1)."""
     lr, beta1, beta2, eps = adam
     p, (m, v) = work.weights, work.moments
     work.steps += 1.0
+    work.epoch += 1
     bias1 = (1.0 - beta1**work.steps).to(p.dtype)[:, None]
     root2 = torch.sqrt(1.0 - beta2**work.steps).to(p.dtype)[:, None]
     m.lerp_(grad, 1.0 - beta1)
@@ -592,7 +671,7 @@ def _adam_prox_step(
         step.mul_(work.rate)
     p.sub_(step * m / bias1)
     if terms is not None:
-        terms.prox_(p, step)
+        terms.prox_(p, step.mul_(work.lam))
     if work.hold is not None:
         p.mul_(work.hold)
 
@@ -648,36 +727,17 @@ class _StackedPathFit:
                 for k in range(len(folds))
             ]
 
-    def _points(
-        self, lambda_: float, phase: _PhaseResult, train_config: TrainConfig, seconds: float
-    ) -> list[PathPoint]:
-        out = []
-        for k, model in enumerate(self.models):
-            self.stack.load_into(model, k)
-            reg = Regularizer(model, scaled(self.rules, lambda_), mode="proximal")
-            keep = self.config.keep_states and k == 0
-            result = phase.result(k)
-            out.append(
-                _point(
-                    lambda_,
-                    model,
-                    reg,
-                    self.data[k],
-                    self.loss,
-                    self.lead.names,
-                    result,
-                    seconds,
-                    keep,
-                    train_config.lr,
-                )
-            )
-        return out
-
-    def _phase(self, lambda_: float, train_config: TrainConfig) -> tuple[list[PathPoint], _PhaseResult]:
-        started = time.perf_counter()
-        terms = _Terms(self.stack, scaled(self.rules, lambda_)) if lambda_ > 0 else None
-        phase = _train(self.stack, self.X, self.target, self.rows, self.loss, train_config, terms)
-        return self._points(lambda_, phase, train_config, (time.perf_counter() - started) / self.stack.n), phase
+    def _point(
+        self, k: int, lambda_: float, result: TrainResult, train_config: TrainConfig, seconds: float
+    ) -> PathPoint:
+        """Model ``k``'s point at ``lambda_``, from its weights in the stack."""
+        model = self.models[k]
+        self.stack.load_into(model, k)
+        reg = Regularizer(model, scaled(self.rules, lambda_), mode="proximal")
+        keep = self.config.keep_states and k == 0
+        return _point(
+            lambda_, model, reg, self.data[k], self.loss, self.lead.names, result, seconds, keep, train_config.lr
+        )
 
     def recall(self, k: int, config: TrainConfig, *extra: str) -> Any:
         """Model ``k``'s unpenalized fit under ``config`` (``extra``: what else it depends
@@ -696,24 +756,50 @@ class _StackedPathFit:
             with torch.no_grad():
                 self.stack.flat.copy_(torch.stack([weights for weights, _ in found]).to(self.stack.flat))
             phase = _PhaseResult(*(list(column) for column in zip(*(row for _, row in found))))
-            points = self._points(0.0, phase, config, 0.0)
+            seconds = 0.0
         else:
-            points, phase = self._phase(0.0, config)
+            started = time.perf_counter()
+            phase = _train(self.stack, self.X, self.target, self.rows, self.loss, config, None)
+            seconds = (time.perf_counter() - started) / self.stack.n
             for k in range(self.stack.n):
                 self.remember(k, config, (self.stack.flat[k].detach().cpu().clone(), phase.row(k)))
-        self.dense = list(points)
+        self.dense = [self._point(k, 0.0, phase.result(k), config, seconds) for k in range(self.stack.n)]
         self.stack.fresh_optimizer()  # the path's optimizer starts fresh at its first λ
-        return points[0]
+        return self.dense[0]  # type: ignore[return-value]
 
     def lambda_max(self) -> float:
         self.stack.load_into(self.lead.net, 0)
         return self.lead.lambda_max()
 
-    def fit_at(self, lambda_: float, index: int) -> PathPoint:
-        points, _ = self._phase(lambda_, self.config.train_config)
-        for k, point in enumerate(points):
-            self.along[k].append(point)
-        return points[0]
+    def fit_through(
+        self,
+        lambdas: Sequence[float],
+        index: int,
+        until: Callable[[PathPoint], bool] | None = None,
+        advance: Callable[[int], Any] | None = None,
+    ) -> list[PathPoint]:
+        """Every model through ``lambdas`` in one :func:`_train` call, each at its own pace
+        (a fold ahead of the full-data model goes on to its next λ): the full-data path's
+        points, up to the first that ``until`` calls its end; the folds' go on their paths,
+        as many."""
+        train_config = self.config.train_config
+        terms = _Terms(self.stack, scaled(self.rules, 1.0))
+        made: list[list[PathPoint]] = [[] for _ in self.models]
+
+        def ended(k: int, phase: int, result: TrainResult, seconds: float) -> bool:
+            point = self._point(k, float(lambdas[phase]), result, train_config, seconds)
+            made[k].append(point)
+            if k > 0:
+                return False
+            if advance is not None:
+                advance(1)
+            return until is not None and until(point)
+
+        _train(self.stack, self.X, self.target, self.rows, self.loss, train_config, terms, lambdas=lambdas, ended=ended)
+        reached = len(made[0])  # a fold ahead of the full-data path where it ended: its extra λ go
+        for k, points in enumerate(made):
+            self.along[k].extend(points[:reached])
+        return made[0]
 
     def snapshot(self) -> Tensor:
         return self.stack.flat.detach().clone()

@@ -706,7 +706,7 @@ def next_lambda(
     """
     index = len(points)
     last = points[-1] if points else None
-    if automatic and last is not None and not last.diverged and _ended(last):
+    if automatic and last is not None and _path_ends(last):
         return None
     if index < len(grid):
         return float(grid[index])
@@ -719,6 +719,11 @@ def next_lambda(
 def _ended(point: PathPoint) -> bool:
     """No input feature used, or no penalized weight left: larger λ change nothing."""
     return point.n_features == 0 or point.n_nonzero == 0
+
+
+def _path_ends(point: PathPoint) -> bool:
+    """Where an automatic path stops: a fitted point that has ended (:func:`_ended`)."""
+    return not point.diverged and _ended(point)
 
 
 class _RelaxedFits:
@@ -850,6 +855,24 @@ class _PathFit:
                 point.relaxed_val_loss, point.relaxed_test_loss, point.relaxed_state = self.relaxed(point.features)
         point.seconds = time.perf_counter() - start
         return point
+
+    def fit_through(
+        self,
+        lambdas: Sequence[float],
+        index: int,
+        until: Callable[[PathPoint], bool] | None = None,
+        advance: Callable[[int], Any] | None = None,
+    ) -> list[PathPoint]:
+        """:meth:`fit_at` at each λ in turn, up to the first point ``until`` calls the
+        path's end (``advance(1)`` after each)."""
+        points: list[PathPoint] = []
+        for offset, lam in enumerate(lambdas):
+            points.append(self.fit_at(float(lam), index + offset))
+            if advance is not None:
+                advance(1)
+            if until is not None and until(points[-1]):
+                break
+        return points
 
     def diverged_point(self, lambda_: float, reg: Regularizer, error: Diverged) -> PathPoint:
         """The failed λ's record: the weights it started from, losses NaN, ``diverged``.
@@ -1053,7 +1076,17 @@ class PathTraining(Protocol):
 
     def lambda_max(self) -> float: ...
 
-    def fit_at(self, lambda_: float, index: int) -> PathPoint: ...
+    def fit_through(
+        self,
+        lambdas: Sequence[float],
+        index: int,
+        until: Callable[[PathPoint], bool] | None = None,
+        advance: Callable[[int], Any] | None = None,
+    ) -> list[PathPoint]:
+        """Train at each of ``lambdas`` (increasing; the first is the path's ``index``-th
+        point), warm-started, up to the first point ``until`` calls the path's end;
+        ``advance(1)`` after each. Returns the points."""
+        ...
 
     def snapshot(self) -> Any: ...
 
@@ -1097,16 +1130,21 @@ def walk(
     notes: list[str] = []
     start = fit.snapshot() if automatic else None  # where the first λ starts, for a lower segment
     stopped = False
+
+    def until(point: PathPoint) -> bool:  # the callback's stop, or an automatic path's end
+        nonlocal stopped
+        if not point.diverged and callback is not None and callback(point):
+            stopped = True
+            return True
+        return automatic and _path_ends(point)
+
     with progress_bar(len(grid), "λ path", enabled=progress) as bar:
-        while (lam := next_lambda(grid, points, **steps)) is not None:
-            if len(points) >= len(grid):
-                bar.grow(1)  # weights survive past λ_max: the path goes on
-            point = fit.fit_at(lam, len(points))
-            points.append(point)
-            bar.advance(1)
-            if not point.diverged and callback is not None and callback(point):
-                stopped = True
-                break
+        while not stopped and (lam := next_lambda(grid, points, **steps)) is not None:
+            if len(points) < len(grid):  # the rest of the grid in one go (a stacked fit: each model at its pace)
+                points += fit.fit_through(grid[len(points) :].tolist(), len(points), until, bar.advance)
+            else:  # weights survive past λ_max: the path goes on
+                bar.grow(1)
+                points += fit.fit_through([lam], len(points), until, bar.advance)
         if len(points) > len(grid):
             notes.append(
                 f"weights survived the grid's largest λ ({grid[-1]:.4g}): "
@@ -1138,12 +1176,10 @@ def _lower_segment(
     end = fit.snapshot()
     fit.restore(start)
     fit.reset_optimizer()  # as at the path's first λ
-    segment: list[PathPoint] = []
-    for offset, lam in enumerate(lambdas):
-        point = fit.fit_at(float(lam), first_index + offset)
-        segment.append(point)
-        bar.advance(1)
-        if not point.diverged and callback is not None and callback(point):
-            break
+
+    def until(point: PathPoint) -> bool:
+        return not point.diverged and callback is not None and bool(callback(point))
+
+    segment = fit.fit_through([float(lam) for lam in lambdas], first_index, until, bar.advance)
     fit.restore(end)
     return segment

@@ -48,10 +48,11 @@ def _log_lambda(ax, lambdas: Sequence[float] | np.ndarray) -> None:
 
     Labelled ticks at 1, 2, 5 × 10ᵏ on a grid of about a decade, 1 and 3 × 10ᵏ on one
     of a decade or two, the decades only above that (every other decade, or fewer, on
-    a long grid: ``LogLocator``'s ``numticks``), with unlabelled minor ticks in between. A
+    a long grid: ``LogLocator``'s ``numticks``), and no minor ticks (each tick an axis
+    draws costs about 2 ms, twice: a quarter of a study's report was its minor ticks). A
     grid narrower than half a decade gets at most four evenly spaced plain numbers.
     """
-    from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter, NullLocator
+    from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullLocator
 
     ax.set_xscale("log")
     positive = np.asarray([lam for lam in lambdas if lam > 0], dtype=float)
@@ -59,16 +60,12 @@ def _log_lambda(ax, lambdas: Sequence[float] | np.ndarray) -> None:
     if decades < 0.5:  # 1-2-5 would leave one label or none
         ax.xaxis.set_major_locator(MaxNLocator(nbins=3, min_n_ticks=2))
         ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:.3g}"))
-        ax.xaxis.set_minor_locator(NullLocator())
     else:
         subs = next((s for s in _LOG_SUBS if len(s) * (decades + 0.6) <= _MAX_LABELS), (1.0,))
         ax.xaxis.set_major_locator(LogLocator(base=10, subs=subs, numticks=_MAX_LABELS))
         # every position the locator gives is labelled (by default only decades are, on long axes)
         ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: power_of_ten(x)))
-        # minor ticks only between decades that have no other mark (each tick costs drawing time)
-        minor = LogLocator(base=10, subs=[2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0], numticks=12)
-        ax.xaxis.set_minor_locator(minor if len(subs) == 1 else NullLocator())
-    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.xaxis.set_minor_locator(NullLocator())
 
 
 _SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
@@ -176,7 +173,8 @@ def plot_weight_histogram(run: Run, ax=None):
     zeros = weights == 0
     nonzero = weights[~zeros]
     if nonzero.size:
-        ax.hist(nonzero, bins=60, color="tab:blue", alpha=0.8, label="non-zero")
+        # one filled outline, not 60 bars: the same picture, drawn 4 times faster
+        ax.hist(nonzero, bins=60, histtype="stepfilled", color="tab:blue", alpha=0.8, label="non-zero")
     if zeros.any():
         ax.bar(
             [0.0],
