@@ -394,7 +394,7 @@ class _PhaseResult:
 
 #: What :func:`_train` tells its caller as a model ends a phase (its weights in the stack):
 #: ``(model, phase, result, seconds)``; True when no model is to go past that phase.
-PhaseEnd = Callable[[int, int, TrainResult, float], bool]
+_PhaseEnd = Callable[[int, int, TrainResult, float], bool]
 
 
 def _train(
@@ -408,7 +408,7 @@ def _train(
     hold: Tensor | None = None,
     *,
     lambdas: Sequence[float] = (1.0,),
-    ended: PhaseEnd | None = None,
+    ended: _PhaseEnd | None = None,
 ) -> _PhaseResult:
     """:func:`~shrinkage.train.train` for every model of ``stack`` at once, at each λ
     of ``lambdas`` in turn (``terms`` are the penalty at λ = 1).
@@ -583,7 +583,7 @@ class _Working:
                 self.rate = rate.to(device=self.weights.device, dtype=self.weights.dtype)
         return self.waited < config.patience
 
-    def retire(self, going: np.ndarray, restore_best: bool, ended: PhaseEnd | None) -> Tensor | None:
+    def retire(self, going: np.ndarray, restore_best: bool, ended: _PhaseEnd | None) -> Tensor | None:
         """Send the models that end their phase back to the stack (``ended`` told), the
         ones with a λ left to join again (:meth:`admit`). Returns the positions of those
         that go on (to index the epoch's tensors with), ``None`` when the working set is
