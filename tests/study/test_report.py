@@ -378,3 +378,49 @@ def test_a_report_whose_workers_are_gone_is_drawn_here(truth_study, tmp_path):
     with Store(truth_study["store"], create=False) as store:
         again = build_report(store, truth_study["study"], tmp_path / "again.html", pool=workers.pool)
     assert again.read_text(encoding="utf-8") == truth_study["report"].read_text(encoding="utf-8")
+
+
+def _size(png: str) -> tuple[int, int]:
+    import io
+
+    from PIL import Image
+
+    return Image.open(io.BytesIO(base64.b64decode(png))).size
+
+
+def _tight(draw, size) -> str:
+    import matplotlib.pyplot as plt
+
+    from shrinkage.study import report
+
+    fig, ax = plt.subplots(figsize=size)
+    draw(ax)
+    try:
+        return report._png(fig)
+    finally:
+        plt.close(fig)
+
+
+def _labelled(label: str):
+    def draw(ax):
+        ax.plot([0.0, 1.0], [0.0, 2.0], label="a line")
+        ax.set(title="a title", xlabel="x", ylabel=label)
+        ax.legend()
+
+    return draw
+
+
+@pytest.mark.parametrize("label", ["y", "a very long label " * 12], ids=["fits", "wider than its room"])
+def test_a_figure_is_cropped_to_matplotlibs_tight_box(label):
+    """A figure is drawn once, with room around its axes, and cropped to its ink: the
+    size matplotlib's ``bbox_inches="tight"`` gives, to a few pixels. A label that reaches
+    beyond the room is not cut: that figure gets the tight box itself."""
+    from shrinkage.study import report
+
+    draw, size = _labelled(label), (5.0, 3.4)
+    (cropped,) = report._draw([(draw, (), (), size)])
+    tight = _tight(draw, size)
+    (width, height), (tight_width, tight_height) = _size(cropped), _size(tight)
+    assert abs(width - tight_width) <= 4 and abs(height - tight_height) <= 4
+    if len(label) > 1:  # the whole label, far past the room: matplotlib's own figure
+        assert cropped == tight and height > 2 * size[1] * report._DPI

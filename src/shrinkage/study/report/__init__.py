@@ -29,11 +29,52 @@ __all__ = ["at_grid_edge", "build_report", "chosen_stationarity", "scored_model"
 
 def _png(fig) -> str:
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=96, bbox_inches="tight")
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
+    fig.savefig(buffer, format="png", dpi=_DPI, bbox_inches="tight")
     return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+#: The figures' resolution, and the room (inches) around a figure's axes while it is
+#: drawn: its labels, title and legend fit in it, and the PNG is the drawing cropped to
+#: its ink, with ``_PAD`` around. One drawing: ``bbox_inches="tight"`` lays a figure out
+#: twice to find the same box (30 % of the report's drawing time, measured on a study's 24).
+_DPI, _ROOM, _PAD = 96, 1.5, 0.1
+
+
+def _cropped_png(draw: Callable[..., Any], before: tuple, after: tuple, size: tuple[float, float]) -> str:
+    """``draw(*before, ax, *after)`` on axes of ``size`` inches (placed as in a figure of
+    that size), as base64 PNG cropped to what it drew; where the drawing reaches the edge
+    of its room, matplotlib's tight box instead."""
+    import matplotlib.pyplot as plt
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from PIL import Image
+
+    width, height = size
+    room = (width + 2 * _ROOM, height + 2 * _ROOM)
+    fig = plt.figure(figsize=room, dpi=_DPI)
+    # where plt.subplots puts the axes in a figure of `size`, with the room around
+    x0, y0 = (_ROOM + 0.125 * width) / room[0], (_ROOM + 0.11 * height) / room[1]
+    ax = fig.add_axes((x0, y0, 0.775 * width / room[0], 0.77 * height / room[1]))
+    try:
+        draw(*before, ax, *after)
+        canvas = fig.canvas
+        assert isinstance(canvas, FigureCanvasAgg)  # (_draw chose Agg)
+        canvas.draw()
+        pixels = np.asarray(canvas.buffer_rgba())
+        ink = (pixels != 255).any(-1)
+        if not ink.any() or ink[0].any() or ink[-1].any() or ink[:, 0].any() or ink[:, -1].any():
+            plt.close(fig)  # nothing drawn, or a drawing past its room: the tight box
+            fig, ax = plt.subplots(figsize=size)
+            draw(*before, ax, *after)
+            return _png(fig)
+        rows, columns = np.flatnonzero(ink.any(1)), np.flatnonzero(ink.any(0))
+        pad = round(_PAD * _DPI)
+        top, bottom = max(rows[0] - pad, 0), min(rows[-1] + 1 + pad, ink.shape[0])
+        left, right = max(columns[0] - pad, 0), min(columns[-1] + 1 + pad, ink.shape[1])
+        buffer = io.BytesIO()
+        Image.fromarray(pixels[top:bottom, left:right]).save(buffer, format="png")
+        return base64.b64encode(buffer.getvalue()).decode("ascii")
+    finally:
+        plt.close(fig)
 
 
 #: One figure to draw: ``draw(*before, ax, *after)`` on axes of ``size`` inches. The
@@ -47,18 +88,12 @@ def _draw(jobs: list[_Job]) -> list[str]:
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    out = []
     with warnings.catch_warnings():
         # a column name in a script the plots' font lacks (CJK) is drawn as boxes, with
         # matplotlib's warning for each glyph of each figure: nothing the user can act on
         warnings.filterwarnings("ignore", r"Glyph \d+ .* missing from font", UserWarning)
-        for draw, before, after, size in jobs:
-            fig, ax = plt.subplots(figsize=size)
-            draw(*before, ax, *after)
-            out.append(_png(fig))
-    return out
+        return [_cropped_png(*job) for job in jobs]
 
 
 def _draw_all(jobs: list[_Job], pool: Executor | None) -> list[str]:
