@@ -8,6 +8,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from sklearn.datasets import load_diabetes
 
 from shrinkage import L1, GroupLasso
 from shrinkage.cv import cross_validate, one_standard_error
@@ -322,3 +323,46 @@ def test_read_only_data_is_copied_at_the_boundary():
     assert checked.flags.writeable and not frozen.flags.writeable and checked is not frozen
     np.testing.assert_array_equal(checked, X)
     assert check_X(X) is X
+
+
+def test_a_constant_predictions_fold_losses_are_scikit_learns_dummy_models():
+    """The baseline the chosen model is held against: scikit-learn's DummyRegressor (the
+    mean) and DummyClassifier (the class shares) scored on the same folds."""
+    from sklearn.dummy import DummyClassifier, DummyRegressor
+    from sklearn.metrics import log_loss, mean_squared_error
+
+    from shrinkage.cv import _constant_losses
+
+    rng = np.random.default_rng(0)
+    y_reg, y_cls = rng.standard_normal(40), rng.integers(0, 3, 40)
+    folds = [(np.arange(10, 40), np.arange(10)), (np.arange(30), np.arange(30, 40))]
+    for task, y, dummy, score in (
+        ("regression", y_reg, DummyRegressor(), mean_squared_error),
+        ("multiclass", y_cls, DummyClassifier(strategy="prior"), lambda t, p: log_loss(t, p, labels=[0, 1, 2])),
+    ):
+        expected = []
+        for train, test in folds:
+            fitted = dummy.fit(np.zeros((len(train), 1)), y[train])
+            rows = np.zeros((len(test), 1))
+            expected.append(
+                score(y[test], fitted.predict(rows) if task == "regression" else fitted.predict_proba(rows))
+            )
+        np.testing.assert_allclose(_constant_losses(y, task, folds), expected, rtol=1e-12)
+
+
+def test_a_chosen_model_worse_than_a_constant_is_named():
+    """On a target of pure noise the chosen λ's loss is above a constant prediction's: a
+    NoSignalWarning says so, with both losses. On diabetes, whose inputs predict, none."""
+    from shrinkage.cv import NoSignalWarning
+
+    rng = np.random.default_rng(2)
+    torch.manual_seed(2)
+    X, noise = rng.standard_normal((60, 8)), rng.standard_normal(60)
+    settings = dict(penalty=L1(), n_lambdas=6, cv=3)
+    with pytest.warns(NoSignalWarning, match=r"above a constant prediction's \(the training rows' mean\) 0\.7684"):
+        cross_validate(lambda: MLP(8, (8,), 1), X, noise, **settings)
+    X, y = load_diabetes(return_X_y=True)
+    X = (X - X.mean(0)) / X.std(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", NoSignalWarning)
+        cross_validate(lambda: MLP(10, (8,), 1), X, y / 100, **settings)

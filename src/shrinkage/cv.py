@@ -56,6 +56,7 @@ from .validation import Described, InputError, check_choice, check_int, check_n_
 __all__ = [
     "CVResult",
     "GridEdgeWarning",
+    "NoSignalWarning",
     "UnpenalizedCV",
     "backend_is_local",
     "consistent_refits",
@@ -126,6 +127,30 @@ class GridEdgeWarning(UserWarning):
     Extend the grid down (a smaller ``lambda_min_ratio``, or ``lambdas=``) — or take it
     as the data saying that this penalty barely helps.
     """
+
+
+class NoSignalWarning(UserWarning):
+    """The chosen λ's cross-validated loss is above a constant prediction's by more than
+    the constant's standard error (the training rows' mean, or their class shares, scored
+    on the same folds). The data may hold no signal this model can use; a constant model
+    (or fewer inputs, or another model) is then the better choice.
+    """
+
+
+def _constant_losses(y: np.ndarray, task: str, folds: Sequence[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    """Each fold's held-out loss of a constant prediction fitted on its training rows: their
+    mean (mean squared error over the outputs), or their class shares (cross-entropy; a
+    class absent from the training rows gets a share of 1e-12)."""
+    losses = []
+    for train, test in folds:
+        if task == "regression":
+            target = y.reshape(len(y), -1)
+            losses.append(float(np.mean((target[test] - target[train].mean(axis=0)) ** 2)))
+            continue
+        counts = np.bincount(y[train].astype(np.int64), minlength=int(y.max()) + 1)
+        shares = np.clip(counts / counts.sum(), 1e-12, 1.0)
+        losses.append(float(-np.mean(np.log(shares[y[test].astype(np.int64)]))))
+    return np.array(losses)
 
 
 class UnpenalizedCV(NamedTuple):
@@ -596,7 +621,18 @@ def cross_validate(
             GridEdgeWarning,
         )
 
-    chosen = full.points[index_min if selection == "min" else index_1se]
+    index = index_min if selection == "min" else index_1se
+    base_mean, base_se, _, _ = one_standard_error(_constant_losses(y_np, task, folds)[:, None], np.zeros(1), sizes)
+    if mean[index] > base_mean[0] + base_se[0]:
+        what = "the training rows' mean" if task == "regression" else "the training rows' class shares"
+        warn(
+            f"the chosen λ ({grid[index]:.4g})'s cross-validated loss {mean[index]:.4g} is above a constant "
+            f"prediction's ({what}) {base_mean[0]:.4g} ± {base_se[0]:.2g}: the chosen model predicts held-out rows "
+            "worse than a constant; the data may hold no signal this model can use (a constant model, or fewer "
+            "inputs, may do better)",
+            NoSignalWarning,
+        )
+    chosen = full.points[index]
     state = chosen.relaxed_state if config.relax else chosen.state
     # the full path returns its model and keeps every λ's weights (keep_states=True);
     # the chosen λ did not diverge, so its weights are there
