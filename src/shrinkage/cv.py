@@ -141,15 +141,14 @@ def _constant_losses(y: np.ndarray, task: str, folds: Sequence[tuple[np.ndarray,
     """Each fold's held-out loss of a constant prediction fitted on its training rows: their
     mean (mean squared error over the outputs), or their class shares (cross-entropy; a
     class absent from the training rows gets a share of 1e-12)."""
+    if task == "regression":
+        target = y.reshape(len(y), -1)
+        return np.array([np.mean((target[test] - target[train].mean(axis=0)) ** 2) for train, test in folds])
+    labels = y.astype(np.int64)
     losses = []
     for train, test in folds:
-        if task == "regression":
-            target = y.reshape(len(y), -1)
-            losses.append(float(np.mean((target[test] - target[train].mean(axis=0)) ** 2)))
-            continue
-        counts = np.bincount(y[train].astype(np.int64), minlength=int(y.max()) + 1)
-        shares = np.clip(counts / counts.sum(), 1e-12, 1.0)
-        losses.append(float(-np.mean(np.log(shares[y[test].astype(np.int64)]))))
+        shares = np.clip(np.bincount(labels[train], minlength=labels.max() + 1) / len(train), 1e-12, 1.0)
+        losses.append(-np.mean(np.log(shares[labels[test]])))
     return np.array(losses)
 
 

@@ -411,14 +411,22 @@ def _labelled(label: str):
 
 
 @pytest.mark.parametrize("label", ["y", "a very long label " * 12], ids=["fits", "wider than its room"])
-def test_a_figure_is_cropped_to_matplotlibs_tight_box(label):
+def test_a_figure_is_cropped_to_matplotlibs_tight_box(label, monkeypatch):
     """A figure is drawn once, with room around its axes, and cropped to its ink: the
     size matplotlib's ``bbox_inches="tight"`` gives, to a few pixels. A label that reaches
-    beyond the room is not cut: that figure gets the tight box itself."""
+    beyond the room is not cut: that figure, and only that one, gets the tight box itself."""
     from shrinkage.study import report
 
     draw, size = _labelled(label), (5.0, 3.4)
+    tight_boxes = []
+    monkeypatch.setattr(report, "_png", lambda fig: tight_boxes.append(fig) or "")
     (cropped,) = report._draw([(draw, (), (), size)])
+    monkeypatch.undo()
+    if len(label) > 1:
+        assert len(tight_boxes) == 1
+        (cropped,) = report._draw([(draw, (), (), size)])
+    else:
+        assert not tight_boxes  # the crop, not the tight box
     tight = _tight(draw, size)
     (width, height), (tight_width, tight_height) = _size(cropped), _size(tight)
     assert abs(width - tight_width) <= 4 and abs(height - tight_height) <= 4
