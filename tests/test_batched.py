@@ -129,6 +129,55 @@ def test_the_stacked_forward_is_each_models_forward(model):
         torch.testing.assert_close(grad[k], torch.cat([g.reshape(-1) for g in expected]), rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("loss", ["mse", "bce", "cross_entropy"])
+@pytest.mark.parametrize(
+    "model",
+    [
+        MLP(5, (7, 4), 3),
+        MLP(5, (6,), 3, activation="tanh"),
+        nn.Sequential(nn.ReLU(), nn.Linear(5, 3, bias=False), nn.ReLU(), nn.Linear(3, 3)),
+        nn.Sequential(nn.Linear(5, 4), nn.Sigmoid(), nn.Linear(4, 3), nn.Identity()),
+    ],
+    ids=["relu", "tanh", "relu first, no bias", "sigmoid, identity"],
+)
+def test_the_gradient_by_hand_is_autograds_of_each_models_loss(model, loss):
+    """A chain of Linear layers and ReLU/Tanh/Sigmoid/Identity gets its gradient by
+    hand, not from autograd's graph: each model's row losses and the gradient of its
+    row-weighted loss are what torch's own loss module and autograd give for that model
+    alone (float64), with rows in chunks as with the whole data at once."""
+    from types import SimpleNamespace
+
+    from shrinkage import batched
+    from shrinkage.train import LOSSES, as_targets
+
+    model = model.double()
+    torch.manual_seed(4)
+    states = []
+    for _ in range(3):
+        for p in model.parameters():
+            nn.init.normal_(p)
+        states.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+    stack = batched._Stack(model, states, "cpu")
+    assert stack.by_hand
+    X = torch.randn(13, 5, dtype=torch.float64)
+    y = torch.randint(0, 3, (13,)) if loss == "cross_entropy" else torch.rand(13, 3, dtype=torch.float64)
+    if loss == "mse":
+        y = y * 4 - 2
+    target = as_targets(y, loss, torch.float64)
+    rows = torch.rand(3, 13, dtype=torch.float64) * (torch.rand(3, 13) < 0.7)  # each model its own rows
+    work = SimpleNamespace(weights=stack.flat.detach().clone(), train_rows=rows)
+    for chunk in (13, 5):
+        losses, train_loss, grad = batched._losses_and_grad(stack, X, target, loss, work, chunk)
+        for k, state in enumerate(states):
+            model.load_state_dict(state)
+            own = LOSSES[loss](reduction="none")(model(X), target)
+            own = own.mean(-1) if own.dim() == 2 else own
+            expected = torch.autograd.grad((own * rows[k]).sum(), list(model.parameters()))
+            torch.testing.assert_close(losses[k], own.detach(), rtol=1e-12, atol=1e-12)
+            torch.testing.assert_close(train_loss[k], (own * rows[k]).sum().detach(), rtol=1e-12, atol=1e-12)
+            torch.testing.assert_close(grad[k], torch.cat([g.reshape(-1) for g in expected]), rtol=1e-12, atol=1e-12)
+
+
 # ---------------------------------------------------------------------- equivalence
 def test_linear_model_folds_match_the_sequential_engine(diabetes):
     """A linear model's objective is convex: each fold's solution at each λ is the same

@@ -76,6 +76,8 @@ _PENALTIES = (L1, L2, ElasticNet, GroupLasso, SparseGroupLasso)
 _NEWTON_CHECKS = 3
 #: Elements of stacked activations (models × rows × width) one batch of relaxed fits may hold.
 _ACTIVATION_BUDGET = 1 << 25
+#: The modules of a chain whose gradient :meth:`_Stack.gradient` takes by hand.
+_BY_HAND = (nn.Linear, nn.ReLU, nn.Tanh, nn.Sigmoid, nn.Identity)
 _ADAM_OPTIONS = {"betas", "eps"}
 
 
@@ -196,11 +198,30 @@ _ROW_LOSSES = {name: make(reduction="none") for name, make in LOSSES.items()}
 def _row_losses(out: Tensor, target: Tensor, loss: str) -> Tensor:
     """Each model's loss on each row, ``(models, rows)``: the terms of the data loss's mean
     (the task's loss from :data:`~shrinkage.train.LOSSES`, unreduced)."""
-    criterion = _ROW_LOSSES[loss]
+    return _losses_and_slope(out, target, loss, slope=False)[0]
+
+
+def _losses_and_slope(out: Tensor, target: Tensor, loss: str, *, slope: bool = True) -> tuple[Tensor, Tensor | None]:
+    """:func:`_row_losses`, and (``slope``) their derivative in ``out``, ``(models, rows,
+    outputs)``, for :meth:`_Stack.gradient` (in place on what the losses no longer need:
+    not differentiable then). Cross-entropy (``target``: class indices, as
+    :func:`~shrinkage.train.as_targets` gives them) is ``-log_softmax`` at the class, as
+    ``CrossEntropyLoss`` computes it (equal to the bit), in a third of its time on a few
+    classes."""
     if loss == "cross_entropy":
-        models, rows, classes = out.shape
-        return criterion(out.reshape(models * rows, classes), target.repeat(models)).view(models, rows)
-    return criterion(out, target.expand_as(out)).mean(-1)
+        at = target.view(1, -1, 1).expand(out.shape[0], -1, 1)
+        log_p = torch.log_softmax(out, -1)
+        losses = log_p.gather(-1, at).squeeze(-1).neg()
+        if not slope:
+            return losses, None
+        probabilities = log_p.exp_()  # the softmax less the class's one-hot
+        return losses, probabilities.scatter_add_(-1, at, probabilities.new_full(at.shape, -1.0))
+    losses = _ROW_LOSSES[loss](out, target.expand_as(out)).mean(-1)
+    if not slope:
+        return losses, None
+    if loss == "mse":
+        return losses, (out - target.expand_as(out)).mul_(2.0 / out.shape[-1])
+    return losses, torch.sigmoid(out).sub_(target.expand_as(out)).div_(out.shape[-1])
 
 
 # ----------------------------------------------------------------------------- stack
@@ -225,6 +246,10 @@ class _Stack:
         self.flat = torch.stack(rows).to(device=device, dtype=named[0][1].dtype).requires_grad_(True)
         self.n = len(states)
         self.chain = linear_chain(self.template)
+        # a chain of Linear layers and these activations gets its gradient by hand
+        # (:meth:`gradient`): on a small stack, autograd's graph cost more than its arithmetic
+        self.by_hand = self.chain is not None and all(isinstance(m, _BY_HAND) for m in self.template.children())
+        self._viewed: tuple[Tensor | None, dict[str, Tensor]] = (None, {})  # see views()
         self.fresh_optimizer()
 
     def fresh_optimizer(self) -> None:
@@ -235,12 +260,21 @@ class _Stack:
         """Each parameter of every model (or those ``names``), ``(models, *shape)``: views
         of ``flat`` (default: the weights; any number of models)."""
         flat = self.flat if flat is None else flat
+        # the views of the last tensor outside autograd are kept: the working weights of a
+        # gradient by hand, epoch after epoch (updated in place: their views stay true)
+        kept = names is None and not flat.requires_grad
+        if kept and self._viewed[0] is flat:
+            return self._viewed[1]
         slices = self.slices if names is None else {name: self.slices[name] for name in names}
-        return {name: flat[:, a:b].view(flat.shape[0], *self.shapes[name]) for name, (a, b) in slices.items()}
+        views = {name: flat[:, a:b].view(flat.shape[0], *self.shapes[name]) for name, (a, b) in slices.items()}
+        if kept:
+            self._viewed = (flat, views)
+        return views
 
-    def forward(self, X: Tensor, flat: Tensor | None = None) -> Tensor:
+    def forward(self, X: Tensor, flat: Tensor | None = None, saved: list | None = None) -> Tensor:
         """Every model's output on every row: ``(models, rows, outputs)``, with the
-        weights ``flat`` (default: the stack's)."""
+        weights ``flat`` (default: the stack's). A chain appends each layer's
+        ``(name, module, input, output)`` to ``saved``, for :meth:`gradient`."""
         params = self.views(flat)
         if self.chain is not None:  # batched matrix products, layer by layer
             # the stacked activations are the step's largest tensors, read from memory at
@@ -248,6 +282,7 @@ class _Stack:
             # backward needs only its output), 14 % off a small stack's gradient
             h = X
             for name, module in self.template.named_children():
+                before = h
                 if isinstance(module, nn.Linear):
                     weight = params[f"{name}.weight"].transpose(1, 2)
                     if module.bias is None:
@@ -259,12 +294,42 @@ class _Stack:
                     h = torch.relu_(h)
                 else:
                     h = module(h)
+                if saved is not None:
+                    saved.append((name, module, before, h))
             return h
 
         def one(weights: dict[str, Tensor], x: Tensor) -> Tensor:
             return functional_call(self.template, weights, (x,))
 
         return vmap(one, in_dims=(0, None))(params, X)
+
+    def gradient(self, flat: Tensor, saved: list, slope: Tensor) -> Tensor:
+        """The gradient in ``flat`` (``(models, parameters)``) of the sum over models,
+        rows and outputs of ``slope`` times the output, by the chain rule through the
+        layers :meth:`forward` ``saved`` (a chain of :data:`_BY_HAND` modules): what
+        autograd gives for a loss whose derivative in the output is ``slope``, without
+        its graph."""
+        params, grads = self.views(flat), {}
+        first = next(i for i, (_, module, _, _) in enumerate(saved) if isinstance(module, nn.Linear))
+        d = slope
+        for i in range(len(saved) - 1, first - 1, -1):
+            name, module, before, after = saved[i]
+            if isinstance(module, nn.Linear):
+                if before.dim() == 2:  # the data, shared: one product for every model
+                    grads[f"{name}.weight"] = torch.matmul(before.t(), d).transpose(1, 2)
+                else:
+                    grads[f"{name}.weight"] = torch.bmm(d.transpose(1, 2), before)
+                if module.bias is not None:
+                    grads[f"{name}.bias"] = d.sum(1)
+                if i > first:  # the data's own slope is not needed
+                    d = torch.bmm(d, params[f"{name}.weight"])
+            elif isinstance(module, nn.ReLU):  # (autograd's own backward of ReLU)
+                d = torch.ops.aten.threshold_backward(d, after, 0)
+            elif isinstance(module, nn.Tanh):
+                d = d * (1 - after * after)
+            elif isinstance(module, nn.Sigmoid):
+                d = d * (after * (1 - after))
+        return torch.cat([grads[name].reshape(flat.shape[0], -1) for name in self.slices], 1)
 
     def state(self, k: int) -> dict[str, Tensor]:
         return {name: p[k].detach().to("cpu", copy=True) for name, p in self.views().items()}
@@ -468,6 +533,14 @@ def _losses_and_grad(
     parts: list[tuple[Tensor, Tensor, Tensor]] = []
     for start in range(0, rows, chunk):
         part = slice(start, min(start + chunk, rows))
+        if stack.by_hand:
+            saved: list = []
+            row_losses, slope = _losses_and_slope(stack.forward(X[part], weights, saved), target[part], loss)
+            assert slope is not None
+            part_loss = (row_losses * work.train_rows[:, part]).sum(1)
+            slope.mul_(work.train_rows[:, part].unsqueeze(-1))
+            parts.append((row_losses, part_loss, stack.gradient(weights, saved, slope)))
+            continue
         weights.requires_grad_(True)
         row_losses = _row_losses(stack.forward(X[part], weights), target[part], loss)
         part_loss = (row_losses * work.train_rows[:, part]).sum(1)
