@@ -325,8 +325,8 @@ class _Stack:
                     d = torch.bmm(d, params[f"{name}.weight"])
             # in place on d (the caller's slope, or a product made here): one such tensor
             # alive at a time (a new one per layer grew glibc's heap by 200 MB on a study)
-            elif isinstance(module, nn.ReLU):
-                d.masked_fill_(after <= 0, 0.0)
+            elif isinstance(module, nn.ReLU):  # autograd's own backward of ReLU, into d
+                torch.ops.aten.threshold_backward.grad_input(d, after, 0, grad_input=d)
             elif isinstance(module, nn.Tanh):
                 d.mul_(1 - after * after)
             elif isinstance(module, nn.Sigmoid):

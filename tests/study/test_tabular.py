@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 import warnings
 
 import numpy as np
@@ -616,3 +618,30 @@ def test_a_studys_worker_keeps_pyarrow_out_where_the_study_does(tmp_path):
 
 def _rows(frame) -> int:
     return len(frame)
+
+
+@pytest.mark.skipif(
+    not sys.platform.startswith("linux") or not os.confstr("CS_GNU_LIBC_VERSION"), reason="glibc's malloc only"
+)
+@pytest.mark.parametrize("fixed", [False, True])
+def test_a_studys_process_gives_freed_tensors_back(fixed):
+    """glibc raises its mmap threshold to the largest block freed, after which tensors of
+    up to that size come from the heap (whose freed memory it seldom gives back): the
+    study's processes keep it fixed, so a 1 MB tensor made after a 4 MB one was freed is
+    still mapped (glibc's count of mapped bytes grows by it), as without it it is not."""
+    code = (
+        "import ctypes, torch\n"
+        "from shrinkage.study.workers import fixed_mmap_threshold\n"
+        "class Info(ctypes.Structure):\n"
+        "    _fields_ = [(n, ctypes.c_size_t) for n in ('arena ordblks smblks hblks hblkhd usmblks fsmblks "
+        "uordblks fordblks keepcost').split()]\n"
+        "libc = ctypes.CDLL(None)\n"
+        "libc.mallinfo2.restype = Info\n"
+        f"if {fixed}: fixed_mmap_threshold()\n"
+        "big = torch.empty(4 << 20, dtype=torch.uint8)\n"
+        "del big\n"
+        "mapped = libc.mallinfo2().hblkhd\n"
+        "small = torch.empty(1 << 20, dtype=torch.uint8)\n"
+        "print(libc.mallinfo2().hblkhd - mapped >= 1 << 20)\n"
+    )
+    assert _last_line_printed(code) == str(fixed)

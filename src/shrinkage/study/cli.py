@@ -58,7 +58,7 @@ from shrinkage.train import Diverged
 from shrinkage.validation import InputError, check_device
 
 from .config import StudyConfig, resolve_device
-from .workers import Workers, keep_pyarrow_out, study_processes
+from .workers import Workers, fixed_mmap_threshold, keep_pyarrow_out, study_processes
 
 __all__ = ["main"]
 
@@ -367,6 +367,8 @@ def study(
 
     if ctx.obj == OWN_PROCESS and cluster is None and not (fields["data"] and is_parquet(fields["data"])):
         keep_pyarrow_out()  # before pandas is imported; Parquet (and Dask's pickles) may need it
+    if ctx.obj == OWN_PROCESS:
+        fixed_mmap_threshold()
     ctx.meta[_LOG_FOLDER] = out_dir
     if fields["device"] != "auto":
         check_device("--device", fields["device"])  # the flag's name in the message
