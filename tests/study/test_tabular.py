@@ -623,12 +623,13 @@ def _rows(frame) -> int:
 @pytest.mark.skipif(
     not sys.platform.startswith("linux") or not os.confstr("CS_GNU_LIBC_VERSION"), reason="glibc's malloc only"
 )
-@pytest.mark.parametrize("fixed", [False, True])
-def test_a_studys_process_gives_freed_tensors_back(fixed):
+def test_a_studys_process_gives_freed_tensors_back():
     """glibc raises its mmap threshold to the largest block freed, after which tensors of
     up to that size come from the heap (whose freed memory it seldom gives back): the
-    study's processes keep it fixed, so a 1 MB tensor made after a 4 MB one was freed is
-    still mapped (glibc's count of mapped bytes grows by it), as without it it is not."""
+    study's processes keep it fixed, so 1 MB tensors made after a 4 MB one was freed are
+    still mapped (glibc's count of mapped bytes grows by them). (Without it they come
+    from the heap, unless the heap cannot grow: glibc then maps them too, so that case
+    is not asserted.)"""
     code = (
         "import ctypes, torch\n"
         "from shrinkage.study.workers import fixed_mmap_threshold\n"
@@ -637,11 +638,11 @@ def test_a_studys_process_gives_freed_tensors_back(fixed):
         "uordblks fordblks keepcost').split()]\n"
         "libc = ctypes.CDLL(None)\n"
         "libc.mallinfo2.restype = Info\n"
-        f"if {fixed}: fixed_mmap_threshold()\n"
+        "fixed_mmap_threshold()\n"
         "big = torch.empty(4 << 20, dtype=torch.uint8)\n"
         "del big\n"
         "mapped = libc.mallinfo2().hblkhd\n"
-        "small = torch.empty(1 << 20, dtype=torch.uint8)\n"
-        "print(libc.mallinfo2().hblkhd - mapped >= 1 << 20)\n"
+        "small = [torch.empty(1 << 20, dtype=torch.uint8) for _ in range(8)]\n"
+        "print(libc.mallinfo2().hblkhd - mapped >= 8 << 20)\n"
     )
-    assert _last_line_printed(code) == str(fixed)
+    assert _last_line_printed(code) == "True"
