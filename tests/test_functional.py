@@ -133,6 +133,36 @@ def test_scaled_group_prox_solves_its_defining_problem(case):
     assert (np.all(ours == 0.0)) == zero_expected
 
 
+@pytest.mark.parametrize("checks", [1, 0], ids=["tested every iteration", "a fixed count (accelerators)"])
+@pytest.mark.parametrize("groups", ["input", "unit", [[0, 1], [2], [3, 4, 5]]])
+def test_the_scaled_group_prox_on_the_cpu_is_the_accelerators(groups, checks, monkeypatch):
+    """On the CPU the scaled group prox finds its Newton roots with NumPy; the torch code
+    that accelerators run (here on the CPU, with Newton's convergence tested at every
+    iteration or a fixed count) gives the same weights and the same zeros, on one model
+    and on a stack of models, with per-element and scaled steps."""
+    torch.manual_seed(3)
+    W = torch.randn(3, 4, 6, dtype=torch.float64) * torch.tensor([0.1, 1.0, 3.0], dtype=torch.float64).view(3, 1, 1)
+    layout = F.group_layout((4, 6), groups)
+    steps = [
+        torch.rand(3, 4, 6, dtype=torch.float64),
+        F.ScaledStep(0.9, torch.rand(3, 4, 6, dtype=torch.float64) + 0.3),
+    ]
+    for step in steps:
+        for x, own_layout, own_step in [
+            (W, layout.stacked(), step),
+            (W[2], layout, step[2] if isinstance(step, torch.Tensor) else F.ScaledStep(0.9, step.denominator[2])),
+        ]:
+            host = x.clone()
+            F.group_shrink_([host], [own_layout], step=[own_step], scale=0.7)
+            with monkeypatch.context() as patch, F.device_checks(checks):
+                patch.setattr(F, "_numpy_viewable", lambda _: False)
+                accelerator = x.clone()
+                F.group_shrink_([accelerator], [own_layout], step=[own_step], scale=0.7)
+            torch.testing.assert_close(host, accelerator, rtol=1e-12, atol=1e-15)
+            assert torch.equal(host == 0, accelerator == 0)
+            assert bool((host == 0).any()) == (x.dim() == 3) and bool((host != 0).any())  # (model 0 loses groups)
+
+
 @pytest.mark.parametrize("batch", [0, 1])
 def test_scaled_group_prox_of_one_entry_groups_is_the_soft_threshold(batch, rng):
     """Groups of one entry (the columns of a single output's weight): the prox of s·|w|

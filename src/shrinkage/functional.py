@@ -704,6 +704,9 @@ def _group_shrink_scaled_(x: Tensor, layout: GroupLayout, step: Step, *, scale: 
         _softshrink_(x, c)
         return
     squares = torch.mul(x, x)
+    if _numpy_viewable(x):
+        x.mul_(_scaled_group_factor_host(squares, c, layout, max_iter))
+        return
     inverse, work = torch.empty_like(x), torch.empty_like(x)  # scratch, reused by every pass
 
     def sums(radius: Tensor, *, cubes: bool = True) -> tuple[Tensor, Tensor]:
@@ -713,38 +716,92 @@ def _group_shrink_scaled_(x: Tensor, layout: GroupLayout, step: Step, *, scale: 
         s_sum = _group_sum(work, layout)
         return s_sum, (_group_sum(work.mul_(inverse), layout) if cubes else s_sum)
 
-    # The per-group arithmetic runs on NumPy views on the CPU (a few µs less per
-    # operation than torch's, on vectors of one value per group); torch elsewhere.
-    on_host = x.device.type == "cpu"
-    xp, view = (np, Tensor.numpy) if on_host and type(x) in (Tensor, torch.nn.Parameter) else (torch, lambda t: t)
     radius = torch.zeros((*x.shape[: layout.batch], layout.n_groups), dtype=x.dtype, device=x.device)
-    r = view(radius)  # the same memory as radius: updated in place
-    keep = view(sums(radius, cubes=False)[0]) > 1.0  # ‖w/s‖ > √|g|: the group survives
+    keep = sums(radius, cubes=False)[0] > 1.0  # ‖w/s‖ > √|g|: the group survives
     # Start from a lower bound of the root (Jensen on 1/z²): r ≥ ‖w‖ − Σw²c/Σw²,
     # exact when all c_i are equal; Newton then rises monotonically to the root.
-    total = view(_group_sum(squares, layout))
-    weighted_c = view(_group_sum(torch.mul(squares, c, out=work), layout)) / xp.where(keep, total, 1.0)
-    r[...] = xp.where(keep, (xp.sqrt(total) - weighted_c).clip(min=0.0), 0.0)
+    total = _group_sum(squares, layout)
+    weighted_c = _group_sum(torch.mul(squares, c, out=work), layout) / torch.where(keep, total, 1.0)
+    radius = torch.where(keep, (total.sqrt() - weighted_c).clamp_min(0.0), 0.0)
     tolerance = 16 * torch.finfo(x.dtype).eps
     # on an accelerator, testing convergence would stop the host at every iteration:
     # there a fixed count runs instead (Newton from below converges quadratically; at
     # the root its step is 0, so extra iterations change nothing)
-    every = 1 if on_host else _DEVICE_CHECKS.get()
+    every = 1 if x.device.type == "cpu" else _DEVICE_CHECKS.get()
     previous = None
-    for iteration in range(max_iter if on_host or every else min(max_iter, _DEVICE_NEWTON_ITERATIONS)):
-        s_sum, t_sum = (view(v) for v in sums(radius))
+    for iteration in range(max_iter if every else min(max_iter, _DEVICE_NEWTON_ITERATIONS)):
+        s_sum, t_sum = sums(radius)
         # Newton step on S^(-1/2) − 1: r ← r + S(√S − 1)/T
-        delta = xp.where(keep, s_sum * (xp.sqrt(s_sum) - 1.0) / xp.where(keep, t_sum, 1.0), 0.0)
-        r += delta
+        delta = torch.where(keep, s_sum * (s_sum.sqrt() - 1.0) / torch.where(keep, t_sum, 1.0), 0.0)
+        radius += delta
         if every and (iteration + 1) % every == 0:
-            if not bool((delta > tolerance * r).any()):
+            if not bool((delta > tolerance * radius).any()):
                 break
-            if previous is not None and _converged_next(previous, delta, r, tolerance):
+            if previous is not None and _converged_next(previous, delta, radius, tolerance):
                 break
         previous = delta
     expanded = _expand(radius, x, layout)
     torch.add(c, expanded, out=inverse)
     x.mul_(torch.div(expanded, inverse, out=inverse))
+
+
+def _numpy_viewable(x: Tensor) -> bool:
+    """Whether ``x`` is a plain CPU tensor of a dtype NumPy has (float32, float64)."""
+    return x.device.type == "cpu" and type(x) in (Tensor, torch.nn.Parameter) and x.dtype in _NUMPY_DTYPES
+
+
+_NUMPY_DTYPES = (torch.float32, torch.float64)
+
+
+def _scaled_group_factor_host(squares: Tensor, c: Tensor, layout: GroupLayout, max_iter: int) -> Tensor:
+    """The scaled group prox's factor ``r/(r + c_i)`` of every entry (``squares``: w²),
+    for a CPU tensor: the same Newton roots as on an accelerator, with NumPy's arithmetic
+    (a few µs less per operation than torch's: the prox of a small tabular network is
+    all per-operation cost) and a convergence test at every iteration."""
+    shape = _group_shape(squares, layout)  # (models, outer, columns, inner)
+    w2 = squares.numpy().reshape(shape)
+    cs = c.detach().numpy().reshape(shape)
+    labels = None if layout.labels is None else layout.labels.cpu().numpy()
+    one_hot = None if labels is None else np.eye(layout.n_groups, dtype=w2.dtype)[labels]  # (columns, groups)
+
+    def group_sum(a: np.ndarray) -> np.ndarray:  # (models, groups)
+        per_column = a.sum(axis=(1, 3))
+        return per_column if one_hot is None else per_column @ one_hot
+
+    def per_entry(r: np.ndarray) -> np.ndarray:  # a group's value on each entry, broadcast
+        return (r if labels is None else r[:, labels])[:, None, :, None]
+
+    inverse, work = np.empty_like(w2), np.empty_like(w2)  # scratch, reused by every pass
+
+    def sums(r: np.ndarray, *, cubes: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """Per group: S = Σ w²/(r + c)² and T = Σ w²/(r + c)³ (S again without ``cubes``)."""
+        np.reciprocal(np.add(cs, per_entry(r), out=inverse), out=inverse)
+        np.multiply(np.multiply(w2, inverse, out=work), inverse, out=work)
+        s_sum = group_sum(work)
+        return s_sum, (group_sum(np.multiply(work, inverse, out=work)) if cubes else s_sum)
+
+    radius = np.zeros((shape[0], layout.n_groups), dtype=w2.dtype)
+    keep = sums(radius, cubes=False)[0] > 1.0  # ‖w/s‖ > √|g|: the group survives
+    # Start from a lower bound of the root (Jensen on 1/z²): r ≥ ‖w‖ − Σw²c/Σw²,
+    # exact when all c_i are equal; Newton then rises monotonically to the root.
+    total = group_sum(w2)
+    weighted_c = group_sum(np.multiply(w2, cs, out=work)) / np.where(keep, total, 1.0)
+    radius = np.where(keep, np.clip(np.sqrt(total) - weighted_c, 0.0, None), 0.0).astype(w2.dtype)
+    tolerance = 16 * np.finfo(w2.dtype).eps
+    previous = None
+    for _ in range(max_iter):
+        s_sum, t_sum = sums(radius)
+        # Newton step on S^(-1/2) − 1: r ← r + S(√S − 1)/T
+        delta = np.where(keep, s_sum * (np.sqrt(s_sum) - 1.0) / np.where(keep, t_sum, 1.0), 0.0)
+        radius += delta
+        if not (delta > tolerance * radius).any():
+            break
+        if previous is not None and _converged_next(previous, delta, radius, tolerance):
+            break
+        previous = delta
+    expanded = per_entry(radius)
+    np.divide(expanded, np.add(cs, expanded, out=inverse), out=inverse)
+    return torch.from_numpy(inverse).view(squares.shape)
 
 
 def _converged_next(previous, delta, radius, tolerance: float) -> bool:
