@@ -366,3 +366,45 @@ def test_a_chosen_model_worse_than_a_constant_is_named():
     with warnings.catch_warnings():
         warnings.simplefilter("error", NoSignalWarning)
         cross_validate(lambda: MLP(10, (8,), 1), X, y / 100, **settings)
+
+
+@pytest.mark.parametrize("engine", ["batched", "sequential"])
+def test_the_progress_bar_counts_the_work_as_it_is_done(engine, monkeypatch):
+    """One bar: the sequential engine counts the paths as each ends; the batched engine,
+    which trains them together, also counts the full-data path's λ as each is trained
+    (its bar used to jump from 0 to the end). The bar ends full."""
+    import contextlib
+
+    from shrinkage import cv as cv_module
+
+    class Bar:
+        def __init__(self, total: int):
+            self.total, self.done, self.steps = total, 0, []
+
+        def advance(self, n: int = 1) -> None:
+            self.done += n
+            self.steps.append(self.done)
+
+        def grow(self, n: int = 1) -> None:
+            self.total += n
+
+    bars: list[Bar] = []
+
+    @contextlib.contextmanager
+    def recording(total, description, *, enabled=None):
+        bars.append(Bar(total))
+        yield bars[-1]
+
+    monkeypatch.setattr(cv_module, "progress_bar", recording)
+    X, y = load_diabetes(return_X_y=True)
+    X, y = (X - X.mean(0)) / X.std(0), (y - y.mean()) / y.std()
+    config = dict(n_lambdas=6, train_config=TrainConfig(max_epochs=20, batch_size=None))
+    result = cross_validate(
+        lambda: MLP(10, (4,), 1), X, y, penalty=L1(), cv=3, engine=engine, n_jobs=1, progress=True, **config
+    )
+    assert result.engine == engine and len(bars) == 1
+    bar = bars[0]
+    assert bar.done == bar.total  # ends full
+    expected = 4 + (len(result.path.lambdas) if engine == "batched" else 0)  # the paths, and the λ trained together
+    assert bar.total == expected, (bar.total, len(result.path.lambdas))
+    assert len(bar.steps) >= (len(result.path.lambdas) if engine == "batched" else 4)  # step by step

@@ -36,3 +36,11 @@ def progress_bar(total: int, description: str, *, enabled: bool | None = None) -
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
         yield _Bar(progress, progress.add_task(description, total=total))
+
+
+@contextlib.contextmanager
+def counted_on(bar: _Bar, total: int) -> Iterator[_Bar]:
+    """``bar`` (a caller's) grown by ``total`` more units, for a part of its work that
+    counts its own: as :func:`progress_bar`, without a second bar on the screen."""
+    bar.grow(total)
+    yield bar

@@ -898,13 +898,15 @@ def joint_paths(
     config: PathConfig,
     feature_names: Sequence[str] | None = None,
     reuse: Reuse | None = None,
+    bar: Any = None,
 ) -> tuple[RegularizationPath, list[RegularizationPath]]:
     """The full-data path and every fold's path, trained as one stacked network.
 
     The full-data path is :func:`~shrinkage.path.regularization_path`'s (its λ grid,
     its ``config``, its weights at each λ with ``keep_states``); each fold trains the
     same λ in the same order (warm starts, a lower segment from the dense start), its
-    held-out rows scored as ``test``. Raises :class:`Unbatchable` when a fit diverges.
+    held-out rows scored as ``test``. The full-data path's λ count on ``bar`` (a
+    caller's progress bar) where given. Raises :class:`Unbatchable` when a fit diverges.
     """
     lead = path_fit(model, X, y, rules, task, config, feature_names=feature_names)
     X_t, y_t = to_tensors(X, y, device=config.device, dtype=next(lead.net.parameters()).dtype)
@@ -912,7 +914,7 @@ def joint_paths(
     parts = [everything] + [_Fold(*_split(tr, y, task, config), test=te) for tr, te in folds]
     fit = _StackedPathFit(lead, parts, X_t, y_t, config, reuse)
     with cpu_threads(X_t.device, len(parts) * X.shape[0] * widest(lead.net)):
-        points, dense, lam_max, notes = walk(fit, rules, config)
+        points, dense, lam_max, notes = walk(fit, rules, config, progress=False, bar=bar)
         states = _relax(fit) if config.relax else None
     if states is not None:
         for point in points:

@@ -317,9 +317,10 @@ def backend_is_local() -> bool:
 
 
 def _batched(
-    model: ModelSpec, X, y, folds, kwargs: dict[str, Any], engine: str
+    model: ModelSpec, X, y, folds, kwargs: dict[str, Any], engine: str, bar: Any = None
 ) -> tuple[tuple[RegularizationPath, list[RegularizationPath]] | None, str]:
-    """The full path and the fold paths from the batched engine, or ``None`` and why not."""
+    """The full path and the fold paths from the batched engine, or ``None`` and why not;
+    its λ count on ``bar`` (see :func:`cross_validate`)."""
     if engine == "sequential":
         return None, ""
     rules, config = _as_rules(kwargs["penalty"]), kwargs["config"]
@@ -342,6 +343,7 @@ def _batched(
             config=config,
             feature_names=kwargs.get("feature_names"),
             reuse=kwargs.get("reuse"),
+            bar=bar,
         )
     except batched.Unbatchable as error:  # a fit diverged: the sequential engine says where and how
         return None, f"{error}; the paths were trained one by one"
@@ -369,7 +371,7 @@ def _paths(
     batched engine's where it applies (:func:`_batched`), else the sequential one's.
     Returns them, the engine that ran and why not batched."""
     joint, note = _batched(
-        model, X, y, folds, {"config": config.replace(keep_states=True), "reuse": reuse, **common}, engine
+        model, X, y, folds, {"config": config.replace(keep_states=True), "reuse": reuse, **common}, engine, bar
     )
     if joint is not None:
         bar.advance(len(folds) + 1)
@@ -583,7 +585,9 @@ def cross_validate(
         _paths, model=model, X=X_np, y=y_np, folds=folds, common=common, reuse=reuse, engine=engine, n_jobs=n_jobs
     )
 
-    with progress_bar(cv + 1, "cross-validation (paths)", enabled=progress) as bar:
+    # the bar counts the paths (cv + 1); the batched engine, which trains them together,
+    # adds the full-data path's λ to it and counts them as they are trained
+    with progress_bar(cv + 1, "cross-validation", enabled=progress) as bar:
         full, paths, used, note = train(config=config, bar=bar)
         summary = _summary(full, paths, sizes, config.relax)
         added, most = 0, min(config.extend, config.n_lambdas - 1)

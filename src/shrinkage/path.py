@@ -38,7 +38,7 @@ import torch
 from torch import Tensor, nn
 
 from ._arrays import check_X, check_y, to_tensors
-from ._progress import progress_bar
+from ._progress import _Bar, counted_on, progress_bar
 from .penalties import Penalty
 from .regularizer import MODES, Regularizer, Rule, as_rules
 from .solvers import largest_relative_change
@@ -1107,12 +1107,15 @@ def walk(
     *,
     progress: bool | None = None,
     callback: Callable[[PathPoint], bool | None] | None = None,
+    bar: _Bar | None = None,
 ) -> tuple[list[PathPoint], PathPoint | None, float | None, list[str]]:
     """The path's steps over ``fit`` (a :class:`_PathFit`, or a stacked fit that trains
     other models alongside): the dense start, the grid — automatic from λ_max, extended
     past it while weights survive, extended below it when the model becomes constant
     before ``n_lambdas`` — and the λ in that order. Returns the points (increasing λ),
-    the dense point, λ_max (automatic grids) and the notes."""
+    the dense point, λ_max (automatic grids) and the notes. The λ count on ``bar`` (a
+    caller's progress bar, grown by them) where given, else on a bar of their own
+    (``progress``)."""
     grid = np.asarray(config.lambdas) if config.lambdas is not None else None
     dense = fit.dense_fit() if config.dense_start or (grid is None and not _is_linear(fit.net)) else None
     lam_max = None
@@ -1138,7 +1141,8 @@ def walk(
             return True
         return automatic and _path_ends(point)
 
-    with progress_bar(len(grid), "λ path", enabled=progress) as bar:
+    counted = progress_bar(len(grid), "λ path", enabled=progress) if bar is None else counted_on(bar, len(grid))
+    with counted as bar:
         while not stopped and (lam := next_lambda(grid, points, **steps)) is not None:
             if len(points) < len(grid):  # the rest of the grid in one go (a stacked fit: each model at its pace)
                 points += fit.fit_through(grid[len(points) :].tolist(), len(points), until, bar.advance)
