@@ -314,8 +314,16 @@ def test_unsupported_cases_are_named_and_fall_back(diabetes):
     model = MLP(10, (8,), 1)
     assert unsupported(model, [Rule(L1())], PathConfig(), 400) is None
     assert "mode" in unsupported(model, [Rule(L1())], PathConfig(mode="loss"), 400)
-    assert "mini-batches" in unsupported(model, [Rule(L1())], PathConfig(train_config=TrainConfig(batch_size=32)), 400)
-    assert "sgd" in unsupported(model, [Rule(L1())], PathConfig(dense_config=TrainConfig(optimizer="sgd")), 400)
+    # each config named with the estimators' parameter that sets it
+    assert unsupported(model, [Rule(L1())], PathConfig(train_config=TrainConfig(batch_size=32)), 400) == (
+        "train_config (an estimator's batch_size=) trains on mini-batches of 32 rows (batched: full batch)"
+    )
+    assert unsupported(model, [Rule(L1())], PathConfig(train_config=TrainConfig(optimizer="sgd")), 400).startswith(
+        "train_config (an estimator's optimizer=) uses optimizer 'sgd'"
+    )
+    assert unsupported(model, [Rule(L1())], PathConfig(dense_config=TrainConfig(optimizer="sgd")), 400).startswith(
+        "dense_config (an estimator's fit_config=) uses optimizer 'sgd'"
+    )
     assert "dropout" in unsupported(MLP(10, (8,), 1, dropout=0.2), [Rule(L1())], PathConfig(), 400)
     assert "buffers" in unsupported(
         nn.Sequential(nn.Linear(10, 4), nn.BatchNorm1d(4), nn.Linear(4, 1)), [Rule(L1())], PathConfig(), 400

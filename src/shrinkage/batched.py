@@ -122,6 +122,11 @@ def _fingerprint(*tensors: Tensor | None) -> str:
     return digest.hexdigest()
 
 
+def _config_named(name: str, parameter: str) -> str:
+    """A PathConfig field, and the estimators' parameter that sets what it names."""
+    return f"{name} (an estimator's {'fit_config' if name == 'dense_config' else parameter}=)"
+
+
 def unsupported(
     model: nn.Module, rules: Sequence[Rule], config: PathConfig, n_rows: int, X: np.ndarray | None = None
 ) -> str | None:
@@ -135,6 +140,7 @@ def unsupported(
         return f"mode={config.mode!r} (the batched engine applies penalties as proximal steps)"
     for name in ("train_config", "dense_config"):
         train_config: TrainConfig = getattr(config, name)
+
         if train_config.optimizer != "adam" or set(train_config.optimizer_kwargs) - _ADAM_OPTIONS:
             options = f" with {train_config.optimizer_kwargs}" if train_config.optimizer_kwargs else ""
             chosen = (
@@ -143,9 +149,11 @@ def unsupported(
                 else ""
             )
             optimizer = train_config.optimizer
-            return f"{name} uses optimizer {optimizer!r}{options}{chosen}; the batched engine trains with Adam"
+            where = _config_named(name, "optimizer")
+            return f"{where} uses optimizer {optimizer!r}{options}{chosen}; the batched engine trains with Adam"
         if train_config.batch_size is not None and train_config.batch_size < n_rows:
-            return f"{name} trains on mini-batches of {train_config.batch_size} rows (batched: full batch)"
+            where, rows = _config_named(name, "batch_size"), train_config.batch_size
+            return f"{where} trains on mini-batches of {rows} rows (batched: full batch)"
     for rule in rules:
         if type(rule.penalty) not in _PENALTIES or rule.mode not in (None, "proximal"):
             return f"penalty {rule.penalty!r} (batched: L1, L2, elastic net, group and sparse-group lasso)"
