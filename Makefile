@@ -46,7 +46,7 @@ test: $(STAMP)
 	test $$tests -eq 0 && test $$typed -eq 0
 
 # scikit-learn's estimator checks on the CV estimators at their default settings (the
-# tests marked slow: 4 to 7 min on 2 cores; `make test` runs the checks at small settings)
+# tests marked slow: 3.5 to 7 min on 2 cores; `make test` runs the checks at small settings)
 sklearn-checks: $(STAMP)
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) -m slow tests/test_estimators.py
 

@@ -51,7 +51,7 @@ def test_sklearn_estimator_checks(estimator, check):
 @pytest.mark.slow
 @parametrize_with_checks([ShrinkageMLPRegressorCV(random_state=0), ShrinkageMLPClassifierCV(random_state=0)])
 def test_sklearn_estimator_checks_of_the_cv_estimators_at_their_defaults(estimator, check):
-    """Every check at the default settings (20 λ, 5 folds, 64 hidden units): 4 to 7 min
+    """Every check at the default settings (20 λ, 5 folds, 64 hidden units): 3.5 to 7 min
     on 2 cores, so `make sklearn-checks` runs them and `make test` does not."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", category=UserWarning)
