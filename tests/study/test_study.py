@@ -123,6 +123,41 @@ def test_missing_values_are_counted_over_all_rows(tmp_path):
         prepare_study(StudyConfig(data=str(tmp_path / "m.csv"), target="y", missing="error"))
 
 
+def test_a_column_constant_on_the_training_rows_is_dropped_with_a_note(tmp_path):
+    """A column constant on the training rows but not on every row (so reading keeps it)
+    is dropped once the rows are split, with a warning and a note, as reading drops one
+    constant on every row: encoded it would be 0 on every training row, its weights never
+    trained, yet moving the test rows' predictions. The predictor ignores it in new rows;
+    the data's fingerprint is the data as read."""
+    import numpy as np
+    import pandas as pd
+    import pytest
+
+    from shrinkage.splits import shuffle_split
+    from shrinkage.study import StudyConfig
+    from shrinkage.study.runner import _fingerprint, load_table, prepare_study
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"a": rng.normal(size=40), "b": rng.normal(size=40), "y": rng.normal(size=40)})
+    config = StudyConfig(data=str(tmp_path / "t.csv"), target="y")
+    _, test_rows = shuffle_split(40, config.test_size, config.seed, None)
+    frame["flag"] = 0.0
+    frame.loc[test_rows, "flag"] = 1.0  # constant on the training rows only
+    frame.to_csv(tmp_path / "t.csv", index=False)
+    with pytest.warns(
+        UserWarning, match=r"dropped 1 column\(s\) constant on the 32 training rows \(not on every row\): flag"
+    ):
+        prepared = prepare_study(config)
+    assert prepared.encoder.feature_names == ["a", "b"]
+    assert prepared.preprocessing.ignored == ("flag",)
+    assert prepared.table.notes[-1].endswith(": flag")
+    assert prepared.summary["fingerprint"] == _fingerprint(load_table(config))
+    frame["flag"] = 1.0  # on every row: reading drops it, as before
+    frame.to_csv(tmp_path / "t.csv", index=False)
+    with pytest.warns(UserWarning, match=r"dropped 1 constant column\(s\): flag"):
+        assert prepare_study(config).preprocessing.ignored == ("flag",)
+
+
 def test_n_jobs_beyond_the_cores_counts_one_process_per_core():
     import os
 

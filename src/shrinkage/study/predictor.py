@@ -71,7 +71,8 @@ class Preprocessing:
         ``{"name", "mean", "scale"}``: a regression network predicts
         ``(y − mean) / scale``.
     ignored : tuple of str
-        Columns the study dropped (constant, or an identifier: text with a distinct value in at least half of the rows):
+        Columns the study dropped (constant on every row or on the training rows, or an identifier: text with a
+        distinct value in at least half of the rows):
         not read.
     """
 

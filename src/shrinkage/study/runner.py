@@ -97,7 +97,7 @@ class _Prepared:
 
 
 def _missing_cells(table: Table, missing: str) -> dict[str, int]:
-    """Missing feature values per column over all the table's rows (before the split);
+    """Missing feature values per column (of those the study uses) over all the table's rows;
     refused with ``missing="error"``."""
     counts = {str(c): int(n) for c, n in table.features.isna().sum().items() if n}
     if counts and missing == "error":
@@ -112,7 +112,7 @@ def _missing_cells(table: Table, missing: str) -> dict[str, int]:
 def prepare_study(config: StudyConfig) -> _Prepared:
     """Read, split and encode the study's data (every data error surfaces here)."""
     table = load_table(config)
-    missing = _missing_cells(table, config.missing)
+    fingerprint = _fingerprint(table)  # the data as read
     y = table.y()
     _check_rows(config, table.n_samples)
     # a split that keeps the classes' shares needs two rows of each class, and as many
@@ -123,6 +123,8 @@ def prepare_study(config: StudyConfig) -> _Prepared:
     stratify = y if stratifiable else None
     # scikit-learn's train_test_split, row for row
     train_rows, test_rows = shuffle_split(table.n_samples, config.test_size, config.seed, stratify)
+    table.drop_constant_on(train_rows)
+    missing = _missing_cells(table, config.missing)
     encoder = Encoder(config.missing).fit(table.features.iloc[train_rows])
     _check_encoding_fits(encoder, table.n_samples)
     X_train = encoder.transform(table.features.iloc[train_rows])
@@ -148,7 +150,7 @@ def prepare_study(config: StudyConfig) -> _Prepared:
         "target_scale": list(scale),
         "notes": table.notes,
         "missing": missing,  # imputed cells per column, over all rows (the imputer learns on the training rows)
-        "fingerprint": _fingerprint(table),
+        "fingerprint": fingerprint,
         "test_rows": [int(r) for r in test_rows],  # the data's rows (from 0) held out for the test
     }
     preprocessing = Preprocessing(

@@ -66,6 +66,30 @@ class Table:
     def n_samples(self) -> int:
         return len(self.target)
 
+    def drop_constant_on(self, rows: np.ndarray) -> None:
+        """Drop the feature columns constant on ``rows`` (the training rows), as reading
+        drops those constant on every row: encoded, such a column is 0 on every training
+        row, so its weights never train, yet it moves the predictions of other rows
+        (random weights unpenalized, or whatever a penalty's prox made of a zero
+        gradient). Noted and warned as reading's drops are."""
+        seen = self.features.iloc[rows]
+        columns = [c for c in self.features.columns if seen[c].nunique(dropna=False) <= 1]
+        if not columns:
+            return
+        if len(columns) == self.features.shape[1]:
+            raise InputError(
+                f"every feature column is constant on the {len(rows)} training rows: nothing to learn from"
+            )
+        names = [str(c) for c in columns]
+        note = (
+            f"dropped {len(columns)} column(s) constant on the {len(rows)} training rows (not on every row): "
+            + ", ".join(names)
+        )
+        warn(note, UserWarning)
+        self.notes.append(note)
+        self.dropped += names
+        self.features = self.features.drop(columns=columns)
+
     def y(self) -> np.ndarray:
         """Target values (regression) or class indices into ``classes``."""
         values = self.target.to_numpy()

@@ -423,8 +423,7 @@ def build_report(
             "id": "weights",
             "title": "Weights of the penalized fits at the chosen λ",
             "text": "L1 and group lasso (proximal steps) leave a spike of weights that are exactly zero (red); "
-            "L2 shrinks every weight and leaves non-zero every weight the data moves (it zeroes only those of "
-            "an input that is constant on the training rows).",
+            "L2 shrinks every weight but leaves them all non-zero.",
             "figures": per_run("weights", "weight histogram", plots.plot_weight_histogram, runs, (3.4, 2.8)),
         },
         {
