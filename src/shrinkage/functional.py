@@ -704,45 +704,7 @@ def _group_shrink_scaled_(x: Tensor, layout: GroupLayout, step: Step, *, scale: 
         _softshrink_(x, c)
         return
     squares = torch.mul(x, x)
-    if _numpy_viewable(x):
-        x.mul_(_scaled_group_factor_host(squares, c, layout, max_iter))
-        return
-    inverse, work = torch.empty_like(x), torch.empty_like(x)  # scratch, reused by every pass
-
-    def sums(radius: Tensor, *, cubes: bool = True) -> tuple[Tensor, Tensor]:
-        """Per group: S = Σ w²/(r + c)² and T = Σ w²/(r + c)³ (S again without ``cubes``)."""
-        torch.add(c, _expand(radius, x, layout), out=inverse).reciprocal_()
-        torch.mul(squares, inverse, out=work).mul_(inverse)
-        s_sum = _group_sum(work, layout)
-        return s_sum, (_group_sum(work.mul_(inverse), layout) if cubes else s_sum)
-
-    radius = torch.zeros((*x.shape[: layout.batch], layout.n_groups), dtype=x.dtype, device=x.device)
-    keep = sums(radius, cubes=False)[0] > 1.0  # ‖w/s‖ > √|g|: the group survives
-    # Start from a lower bound of the root (Jensen on 1/z²): r ≥ ‖w‖ − Σw²c/Σw²,
-    # exact when all c_i are equal; Newton then rises monotonically to the root.
-    total = _group_sum(squares, layout)
-    weighted_c = _group_sum(torch.mul(squares, c, out=work), layout) / torch.where(keep, total, 1.0)
-    radius = torch.where(keep, (total.sqrt() - weighted_c).clamp_min(0.0), 0.0)
-    tolerance = 16 * torch.finfo(x.dtype).eps
-    # on an accelerator, testing convergence would stop the host at every iteration:
-    # there a fixed count runs instead (Newton from below converges quadratically; at
-    # the root its step is 0, so extra iterations change nothing)
-    every = 1 if x.device.type == "cpu" else _DEVICE_CHECKS.get()
-    previous = None
-    for iteration in range(max_iter if every else min(max_iter, _DEVICE_NEWTON_ITERATIONS)):
-        s_sum, t_sum = sums(radius)
-        # Newton step on S^(-1/2) − 1: r ← r + S(√S − 1)/T
-        delta = torch.where(keep, s_sum * (s_sum.sqrt() - 1.0) / torch.where(keep, t_sum, 1.0), 0.0)
-        radius += delta
-        if every and (iteration + 1) % every == 0:
-            if not bool((delta > tolerance * radius).any()):
-                break
-            if previous is not None and _converged_next(previous, delta, radius, tolerance):
-                break
-        previous = delta
-    expanded = _expand(radius, x, layout)
-    torch.add(c, expanded, out=inverse)
-    x.mul_(torch.div(expanded, inverse, out=inverse))
+    x.mul_(_scaled_group_factor(squares, c, layout, max_iter))
 
 
 def _numpy_viewable(x: Tensor) -> bool:
@@ -753,55 +715,67 @@ def _numpy_viewable(x: Tensor) -> bool:
 _NUMPY_DTYPES = (torch.float32, torch.float64)
 
 
-def _scaled_group_factor_host(squares: Tensor, c: Tensor, layout: GroupLayout, max_iter: int) -> Tensor:
+def _scaled_group_factor(squares: Tensor, c: Tensor, layout: GroupLayout, max_iter: int) -> Tensor:
     """The scaled group prox's factor ``r/(r + c_i)`` of every entry (``squares``: w²),
-    for a CPU tensor: the same Newton roots as on an accelerator, with NumPy's arithmetic
-    (a few µs less per operation than torch's: the prox of a small tabular network is
-    all per-operation cost) and a convergence test at every iteration."""
-    shape = _group_shape(squares, layout)  # (models, outer, columns, inner)
-    w2 = squares.numpy().reshape(shape)
-    cs = c.detach().numpy().reshape(shape)
-    labels = None if layout.labels is None else layout.labels.cpu().numpy()
-    one_hot = None if labels is None else np.eye(layout.n_groups, dtype=w2.dtype)[labels]  # (columns, groups)
+    its Newton roots found with NumPy's arithmetic on views of CPU tensors (a few µs less
+    per operation than torch's: the prox of a small tabular network is all per-operation
+    cost), with torch's elsewhere. The arrays are seen as ``(models, outer, columns,
+    inner)``, a group's sums taken over the outer and inner axes (and its columns, for
+    user groups)."""
+    shape = _group_shape(squares, layout)
+    on_host = _numpy_viewable(squares)
+    xp: Any = np if on_host else torch
+    w2: Any = (squares.numpy() if on_host else squares).reshape(shape)
+    cs: Any = (c.detach().numpy() if on_host else c).reshape(shape)
+    labels: Any = layout.labels  # user groups: each column's group
+    one_hot: Any = None  # and (columns, groups) of 0/1
+    if labels is not None:
+        eye = torch.eye(layout.n_groups, dtype=squares.dtype, device=squares.device)
+        labels, one_hot = (labels.cpu().numpy(), eye.numpy()) if on_host else (labels.to(squares.device), eye)
+        one_hot = one_hot[labels]
 
-    def group_sum(a: np.ndarray) -> np.ndarray:  # (models, groups)
+    def group_sum(a: Any) -> Any:  # (models, groups)
         per_column = a.sum(axis=(1, 3))
         return per_column if one_hot is None else per_column @ one_hot
 
-    def per_entry(r: np.ndarray) -> np.ndarray:  # a group's value on each entry, broadcast
+    def per_entry(r: Any) -> Any:  # a group's value on each entry, broadcast
         return (r if labels is None else r[:, labels])[:, None, :, None]
 
-    inverse, work = np.empty_like(w2), np.empty_like(w2)  # scratch, reused by every pass
+    inverse, work = xp.empty_like(w2), xp.empty_like(w2)  # scratch, reused by every pass
 
-    def sums(r: np.ndarray, *, cubes: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    def sums(r: Any, *, cubes: bool = True) -> tuple[Any, Any]:
         """Per group: S = Σ w²/(r + c)² and T = Σ w²/(r + c)³ (S again without ``cubes``)."""
-        np.reciprocal(np.add(cs, per_entry(r), out=inverse), out=inverse)
-        np.multiply(np.multiply(w2, inverse, out=work), inverse, out=work)
+        xp.reciprocal(xp.add(cs, per_entry(r), out=inverse), out=inverse)
+        xp.multiply(xp.multiply(w2, inverse, out=work), inverse, out=work)
         s_sum = group_sum(work)
-        return s_sum, (group_sum(np.multiply(work, inverse, out=work)) if cubes else s_sum)
+        return s_sum, (group_sum(xp.multiply(work, inverse, out=work)) if cubes else s_sum)
 
-    radius = np.zeros((shape[0], layout.n_groups), dtype=w2.dtype)
-    keep = sums(radius, cubes=False)[0] > 1.0  # ‖w/s‖ > √|g|: the group survives
+    total = group_sum(w2)
+    keep = sums(xp.zeros_like(total), cubes=False)[0] > 1.0  # ‖w/s‖ > √|g|: the group survives
     # Start from a lower bound of the root (Jensen on 1/z²): r ≥ ‖w‖ − Σw²c/Σw²,
     # exact when all c_i are equal; Newton then rises monotonically to the root.
-    total = group_sum(w2)
-    weighted_c = group_sum(np.multiply(w2, cs, out=work)) / np.where(keep, total, 1.0)
-    radius = np.where(keep, np.clip(np.sqrt(total) - weighted_c, 0.0, None), 0.0).astype(w2.dtype)
-    tolerance = 16 * np.finfo(w2.dtype).eps
+    weighted_c = group_sum(xp.multiply(w2, cs, out=work)) / xp.where(keep, total, 1.0)
+    radius = xp.where(keep, xp.clip(xp.sqrt(total) - weighted_c, 0.0, None), 0.0)
+    tolerance = 16 * torch.finfo(squares.dtype).eps
+    # on an accelerator, testing convergence would stop the host at every iteration:
+    # there a fixed count runs instead (Newton from below converges quadratically; at
+    # the root its step is 0, so extra iterations change nothing)
+    every = 1 if squares.device.type == "cpu" else _DEVICE_CHECKS.get()
     previous = None
-    for _ in range(max_iter):
+    for iteration in range(max_iter if every else min(max_iter, _DEVICE_NEWTON_ITERATIONS)):
         s_sum, t_sum = sums(radius)
         # Newton step on S^(-1/2) − 1: r ← r + S(√S − 1)/T
-        delta = np.where(keep, s_sum * (np.sqrt(s_sum) - 1.0) / np.where(keep, t_sum, 1.0), 0.0)
+        delta = xp.where(keep, s_sum * (xp.sqrt(s_sum) - 1.0) / xp.where(keep, t_sum, 1.0), 0.0)
         radius += delta
-        if not (delta > tolerance * radius).any():
-            break
-        if previous is not None and _converged_next(previous, delta, radius, tolerance):
-            break
+        if every and (iteration + 1) % every == 0:
+            if not bool((delta > tolerance * radius).any()):
+                break
+            if previous is not None and _converged_next(previous, delta, radius, tolerance):
+                break
         previous = delta
     expanded = per_entry(radius)
-    np.divide(expanded, np.add(cs, expanded, out=inverse), out=inverse)
-    return torch.from_numpy(inverse).view(squares.shape)
+    factor = xp.divide(expanded, xp.add(cs, expanded, out=inverse), out=inverse)
+    return (torch.from_numpy(factor) if on_host else factor).view(squares.shape)
 
 
 def _converged_next(previous, delta, radius, tolerance: float) -> bool:
