@@ -262,6 +262,9 @@ def test_relaxed_fits_match(diabetes):
     relaxed = lambda result: np.array([[p.relaxed_test_loss for p in f.points] for f in result.folds])  # noqa: E731
     assert np.isfinite(relaxed(bat)).all()
     np.testing.assert_allclose(relaxed(bat), relaxed(seq), rtol=0.05)
+    # the full data's, trained for the folds' median epochs
+    own = lambda result: np.array([p.relaxed_val_loss for p in result.path.points])  # noqa: E731
+    np.testing.assert_allclose(own(bat), own(seq), rtol=0.05)
     chosen = bat.path.points[bat.index]
     assert chosen.relaxed_state is not None  # the refit returned for the chosen λ
     assert bat.relaxed and bat.model is not None

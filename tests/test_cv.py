@@ -408,3 +408,23 @@ def test_the_progress_bar_counts_the_work_as_it_is_done(engine, monkeypatch):
     expected = 4 + (len(result.path.lambdas) if engine == "batched" else 0)  # the paths, and the λ trained together
     assert bar.total == expected, (bar.total, len(result.path.lambdas))
     assert len(bar.steps) >= (len(result.path.lambdas) if engine == "batched" else 4)  # step by step
+
+
+@pytest.mark.parametrize("engine", ["batched", "sequential"])
+def test_the_full_data_relaxed_fit_trains_as_long_as_the_folds_did(engine):
+    # separable classes: without a penalty only early stopping bounds a relaxed fit, and
+    # one stopped on the full data's few validation rows, all separated, trained on until
+    # its test loss was several times the folds' (a new user's breast_cancer study)
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((150, 4))
+    y = (X[:, 0] + X[:, 1] > 0).astype(int)
+    settings = dict(task="binary", penalty=L1(), cv=3, lambdas=(0.003, 0.01, 0.03, 0.1), relax=True, engine=engine)
+    dense = TrainConfig(lr=3e-2, batch_size=None, max_epochs=300, patience=30)
+    path = TrainConfig(lr=1e-2, batch_size=None, max_epochs=60, monitor="objective")
+    result = cross_validate(lambda: MLP(4, (8,)), X, y, dense_config=dense, train_config=path, **settings)
+    folds = np.array([[point.relaxed_epochs for point in fold.points] for fold in result.folds])
+    assert (folds > 0).all()
+    full = [point.relaxed_epochs for point in result.path.points]
+    assert full == [int(e) for e in np.median(folds, axis=0)]  # trained exactly that long
+    chosen = result.path.points[result.index]
+    assert all(torch.equal(chosen.relaxed_state[k], v) for k, v in result.model.state_dict().items())

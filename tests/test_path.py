@@ -14,8 +14,18 @@ from sklearn.linear_model import enet_path, lasso_path
 from shrinkage import L1, L2, ElasticNet, GroupLasso, InputError
 from shrinkage.convert import to_sklearn_enet
 from shrinkage.models import MLP
-from shrinkage.path import PathConfig, PathPoint, _RelaxedFits, lambda_grid, next_lambda, regularization_path
-from shrinkage.train import TrainConfig
+from shrinkage.path import (
+    FIT_CONFIG,
+    PathConfig,
+    PathPoint,
+    _RelaxedFits,
+    fixed_epochs,
+    folds_relaxed_epochs,
+    lambda_grid,
+    next_lambda,
+    regularization_path,
+)
+from shrinkage.train import TrainConfig, TrainResult
 
 # Full-batch proximal gradient (SGD, no momentum) run until the objective changes by
 # less than 1e-12 (relative) for 50 epochs: on these well-conditioned problems that
@@ -382,19 +392,34 @@ def test_next_lambda_stops_an_automatic_path_once_nothing_is_left():
     assert next_lambda(grid, [_point_at(0.01, features=(), diverged=True)], automatic=True) == 0.1
 
 
-def test_relaxed_fits_are_made_once_per_feature_set():
+def test_relaxed_fits_are_made_once_per_feature_set_and_length():
     fitted = []
 
-    def fit(features):
-        fitted.append(features)
-        return torch.nn.Linear(3, 1)
+    def fit(features, config):
+        fitted.append((features, config.max_epochs, config.restore_best))
+        return torch.nn.Linear(3, 1), TrainResult(epochs=config.max_epochs, best_epoch=7)
 
-    fits = _RelaxedFits(fit, lambda model: (1.0, 2.0), keep_states=False)
-    assert fits([0, 2]) == (1.0, 2.0, None)
+    config = TrainConfig(max_epochs=50)
+    fits = _RelaxedFits(fit, lambda model: (1.0, 2.0), config, keep_states=False)
+    assert fits([0, 2]) == (1.0, 2.0, None, 8)  # stopped early: the best epoch's weights, after 8
     assert fits((0, 2))[:2] == (1.0, 2.0) and fits([1])[:2] == (1.0, 2.0)
-    assert fitted == [[0, 2], [1]] and len(fits) == 2
-    kept = _RelaxedFits(fit, lambda model: (1.0, 2.0), keep_states=True)([0])[2]
+    assert fits([1], 30)[3] == 30  # trained for 30 epochs: the last weights
+    assert fitted == [([0, 2], 50, True), ([1], 50, True), ([1], 30, False)] and len(fits) == 3
+    kept = _RelaxedFits(fit, lambda model: (1.0, 2.0), config, keep_states=True)([0])[2]
     assert set(kept) == {"weight", "bias"}
+
+
+def test_the_full_data_relaxed_fit_trains_the_folds_median_epochs():
+    def at(lambda_, epochs, diverged=False):
+        point = PathPoint(lambda_, *[0.0] * 4, *[0] * 4, [], [], 0, 0, 0.0, diverged=diverged)
+        point.relaxed_epochs = epochs
+        return point
+
+    folds = [[at(0.1, 10), at(0.2, 30)], [at(0.1, 20), at(0.2, 0)], [at(0.1, 41), at(0.2, 5, diverged=True)]]
+    # the median of the folds' fits at each λ; none where no fold has one (the second's 0: no fit)
+    assert folds_relaxed_epochs([0.1, 0.2, 0.3], folds) == [20, 30, None]
+    fixed = fixed_epochs(FIT_CONFIG.replace(lr_halvings=2), 25)
+    assert (fixed.max_epochs, fixed.patience, fixed.lr_halvings, fixed.restore_best) == (25, 25, 0, False)
 
 
 def test_path_config_validates_and_takes_keyword_overrides():

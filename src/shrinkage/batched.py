@@ -50,10 +50,15 @@ from .path import (
     RegularizationPath,
     _PathFit,
     _point,
+    _Relaxed,
     _state_copy,
     cpu_threads,
+    fixed_epochs,
+    folds_relaxed_epochs,
+    kept_epochs,
     path_fit,
     scaled,
+    set_relaxed,
     split_validation,
     walk,
     widest,
@@ -484,6 +489,7 @@ def _train(
     *,
     lambdas: Sequence[float] = (1.0,),
     ended: _PhaseEnd | None = None,
+    caps: np.ndarray | None = None,
 ) -> _PhaseResult:
     """:func:`~shrinkage.train.train` for every model of ``stack`` at once, at each λ
     of ``lambdas`` in turn (``terms`` are the penalty at λ = 1).
@@ -500,7 +506,8 @@ def _train(
     epoch costs what the models still training cost, and a path costs its slowest
     model's epochs, not the sum over λ of the slowest model's at each. ``ended``
     returning True stops every model at that phase: a model past it is dropped. The
-    result holds each model's last phase.
+    result holds each model's last phase. ``caps``: each model's own ``max_epochs``
+    (at most ``config``'s).
     """
     beta1, beta2 = config.optimizer_kwargs.get("betas", (0.9, 0.999))
     adam = (float(config.lr), float(beta1), float(beta2), float(config.optimizer_kwargs.get("eps", 1e-8)))
@@ -517,7 +524,8 @@ def _train(
                 if objective:
                     assert terms is not None
                     score = score + terms.values(work.weights) * work.lam.view(-1).double()
-                going = work.score(score, scored, config) & ~(scored & (work.epoch >= config.max_epochs))
+                limit = config.max_epochs if caps is None else caps[work.index]
+                going = work.score(score, scored, config) & ~(scored & (work.epoch >= limit))
             keep = work.retire(going, config.restore_best, ended)
             if keep is not None:
                 train_loss, grad = train_loss.index_select(0, keep), grad.index_select(0, keep)
@@ -923,10 +931,8 @@ def joint_paths(
     fit = _StackedPathFit(lead, parts, X_t, y_t, config, reuse)
     with cpu_threads(X_t.device, len(parts) * X.shape[0] * widest(lead.net)):
         points, dense, lam_max, notes = walk(fit, rules, config, progress=False, bar=bar)
-        states = _relax(fit) if config.relax else None
-    if states is not None:
-        for point in points:
-            point.relaxed_state = states.get(tuple(point.features))
+        if config.relax:
+            _relax(fit)
     fit.stack.load_into(lead.net, 0)
     n_features = X.shape[1]
     full = RegularizationPath(
@@ -954,47 +960,91 @@ def _split(rows: np.ndarray, y: np.ndarray, task: str, config: PathConfig) -> tu
     return kept.ravel(), held.ravel()
 
 
-def _relax(fit: _StackedPathFit) -> dict[tuple[int, ...], dict[str, Tensor]] | None:
-    """The relaxed fit of every (model, feature set) on the paths, all at once, from the
-    initial weights with the dropped input columns held at zero; their losses go on the
-    points. Returns the full-data path's relaxed weights per feature set when the path
-    keeps states. Fits found in ``fit.reuse`` are not trained again."""
+def _relax(fit: _StackedPathFit) -> None:
+    """The relaxed fit of every (model, feature set) on the paths, from the initial
+    weights with the dropped input columns held at zero; their records go on the points.
+    The folds' fits, stopped early, come first, then the full data's (model 0), each for
+    the epochs the folds' trained at its λ (:func:`~shrinkage.path.folds_relaxed_epochs`;
+    stopped early where no fold has a fit there). The full data's keep their weights
+    when the path keeps states. Fits found in ``fit.reuse`` are not trained again."""
+    folds = [(k, tuple(point.features), None) for k in range(1, len(fit.along)) for point in fit.along[k]]
+    done = _relaxed_fits(fit, folds)
+    for k in range(1, len(fit.along)):
+        for point in fit.along[k]:
+            set_relaxed(point, done[(k, tuple(point.features), None)])
+    full = fit.along[0]
+    epochs = folds_relaxed_epochs([point.lambda_ for point in full], fit.along[1:])
+    wanted = [(0, tuple(point.features), n) for point, n in zip(full, epochs, strict=True)]
+    done = _relaxed_fits(fit, wanted)
+    for point, key in zip(full, wanted, strict=True):
+        set_relaxed(point, done[key])
+
+
+def _relaxed_fits(
+    fit: _StackedPathFit, wanted: Sequence[tuple[int, tuple[int, ...], int | None]]
+) -> dict[tuple[int, tuple[int, ...], int | None], _Relaxed]:
+    """The relaxed fits ``(model, feature set, epochs or None: stopped early)`` of
+    ``wanted``, trained together, a few at a time on large data. The weights are kept
+    for model 0's (the full data's) where the path keeps states."""
     X, config = fit.X, fit.config
     keep = config.keep_states
-    wanted = list(dict.fromkeys((k, tuple(point.features)) for k, points in enumerate(fit.along) for point in points))
-    done: dict[tuple[int, tuple[int, ...]], tuple[float, float, dict[str, Tensor] | None]] = {}
-    for k, features in wanted:
-        found = fit.recall(k, config.dense_config, str(features))
+    done: dict[tuple[int, tuple[int, ...], int | None], _Relaxed] = {}
+    for key in dict.fromkeys(wanted):
+        k, features, epochs = key
+        found = fit.recall(k, _relaxed_config(config.dense_config, epochs), str(features))
         if found is not None and (found[2] is not None or not keep or k != 0):  # with the weights it must give
-            done[(k, features)] = found
-    missing = [pair for pair in wanted if pair not in done]
+            done[key] = found
+    missing = [key for key in dict.fromkeys(wanted) if key not in done]
+    stopping = [key for key in missing if key[2] is None]
+    fixed = [key for key in missing if key[2] is not None]
     # many feature sets on large data: a few at a time, so that the stacked activations fit
     chunk = max(1, _ACTIVATION_BUDGET // (X.shape[0] * widest(fit.net)))
-    for first in range(0, len(missing), chunk):
-        part = missing[first : first + chunk]
-        stack = _Stack(fit.net, [fit.initial] * len(part), X.device)
-        hold = torch.ones_like(stack.flat.detach())
-        masks = stack.views(hold)
-        for name, _ in input_parameters_of(stack.template):
-            for m, (_, features) in enumerate(part):
-                kept = set(features)
-                masks[name][m][:, [j for j in range(masks[name].shape[2]) if j not in kept]] = 0.0
-        with torch.no_grad():
-            stack.flat.mul_(hold)
-        picked = fit.rows.take([k for k, _ in part])
-        _train(stack, X, fit.target, picked, fit.loss, config.dense_config, None, hold)
-        with torch.no_grad():
-            losses = _row_losses(stack.forward(X), fit.target, fit.loss)
-            val, test = _means(losses, picked.val, len(part)), _means(losses, picked.test, len(part))
-        for m, pair in enumerate(part):
-            done[pair] = (val[m], test[m], stack.state(m) if keep and pair[0] == 0 else None)
-            fit.remember(pair[0], config.dense_config, done[pair], str(pair[1]))
-    for k, points in enumerate(fit.along):
-        for point in points:
-            point.relaxed_val_loss, point.relaxed_test_loss, _ = done[(k, tuple(point.features))]
-    if not keep:
-        return None
-    return {features: state for (k, features), (_, _, state) in done.items() if k == 0 and state is not None}
+    for group in (stopping, fixed):
+        for first in range(0, len(group), chunk):
+            part = group[first : first + chunk]
+            done.update(_train_relaxed(fit, part))
+    return done
+
+
+def _relaxed_config(config: TrainConfig, epochs: int | None) -> TrainConfig:
+    return config if epochs is None else fixed_epochs(config, epochs)
+
+
+def _train_relaxed(
+    fit: _StackedPathFit, part: Sequence[tuple[int, tuple[int, ...], int | None]]
+) -> dict[tuple[int, tuple[int, ...], int | None], _Relaxed]:
+    """The relaxed fits of ``part`` as one stack: all stopped early, or all for their
+    own number of epochs."""
+    X, config = fit.X, fit.config
+    keep = config.keep_states
+    stack = _Stack(fit.net, [fit.initial] * len(part), X.device)
+    hold = torch.ones_like(stack.flat.detach())
+    masks = stack.views(hold)
+    for name, _ in input_parameters_of(stack.template):
+        for m, (_, features, _) in enumerate(part):
+            kept = set(features)
+            masks[name][m][:, [j for j in range(masks[name].shape[2]) if j not in kept]] = 0.0
+    with torch.no_grad():
+        stack.flat.mul_(hold)
+    picked = fit.rows.take([k for k, _, _ in part])
+    lengths = [n for _, _, n in part]
+    if lengths[0] is None:
+        train_config, caps = config.dense_config, None
+    else:
+        train_config = fixed_epochs(config.dense_config, max(n for n in lengths if n is not None))
+        caps = np.array(lengths, dtype=np.int64)
+    result = _train(stack, X, fit.target, picked, fit.loss, train_config, None, hold, caps=caps)
+    with torch.no_grad():
+        losses = _row_losses(stack.forward(X), fit.target, fit.loss)
+        val, test = _means(losses, picked.val, len(part)), _means(losses, picked.test, len(part))
+    done = {}
+    for m, key in enumerate(part):
+        k, features, epochs = key
+        used = _relaxed_config(config.dense_config, epochs)
+        state = stack.state(m) if keep and k == 0 else None
+        done[key] = (val[m], test[m], state, kept_epochs(result.result(m), used))
+        fit.remember(k, used, done[key], str(features))
+    return done
 
 
 def _means(losses: Tensor, weights: Tensor | None, n: int) -> list[float]:

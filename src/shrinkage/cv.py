@@ -44,8 +44,13 @@ from .path import (
     _as_rules,
     _counted,
     _fresh_model,
+    cpu_threads,
+    folds_relaxed_epochs,
+    path_fit,
+    refits_by_folds,
     regularization_path,
     resolve_config,
+    widest,
 )
 from .penalties import L1, Penalty
 from .regularizer import Rule
@@ -376,10 +381,18 @@ def _paths(
     if joint is not None:
         bar.advance(len(folds) + 1)
         return joint[0], joint[1], "batched", note
-    full = _full_path(model, X, y, config=config.replace(keep_states=True), progress=False, **common)
+    # the full data's relaxed fits train as long as the folds' at their λ: after them
+    later = refits_by_folds(config)
+    full_config = config.replace(keep_states=True, relax=config.relax and not later)
+    full = _full_path(model, X, y, config=full_config, progress=False, **common)
     bar.advance(1)
     fold_config = config.replace(lambdas=tuple(full.lambdas), keep_states=False)
     paths = _fold_paths(model, X, y, folds, {"config": fold_config, **common}, n_jobs, bar)
+    if later:
+        lead = path_fit(model, X, y, _as_rules(common["penalty"]), common["task"], full_config.replace(relax=True))
+        rows = lead.data["train"][0]
+        with cpu_threads(rows.device, rows.shape[0] * widest(lead.net)):
+            lead.relax_again(full.points, folds_relaxed_epochs(full.lambdas, [p.points for p in paths]))
     return full, paths, "sequential", note
 
 

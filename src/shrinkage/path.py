@@ -239,6 +239,11 @@ class PathPoint:
         without penalty, the unused input features held at zero (NaN otherwise).
     relaxed_state : dict or None
         The relaxed model's weights, when the path kept states.
+    relaxed_epochs : int
+        With ``relax``: the epochs the relaxed model trained, up to the weights it kept
+        (0 otherwise). A path's relaxed fits stop early on its validation rows; in
+        :func:`~shrinkage.cv.cross_validate`, the full-data path's relaxed fit at a λ
+        trains for the folds' median at that λ instead (see :func:`relaxed_fit`).
     train_curve, val_curve : list of float
         Data loss per epoch of this λ's training (training: averaged over the epoch's
         batches; validation: at the epoch's end).
@@ -272,6 +277,7 @@ class PathPoint:
     val_curve: list[float] = field(default_factory=list, repr=False)
     feature_norms: list[float] = field(default_factory=list, repr=False)
     stationarity: float = math.nan
+    relaxed_epochs: int = 0
 
     @property
     def n_features(self) -> int:
@@ -625,7 +631,23 @@ def relaxed_fit(
     ``start`` weights when given (the path passes the network's initial weights:
     a penalized network's dead units sit at a saddle that training would not leave),
     else from ``model``'s own.
+
+    Without a penalty nothing but early stopping bounds the fit: on classes the kept
+    features separate, the loss falls toward 0 as the weights grow, and a fit stopped on
+    a few validation rows that happen to be separated trains until it is far too sure.
+    So :func:`~shrinkage.cv.cross_validate` trains the full-data path's relaxed fits
+    for the number of epochs its folds' relaxed fits stopped at (the median at each λ,
+    :attr:`PathPoint.relaxed_epochs`): the refit returned is the one the folds scored.
     """
+    training = dict(X=X, y=y, loss=loss, validation=validation, config=config, seed=seed)
+    return _relaxed_training(model, features, start, **training)[0]
+
+
+def _relaxed_training(
+    model: nn.Module, features: Sequence[int], start: dict[str, Tensor] | None, **training: Any
+) -> tuple[nn.Module, TrainResult]:
+    """:func:`relaxed_fit`'s model and how its training went (``training``: the
+    arguments of :func:`~shrinkage.train.train`)."""
     relaxed = copy.deepcopy(model)
     if start is not None:
         relaxed.load_state_dict(start)
@@ -641,17 +663,39 @@ def relaxed_fit(
             weight[:, dropped] = 0.0
 
     hold_dropped_at_zero()
-    train(
-        relaxed,
-        X,
-        y,
-        loss=loss,
-        validation=validation,
-        config=config,
-        seed=seed,
-        after_step=hold_dropped_at_zero,
-    )
-    return relaxed
+    return relaxed, train(relaxed, after_step=hold_dropped_at_zero, **training)
+
+
+def fixed_epochs(config: TrainConfig, epochs: int) -> TrainConfig:
+    """``config`` trained for exactly ``epochs`` epochs: no early stopping and no
+    halving of the learning rate, the last weights kept (the validation data, when
+    given, only scored)."""
+    return config.replace(max_epochs=epochs, patience=epochs, lr_halvings=0, restore_best=False)
+
+
+def kept_epochs(result: TrainResult, config: TrainConfig) -> int:
+    """The epochs a fit trained up to the weights it returned."""
+    return result.best_epoch + 1 if config.restore_best and config.optimizer not in SOLVERS else result.epochs
+
+
+def refits_by_folds(config: PathConfig) -> bool:
+    """Whether cross-validation trains the full-data relaxed fits for the folds' epochs:
+    with ``relax``, and an optimizer that stops early (a solver runs to its tolerance)."""
+    return config.relax and config.dense_config.optimizer not in SOLVERS
+
+
+def folds_relaxed_epochs(
+    lambdas: Sequence[float] | np.ndarray, folds: Sequence[Sequence[PathPoint]]
+) -> list[int | None]:
+    """At each of ``lambdas``, the median of the epochs the folds' relaxed fits at that
+    λ trained (rounded; None where no fold has a relaxed fit there: a diverged fit, a
+    path that ended before it): how long the full-data relaxed fit trains."""
+    epochs: dict[float, list[int]] = {}
+    for points in folds:
+        for point in points:
+            if not point.diverged and point.relaxed_epochs > 0:
+                epochs.setdefault(point.lambda_, []).append(point.relaxed_epochs)
+    return [round(float(np.median(epochs[lam]))) if lam in epochs else None for lam in lambdas]
 
 
 def _prepare(
@@ -727,28 +771,41 @@ def _path_ends(point: PathPoint) -> bool:
 
 
 class _RelaxedFits:
-    """Relaxed fits along a path, one per feature set: the fit depends only on the set
-    (same start, same seed), and along a path many λ share one."""
+    """Relaxed fits along a path, one per feature set and length of training: the fit
+    depends only on those (same start, same seed), and along a path many λ share one."""
 
     def __init__(
         self,
-        fit: Callable[[list[int]], nn.Module],
+        fit: Callable[[list[int], TrainConfig], tuple[nn.Module, TrainResult]],
         score: Callable[[nn.Module], tuple[float, float]],
+        config: TrainConfig,
         keep_states: bool = False,
     ):
-        self._fit, self._score, self._keep = fit, score, keep_states
-        self._done: dict[tuple[int, ...], tuple[float, float, dict[str, Tensor] | None]] = {}
+        self._fit, self._score, self._config, self._keep = fit, score, config, keep_states
+        self._done: dict[tuple[tuple[int, ...], int | None], _Relaxed] = {}
 
     def __len__(self) -> int:
         return len(self._done)
 
-    def __call__(self, features: Sequence[int]) -> tuple[float, float, dict[str, Tensor] | None]:
-        """(validation loss, test loss, weights or None) of the relaxed model on ``features``."""
-        key = tuple(features)
+    def __call__(self, features: Sequence[int], epochs: int | None = None) -> _Relaxed:
+        """(validation loss, test loss, weights or None, epochs trained) of the relaxed
+        model on ``features``: stopped early, or trained ``epochs`` epochs."""
+        key = (tuple(features), epochs)
         if key not in self._done:
-            model = self._fit(list(features))
-            self._done[key] = (*self._score(model), _state_copy(model) if self._keep else None)
+            config = self._config if epochs is None else fixed_epochs(self._config, epochs)
+            model, result = self._fit(list(features), config)
+            state = _state_copy(model) if self._keep else None
+            self._done[key] = (*self._score(model), state, kept_epochs(result, config))
         return self._done[key]
+
+
+#: A relaxed fit's record: validation loss, test loss, weights (or None), epochs trained.
+_Relaxed = tuple[float, float, dict[str, Tensor] | None, int]
+
+
+def set_relaxed(point: PathPoint, relaxed: _Relaxed) -> None:
+    """Put a relaxed fit's record on ``point``."""
+    point.relaxed_val_loss, point.relaxed_test_loss, point.relaxed_state, point.relaxed_epochs = relaxed
 
 
 class _PathFit:
@@ -763,7 +820,7 @@ class _PathFit:
         # Made at the first λ: the batched engine, which drives its own Adam, never makes
         # it (torch's first optimizer costs about a second of imports).
         self._made: torch.optim.Optimizer | None = None
-        self.relaxed = _RelaxedFits(self._relaxed_model, self._relaxed_scores, config.keep_states)
+        self.relaxed = _RelaxedFits(self._relaxed_model, self._relaxed_scores, config.dense_config, config.keep_states)
 
     @property
     def optimizer(self) -> torch.optim.Optimizer | None:
@@ -852,7 +909,7 @@ class _PathFit:
         else:
             point = self._point(lambda_, reg, result, 0.0, self.config.keep_states)
             if self.config.relax:
-                point.relaxed_val_loss, point.relaxed_test_loss, point.relaxed_state = self.relaxed(point.features)
+                set_relaxed(point, self.relaxed(point.features))
         point.seconds = time.perf_counter() - start
         return point
 
@@ -885,19 +942,17 @@ class _PathFit:
         nan = math.nan  # what the kept weights score says nothing of this λ
         return replace(kept, train_loss=nan, val_loss=nan, test_loss=nan, penalty=nan, stationarity=nan, diverged=True)
 
-    def _relaxed_model(self, features: list[int]) -> nn.Module:
+    def relax_again(self, points: Sequence[PathPoint], epochs: Sequence[int | None]) -> None:
+        """The relaxed fit of each of ``points`` trained for its ``epochs`` (None: stopped
+        early, as on the path) instead, on the points (a diverged point has none)."""
+        for point, n in zip(points, epochs, strict=True):
+            if not point.diverged:
+                set_relaxed(point, self.relaxed(point.features, n))
+
+    def _relaxed_model(self, features: list[int], config: TrainConfig) -> tuple[nn.Module, TrainResult]:
         X, y = self.data["train"]
-        return relaxed_fit(
-            self.net,
-            X,
-            y,
-            features=features,
-            loss=self.loss,
-            validation=self.data["val"],
-            config=self.config.dense_config,
-            seed=self.config.seed,
-            start=self.initial,
-        )
+        training = dict(X=X, y=y, loss=self.loss, validation=self.data["val"], config=config, seed=self.config.seed)
+        return _relaxed_training(self.net, features, self.initial, **training)
 
     def _relaxed_scores(self, model: nn.Module) -> tuple[float, float]:
         return _score(model, self.data["val"], self.loss), _score(model, self.data["test"], self.loss)

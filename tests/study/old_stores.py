@@ -119,6 +119,14 @@ SCHEMAS[7] = (
 )
 assert "test_predictions" in SCHEMAS[7]
 
+# version 8: version 7 and each run's grid notes (the columns version 8 of this code declares)
+SCHEMAS[8] = (
+    SCHEMAS[7]
+    .replace("test_predictions TEXT,", "test_predictions TEXT, grid_notes TEXT,")
+    .replace("PRAGMA user_version = 7;", "PRAGMA user_version = 8;")
+)
+assert "grid_notes" in SCHEMAS[8]
+
 # What the old release wrote: JSON as text, the weights as float32 bytes.
 RUN = {
     "penalty": "l1",
@@ -176,7 +184,7 @@ def _insert(db: sqlite3.Connection, table: str, row: dict) -> int:
 
 
 def make_old_store(path: Path, version: int) -> None:
-    """A store at ``version`` (1 to 7) with one complete study, one l1 run and its points."""
+    """A store at ``version`` (1 to 8) with one complete study, one l1 run and its points."""
     with closing(sqlite3.connect(path)) as db:
         db.execute("PRAGMA journal_mode=WAL")
         db.executescript(SCHEMAS[version])

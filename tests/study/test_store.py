@@ -167,7 +167,7 @@ def test_the_declared_columns_are_the_live_schema(tmp_path):
         table.name: [(c.name, c.sql_type, None if c.default is None else str(c.default)) for c in table.columns]
         for table in _TABLES
     }
-    assert SCHEMA_VERSION == 8 and _versions(path) == (8, "8")
+    assert SCHEMA_VERSION == 9 and _versions(path) == (9, "9")
 
 
 def test_version_4_has_the_columns_of_version_3(tmp_path):
@@ -209,15 +209,24 @@ def test_version_7_adds_the_test_predictions_of_each_run(tmp_path):
 
 def test_version_8_adds_how_each_runs_grid_was_made(tmp_path):
     make_old_store(tmp_path / "v7.sqlite", 7)
-    Store(tmp_path / "v8.sqlite").close()
+    make_old_store(tmp_path / "v8.sqlite", 8)
     old, new = _live_columns(tmp_path / "v7.sqlite"), _live_columns(tmp_path / "v8.sqlite")
     assert new["runs"][-1] == ("grid_notes", "TEXT", None)
     new["runs"].pop()
     assert old == new
 
 
+def test_version_9_adds_the_epochs_of_each_points_relaxed_fit(tmp_path):
+    make_old_store(tmp_path / "v8.sqlite", 8)
+    Store(tmp_path / "v9.sqlite").close()
+    old, new = _live_columns(tmp_path / "v8.sqlite"), _live_columns(tmp_path / "v9.sqlite")
+    assert new["points"][-1] == ("relaxed_epochs", "INTEGER", None)
+    new["points"].pop()
+    assert old == new
+
+
 # ---------------------------------------------------------------------------- older stores
-@pytest.mark.parametrize("version", [1, 2, 3, 4, 5, 6, 7])
+@pytest.mark.parametrize("version", [1, 2, 3, 4, 5, 6, 7, 8])
 def test_an_older_store_is_upgraded_in_place(tmp_path, version):
     path = tmp_path / f"v{version}.sqlite"
     make_old_store(path, version)
@@ -241,7 +250,8 @@ def test_an_older_store_is_upgraded_in_place(tmp_path, version):
         assert all(p["stationarity"] is None for p in points)  # not measured before version 5
         assert (run["engine"], run["engine_note"]) == (None, None)  # not recorded before version 6
         assert run["test_predictions"] is None  # not stored before version 7 (nor by this hand-made one)
-        assert run["grid_notes"] is None  # not recorded before version 8
+        assert run["grid_notes"] is None  # not recorded before version 8 (nor by this hand-made one)
+        assert all(p["relaxed_epochs"] is None for p in points)  # not recorded before version 9
 
         new_run = {**_run("group"), "model": b"m", "penalized": b"p"}
         new_id = store.add_run(study["id"], new_run, [{**_points()[0], "diverged": True}])

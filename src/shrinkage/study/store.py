@@ -9,11 +9,12 @@ rows read back (JSON parsed, float32 blobs as arrays) are all built from those t
     runs     one per penalty of a study, UNIQUE (study_id, penalty)
     points   one per λ of the full-data path (fold -1) and of each CV fold
 
-The schema version is ``PRAGMA user_version`` (7). Stores written before version 4 carry
+The schema version is ``PRAGMA user_version`` (9). Stores written before version 4 carry
 their version only in ``meta`` (user_version 0): version 1 lacks ``runs.model`` and
 ``runs.penalized``, versions 1 and 2 lack ``points.diverged``, versions 1 to 4 lack
-``points.stationarity``, versions 1 to 5 ``runs.engine`` and ``runs.engine_note``. Such a
-store is upgraded in place,
+``points.stationarity``, versions 1 to 5 ``runs.engine`` and ``runs.engine_note``, 1 to 6
+``runs.test_predictions``, 1 to 7 ``runs.grid_notes``, 1 to 8 ``points.relaxed_epochs``.
+Such a store is upgraded in place,
 one named step per version, in one transaction, when it is opened for writing; opened
 with ``read_only=True`` it is left as it is and a column it lacks reads as that column's
 default. A store newer than this code is refused, and so is a file that lacks the
@@ -44,7 +45,7 @@ from shrinkage.validation import InputError
 
 __all__ = ["SCHEMA_VERSION", "Store", "StoreError"]
 
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 _FORMAT = "shrinkage-store"
 
 
@@ -330,6 +331,7 @@ _POINTS = _Table(
         _Column("seconds", "float"),
         _Column("diverged", "int", default=0),  # 1: the fit at this λ diverged (losses NULL); v3
         _Column("stationarity", "float"),  # how far the fit is from a stationary point (path.stationarity); v5
+        _Column("relaxed_epochs", "int"),  # the epochs its relaxed fit trained (PathPoint.relaxed_epochs); v9
     ),
     ("PRIMARY KEY (run_id, fold, idx)",),
 )
@@ -375,6 +377,11 @@ def _add_grid_notes(db: sqlite3.Connection) -> None:
     db.execute(_RUNS.add_column("grid_notes"))
 
 
+def _add_relaxed_epochs(db: sqlite3.Connection) -> None:
+    """Version 8 → 9: the epochs each point's relaxed fit trained (NULL: not recorded)."""
+    db.execute(_POINTS.add_column("relaxed_epochs"))
+
+
 _MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
     1: _add_models,
     2: _add_diverged,
@@ -383,6 +390,7 @@ _MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
     5: _add_engine,
     6: _add_test_predictions,
     7: _add_grid_notes,
+    8: _add_relaxed_epochs,
 }  # version → the step to version + 1
 
 
