@@ -309,3 +309,12 @@ def test_a_fit_that_runs_out_of_epochs_warns_with_its_distance_from_the_optimum(
     with warnings.catch_warnings():
         warnings.simplefilter("error", ConvergenceWarning)  # a network stopped early: no warning
         ShrinkageMLPRegressor(hidden_layer_sizes=(4,), penalty="l1", lambda_=1e-3, n_iter_no_change=1).fit(X, y)
+
+
+def test_every_activation_builds_the_layer_it_names():
+    from shrinkage.models import ACTIVATIONS
+
+    X, y = regression(40, 3)
+    for name, layer in ACTIVATIONS.items():
+        model = ShrinkageMLPRegressor((4,), activation=name, max_iter=2, random_state=0).fit(X, y)
+        assert [type(m) for m in model.model_.modules() if type(m) in ACTIVATIONS.values()] == [layer]

@@ -365,7 +365,7 @@ _EXTENSION_PARTS = 10
 def _bound(config: PathConfig) -> str:
     """What limits the λ added below an automatic grid, in words."""
     if config.extend <= config.n_lambdas - 1:
-        return f"PathConfig.extend = {config.extend}"
+        return f"{config.extend} (cross_validate's extend option)"
     return f"n_lambdas - 1 = {config.n_lambdas - 1}, the grid's own span"
 
 

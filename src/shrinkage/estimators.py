@@ -711,7 +711,7 @@ _COMMON_DOC = """
         weights stay within ``M`` times its skip weight. Exact with ``optimizer="sgd"``.
     mode : {"proximal", "loss", "gradient", "decoupled"}, default "proximal"
         How the penalty reaches the weights; only ``"proximal"`` gives exact zeros.
-    activation : {"relu", "tanh", "gelu", "silu"}, default "relu"
+    activation : {"relu", "tanh", "sigmoid", "gelu", "silu"}, default "relu"
     optimizer : {"auto", "fista", "adam", "adamw", "sgd", "rmsprop", "adagrad"}, default "auto"
         ``"fista"``: the full-batch accelerated proximal-gradient solver
         (:func:`~shrinkage.solvers.fista`), in float64, run to ``tol`` on all the training

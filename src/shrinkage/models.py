@@ -14,7 +14,7 @@ from .validation import check_choice, check_int, check_number, fail
 
 __all__ = ["ACTIVATIONS", "MLP", "SkipMLP"]
 
-ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU, "silu": nn.SiLU}
+ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "gelu": nn.GELU, "silu": nn.SiLU}
 
 
 class MLP(nn.Sequential):
@@ -28,7 +28,7 @@ class MLP(nn.Sequential):
         Hidden layer widths; ``()`` makes a linear model.
     out_features : int, default 1
         Outputs: 1 for regression or binary logits, K for K-class logits.
-    activation : {"relu", "tanh", "gelu", "silu"}, default "relu"
+    activation : {"relu", "tanh", "sigmoid", "gelu", "silu"}, default "relu"
     dropout : float in [0, 1), default 0.0
 
     Notes

@@ -236,6 +236,32 @@ def test_missing_values_are_counted_over_all_rows_and_the_device_used_is_shown(t
     assert "<code>not given: every core on the CPU (penalties in parallel processes), one on a GPU</code>" in html
 
 
+@pytest.mark.parametrize(
+    "named, shown",
+    [([], "read as text: c"), (["c"], "c"), (["b"], "b and read as text: c")],
+)
+def test_the_configuration_names_the_categorical_columns_found_as_text(tmp_path, named, shown):
+    # a text column is one-hot encoded ("c=x", "c=y") whether named or not
+    config = {"dataset": None, "data": "t.csv", "target": "y", "categorical": named, "selection": "1se", "relax": True}
+    data = {"columns": ["a", "b", "c"], "encoded_features": ["a", "b", "c=x", "c=y"], "groups": [[0], [1], [2, 3]]}
+    if named == ["b"]:  # a numeric column named categorical: its codes are levels
+        data |= {"encoded_features": ["a", "b=1", "b=2", "c=x", "c=y"], "groups": [[0], [1, 2], [3, 4]]}
+    with _small_store(tmp_path / "s.sqlite", config, data) as store:
+        html = " ".join(build_report(store, path=tmp_path / "r.html").read_text(encoding="utf-8").split())
+    assert f'<th>categorical</th><td class="text"><code>{shown}</code>' in html
+    without = {
+        "dataset": "diabetes",
+        "data": None,
+        "target": None,
+        "categorical": [],
+        "selection": "1se",
+        "relax": True,
+    }
+    with _small_store(tmp_path / "t.sqlite", without, {}) as store:
+        html = " ".join(build_report(store, path=tmp_path / "t.html").read_text(encoding="utf-8").split())
+    assert '<th>categorical</th><td class="text"><code>none</code>' in html
+
+
 def test_a_study_stored_before_devices_reads_as_trained_on_the_cpu(tmp_path):
     config = {"dataset": "diabetes", "data": None, "target": None, "selection": "1se", "relax": True, "n_jobs": -1}
     with _small_store(tmp_path / "s.sqlite", config, {}) as store:

@@ -398,7 +398,10 @@ def study(
         with Store(store_path) as store:
 
             def announce(run):
-                console.print(f"  {run['penalty']:<10} done in {run['seconds']:.1f} s")
+                shared = ""
+                if run["penalty"] == "none" and len(config.penalties) > 1:  # (trained by whichever ran first)
+                    shared = " (the unpenalized fits every penalty starts from)"
+                console.print(f"  {run['penalty']:<10} done in {run['seconds']:.1f} s{shared}")
 
             console.print(f"study → {store_path} (device {device})")
             if device != "cpu" and config.n_jobs is None:

@@ -238,6 +238,8 @@ def _configuration(config: dict[str, Any], data: dict[str, Any], runs: list[dict
             rows.append((key, f"auto (inferred: {data['task']})"))
         elif key == "n_jobs" and value is None:
             rows.append((key, "not given: every core on the CPU (penalties in parallel processes), one on a GPU"))
+        elif key == "categorical":
+            rows.append((key, _categorical(value or [], data)))
         elif key == "device":
             used = data.get("device", "cpu")
             rows.append((key, value if value == used else f"{value} (used: {used})"))
@@ -251,6 +253,22 @@ def _configuration(config: dict[str, Any], data: dict[str, Any], runs: list[dict
     if engines:
         rows.append(("engine", engines))
     return rows
+
+
+def _categorical(named: list[str], data: dict[str, Any]) -> str:
+    """The categorical columns: those named, and those found to hold text, each one-hot
+    encoded (a numeric column's one encoded feature keeps its name; a level's is
+    ``column=level``)."""
+    encoded = data.get("encoded_features", [])
+    found = [
+        name
+        for name, group in zip(data.get("columns", []), data.get("groups", []))
+        if any(encoded[j] != name for j in group) and name not in named
+    ]
+    parts = [", ".join(named)] if named else []
+    if found:
+        parts.append(f"{'and ' if named else ''}read as text: {', '.join(found)}")
+    return " ".join(parts) if parts else "none"
 
 
 def _engines(runs: list[dict[str, Any]]) -> str:
