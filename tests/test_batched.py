@@ -262,7 +262,7 @@ def test_relaxed_fits_match(diabetes):
     relaxed = lambda result: np.array([[p.relaxed_test_loss for p in f.points] for f in result.folds])  # noqa: E731
     assert np.isfinite(relaxed(bat)).all()
     np.testing.assert_allclose(relaxed(bat), relaxed(seq), rtol=0.05)
-    # the full data's, trained for the folds' median epochs
+    # the full data's, stopped at the longest of the folds' at the latest
     own = lambda result: np.array([p.relaxed_val_loss for p in result.path.points])  # noqa: E731
     np.testing.assert_allclose(own(bat), own(seq), rtol=0.05)
     chosen = bat.path.points[bat.index]

@@ -411,7 +411,7 @@ def test_the_progress_bar_counts_the_work_as_it_is_done(engine, monkeypatch):
 
 
 @pytest.mark.parametrize("engine", ["batched", "sequential"])
-def test_the_full_data_relaxed_fit_trains_as_long_as_the_folds_did(engine):
+def test_the_full_data_relaxed_fit_trains_no_longer_than_the_folds(engine):
     # separable classes: without a penalty only early stopping bounds a relaxed fit, and
     # one stopped on the full data's few validation rows, all separated, trained on until
     # its test loss was several times the folds' (a new user's breast_cancer study)
@@ -424,7 +424,9 @@ def test_the_full_data_relaxed_fit_trains_as_long_as_the_folds_did(engine):
     result = cross_validate(lambda: MLP(4, (8,)), X, y, dense_config=dense, train_config=path, **settings)
     folds = np.array([[point.relaxed_epochs for point in fold.points] for fold in result.folds])
     assert (folds > 0).all()
-    full = [point.relaxed_epochs for point in result.path.points]
-    assert full == [int(e) for e in np.median(folds, axis=0)]  # trained exactly that long
+    full = np.array([point.relaxed_epochs for point in result.path.points])
+    longest = folds.max(axis=0)
+    assert (full <= longest).all()  # never longer than every fold's
+    assert (full == longest).any()  # and the cap binds: its own validation rows would let it go on
     chosen = result.path.points[result.index]
     assert all(torch.equal(chosen.relaxed_state[k], v) for k, v in result.model.state_dict().items())

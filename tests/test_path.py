@@ -19,7 +19,7 @@ from shrinkage.path import (
     PathConfig,
     PathPoint,
     _RelaxedFits,
-    fixed_epochs,
+    capped_epochs,
     folds_relaxed_epochs,
     lambda_grid,
     next_lambda,
@@ -396,30 +396,30 @@ def test_relaxed_fits_are_made_once_per_feature_set_and_length():
     fitted = []
 
     def fit(features, config):
-        fitted.append((features, config.max_epochs, config.restore_best))
-        return torch.nn.Linear(3, 1), TrainResult(epochs=config.max_epochs, best_epoch=7)
+        fitted.append((features, config.max_epochs))
+        return torch.nn.Linear(3, 1), TrainResult(epochs=min(config.max_epochs, 20), best_epoch=7)
 
     config = TrainConfig(max_epochs=50)
     fits = _RelaxedFits(fit, lambda model: (1.0, 2.0), config, keep_states=False)
     assert fits([0, 2]) == (1.0, 2.0, None, 8)  # stopped early: the best epoch's weights, after 8
     assert fits((0, 2))[:2] == (1.0, 2.0) and fits([1])[:2] == (1.0, 2.0)
-    assert fits([1], 30)[3] == 30  # trained for 30 epochs: the last weights
-    assert fitted == [([0, 2], 50, True), ([1], 50, True), ([1], 30, False)] and len(fits) == 3
+    assert fits([1], 30)[:2] == (1.0, 2.0)  # at most 30 epochs: a fit of its own
+    assert fitted == [([0, 2], 50), ([1], 50), ([1], 30)] and len(fits) == 3
     kept = _RelaxedFits(fit, lambda model: (1.0, 2.0), config, keep_states=True)([0])[2]
     assert set(kept) == {"weight", "bias"}
 
 
-def test_the_full_data_relaxed_fit_trains_the_folds_median_epochs():
+def test_the_full_data_relaxed_fit_trains_no_longer_than_its_longest_fold():
     def at(lambda_, epochs, diverged=False):
         point = PathPoint(lambda_, *[0.0] * 4, *[0] * 4, [], [], 0, 0, 0.0, diverged=diverged)
         point.relaxed_epochs = epochs
         return point
 
     folds = [[at(0.1, 10), at(0.2, 30)], [at(0.1, 20), at(0.2, 0)], [at(0.1, 41), at(0.2, 5, diverged=True)]]
-    # the median of the folds' fits at each λ; none where no fold has one (the second's 0: no fit)
-    assert folds_relaxed_epochs([0.1, 0.2, 0.3], folds) == [20, 30, None]
-    fixed = fixed_epochs(FIT_CONFIG.replace(lr_halvings=2), 25)
-    assert (fixed.max_epochs, fixed.patience, fixed.lr_halvings, fixed.restore_best) == (25, 25, 0, False)
+    # the longest of the folds' fits at each λ; none where no fold has one (the second's 0: no fit)
+    assert folds_relaxed_epochs([0.1, 0.2, 0.3], folds) == [41, 30, None]
+    assert capped_epochs(FIT_CONFIG, 25) == FIT_CONFIG.replace(max_epochs=25)
+    assert capped_epochs(FIT_CONFIG, 10**6) == FIT_CONFIG
 
 
 def test_path_config_validates_and_takes_keyword_overrides():

@@ -52,8 +52,8 @@ from .path import (
     _point,
     _Relaxed,
     _state_copy,
+    capped_epochs,
     cpu_threads,
-    fixed_epochs,
     folds_relaxed_epochs,
     kept_epochs,
     path_fit,
@@ -963,9 +963,9 @@ def _split(rows: np.ndarray, y: np.ndarray, task: str, config: PathConfig) -> tu
 def _relax(fit: _StackedPathFit) -> None:
     """The relaxed fit of every (model, feature set) on the paths, from the initial
     weights with the dropped input columns held at zero; their records go on the points.
-    The folds' fits, stopped early, come first, then the full data's (model 0), each for
-    the epochs the folds' trained at its λ (:func:`~shrinkage.path.folds_relaxed_epochs`;
-    stopped early where no fold has a fit there). The full data's keep their weights
+    The folds' fits, stopped early, come first, then the full data's (model 0), stopped
+    early too and at the longest of the folds' at its λ at the latest
+    (:func:`~shrinkage.path.folds_relaxed_epochs`). The full data's keep their weights
     when the path keeps states. Fits found in ``fit.reuse`` are not trained again."""
     folds = [(k, tuple(point.features), None) for k in range(1, len(fit.along)) for point in fit.along[k]]
     done = _relaxed_fits(fit, folds)
@@ -983,8 +983,8 @@ def _relax(fit: _StackedPathFit) -> None:
 def _relaxed_fits(
     fit: _StackedPathFit, wanted: Sequence[tuple[int, tuple[int, ...], int | None]]
 ) -> dict[tuple[int, tuple[int, ...], int | None], _Relaxed]:
-    """The relaxed fits ``(model, feature set, epochs or None: stopped early)`` of
-    ``wanted``, trained together, a few at a time on large data. The weights are kept
+    """The relaxed fits ``(model, feature set, most epochs or None)`` of ``wanted``,
+    trained together, a few at a time on large data. The weights are kept
     for model 0's (the full data's) where the path keeps states."""
     X, config = fit.X, fit.config
     keep = config.keep_states
@@ -995,26 +995,22 @@ def _relaxed_fits(
         if found is not None and (found[2] is not None or not keep or k != 0):  # with the weights it must give
             done[key] = found
     missing = [key for key in dict.fromkeys(wanted) if key not in done]
-    stopping = [key for key in missing if key[2] is None]
-    fixed = [key for key in missing if key[2] is not None]
     # many feature sets on large data: a few at a time, so that the stacked activations fit
     chunk = max(1, _ACTIVATION_BUDGET // (X.shape[0] * widest(fit.net)))
-    for group in (stopping, fixed):
-        for first in range(0, len(group), chunk):
-            part = group[first : first + chunk]
-            done.update(_train_relaxed(fit, part))
+    for first in range(0, len(missing), chunk):
+        done.update(_train_relaxed(fit, missing[first : first + chunk]))
     return done
 
 
 def _relaxed_config(config: TrainConfig, epochs: int | None) -> TrainConfig:
-    return config if epochs is None else fixed_epochs(config, epochs)
+    return config if epochs is None else capped_epochs(config, epochs)
 
 
 def _train_relaxed(
     fit: _StackedPathFit, part: Sequence[tuple[int, tuple[int, ...], int | None]]
 ) -> dict[tuple[int, tuple[int, ...], int | None], _Relaxed]:
-    """The relaxed fits of ``part`` as one stack: all stopped early, or all for their
-    own number of epochs."""
+    """The relaxed fits of ``part`` as one stack, each stopped early and at its own
+    most epochs."""
     X, config = fit.X, fit.config
     keep = config.keep_states
     stack = _Stack(fit.net, [fit.initial] * len(part), X.device)
@@ -1027,13 +1023,9 @@ def _train_relaxed(
     with torch.no_grad():
         stack.flat.mul_(hold)
     picked = fit.rows.take([k for k, _, _ in part])
-    lengths = [n for _, _, n in part]
-    if lengths[0] is None:
-        train_config, caps = config.dense_config, None
-    else:
-        train_config = fixed_epochs(config.dense_config, max(n for n in lengths if n is not None))
-        caps = np.array(lengths, dtype=np.int64)
-    result = _train(stack, X, fit.target, picked, fit.loss, train_config, None, hold, caps=caps)
+    dense = config.dense_config
+    caps = np.array([_relaxed_config(dense, epochs).max_epochs for _, _, epochs in part], dtype=np.int64)
+    result = _train(stack, X, fit.target, picked, fit.loss, dense, None, hold, caps=caps)
     with torch.no_grad():
         losses = _row_losses(stack.forward(X), fit.target, fit.loss)
         val, test = _means(losses, picked.val, len(part)), _means(losses, picked.test, len(part))

@@ -243,7 +243,7 @@ class PathPoint:
         With ``relax``: the epochs the relaxed model trained, up to the weights it kept
         (0 otherwise). A path's relaxed fits stop early on its validation rows; in
         :func:`~shrinkage.cv.cross_validate`, the full-data path's relaxed fit at a λ
-        trains for the folds' median at that λ instead (see :func:`relaxed_fit`).
+        also stops at the longest of the folds' at that λ (see :func:`relaxed_fit`).
     train_curve, val_curve : list of float
         Data loss per epoch of this λ's training (training: averaged over the epoch's
         batches; validation: at the epoch's end).
@@ -635,9 +635,10 @@ def relaxed_fit(
     Without a penalty nothing but early stopping bounds the fit: on classes the kept
     features separate, the loss falls toward 0 as the weights grow, and a fit stopped on
     a few validation rows that happen to be separated trains until it is far too sure.
-    So :func:`~shrinkage.cv.cross_validate` trains the full-data path's relaxed fits
-    for the number of epochs its folds' relaxed fits stopped at (the median at each λ,
-    :attr:`PathPoint.relaxed_epochs`): the refit returned is the one the folds scored.
+    So :func:`~shrinkage.cv.cross_validate` stops the full-data path's relaxed fit, the
+    model it returns, at the longest of its folds' relaxed fits at that λ
+    (``PathPoint.relaxed_epochs``) if its own validation rows have not stopped it
+    before: no longer than any fit the CV curve scored.
     """
     training = dict(X=X, y=y, loss=loss, validation=validation, config=config, seed=seed)
     return _relaxed_training(model, features, start, **training)[0]
@@ -666,11 +667,9 @@ def _relaxed_training(
     return relaxed, train(relaxed, after_step=hold_dropped_at_zero, **training)
 
 
-def fixed_epochs(config: TrainConfig, epochs: int) -> TrainConfig:
-    """``config`` trained for exactly ``epochs`` epochs: no early stopping and no
-    halving of the learning rate, the last weights kept (the validation data, when
-    given, only scored)."""
-    return config.replace(max_epochs=epochs, patience=epochs, lr_halvings=0, restore_best=False)
+def capped_epochs(config: TrainConfig, epochs: int) -> TrainConfig:
+    """``config`` stopped after at most ``epochs`` epochs (early stopping as before)."""
+    return config.replace(max_epochs=min(config.max_epochs, epochs))
 
 
 def kept_epochs(result: TrainResult, config: TrainConfig) -> int:
@@ -679,7 +678,7 @@ def kept_epochs(result: TrainResult, config: TrainConfig) -> int:
 
 
 def refits_by_folds(config: PathConfig) -> bool:
-    """Whether cross-validation trains the full-data relaxed fits for the folds' epochs:
+    """Whether cross-validation caps the full-data relaxed fits at the folds' epochs:
     with ``relax``, and an optimizer that stops early (a solver runs to its tolerance)."""
     return config.relax and config.dense_config.optimizer not in SOLVERS
 
@@ -687,15 +686,15 @@ def refits_by_folds(config: PathConfig) -> bool:
 def folds_relaxed_epochs(
     lambdas: Sequence[float] | np.ndarray, folds: Sequence[Sequence[PathPoint]]
 ) -> list[int | None]:
-    """At each of ``lambdas``, the median of the epochs the folds' relaxed fits at that
-    λ trained (rounded; None where no fold has a relaxed fit there: a diverged fit, a
-    path that ended before it): how long the full-data relaxed fit trains."""
+    """At each of ``lambdas``, the most epochs a fold's relaxed fit at that λ trained
+    (None where no fold has a relaxed fit there: a diverged fit, a path that ended
+    before it): how long the full-data relaxed fit may train."""
     epochs: dict[float, list[int]] = {}
     for points in folds:
         for point in points:
             if not point.diverged and point.relaxed_epochs > 0:
                 epochs.setdefault(point.lambda_, []).append(point.relaxed_epochs)
-    return [round(float(np.median(epochs[lam]))) if lam in epochs else None for lam in lambdas]
+    return [max(epochs[lam]) if lam in epochs else None for lam in lambdas]
 
 
 def _prepare(
@@ -789,10 +788,10 @@ class _RelaxedFits:
 
     def __call__(self, features: Sequence[int], epochs: int | None = None) -> _Relaxed:
         """(validation loss, test loss, weights or None, epochs trained) of the relaxed
-        model on ``features``: stopped early, or trained ``epochs`` epochs."""
+        model on ``features``, stopped early (and at ``epochs`` epochs)."""
         key = (tuple(features), epochs)
         if key not in self._done:
-            config = self._config if epochs is None else fixed_epochs(self._config, epochs)
+            config = self._config if epochs is None else capped_epochs(self._config, epochs)
             model, result = self._fit(list(features), config)
             state = _state_copy(model) if self._keep else None
             self._done[key] = (*self._score(model), state, kept_epochs(result, config))
@@ -943,8 +942,8 @@ class _PathFit:
         return replace(kept, train_loss=nan, val_loss=nan, test_loss=nan, penalty=nan, stationarity=nan, diverged=True)
 
     def relax_again(self, points: Sequence[PathPoint], epochs: Sequence[int | None]) -> None:
-        """The relaxed fit of each of ``points`` trained for its ``epochs`` (None: stopped
-        early, as on the path) instead, on the points (a diverged point has none)."""
+        """The relaxed fit of each of ``points`` again, stopped at its ``epochs`` at the
+        latest (None: as on the path), on the points (a diverged point has none)."""
         for point, n in zip(points, epochs, strict=True):
             if not point.diverged:
                 set_relaxed(point, self.relaxed(point.features, n))
