@@ -404,6 +404,7 @@ def test_relaxed_fits_are_made_once_per_feature_set_and_length():
     assert fits([0, 2]) == (1.0, 2.0, None, 8)  # stopped early: the best epoch's weights, after 8
     assert fits((0, 2))[:2] == (1.0, 2.0) and fits([1])[:2] == (1.0, 2.0)
     assert fits([1], 30)[:2] == (1.0, 2.0)  # at most 30 epochs: a fit of its own
+    assert fits([1], 80)[:2] == (1.0, 2.0)  # a cap above max_epochs: the fit stopped early already
     assert fitted == [([0, 2], 50), ([1], 50), ([1], 30)] and len(fits) == 3
     kept = _RelaxedFits(fit, lambda model: (1.0, 2.0), config, keep_states=True)([0])[2]
     assert set(kept) == {"weight", "bias"}

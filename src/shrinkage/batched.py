@@ -967,31 +967,34 @@ def _relax(fit: _StackedPathFit) -> None:
     early too and at the longest of the folds' at its λ at the latest
     (:func:`~shrinkage.path.folds_relaxed_epochs`). The full data's keep their weights
     when the path keeps states. Fits found in ``fit.reuse`` are not trained again."""
-    folds = [(k, tuple(point.features), None) for k in range(1, len(fit.along)) for point in fit.along[k]]
+    dense = fit.config.dense_config
+    folds = [(k, tuple(point.features), dense.max_epochs) for k in range(1, len(fit.along)) for point in fit.along[k]]
     done = _relaxed_fits(fit, folds)
     for k in range(1, len(fit.along)):
         for point in fit.along[k]:
-            set_relaxed(point, done[(k, tuple(point.features), None)])
+            set_relaxed(point, done[(k, tuple(point.features), dense.max_epochs)])
     full = fit.along[0]
     epochs = folds_relaxed_epochs([point.lambda_ for point in full], fit.along[1:])
-    wanted = [(0, tuple(point.features), n) for point, n in zip(full, epochs, strict=True)]
+    most = [dense.max_epochs if n is None else min(n, dense.max_epochs) for n in epochs]
+    wanted = [(0, tuple(point.features), n) for point, n in zip(full, most, strict=True)]
     done = _relaxed_fits(fit, wanted)
     for point, key in zip(full, wanted, strict=True):
         set_relaxed(point, done[key])
 
 
-def _relaxed_fits(
-    fit: _StackedPathFit, wanted: Sequence[tuple[int, tuple[int, ...], int | None]]
-) -> dict[tuple[int, tuple[int, ...], int | None], _Relaxed]:
-    """The relaxed fits ``(model, feature set, most epochs or None)`` of ``wanted``,
-    trained together, a few at a time on large data. The weights are kept
-    for model 0's (the full data's) where the path keeps states."""
+#: A relaxed fit to train: (model, input features kept, most epochs).
+_RelaxedKey = tuple[int, tuple[int, ...], int]
+
+
+def _relaxed_fits(fit: _StackedPathFit, wanted: Sequence[_RelaxedKey]) -> dict[_RelaxedKey, _Relaxed]:
+    """The relaxed fits of ``wanted``, trained together, a few at a time on large data.
+    The weights are kept for model 0's (the full data's) where the path keeps states."""
     X, config = fit.X, fit.config
     keep = config.keep_states
-    done: dict[tuple[int, tuple[int, ...], int | None], _Relaxed] = {}
+    done: dict[_RelaxedKey, _Relaxed] = {}
     for key in dict.fromkeys(wanted):
-        k, features, epochs = key
-        found = fit.recall(k, _relaxed_config(config.dense_config, epochs), str(features))
+        k, features, most = key
+        found = fit.recall(k, capped_epochs(config.dense_config, most), str(features))
         if found is not None and (found[2] is not None or not keep or k != 0):  # with the weights it must give
             done[key] = found
     missing = [key for key in dict.fromkeys(wanted) if key not in done]
@@ -1002,13 +1005,7 @@ def _relaxed_fits(
     return done
 
 
-def _relaxed_config(config: TrainConfig, epochs: int | None) -> TrainConfig:
-    return config if epochs is None else capped_epochs(config, epochs)
-
-
-def _train_relaxed(
-    fit: _StackedPathFit, part: Sequence[tuple[int, tuple[int, ...], int | None]]
-) -> dict[tuple[int, tuple[int, ...], int | None], _Relaxed]:
+def _train_relaxed(fit: _StackedPathFit, part: Sequence[_RelaxedKey]) -> dict[_RelaxedKey, _Relaxed]:
     """The relaxed fits of ``part`` as one stack, each stopped early and at its own
     most epochs."""
     X, config = fit.X, fit.config
@@ -1023,16 +1020,15 @@ def _train_relaxed(
     with torch.no_grad():
         stack.flat.mul_(hold)
     picked = fit.rows.take([k for k, _, _ in part])
-    dense = config.dense_config
-    caps = np.array([_relaxed_config(dense, epochs).max_epochs for _, _, epochs in part], dtype=np.int64)
-    result = _train(stack, X, fit.target, picked, fit.loss, dense, None, hold, caps=caps)
+    caps = np.array([most for _, _, most in part], dtype=np.int64)
+    result = _train(stack, X, fit.target, picked, fit.loss, config.dense_config, None, hold, caps=caps)
     with torch.no_grad():
         losses = _row_losses(stack.forward(X), fit.target, fit.loss)
         val, test = _means(losses, picked.val, len(part)), _means(losses, picked.test, len(part))
     done = {}
     for m, key in enumerate(part):
-        k, features, epochs = key
-        used = _relaxed_config(config.dense_config, epochs)
+        k, features, most = key
+        used = capped_epochs(config.dense_config, most)
         state = stack.state(m) if keep and k == 0 else None
         done[key] = (val[m], test[m], state, kept_epochs(result.result(m), used))
         fit.remember(k, used, done[key], str(features))

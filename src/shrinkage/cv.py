@@ -381,7 +381,7 @@ def _paths(
     if joint is not None:
         bar.advance(len(folds) + 1)
         return joint[0], joint[1], "batched", note
-    # the full data's relaxed fits train as long as the folds' at their λ: after them
+    # the full data's relaxed fits stop at the longest of the folds' at their λ: after them
     later = refits_by_folds(config)
     full_config = config.replace(keep_states=True, relax=config.relax and not later)
     full = _full_path(model, X, y, config=full_config, progress=False, **common)

@@ -781,7 +781,7 @@ class _RelaxedFits:
         keep_states: bool = False,
     ):
         self._fit, self._score, self._config, self._keep = fit, score, config, keep_states
-        self._done: dict[tuple[tuple[int, ...], int | None], _Relaxed] = {}
+        self._done: dict[tuple[tuple[int, ...], int], _Relaxed] = {}
 
     def __len__(self) -> int:
         return len(self._done)
@@ -789,9 +789,9 @@ class _RelaxedFits:
     def __call__(self, features: Sequence[int], epochs: int | None = None) -> _Relaxed:
         """(validation loss, test loss, weights or None, epochs trained) of the relaxed
         model on ``features``, stopped early (and at ``epochs`` epochs)."""
-        key = (tuple(features), epochs)
+        config = self._config if epochs is None else capped_epochs(self._config, epochs)
+        key = (tuple(features), config.max_epochs)
         if key not in self._done:
-            config = self._config if epochs is None else capped_epochs(self._config, epochs)
             model, result = self._fit(list(features), config)
             state = _state_copy(model) if self._keep else None
             self._done[key] = (*self._score(model), state, kept_epochs(result, config))
