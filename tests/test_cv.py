@@ -223,7 +223,11 @@ def test_lambda_min_at_the_grids_smallest_lambda_warns(grid):
 
     X, y, settings = _noise_free()
     settings |= dict(lambdas=(0.01, 0.03, 0.1, 0.3)) if grid == "given" else dict(n_lambdas=4, extend=0)
-    with pytest.warns(GridEdgeWarning, match=r"lambda_min is the grid's smallest λ \([^)]*\): .*extend the grid down"):
+    # what to change: the grid given, or the automatic grid's ratio
+    how = r"\(smaller values in lambdas=\)" if grid == "given" else r"\(a smaller lambda_min_ratio, or lambdas=\.\.\.\)"
+    with pytest.warns(
+        GridEdgeWarning, match=rf"lambda_min is the grid's smallest λ \([^)]*\): .*extend the grid down {how}"
+    ):
         result = cross_validate(torch.nn.Linear(3, 1), X, y, **settings)
     assert result.at_grid_edge and result.index_min == 0 and len(result.lambdas) == 4
 
@@ -423,7 +427,7 @@ def test_the_full_data_relaxed_fit_trains_no_longer_than_the_folds(engine):
     path = TrainConfig(lr=1e-2, batch_size=None, max_epochs=60, monitor="objective")
     result = cross_validate(lambda: MLP(4, (8,)), X, y, dense_config=dense, train_config=path, **settings)
     folds = np.array([[point.relaxed_epochs for point in fold.points] for fold in result.folds])
-    assert (folds > 0).all()
+    assert (folds > 0).all() and result.path.dense.relaxed_epochs is None  # (no relaxed fit of the dense start)
     full = np.array([point.relaxed_epochs for point in result.path.points])
     longest = folds.max(axis=0)
     assert (full <= longest).all()  # never longer than every fold's

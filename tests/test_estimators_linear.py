@@ -179,6 +179,8 @@ def test_relaxed_cv_is_least_squares_on_the_features_kept():
     coef, bias = linear(ours)
     assert relative(coef.ravel()[kept], ols.coef_) < 1e-6 and abs(bias[0] - ols.intercept_) < 1e-6 * abs(ols.intercept_)
     assert np.all(coef.ravel()[~kept] == 0)
+    chosen = ours.cv_result_.path.points[ours.cv_result_.index]
+    assert ours.n_iter_ == chosen.relaxed_epochs > 0  # the iterations of the model returned, the relaxed one
 
 
 # ------------------------------------------------------------------ convergence and errors

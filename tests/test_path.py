@@ -416,8 +416,8 @@ def test_the_full_data_relaxed_fit_trains_no_longer_than_its_longest_fold():
         point.relaxed_epochs = epochs
         return point
 
-    folds = [[at(0.1, 10), at(0.2, 30)], [at(0.1, 20), at(0.2, 0)], [at(0.1, 41), at(0.2, 5, diverged=True)]]
-    # the longest of the folds' fits at each λ; none where no fold has one (the second's 0: no fit)
+    folds = [[at(0.1, 10), at(0.2, 30)], [at(0.1, 20), at(0.2, None)], [at(0.1, 41), at(0.2, 5, diverged=True)]]
+    # the longest of the folds' fits at each λ; none where no fold has one
     assert folds_relaxed_epochs([0.1, 0.2, 0.3], folds) == [41, 30, None]
     assert capped_epochs(FIT_CONFIG, 25) == FIT_CONFIG.replace(max_epochs=25)
     assert capped_epochs(FIT_CONFIG, 10**6) == FIT_CONFIG

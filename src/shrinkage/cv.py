@@ -631,9 +631,12 @@ def cross_validate(
     scores, admissible, mean, se, index_min, index_1se, _ = summary
     if edge is not None:
         tried = f", with the {added} λ added below the automatic grid (the most it takes: {_bound(config)})"
+        how = "a smaller lambda_min_ratio, or lambdas=..."
+        if config.lambdas is not None:
+            how = "smaller values in lambdas="
         warn(
             f"{edge}{tried if added else ''}: the cross-validated loss may fall further below it; extend the grid "
-            "down (a smaller lambda_min_ratio, or lambdas=...)",
+            f"down ({how})",
             GridEdgeWarning,
         )
 

@@ -642,6 +642,9 @@ class _CrossValidated(_ShrinkageMLP):
         self.path_ = result.path
         point = result.path.points[result.index]
         self._set_fitted(copy.deepcopy(result.model), [point], point.features, X.shape[1])
+        if result.relaxed:  # model_ is the relaxed refit: the epochs it trained
+            assert point.relaxed_epochs is not None  # the chosen λ did not diverge
+            self.n_iter_ = point.relaxed_epochs
         self.penalty_value_ = point.penalty
         self._warn_if_unconverged(point)
         return self
@@ -912,7 +915,10 @@ class ShrinkageMLPRegressorCV(_RegressorMethods, _CrossValidated):
         Keep the model at ``lambda_1se_`` (sparser, glmnet's rule) or ``lambda_min_``.
     relax : bool, default False
         Score and keep relaxed models: each λ's solution retrained without penalty on
-        its own selected features (see :func:`~shrinkage.cv.cross_validate`).
+        its own selected features (see :func:`~shrinkage.cv.cross_validate`). ``model_``
+        is then the relaxed refit and ``n_iter_`` the epochs it trained; ``loss_curve_``,
+        ``validation_scores_`` and ``penalty_value_`` stay the penalized fit's at the
+        chosen λ (whose features the refit keeps).
     fit_config : {{"default", "same"}}, default "default"
         Unpenalized fits (dense start, relaxed fits) with the library's full-batch
         defaults, or with this estimator's training parameters.

@@ -239,9 +239,9 @@ class PathPoint:
         without penalty, the unused input features held at zero (NaN otherwise).
     relaxed_state : dict or None
         The relaxed model's weights, when the path kept states.
-    relaxed_epochs : int
+    relaxed_epochs : int or None
         With ``relax``: the epochs the relaxed model trained, up to the weights it kept
-        (0 otherwise). A path's relaxed fits stop early on its validation rows; in
+        (None otherwise). A path's relaxed fits stop early on its validation rows; in
         :func:`~shrinkage.cv.cross_validate`, the full-data path's relaxed fit at a λ
         also stops at the longest of the folds' at that λ (see :func:`relaxed_fit`).
     train_curve, val_curve : list of float
@@ -277,7 +277,7 @@ class PathPoint:
     val_curve: list[float] = field(default_factory=list, repr=False)
     feature_norms: list[float] = field(default_factory=list, repr=False)
     stationarity: float = math.nan
-    relaxed_epochs: int = 0
+    relaxed_epochs: int | None = None
 
     @property
     def n_features(self) -> int:
@@ -692,7 +692,7 @@ def folds_relaxed_epochs(
     epochs: dict[float, list[int]] = {}
     for points in folds:
         for point in points:
-            if not point.diverged and point.relaxed_epochs > 0:
+            if not point.diverged and point.relaxed_epochs is not None:
                 epochs.setdefault(point.lambda_, []).append(point.relaxed_epochs)
     return [max(epochs[lam]) if lam in epochs else None for lam in lambdas]
 
