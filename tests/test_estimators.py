@@ -309,6 +309,13 @@ def test_a_fit_that_runs_out_of_epochs_warns_with_its_distance_from_the_optimum(
     with warnings.catch_warnings():
         warnings.simplefilter("error", ConvergenceWarning)  # a network stopped early: no warning
         ShrinkageMLPRegressor(hidden_layer_sizes=(4,), penalty="l1", lambda_=1e-3, n_iter_no_change=1).fit(X, y)
+    # a target far from unit scale is named, and what trains on it standardized
+    for scale, named in ((100.0, True), (0.01, True), (1.0, False)):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            ShrinkageMLPRegressor(hidden_layer_sizes=(4,), lambda_=1e-3, max_iter=3).fit(X, scale * y)
+        (message,) = [str(w.message) for w in caught if w.category is ConvergenceWarning]
+        assert ("y's standard deviation is" in message and "TransformedTargetRegressor" in message) == named
 
 
 def test_every_activation_builds_the_layer_it_names():

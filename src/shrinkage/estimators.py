@@ -310,11 +310,12 @@ class _ShrinkageMLP(SelectorMixin, BaseEstimator):
             **fields,
         )
 
-    def _warn_if_unconverged(self, point: PathPoint) -> None:
+    def _warn_if_unconverged(self, point: PathPoint, target: np.ndarray) -> None:
         """scikit-learn's ``ConvergenceWarning`` when the fit that became the model ends
         more than ``tol`` from a stationary point (:func:`~shrinkage.path.stationarity`, 0
         at the optimum) after using every one of its ``max_iter`` epochs — or, for the
-        linear configuration (a convex objective with one optimum), at all."""
+        linear configuration (a convex objective with one optimum), at all. A regression
+        target far from unit scale is named: Adam's steps suit one near it."""
         tol = self._tol()
         if point.diverged or not point.stationarity > tol:
             return
@@ -337,6 +338,13 @@ class _ShrinkageMLP(SelectorMixin, BaseEstimator):
             )
         else:
             advice = "increase max_iter, with a lower learning_rate (Adam's fixed step circles a stationary point)"
+            spread = float(np.std(target)) if self._task_kind == "regression" else 1.0
+            if not _UNIT_SCALE[0] <= spread <= _UNIT_SCALE[1]:
+                advice = (
+                    f"y's standard deviation is {spread:.3g}, and Adam's steps (learning_rate) suit a target near "
+                    "unit scale: TransformedTargetRegressor(this estimator, transformer=StandardScaler()) trains on "
+                    f"the standardized target; or {advice}"
+                )
         warn(
             f"{type(self).__name__}: the fit at λ={point.lambda_:.4g} {why} and is still {point.stationarity:.2g} "
             f"from a stationary point, above tol={tol:g} (see shrinkage.path.stationarity); {advice}",
@@ -494,6 +502,12 @@ class _ShrinkageMLP(SelectorMixin, BaseEstimator):
         return tags
 
 
+#: A regression target's standard deviation outside this range is named when a network's
+#: fit does not converge (on diabetes' raw target, std 77: 7.4 s, unconverged, test R²
+#: 0.32; standardized: 3.1 s, converged, 0.35).
+_UNIT_SCALE = (0.1, 10.0)
+
+
 class _SingleLambda(_ShrinkageMLP):
     """Fit at one λ: the path with one point (after a dense start)."""
 
@@ -526,7 +540,7 @@ class _SingleLambda(_ShrinkageMLP):
             _move_intercepts_([path.model, *_recorded_states(path)], means, -1.0)
         self._set_fitted(path.model, records, records[-1].features, X.shape[1])
         self.penalty_value_ = records[-1].penalty
-        self._warn_if_unconverged(records[-1])
+        self._warn_if_unconverged(records[-1], target)
         self._optimizer, self._partial_seed = None, seed  # for partial_fit after fit
         return self
 
@@ -646,7 +660,7 @@ class _CrossValidated(_ShrinkageMLP):
             assert point.relaxed_epochs is not None  # the chosen λ did not diverge
             self.n_iter_ = point.relaxed_epochs
         self.penalty_value_ = point.penalty
-        self._warn_if_unconverged(point)
+        self._warn_if_unconverged(point, target)
         return self
 
 
