@@ -37,6 +37,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from shrinkage import _numba
 from shrinkage.batched import Reuse
 from shrinkage.cv import backend_is_local, cross_validate, cross_validate_unpenalized, one_standard_error
 from shrinkage.models import MLP, SkipMLP
@@ -508,8 +509,11 @@ def _run_recorded(
 ) -> _Recorded:
     """:func:`_run_penalty`, with the warnings it raised (message, category) kept rather
     than shown: :func:`_runs` raises them again in the study's order, naming the penalty,
-    in this process (a worker's would otherwise go, unformatted, to its stderr)."""
-    with warnings.catch_warnings(record=True) as caught:
+    in this process (a worker's would otherwise go, unformatted, to its stderr).
+
+    The proxes run torch's code, not the Numba kernels: a study's process stays without
+    Numba's 130 MB (its data sets are small; the default study takes as long either way)."""
+    with warnings.catch_warnings(record=True) as caught, _numba.unused():
         run = _run_penalty(config, prepared, name, device, common)
     return run, [(str(w.message), w.category) for w in caught]
 
