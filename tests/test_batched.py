@@ -546,3 +546,34 @@ def test_each_model_walks_the_lambdas_at_its_own_pace(diabetes, penalty):
     torch.testing.assert_close(stack.flat[0].detach(), together[0][2][1])
     if penalty.__class__ is L1:  # this case has a model ahead of the lead
         assert max(len(stopped[k]) for k in (1, 2)) == 4
+
+
+@pytest.mark.parametrize("penalty", [GroupLasso(), SparseGroupLasso()], ids=["group", "sparse_group"])
+def test_group_proxes_run_through_the_numba_kernels_as_torchs_code(monkeypatch, penalty):
+    """With Numba, the stack's group proxes go through its kernels (contiguous copies of
+    the flat stack's views, written back); under ``_numba.unused()`` (the study) through
+    torch's code. The two make the same cross-validation: the same λ chosen, the same
+    losses to float rounding."""
+    pytest.importorskip("numba")
+    from shrinkage import _numba
+
+    X, y = _standardized(load_wine)
+    calls = []
+    kernel = _numba.group_prox_
+    monkeypatch.setattr(_numba, "group_prox_", lambda *a, **k: calls.append(1) or kernel(*a, **k))
+
+    def run():
+        torch.manual_seed(0)
+        return cross_validate(
+            lambda: MLP(13, (8,), 3), X, y, penalty=penalty, task="multiclass", cv=3, n_lambdas=6, engine="batched"
+        )
+
+    kernels = run()
+    assert kernels.engine == "batched" and len(calls) > 100
+    calls.clear()
+    with _numba.unused():
+        torchs = run()
+    assert not calls
+    np.testing.assert_array_equal(kernels.lambdas, torchs.lambdas)
+    assert kernels.lambda_ == torchs.lambda_
+    np.testing.assert_allclose(kernels.scores, torchs.scores, rtol=1e-3, atol=1e-5)
