@@ -720,8 +720,8 @@ def _scaled_group_factor(x: Tensor, c: Tensor, layout: GroupLayout, max_iter: in
     operation than torch's: the prox of a small tabular network is all per-operation
     cost), with torch's elsewhere. The arrays are laid out ``(models, columns, entries)``,
     each column's entries contiguous, so that a group's sums are reductions over the last
-    axis (and over its columns, for user groups): half the time of sums over the
-    weight's own strided axes."""
+    axis (and over its columns, for user groups): on a small stack's first layer, the
+    factor in 60 % of the time its sums over the weight's own strided axes took."""
     models, outer, columns, inner = _group_shape(x, layout)
     on_host = _numpy_viewable(x)
     xp: Any = np if on_host else torch

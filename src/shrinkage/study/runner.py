@@ -512,7 +512,7 @@ def _run_recorded(
     in this process (a worker's would otherwise go, unformatted, to its stderr).
 
     The proxes run torch's code, not the Numba kernels: a study's process stays without
-    Numba's 130 MB (its data sets are small; the default study takes as long either way)."""
+    Numba's 130 MB."""
     with warnings.catch_warnings(record=True) as caught, _numba.unused():
         run = _run_penalty(config, prepared, name, device, common)
     return run, [(str(w.message), w.category) for w in caught]
