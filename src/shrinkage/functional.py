@@ -697,7 +697,7 @@ def _group_shrink_scaled_(x: Tensor, layout: GroupLayout, step: Step, *, scale: 
         c = torch.div((step.numerator * scale) * weights, d, out=d if isinstance(step, RootStep) else None)
     else:
         assert isinstance(step, Tensor)  # per-element steps
-        c = step * (scale * weights) if isinstance(weights, float) else (step * scale) * weights
+        c = (step * scale) * weights
     if layout.labels is None and x.numel() == math.prod(x.shape[: layout.batch]) * layout.n_groups:
         # groups of one entry (a single output's hidden units): the root is |w| − c, and
         # the prox the soft threshold by c, without Newton's passes
