@@ -3,6 +3,8 @@ sequential one (one path per fold), which stays the reference."""
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -16,7 +18,7 @@ from shrinkage.cv import cross_validate, cross_validate_unpenalized
 from shrinkage.models import MLP
 from shrinkage.path import PathConfig
 from shrinkage.penalties import L1, L2, ElasticNet, GroupLasso, HierarchicalLasso, SparseGroupLasso
-from shrinkage.regularizer import Rule
+from shrinkage.regularizer import Regularizer, Rule
 from shrinkage.train import TrainConfig
 from shrinkage.validation import InputError
 
@@ -487,6 +489,50 @@ def test_the_element_wise_prox_on_the_flat_stack_is_each_penaltys_prox_bit_for_b
     assert (flat == 0).any() == any(not isinstance(rule.penalty, L2) for rule in rules)  # L1's exact zeros
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize(
+    "rules",
+    [
+        [Rule(GroupLasso(3.0), select="0.weight"), Rule(GroupLasso(2.0, groups="unit"), select="2.weight")],
+        [Rule(SparseGroupLasso(3.0, l1_ratio=0.3), select="0.weight"), Rule(L1(0.2), select="4.weight")],
+        [Rule(GroupLasso(2.0, groups=[[0, 1, 2], [3, 4, 5, 6]]), select="0.weight")],
+    ],
+    ids=["input and unit groups", "sparse group and l1", "groups of columns"],
+)
+def test_the_group_prox_and_values_on_the_flat_stack_are_each_penaltys(rules, dtype):
+    """The stack's group proxes (the Numba kernels on the flat tensors' parts, where they
+    run) and penalty values (NumPy on the CPU) against each penalty's own ``prox_`` and
+    ``value`` on each model's tensors: column groups and row groups (the kernels' two
+    loops), sparse group lasso beside an element-wise term, and user groups (torch's code)."""
+    from shrinkage import _numba
+    from shrinkage.batched import _Stack, _Terms
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(7, 13), nn.ReLU(), nn.Linear(13, 5), nn.Tanh(), nn.Linear(5, 1)).to(dtype)
+    states = [{k: v + 0.1 * torch.randn_like(v) for k, v in net.state_dict().items()} for _ in range(4)]
+    stack = _Stack(net, states, "cpu")
+    terms = _Terms(stack, rules)
+    weights, steps = stack.flat.detach() * 3, torch.rand_like(stack.flat.detach()) * 2
+    flat = weights.clone()
+    terms.prox_(flat, steps)
+    each = weights.clone()
+    params, per_entry = stack.views(each), stack.views(steps)
+    with _numba.unused():  # torch's code: the reference
+        for penalty, names, layouts in terms.terms:
+            penalty.prox_([params[n] for n in names], layouts, step=[per_entry[n] for n in names])
+    assert (each == 0).any() and not torch.equal(each, weights)  # whole groups went, others shrank
+    tolerance = 1e-6 if dtype == torch.float32 else 1e-12
+    torch.testing.assert_close(flat, each, rtol=tolerance, atol=tolerance)
+    assert torch.equal(flat == 0, each == 0)
+    values = terms.values(flat)
+    for k in range(stack.n):
+        model = copy.deepcopy(net)
+        with torch.no_grad():
+            model.load_state_dict({n: v[k] for n, v in stack.views(flat).items()})
+        expected = sum(Regularizer(model, rules, mode="proximal").values().values())
+        assert values[k].item() == pytest.approx(float(expected), rel=1e-6)
+
+
 @pytest.mark.parametrize("penalty", [L1(), GroupLasso()], ids=["l1", "group"])
 def test_each_model_walks_the_lambdas_at_its_own_pace(diabetes, penalty):
     """In one call over several λ, a model that stops at a λ goes on to the next while
@@ -550,17 +596,22 @@ def test_each_model_walks_the_lambdas_at_its_own_pace(diabetes, penalty):
 
 @pytest.mark.parametrize("penalty", [GroupLasso(), SparseGroupLasso()], ids=["group", "sparse_group"])
 def test_group_proxes_run_through_the_numba_kernels_as_torchs_code(monkeypatch, penalty):
-    """With Numba, the stack's group proxes go through its kernels (contiguous copies of
-    the flat stack's views, written back); under ``_numba.unused()`` (the study) through
-    torch's code. The two make the same cross-validation: the same λ chosen, the same
-    losses to float rounding."""
+    """With Numba, the stack's group proxes go through its kernels (in place on the flat
+    stack's parts); under ``_numba.unused()`` (the study) through torch's code. The two
+    make the same cross-validation: the same λ chosen, the same losses to float rounding."""
     pytest.importorskip("numba")
     from shrinkage import _numba
 
     X, y = _standardized(load_wine)
     calls = []
-    kernel = _numba.group_prox_
-    monkeypatch.setattr(_numba, "group_prox_", lambda *a, **k: calls.append(1) or kernel(*a, **k))
+    kernel = _numba.stacked_group_prox_
+
+    def counted(*args, **kwargs):
+        ran = kernel(*args, **kwargs)
+        calls.append(ran)
+        return ran
+
+    monkeypatch.setattr(_numba, "stacked_group_prox_", counted)
 
     def run():
         torch.manual_seed(0)
@@ -569,11 +620,11 @@ def test_group_proxes_run_through_the_numba_kernels_as_torchs_code(monkeypatch, 
         )
 
     kernels = run()
-    assert kernels.engine == "batched" and len(calls) > 100
+    assert kernels.engine == "batched" and len(calls) > 100 and all(calls)
     calls.clear()
     with _numba.unused():
         torchs = run()
-    assert not calls
+    assert not any(calls)
     np.testing.assert_array_equal(kernels.lambdas, torchs.lambdas)
     assert kernels.lambda_ == torchs.lambda_
     np.testing.assert_allclose(kernels.scores, torchs.scores, rtol=1e-3, atol=1e-5)

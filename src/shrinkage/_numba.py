@@ -26,12 +26,13 @@ from functools import cache
 
 import numpy as np
 import torch
+from numpy.lib.stride_tricks import as_strided
 from torch import Tensor
 from torch.autograd.graph import increment_version
 
 from ._triton import _SWITCH
 
-__all__ = ["available", "elementwise_prox_", "group_prox_", "supports", "unused"]
+__all__ = ["available", "elementwise_prox_", "group_prox_", "stacked_group_prox_", "supports", "unused"]
 
 _DTYPES = (torch.float32, torch.float64)
 #: Above this many elements a tensor goes to torch's threaded code (when torch has more
@@ -74,11 +75,11 @@ def supports(tensors: Sequence[Tensor]) -> bool:
     """Whether a list of tensors runs through these kernels: plain CPU tensors (or
     parameters) of one dtype, float32 or float64, contiguous, none too large for a
     serial pass."""
-    if not tensors or not available():
+    if not tensors:
         return False
     dtype = tensors[0].dtype
     threaded = torch.get_num_threads() > 2
-    return dtype in _DTYPES and all(
+    plain = dtype in _DTYPES and all(
         type(t) in (Tensor, torch.nn.Parameter)
         and t.device.type == "cpu"
         and t.dtype == dtype
@@ -86,6 +87,7 @@ def supports(tensors: Sequence[Tensor]) -> bool:
         and not (threaded and t.numel() > _SERIAL_LIMIT)
         for t in tensors
     )
+    return plain and available()  # (Numba imported only for tensors it can take)
 
 
 def _array(t: Tensor) -> np.ndarray:
@@ -161,26 +163,66 @@ def group_prox_(
         return False
     kernels = _kernels()
     scratch = np.empty(max(t.numel() for t in tensors), dtype=_array(tensors[0]).dtype)
-    tolerance = 16 * torch.finfo(tensors[0].dtype).eps
     for x, q, shape, weight, a, e in zip(tensors, states, shapes, weights, _each(numerators), _each(eps), strict=True):
         # the group threshold's numerator and the l1 threshold as the reference forms them
         ac, t1 = ((a * scale) * weight, a * l1) if kind != 3 else (scale * weight, l1)
-        one = np.float32 if x.dtype == torch.float32 else np.float64
-        models, outer, groups, inner = shape
-        view = shape if inner > 1 else (models, outer, groups)
-        kernel = kernels.group_rows if inner > 1 else kernels.group_columns
-        kernel(
-            _array(x).reshape(view),
-            _array(q).reshape(view),
-            scratch[: x.numel()].reshape(view),
-            kind,
-            one(_float(a)),
-            one(_float(e)),
-            one(_float(ac)),
-            one(_float(t1)),
-            one(1.0),
-            max_iter,
-            one(tolerance),
+        _group_prox_array(
+            kernels, _array(x).reshape(shape), _array(q).reshape(shape), scratch, kind, a, e, ac, t1, max_iter
         )
     _written(tensors)
+    return True
+
+
+def _group_prox_array(
+    kernels, x: np.ndarray, q: np.ndarray, scratch: np.ndarray, kind: int, a, e, ac, t1, max_iter: int
+) -> None:
+    """One array's group prox, ``x`` and ``q`` seen as ``(models, outer, groups, inner)``
+    (views: the kernel writes into ``x``); ``scratch`` at least as large."""
+    one = x.dtype.type
+    models, outer, groups, inner = x.shape
+    view = x.shape if inner > 1 else (models, outer, groups)
+    kernel = kernels.group_rows if inner > 1 else kernels.group_columns
+    kernel(
+        x.reshape(view),
+        q.reshape(view),
+        scratch[: x.size].reshape(view),
+        kind,
+        one(_float(a)),
+        one(_float(e)),
+        one(_float(ac)),
+        one(_float(t1)),
+        one(1.0),
+        max_iter,
+        one(16 * np.finfo(x.dtype).eps),
+    )
+
+
+def stacked_group_prox_(
+    weights: Tensor,
+    steps: Tensor,
+    parts: Sequence[tuple[int, int, tuple[int, int, int], float]],
+    *,
+    scale: float,
+    l1: float,
+    max_iter: int,
+) -> bool:
+    """The group prox with per-element ``steps`` (kind 3) of parts of a stack of models'
+    flat weights ``(models, parameters)``, in place, without copies: part ``(start, stop,
+    shape, weight)`` is ``weights[:, start:stop]`` seen as ``(models, *shape)`` =
+    ``(models, outer, groups, inner)``, ``weight`` = √|g|. :mod:`shrinkage.batched`'s prox after each
+    epoch's Adam step: through :func:`group_prox_` it took four times the kernels' time
+    (each tensor's copy, the dispatch). False, and nothing done, where the kernels do not
+    run (see :func:`supports`; ``weights`` and ``steps`` contiguous)."""
+    if not supports([weights, steps]):
+        return False
+    kernels = _kernels()
+    x_all, q_all = _array(weights), _array(steps)
+    scratch = np.empty(max(b - a for a, b, _, _ in parts) * len(x_all), dtype=x_all.dtype)
+    item, row = x_all.itemsize, x_all.strides[0]
+    for start, stop, (outer, groups, inner), weight in parts:
+        # each model's part is contiguous: (models, outer, groups, inner) is a view
+        shape, strides = (len(x_all), outer, groups, inner), (row, groups * inner * item, inner * item, item)
+        x, q = (as_strided(a[:, start:stop], shape=shape, strides=strides) for a in (x_all, q_all))
+        _group_prox_array(kernels, x, q, scratch, 3, 1.0, 0.0, scale * weight, l1, max_iter)
+    _written([weights])
     return True

@@ -587,6 +587,10 @@ def ridge_shrink_(tensors: Sequence[Tensor], *, step: Steps) -> None:
     elastic_shrink_(tensors, step=step, l1=0.0, l2=1.0)
 
 
+#: The most Newton iterations of a group prox with per-element steps (:func:`group_shrink_`)
+NEWTON_ITERATIONS = 100
+
+
 def group_shrink_(
     tensors: Sequence[Tensor],
     layouts: Sequence[GroupLayout],
@@ -594,7 +598,7 @@ def group_shrink_(
     step: Steps,
     scale: float = 1.0,
     l1: float = 0.0,
-    max_iter: int = 100,
+    max_iter: int = NEWTON_ITERATIONS,
 ) -> None:
     """Prox of ``scale·s·Σ_g √|g|·‖w_g‖``: whole groups become exactly zero.
 

@@ -375,8 +375,14 @@ class GroupLasso(Penalty):
     def add_grad_(self, params, layouts=None):
         F.add_group_grad_([p.grad for p in params], params, layouts, alpha=self.lambda_)
 
+    @property
+    def _shrink_scales(self) -> tuple[float, float]:
+        """``(scale, l1)`` of the prox: :func:`~shrinkage.functional.group_shrink_`'s arguments."""
+        return self.lambda_, 0.0
+
     def prox_(self, tensors, layouts=None, *, step):
-        F.group_shrink_(tensors, layouts, step=step, scale=self.lambda_)
+        scale, l1 = self._shrink_scales
+        F.group_shrink_(tensors, layouts, step=step, scale=scale, l1=l1)
 
     def zero_threshold(self, grads, layouts=None):
         return F.group_zero_threshold(grads, layouts)
@@ -415,10 +421,9 @@ class SparseGroupLasso(GroupLasso):
         F.add_l1_grad_(grads, params, alpha=self.lambda_ * self.l1_ratio)
         F.add_group_grad_(grads, params, layouts, alpha=self.lambda_ * (1.0 - self.l1_ratio))
 
-    def prox_(self, tensors, layouts=None, *, step):
-        F.group_shrink_(
-            tensors, layouts, step=step, scale=self.lambda_ * (1.0 - self.l1_ratio), l1=self.lambda_ * self.l1_ratio
-        )
+    @property
+    def _shrink_scales(self) -> tuple[float, float]:
+        return self.lambda_ * (1.0 - self.l1_ratio), self.lambda_ * self.l1_ratio
 
     def zero_threshold(self, grads, layouts=None):
         return F.sparse_group_zero_threshold(grads, layouts, l1_ratio=self.l1_ratio)
