@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import pytest
@@ -91,6 +92,28 @@ def test_sparse_group_prox_is_soft_threshold_then_group_shrink():
     factor = (1 - 0.2 * math.sqrt(2) / norms).clamp_min(0)  # √2·0.2 ≈ 0.283 > ‖(0.2, 0.1)‖
     torch.testing.assert_close(x, soft * factor)
     assert torch.all(x[:, 1] == 0)
+
+
+@pytest.mark.parametrize("kernels", [True, False], ids=["kernels", "torch code"])
+def test_sparse_group_prox_ends_are_l1_and_group_lasso_with_per_element_steps(kernels):
+    """``l1_ratio=1`` is L1's prox and ``l1_ratio=0`` the group lasso's, also with Adam's
+    per-element steps: the group part at scale 0 is the identity (it was NaN in torch's
+    code, a threshold of 0 divided by)."""
+    from shrinkage import _numba
+
+    generator = torch.Generator().manual_seed(0)
+    v = torch.randn(6, 5, generator=generator)
+    v[:, 1] *= 0.05  # a group the group lasso zeroes
+    steps = torch.rand(6, 5, generator=generator)
+    for ratio, same in ((1.0, L1(0.4)), (0.0, GroupLasso(0.4, groups="input"))):
+        penalty = SparseGroupLasso(0.4, l1_ratio=ratio, groups="input")
+        got, expected = v.clone(), v.clone()
+        layouts = penalty.layouts([("v", got)])
+        with contextlib.nullcontext() if kernels else _numba.unused():
+            penalty.prox_([got], layouts, step=[steps])
+            same.prox_([expected], layouts if isinstance(same, GroupLasso) else None, step=[steps])
+        assert torch.isfinite(got).all() and (got == 0).any()
+        torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-7)
 
 
 @pytest.mark.parametrize("penalty", ALL, ids=repr)

@@ -640,6 +640,8 @@ def group_shrink_(
     if l1 and len(done) < len(tensors):
         rest = [i for i in range(len(tensors)) if i not in done]
         elastic_shrink_([tensors[i] for i in rest], step=[step[i] for i in rest], l1=l1, l2=0.0)
+    if scale == 0.0:  # no group part (a sparse group lasso with l1_ratio=1): the identity
+        return
     for i, (x, layout, s) in enumerate(zip(tensors, layouts, step, strict=True)):
         if i in done:
             continue
