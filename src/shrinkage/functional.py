@@ -618,6 +618,10 @@ def group_shrink_(
     ``l1 > 0`` first soft-thresholds by ``l1·s`` (:func:`elastic_shrink_`): the prox of
     the sparse group lasso, in the same pass in the kernels.
     """
+    if scale == 0.0:  # no group part (a sparse group lasso with l1_ratio=1): the soft threshold alone
+        if l1:
+            elastic_shrink_(tensors, step=step, l1=l1, l2=0.0)
+        return
     # the kernels (on CUDA one Triton program per group, its Newton root in registers;
     # on the CPU one Numba pass per Newton iteration) for tensors whose groups are plain
     # rows or columns
@@ -640,8 +644,6 @@ def group_shrink_(
     if l1 and len(done) < len(tensors):
         rest = [i for i in range(len(tensors)) if i not in done]
         elastic_shrink_([tensors[i] for i in rest], step=[step[i] for i in rest], l1=l1, l2=0.0)
-    if scale == 0.0:  # no group part (a sparse group lasso with l1_ratio=1): the identity
-        return
     for i, (x, layout, s) in enumerate(zip(tensors, layouts, step, strict=True)):
         if i in done:
             continue
