@@ -209,10 +209,10 @@ def stacked_group_prox_(
     """The group prox with per-element ``steps`` (kind 3) of parts of a stack of models'
     flat weights ``(models, parameters)``, in place, without copies: part ``(start, stop,
     shape, weight)`` is ``weights[:, start:stop]`` seen as ``(models, *shape)`` =
-    ``(models, outer, groups, inner)``, ``weight`` = √|g|. :mod:`shrinkage.batched`'s prox after each
-    epoch's Adam step: through :func:`group_prox_` it took four times the kernels' time
-    (each tensor's copy, the dispatch). False, and nothing done, where the kernels do not
-    run (see :func:`supports`; ``weights`` and ``steps`` contiguous)."""
+    ``(models, outer, groups, inner)``, ``weight`` = √|g|. :mod:`shrinkage.batched`'s
+    prox after each epoch's Adam step: through :func:`group_prox_`, on each tensor's
+    copy, it took twice as long. False, and nothing done, where the kernels do not run
+    (see :func:`supports`; ``weights`` and ``steps`` contiguous)."""
     if not supports([weights, steps]):
         return False
     kernels = _kernels()
