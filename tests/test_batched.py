@@ -504,7 +504,7 @@ def test_the_group_prox_and_values_on_the_flat_stack_are_each_penaltys(rules, dt
     run) and penalty values (NumPy on the CPU) against each penalty's own ``prox_`` and
     ``value`` on each model's tensors: column groups and row groups (the kernels' two
     loops), sparse group lasso beside an element-wise term, and user groups (torch's code)."""
-    from shrinkage import _numba
+    from shrinkage import _numba, batched
     from shrinkage.batched import _Stack, _Terms
 
     torch.manual_seed(0)
@@ -531,6 +531,16 @@ def test_the_group_prox_and_values_on_the_flat_stack_are_each_penaltys(rules, dt
             model.load_state_dict({n: v[k] for n, v in stack.views(flat).items()})
         expected = sum(Regularizer(model, rules, mode="proximal").values().values())
         assert values[k].item() == pytest.approx(float(expected), rel=1e-6)
+    # the same sums in torch (a GPU's stack): the plain groups' shapes, the others' layouts
+    views = stack.views(flat.double(), terms.names)
+    in_torch = sum(
+        batched._value_per_model(
+            penalty, views[name], None if layouts is None else parts[i][2:] if parts is not None else layouts[i]
+        )
+        for (penalty, names, layouts), parts in zip(terms.terms, terms.parts)
+        for i, name in enumerate(names)
+    )
+    torch.testing.assert_close(in_torch, values, rtol=1e-12, atol=0)
 
 
 @pytest.mark.parametrize("penalty", [L1(), GroupLasso()], ids=["l1", "group"])
