@@ -496,8 +496,9 @@ def test_the_element_wise_prox_on_the_flat_stack_is_each_penaltys_prox_bit_for_b
         [Rule(GroupLasso(3.0), select="0.weight"), Rule(GroupLasso(2.0, groups="unit"), select="2.weight")],
         [Rule(SparseGroupLasso(3.0, l1_ratio=0.3), select="0.weight"), Rule(L1(0.2), select="4.weight")],
         [Rule(GroupLasso(2.0, groups=[[0, 1, 2], [3, 4, 5, 6]]), select="0.weight")],
+        [Rule(SparseGroupLasso(0.3, l1_ratio=1.0), select="0.weight")],
     ],
-    ids=["input and unit groups", "sparse group and l1", "groups of columns"],
+    ids=["input and unit groups", "sparse group and l1", "groups of columns", "sparse group all l1"],
 )
 def test_the_group_prox_and_values_on_the_flat_stack_are_each_penaltys(rules, dtype):
     """The stack's group proxes (the Numba kernels on the flat tensors' parts, where they
@@ -532,13 +533,10 @@ def test_the_group_prox_and_values_on_the_flat_stack_are_each_penaltys(rules, dt
         expected = sum(Regularizer(model, rules, mode="proximal").values().values())
         assert values[k].item() == pytest.approx(float(expected), rel=1e-6)
     # the same sums in torch (a GPU's stack): the plain groups' shapes, the others' layouts
-    views = stack.views(flat.double(), terms.names)
+    flat64 = flat.double()
     in_torch = sum(
-        batched._value_per_model(
-            penalty, views[name], None if layouts is None else parts[i][2:] if parts is not None else layouts[i]
-        )
-        for (penalty, names, layouts), parts in zip(terms.terms, terms.parts)
-        for i, name in enumerate(names)
+        batched._value_per_model(penalty, flat64[:, a:b].reshape(stack.n, *shape), group)
+        for penalty, (a, b), shape, group in terms.pieces
     )
     torch.testing.assert_close(in_torch, values, rtol=1e-12, atol=0)
 
