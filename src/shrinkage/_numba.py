@@ -23,16 +23,25 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from functools import cache
+from typing import NamedTuple
 
 import numpy as np
 import torch
-from numpy.lib.stride_tricks import as_strided
 from torch import Tensor
 from torch.autograd.graph import increment_version
 
 from ._triton import _SWITCH
 
-__all__ = ["available", "elementwise_prox_", "group_prox_", "stacked_group_prox_", "supports", "unused"]
+__all__ = [
+    "PartTable",
+    "available",
+    "elementwise_prox_",
+    "group_prox_",
+    "part_table",
+    "stacked_group_prox_",
+    "supports",
+    "unused",
+]
 
 _DTYPES = (torch.float32, torch.float64)
 #: Above this many elements a tensor goes to torch's threaded code (when torch has more
@@ -197,32 +206,50 @@ def _group_prox_array(
     )
 
 
-def stacked_group_prox_(
-    weights: Tensor,
-    steps: Tensor,
-    parts: Sequence[tuple[int, int, tuple[int, int, int], float]],
-    *,
-    scale: float,
-    l1: float,
-    max_iter: int,
-) -> bool:
+class PartTable(NamedTuple):
+    """Parts of a stack's flat weights as :func:`stacked_group_prox_` takes them."""
+
+    #: each part's ``(start, outer, groups, inner)``, int64 rows
+    bounds: np.ndarray
+    #: each part's group threshold scale·√|g|, float64 (formed as the reference forms it)
+    thresholds: np.ndarray
+    #: the largest part's entries per model
+    largest: int
+
+
+def part_table(parts: Sequence[tuple[int, int, tuple[int, int, int], float]], scale: float) -> PartTable:
+    """The table of a group term's ``parts`` of a stack's flat weights, its group
+    threshold's ``scale``: part ``(start, stop, shape, weight)`` is ``weights[:,
+    start:stop]`` seen as ``(models, *shape)`` = ``(models, outer, groups, inner)``,
+    ``weight`` = √|g|."""
+    bounds = np.array([(start, *shape) for start, _, shape, _ in parts], dtype=np.int64).reshape(-1, 4)
+    thresholds = np.array([scale * weight for *_, weight in parts], dtype=np.float64)
+    return PartTable(bounds, thresholds, max(stop - start for start, stop, _, _ in parts))
+
+
+def stacked_group_prox_(weights: Tensor, steps: Tensor, table: PartTable, *, l1: float, max_iter: int) -> bool:
     """The group prox with per-element ``steps`` (kind 3) of parts of a stack of models'
-    flat weights ``(models, parameters)``, in place, without copies: part ``(start, stop,
-    shape, weight)`` is ``weights[:, start:stop]`` seen as ``(models, *shape)`` =
-    ``(models, outer, groups, inner)``, ``weight`` = √|g|. :mod:`shrinkage.batched`'s
-    prox after each epoch's Adam step: through :func:`group_prox_`, on each tensor's
-    copy, it took twice as long. False, and nothing done, where the kernels do not run
-    (see :func:`supports`; ``weights`` and ``steps`` contiguous)."""
+    flat weights ``(models, parameters)``, in place, without copies: the parts of
+    ``table`` (:func:`part_table`), all in one kernel call, ``l1`` the sparse group
+    lasso's l1 threshold's scale. :mod:`shrinkage.batched`'s prox after each epoch's Adam
+    step: through :func:`group_prox_`, on each tensor's copy, it took four times as long
+    (a part per kernel call, twice).
+    False, and nothing done, where the kernels do not run (see :func:`supports`;
+    ``weights`` and ``steps`` contiguous)."""
     if not supports([weights, steps]):
         return False
-    kernels = _kernels()
-    x_all, q_all = _array(weights), _array(steps)
-    scratch = np.empty(max(b - a for a, b, _, _ in parts) * len(x_all), dtype=x_all.dtype)
-    item, row = x_all.itemsize, x_all.strides[0]
-    for start, stop, (outer, groups, inner), weight in parts:
-        # each model's part is contiguous: (models, outer, groups, inner) is a view
-        shape, strides = (len(x_all), outer, groups, inner), (row, groups * inner * item, inner * item, item)
-        x, q = (as_strided(a[:, start:stop], shape=shape, strides=strides) for a in (x_all, q_all))
-        _group_prox_array(kernels, x, q, scratch, 3, 1.0, 0.0, scale * weight, l1, max_iter)
+    x, q = _array(weights), _array(steps)
+    one = x.dtype.type
+    _kernels().stacked_groups(
+        x,
+        q,
+        np.empty(table.largest * len(x), dtype=x.dtype),
+        table.bounds,
+        table.thresholds.astype(x.dtype),
+        one(l1),
+        one(1.0),
+        max_iter,
+        one(16 * np.finfo(x.dtype).eps),
+    )
     _written([weights])
     return True

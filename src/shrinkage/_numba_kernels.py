@@ -16,6 +16,7 @@ import math
 
 import numba
 import numpy as np
+from numpy.lib.stride_tricks import as_strided
 
 _exact = numba.njit(cache=True, error_model="numpy")
 _inline = numba.njit(cache=True, error_model="numpy", inline="always")
@@ -160,6 +161,40 @@ def group_rows(x, q, c, kind, a, e, ac, t1, one, max_iter, tolerance):
                 for i in range(inner):
                     x[m, o, g, i] = x[m, o, g, i] * (r / (r + c[m, o, g, i])) if not r <= 0 else one - one
     return iterations
+
+
+@_sums
+def stacked_groups(x, q, c, bounds, thresholds, t1, one, max_iter, tolerance):
+    """The group prox with per-element steps (kind 3) of parts of a stack of flat
+    weights ``x`` ``(models, parameters)``, ``q`` its steps: part k starts at column
+    ``bounds[k, 0]`` and each model's part is ``bounds[k, 1:]`` = ``(outer, groups,
+    inner)``, contiguous; ``thresholds[k]`` its group threshold's scale·√|g|, ``t1`` the
+    l1 threshold's. One call for all the parts: no Python between them."""
+    models, item = x.shape[0], x.itemsize
+    for k in range(bounds.shape[0]):
+        start, outer, groups, inner = bounds[k, 0], bounds[k, 1], bounds[k, 2], bounds[k, 3]
+        constants = (3, one, one - one, thresholds[k], t1, one, max_iter, tolerance)
+        if inner > 1:  # groups of rows: (models, outer, groups, inner)
+            shape = (models, outer, groups, inner)
+            strides = (x.strides[0], groups * inner * item, inner * item, item)
+            group_rows(*_part(x, q, c, start, shape, strides), *constants)
+        else:  # groups of columns: (models, rows, groups)
+            columns = (models, outer, groups)
+            group_columns(*_part(x, q, c, start, columns, (x.strides[0], groups * item, item)), *constants)
+
+
+@_inline
+def _part(x, q, c, start, shape, strides):
+    """The part of ``x`` and ``q`` from column ``start`` seen as ``shape`` (each model's
+    part contiguous), and ``c``'s first entries as its scratch."""
+    size = 1
+    for n in shape:
+        size *= n
+    return (
+        as_strided(x[:, start:], shape=shape, strides=strides),
+        as_strided(q[:, start:], shape=shape, strides=strides),
+        c[:size].reshape(shape),
+    )
 
 
 @_exact

@@ -380,21 +380,27 @@ def _intercept_at_zero_(layer: nn.Linear, y: Tensor, loss: str) -> None:
         layer.bias.copy_(torch.log(counts / counts.sum()))
 
 
-def _data_gradient(model: nn.Module, X: Tensor, y: Tensor, loss: str, params: Sequence[Tensor]) -> list[Tensor]:
-    """∇ of the mean data loss over all of (X, y) w.r.t. ``params`` (chunked)."""
+def _data_gradient(
+    model: nn.Module, X: Tensor, y: Tensor, loss: str, params: Sequence[Tensor]
+) -> tuple[list[Tensor], float]:
+    """∇ of the mean data loss over all of (X, y) w.r.t. ``params`` (chunked), and that
+    mean loss, as :func:`~shrinkage.train.evaluate` gives it (the same forward passes)."""
     criterion = LOSSES[loss](reduction="sum")
     grads = [torch.zeros_like(p) for p in params]
+    total = 0.0
     was_training = model.training
     model.eval()
     for start in range(0, X.shape[0], 4096):
         out = model(X[start : start + 4096])
         target = as_targets(y[start : start + 4096], loss, out.dtype)
-        parts = torch.autograd.grad(criterion(out, target) / X.shape[0], params, allow_unused=True)
+        summed = criterion(out, target)
+        total += float(summed.detach())
+        parts = torch.autograd.grad(summed / X.shape[0], params, allow_unused=True)
         for g, part in zip(grads, parts):
             if part is not None:
                 g.add_(part)
     model.train(was_training)
-    return grads
+    return grads, total / X.shape[0]
 
 
 def stationarity(model: nn.Module, reg: Regularizer, X: Tensor, y: Tensor, loss: str, step: float) -> float:
@@ -413,8 +419,15 @@ def stationarity(model: nn.Module, reg: Regularizer, X: Tensor, y: Tensor, loss:
     (:func:`~shrinkage.solvers.largest_relative_change`): at or rounding around zero —
     the intercept of a centred target — it has no scale of its own. Computed in float64.
     """
+    return _stationarity_and_loss(model, reg, X, y, loss, step)[0]
+
+
+def _stationarity_and_loss(
+    model: nn.Module, reg: Regularizer, X: Tensor, y: Tensor, loss: str, step: float
+) -> tuple[float, float]:
+    """:func:`stationarity`, and the mean data loss on ``(X, y)`` its gradient pass gave."""
     params = [p for p in model.parameters() if p.requires_grad]
-    grads = _data_gradient(model, X, y, loss, params)
+    grads, mean_loss = _data_gradient(model, X, y, loss, params)
     with torch.no_grad():
         before = [p.detach().double() for p in params]
         stepped = [b - step * g.double() for b, g in zip(before, grads)]
@@ -423,7 +436,7 @@ def stationarity(model: nn.Module, reg: Regularizer, X: Tensor, y: Tensor, loss:
             if term.penalty.lambda_ > 0 and all(id(p) in moved for p in term.params):
                 targets = [moved[id(p)] for p in term.params]
                 term.penalty.prox_(targets, term.layouts, step=[step] * len(targets))
-        return float(largest_relative_change(before, [moved[id(p)] for p in params], stepped))
+        return float(largest_relative_change(before, [moved[id(p)] for p in params], stepped)), mean_loss
 
 
 def scaled(rules: Sequence[Rule], lambda_: float) -> list[Rule]:
@@ -468,7 +481,7 @@ def lambda_max(
             with torch.no_grad():
                 for p in params:
                     p.zero_()
-            grads = _data_gradient(model, X, y, loss, params)
+            grads, _ = _data_gradient(model, X, y, loss, params)
             with torch.no_grad():
                 for p, s in zip(params, saved):
                     p.copy_(s)
@@ -565,9 +578,13 @@ def _point(
     report = reg.sparsity(feature_names=feature_names)
     # known: regularization_path refused a model without an identified input weight
     assert report.features_used is not None and report.features_used_names is not None
+    # the training loss from the stationarity's gradient pass: one forward pass, not two
+    measured, train_loss = (
+        _stationarity_and_loss(model, reg, *data["train"], loss, step) if data["train"] is not None else (math.nan,) * 2
+    )
     return PathPoint(
         lambda_=float(lambda_),
-        train_loss=_score(model, data["train"], loss),
+        train_loss=train_loss,
         val_loss=_score(model, data["val"], loss),
         test_loss=_score(model, data["test"], loss),
         penalty=sum(reg.values().values()),
@@ -584,7 +601,7 @@ def _point(
         train_curve=list(result.train_loss),
         val_curve=list(result.val_loss),
         feature_norms=column_norms(model),
-        stationarity=stationarity(model, reg, *data["train"], loss, step) if data["train"] is not None else math.nan,
+        stationarity=measured,
     )
 
 
