@@ -497,8 +497,15 @@ def test_the_element_wise_prox_on_the_flat_stack_is_each_penaltys_prox_bit_for_b
         [Rule(SparseGroupLasso(3.0, l1_ratio=0.3), select="0.weight"), Rule(L1(0.2), select="4.weight")],
         [Rule(GroupLasso(2.0, groups=[[0, 1, 2], [3, 4, 5, 6]]), select="0.weight")],
         [Rule(SparseGroupLasso(0.3, l1_ratio=1.0), select="0.weight")],
+        [Rule(GroupLasso(4.0, groups="unit"))],  # one term's three tensors: three parts in one kernel call
     ],
-    ids=["input and unit groups", "sparse group and l1", "groups of columns", "sparse group all l1"],
+    ids=[
+        "input and unit groups",
+        "sparse group and l1",
+        "groups of columns",
+        "sparse group all l1",
+        "parts of one term",
+    ],
 )
 def test_the_group_prox_and_values_on_the_flat_stack_are_each_penaltys(rules, dtype):
     """The stack's group proxes (the Numba kernels on the flat tensors' parts, where they

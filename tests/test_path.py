@@ -247,6 +247,37 @@ def test_classification_paths(task):
     assert path.points[-1].n_nonzero < path.points[0].n_nonzero
 
 
+@pytest.mark.parametrize("task", ["regression", "binary", "multiclass"])
+def test_a_points_training_loss_is_evaluates(task):
+    """A point's training loss comes from the gradient pass its stationarity makes: it is
+    :func:`~shrinkage.train.evaluate`'s mean loss of the point's weights on the training
+    rows (the oracle), to the last bit."""
+    from shrinkage.train import evaluate
+
+    X, y = load_wine(return_X_y=True)
+    X = (X - X.mean(0)) / X.std(0)
+    loss, out, target = {
+        "regression": ("mse", 1, torch.tensor(X[:, 0] * 2.0)),
+        "binary": ("bce", 1, torch.tensor((y == 0).astype(np.float64))),
+        "multiclass": ("cross_entropy", 3, torch.tensor(y)),
+    }[task]
+    path = regularization_path(
+        lambda: MLP(13, (8,), out).double(),
+        X,
+        target.numpy(),
+        task=task,
+        penalty=L1(),
+        n_lambdas=4,
+        val_fraction=0.0,
+        keep_states=True,
+        train_config=TrainConfig(lr=1e-2, max_epochs=20, patience=5, monitor="objective"),
+    )
+    model = MLP(13, (8,), out).double()
+    for point in path.points:
+        model.load_state_dict(point.state)
+        assert point.train_loss == evaluate(model, torch.tensor(X), target, loss)
+
+
 def test_relaxed_fit_is_recorded():
     X, y = linear_problem()
     path = regularization_path(
