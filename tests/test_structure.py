@@ -8,6 +8,7 @@ from torch import nn
 
 from shrinkage import L1, InputError, Regularizer
 from shrinkage.structure import (
+    chain_usage,
     dead_units,
     input_parameter_of,
     input_parameters_of,
@@ -36,6 +37,7 @@ def test_unit_with_no_input_is_dead_and_reachability_brute_force():
         first = (a1.sum(1) > 0) & ((a3 @ a2).sum(0) > 0)  # fed by an input, feeds an output
         second = ((a2 @ a1).sum(1) > 0) & (a3.sum(0) > 0)
         assert dead_units(weights) == [int((~first).sum()), int((~second).sum())]
+        assert chain_usage(weights) == (expected, int((~first).sum()) + int((~second).sum()))
 
 
 def test_linear_chain_recognises_mlps_only():

@@ -109,9 +109,8 @@ class SkipMLP(nn.Module):
     def input_usage(self) -> tuple[list[int], int]:
         """Input features used (by the skip or on a non-zero path through the body) and
         the body's dead units."""
-        from .structure import dead_units, reachable_inputs
+        from .structure import chain_usage
 
-        weights = [m.weight for m in self.body if isinstance(m, nn.Linear)]
-        through_body = set(reachable_inputs(weights))
+        through_body, dead = chain_usage([m.weight for m in self.body if isinstance(m, nn.Linear)])
         through_skip = set((self.skip.weight.detach() != 0).any(dim=0).nonzero().flatten().tolist())
-        return sorted(through_body | through_skip), sum(dead_units(weights))
+        return sorted(set(through_body) | through_skip), dead

@@ -143,6 +143,13 @@ def dead_units(weights: list[Tensor]) -> list[int]:
     return [int((~alive).sum()) for alive in _connected(weights)[1:-1]]
 
 
+def chain_usage(weights: list[Tensor]) -> tuple[list[int], int]:
+    """:func:`reachable_inputs` and the sum of :func:`dead_units`, from one pass over the
+    chain's weights."""
+    alive = _connected(weights)
+    return alive[0].nonzero().flatten().tolist(), sum(int((~units).sum()) for units in alive[1:-1])
+
+
 # A layer whose weight's axis 1 is its input (features of a Linear, channels of an
 # ungrouped Conv): the first such layer of a model reads the model's input by column.
 _INPUT_LAYERS: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -244,8 +251,7 @@ def input_usage(model: nn.Module) -> tuple[list[int], int] | None:
         return own_count()
     chain = linear_chain(model)
     if chain is not None:
-        weights = [whole(layer.weight) for layer in chain]
-        return reachable_inputs(weights), sum(dead_units(weights))
+        return chain_usage([whole(layer.weight) for layer in chain])
     sole = _sole_child(model) if _declared(model, "input_parameter") is None else None
     return input_usage(sole[1]) if sole is not None else None
 
@@ -407,10 +413,11 @@ def sparsity_report(
         input_name, weight = input_weight[0], whole(input_weight[1])
         # weight: (out, in, *kernel); column j, summed over every other axis, is input j
         n_features = weight.shape[1]
-        columns = weight.detach().abs().sum(dim=[d for d in range(weight.ndim) if d != 1])
-        used = torch.nonzero(columns).flatten().tolist()
         usage = input_usage(model) if input_parameter is None else None
-    if usage is not None:  # an MLP (or a model that says): count paths, not just columns
+        if usage is None:  # else an MLP (or a model that says): paths counted, not just columns
+            columns = weight.detach().abs().sum(dim=[d for d in range(weight.ndim) if d != 1])
+            used = torch.nonzero(columns).flatten().tolist()
+    if usage is not None:
         used, dead = usage
     else:
         dead = sum(t.zero_rows or 0 for t in tensors.values())
