@@ -170,17 +170,17 @@ def stacked_groups(x, q, c, bounds, thresholds, t1, one, max_iter, tolerance):
     ``bounds[k, 0]`` and each model's part is ``bounds[k, 1:]`` = ``(outer, groups,
     inner)``, contiguous; ``thresholds[k]`` its group threshold's scale·√|g|, ``t1`` the
     l1 threshold's. One call for all the parts: no Python between them."""
-    models, item = x.shape[0], x.itemsize
+    models, item, zero = x.shape[0], x.itemsize, one - one
     for k in range(bounds.shape[0]):
         start, outer, groups, inner = bounds[k, 0], bounds[k, 1], bounds[k, 2], bounds[k, 3]
-        constants = (3, one, one - one, thresholds[k], t1, one, max_iter, tolerance)
         if inner > 1:  # groups of rows: (models, outer, groups, inner)
             shape = (models, outer, groups, inner)
-            strides = (x.strides[0], groups * inner * item, inner * item, item)
-            group_rows(*_part(x, q, c, start, shape, strides), *constants)
+            xs, qs, cs = _part(x, q, c, start, shape, (x.strides[0], groups * inner * item, inner * item, item))
+            group_rows(xs, qs, cs, 3, one, zero, thresholds[k], t1, one, max_iter, tolerance)
         else:  # groups of columns: (models, rows, groups)
             columns = (models, outer, groups)
-            group_columns(*_part(x, q, c, start, columns, (x.strides[0], groups * item, item)), *constants)
+            xc, qc, cc = _part(x, q, c, start, columns, (x.strides[0], groups * item, item))
+            group_columns(xc, qc, cc, 3, one, zero, thresholds[k], t1, one, max_iter, tolerance)
 
 
 @_inline
