@@ -164,6 +164,8 @@ def test_stratified_binary_cv():
         ),
         (dict(X=np.zeros((0, 6)), y=np.zeros(0)), ValueError, "X must be non-empty"),
         (dict(lambdas=[0.2, 0.1]), ValueError, "lambdas must be a non-empty, strictly increasing sequence"),
+        # (a new user's trial: an empty grid was "training diverged at every λ of the grid")
+        (dict(lambdas=[]), ValueError, "lambdas must be non-empty for cross-validation, which chooses among them"),
     ],
 )
 def test_bad_input(kwargs, error, message):
@@ -278,6 +280,34 @@ def test_a_full_data_model_that_uses_no_input_where_the_folds_use_some_is_not_ch
     assert summary.index_min == 1
 
 
+def test_a_lowest_cv_loss_left_out_for_its_full_data_model_is_noted_and_warned_when_it_matters(monkeypatch):
+    """A new user's trial: the 4 smallest λ were left out (their full-data model's own
+    validation loss above the folds'), λ_min's loss 3× the lowest, and nothing said so.
+    The path's notes say it whenever the lowest loss is left out; an
+    InconsistentRefitWarning when λ_min's loss is higher by more than its standard error."""
+    from shrinkage import cv
+    from shrinkage.cv import InconsistentRefitWarning, _excluded_minimum
+
+    lambdas, se = np.array([0.1, 0.2, 0.4, 0.8]), np.full(4, 0.01)
+    mean = np.array([0.04, 0.05, 0.12, 0.5])
+    assert _excluded_minimum(lambdas, mean, se, np.ones(4, bool), 0) is None
+    note, warns = _excluded_minimum(lambdas, mean, se, np.array([False, False, True, True]), 2)
+    assert warns and note == (
+        "the lowest cross-validated loss (0.04, at λ=0.1) is at a λ whose full-data model does not agree with the "
+        "folds' (result.admissible; 2 of 4 λ are left out): lambda_min (0.4) has 0.12 ± 0.01"
+    )
+    close = np.array([0.04, 0.045, 0.3, 0.5])  # within λ_min's standard error: a note only
+    assert _excluded_minimum(lambdas, close, se, np.array([False, True, True, True]), 1)[1] is False
+    assert _excluded_minimum(lambdas, np.full(4, np.nan), se, np.zeros(4, bool), 0) is None
+
+    # through cross_validate: every refit but the largest λ's judged inconsistent
+    monkeypatch.setattr(cv, "consistent_refits", lambda scores, se, losses: np.arange(scores.shape[1]) == 3)
+    X, y, settings = _noise_free()
+    with pytest.warns(InconsistentRefitWarning, match=r"the lowest cross-validated loss \([^)]*, at λ=0\.01\)"):
+        result = cross_validate(torch.nn.Linear(3, 1), X, y, lambdas=(0.01, 0.03, 0.1, 0.3), **settings)
+    assert result.index_min == 3 and result.path.notes[-1].startswith("the lowest cross-validated loss")
+
+
 @pytest.mark.parametrize("engine", ["sequential", "batched"])
 def test_an_automatic_grid_whose_cv_minimum_is_its_edge_goes_on_below_it(engine):
     """The grid continues below its smallest λ at its own ratio, a tenth of n_lambdas
@@ -305,7 +335,8 @@ def test_an_automatic_grid_whose_cv_minimum_is_its_edge_goes_on_below_it(engine)
         alone = cross_validate(torch.nn.Linear(3, 1), X, y, lambdas=(result.lambdas[i],), **settings)
         np.testing.assert_array_equal(result.scores[:, i], alone.scores[:, 0])
     assert all(len(fold.points) == len(result.lambdas) for fold in result.folds)
-    assert f"{added} smaller λ {'was' if added == 1 else 'were'} added below it" in result.path.notes[-1]
+    said = f"{added} smaller λ {'was' if added == 1 else 'were'} added below it"
+    assert any(said in note for note in result.path.notes)
     edge_warnings = [w for w in caught if issubclass(w.category, GridEdgeWarning)]
     if result.index_min == 0:
         message = str(edge_warnings[0].message)

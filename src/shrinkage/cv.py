@@ -61,6 +61,7 @@ from .validation import Described, InputError, check_choice, check_int, check_n_
 __all__ = [
     "CVResult",
     "GridEdgeWarning",
+    "InconsistentRefitWarning",
     "NoSignalWarning",
     "UnpenalizedCV",
     "backend_is_local",
@@ -131,6 +132,18 @@ class GridEdgeWarning(UserWarning):
 
     Extend the grid down (a smaller ``lambda_min_ratio``, or ``lambdas=``) — or take it
     as the data saying that this penalty barely helps.
+    """
+
+
+class InconsistentRefitWarning(UserWarning):
+    """The λ with the lowest cross-validated loss is not selectable: its full-data model
+    does not agree with the folds' (see :func:`consistent_refits`), and λ_min, taken
+    among the λ whose models do, has a loss higher by more than its standard error.
+
+    The full-data model's own validation rows (``val_fraction`` of the rows) may have
+    judged it by chance; or the full-data path did lose a feature there. Compare
+    ``result.mean`` with ``result.admissible``; a larger ``val_fraction`` (or
+    ``relax=True``) steadies the check.
     """
 
 
@@ -464,6 +477,25 @@ def grid_edge(
     return None
 
 
+def _excluded_minimum(
+    lambdas: np.ndarray, mean: np.ndarray, se: np.ndarray, admissible: np.ndarray, index_min: int
+) -> tuple[str, bool] | None:
+    """Where the λ of the lowest mean CV loss is not admissible: what to note, and whether
+    to warn (λ_min's loss higher by more than its standard error); else None."""
+    finite = np.isfinite(mean)
+    if not finite.any():
+        return None
+    best = int(np.argmin(np.where(finite, mean, np.inf)))
+    if admissible[best]:
+        return None
+    note = (
+        f"the lowest cross-validated loss ({mean[best]:.4g}, at λ={lambdas[best]:.4g}) is at a λ whose full-data "
+        f"model does not agree with the folds' (result.admissible; {int((~admissible).sum())} of {len(lambdas)} λ "
+        f"are left out): lambda_min ({lambdas[index_min]:.4g}) has {mean[index_min]:.4g} ± {se[index_min]:.2g}"
+    )
+    return note, bool(mean[best] < mean[index_min] - se[index_min])
+
+
 def _check_data(X: Any, y: Any, task: str, cv: int) -> tuple[np.ndarray, np.ndarray, int]:
     X_np = check_X(X)
     y_np = check_y(y, task, X_np.shape[0])
@@ -589,6 +621,8 @@ def cross_validate(
     check_n_jobs("n_jobs", n_jobs)
     check_choice("engine", engine, batched.ENGINES)
     config = resolve_config(config, options)
+    if config.lambdas is not None and len(config.lambdas) == 0:  # (a path's empty grid is its dense fit alone)
+        raise fail("lambdas", "non-empty for cross-validation, which chooses among them", config.lambdas)
     folds = _folds(y_np, task, cv, config.seed)
     sizes = np.array([len(te) for _, te in folds])
     common = dict(penalty=penalty, task=task, feature_names=feature_names)
@@ -629,6 +663,11 @@ def cross_validate(
             )
     grid = full.lambdas
     scores, admissible, mean, se, index_min, index_1se, _ = summary
+    excluded = _excluded_minimum(grid, mean, se, admissible, index_min)
+    if excluded is not None:
+        full.notes.append(excluded[0])
+        if excluded[1]:
+            warn(excluded[0], InconsistentRefitWarning)
     if edge is not None:
         tried = f", with the {added} λ added below the automatic grid (the most it takes: {_bound(config)})"
         how = "a smaller lambda_min_ratio, or lambdas=..."
