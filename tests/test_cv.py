@@ -281,8 +281,9 @@ def test_a_full_data_model_that_uses_no_input_where_the_folds_use_some_is_not_ch
 
 
 def test_a_lowest_cv_loss_left_out_for_its_full_data_model_is_noted_and_warned_when_it_matters(monkeypatch):
-    """A new user's trial: the 4 smallest λ were left out (their full-data model's own
-    validation loss above the folds'), λ_min's loss 3× the lowest, and nothing said so.
+    """A new user's trial: 5 of 10 λ, the 4 smallest among them, were left out (their
+    full-data model's own validation loss above the folds'), λ_min's loss 3× the lowest,
+    and nothing said so.
     The path's notes say it whenever the lowest loss is left out; an
     InconsistentRefitWarning when λ_min's loss is higher by more than its standard error."""
     from shrinkage import cv

@@ -232,10 +232,9 @@ def stacked_group_prox_(weights: Tensor, steps: Tensor, table: PartTable, *, l1:
     flat weights ``(models, parameters)``, in place, without copies: the parts of
     ``table`` (:func:`part_table`), all in one kernel call, ``l1`` the sparse group
     lasso's l1 threshold's scale. :mod:`shrinkage.batched`'s prox after each epoch's Adam
-    step: through :func:`group_prox_`, on each tensor's copy, it took four times as long
-    (a part per kernel call, twice).
-    False, and nothing done, where the kernels do not run (see :func:`supports`;
-    ``weights`` and ``steps`` contiguous)."""
+    step: through :func:`group_prox_`, on each tensor's copy, it took four times as long,
+    and with a kernel call per part twice as long. False, and nothing done, where the
+    kernels do not run (see :func:`supports`; ``weights`` and ``steps`` contiguous)."""
     if not supports([weights, steps]):
         return False
     x, q = _array(weights), _array(steps)
