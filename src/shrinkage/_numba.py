@@ -172,38 +172,33 @@ def group_prox_(
         return False
     kernels = _kernels()
     scratch = np.empty(max(t.numel() for t in tensors), dtype=_array(tensors[0]).dtype)
+    one, tolerance = scratch.dtype.type, _tolerance(scratch.dtype)
     for x, q, shape, weight, a, e in zip(tensors, states, shapes, weights, _each(numerators), _each(eps), strict=True):
         # the group threshold's numerator and the l1 threshold as the reference forms them
         ac, t1 = ((a * scale) * weight, a * l1) if kind != 3 else (scale * weight, l1)
-        _group_prox_array(
-            kernels, _array(x).reshape(shape), _array(q).reshape(shape), scratch, kind, a, e, ac, t1, max_iter
+        models, outer, groups, inner = shape
+        view = shape if inner > 1 else (models, outer, groups)
+        kernel = kernels.group_rows if inner > 1 else kernels.group_columns
+        kernel(
+            _array(x).reshape(view),
+            _array(q).reshape(view),
+            scratch[: x.numel()].reshape(view),
+            kind,
+            one(_float(a)),
+            one(_float(e)),
+            one(_float(ac)),
+            one(_float(t1)),
+            one(1.0),
+            max_iter,
+            tolerance,
         )
     _written(tensors)
     return True
 
 
-def _group_prox_array(
-    kernels, x: np.ndarray, q: np.ndarray, scratch: np.ndarray, kind: int, a, e, ac, t1, max_iter: int
-) -> None:
-    """One array's group prox, ``x`` and ``q`` seen as ``(models, outer, groups, inner)``
-    (views: the kernel writes into ``x``); ``scratch`` at least as large."""
-    one = x.dtype.type
-    models, outer, groups, inner = x.shape
-    view = x.shape if inner > 1 else (models, outer, groups)
-    kernel = kernels.group_rows if inner > 1 else kernels.group_columns
-    kernel(
-        x.reshape(view),
-        q.reshape(view),
-        scratch[: x.size].reshape(view),
-        kind,
-        one(_float(a)),
-        one(_float(e)),
-        one(_float(ac)),
-        one(_float(t1)),
-        one(1.0),
-        max_iter,
-        one(16 * np.finfo(x.dtype).eps),
-    )
+def _tolerance(dtype: np.dtype) -> np.floating:
+    """The Newton iterations' relative tolerance, in ``dtype``."""
+    return dtype.type(16 * np.finfo(dtype).eps)
 
 
 class PartTable(NamedTuple):
@@ -213,28 +208,30 @@ class PartTable(NamedTuple):
     bounds: np.ndarray
     #: each part's group threshold scale·√|g|, float64 (formed as the reference forms it)
     thresholds: np.ndarray
+    #: the l1 threshold's scale (a sparse group lasso's; 0 for the group lasso)
+    l1: float
     #: the largest part's entries per model
     largest: int
 
 
-def part_table(parts: Sequence[tuple[int, int, tuple[int, int, int], float]], scale: float) -> PartTable:
-    """The table of a group term's ``parts`` of a stack's flat weights, its group
-    threshold's ``scale``: part ``(start, stop, shape, weight)`` is ``weights[:,
-    start:stop]`` seen as ``(models, *shape)`` = ``(models, outer, groups, inner)``,
-    ``weight`` = √|g|."""
+def part_table(parts: Sequence[tuple[int, int, tuple[int, int, int], float]], scale: float, l1: float) -> PartTable:
+    """The table of a group term's ``parts`` of a stack's flat weights, ``scale`` and
+    ``l1`` its prox's (``GroupLasso._shrink_scales``): part ``(start, stop, shape,
+    weight)`` is ``weights[:, start:stop]`` seen as ``(models, *shape)`` = ``(models,
+    outer, groups, inner)``, ``weight`` = √|g|."""
     bounds = np.array([(start, *shape) for start, _, shape, _ in parts], dtype=np.int64).reshape(-1, 4)
     thresholds = np.array([scale * weight for *_, weight in parts], dtype=np.float64)
-    return PartTable(bounds, thresholds, max(stop - start for start, stop, _, _ in parts))
+    return PartTable(bounds, thresholds, l1, max(stop - start for start, stop, _, _ in parts))
 
 
-def stacked_group_prox_(weights: Tensor, steps: Tensor, table: PartTable, *, l1: float, max_iter: int) -> bool:
+def stacked_group_prox_(weights: Tensor, steps: Tensor, table: PartTable, *, max_iter: int) -> bool:
     """The group prox with per-element ``steps`` (kind 3) of parts of a stack of models'
     flat weights ``(models, parameters)``, in place, without copies: the parts of
-    ``table`` (:func:`part_table`), all in one kernel call, ``l1`` the sparse group
-    lasso's l1 threshold's scale. :mod:`shrinkage.batched`'s prox after each epoch's Adam
-    step: through :func:`group_prox_`, on each tensor's copy, it took four times as long,
-    and with a kernel call per part twice as long. False, and nothing done, where the
-    kernels do not run (see :func:`supports`; ``weights`` and ``steps`` contiguous)."""
+    ``table`` (:func:`part_table`), all in one kernel call. :mod:`shrinkage.batched`'s
+    prox after each epoch's Adam step: through :func:`group_prox_`, on each tensor's
+    copy, it took four times as long, and with a kernel call per part twice as long.
+    False, and nothing done, where the kernels do not run (see :func:`supports`;
+    ``weights`` and ``steps`` contiguous)."""
     if not supports([weights, steps]):
         return False
     x, q = _array(weights), _array(steps)
@@ -245,10 +242,10 @@ def stacked_group_prox_(weights: Tensor, steps: Tensor, table: PartTable, *, l1:
         np.empty(table.largest * len(x), dtype=x.dtype),
         table.bounds,
         table.thresholds.astype(x.dtype),
-        one(l1),
+        one(table.l1),
         one(1.0),
         max_iter,
-        one(16 * np.finfo(x.dtype).eps),
+        _tolerance(x.dtype),
     )
     _written([weights])
     return True

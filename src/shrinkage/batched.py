@@ -385,7 +385,7 @@ class _Terms:
         self.names = list(dict.fromkeys(name for _, names, _ in self.terms for name in names))  # the penalized
         self.parts = [self._group_parts(penalty, names, layouts) for penalty, names, layouts in self.terms]
         self.tables = [
-            None if parts is None else _numba.part_table(parts, cast(GroupLasso, penalty)._shrink_scales[0])
+            None if parts is None else _numba.part_table(parts, *cast(GroupLasso, penalty)._shrink_scales)
             for (penalty, _, _), parts in zip(self.terms, self.parts)
         ]
         # each penalized tensor's share of values(): (penalty, its columns, its shape, its
@@ -449,10 +449,8 @@ class _Terms:
             # torch's code: for the two group terms of MLP(2, (64,), 3)'s stack of 6 models
             # 0.42 ms, through the kernels on copies of the tensors 0.25 ms, on the parts 0.12 ms,
             # a term's parts in one kernel call (no Python between them) 0.06 ms
-            if table is not None:
-                l1 = cast(GroupLasso, penalty)._shrink_scales[1]
-                if _numba.stacked_group_prox_(weights, steps, table, l1=l1, max_iter=F.NEWTON_ITERATIONS):
-                    continue
+            if table is not None and _numba.stacked_group_prox_(weights, steps, table, max_iter=F.NEWTON_ITERATIONS):
+                continue
             if not params:
                 params, per_entry = self.stack.views(weights, self.names), self.stack.views(steps, self.names)
             penalty.prox_([params[n] for n in names], layouts, step=[per_entry[n] for n in names])

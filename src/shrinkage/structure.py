@@ -135,19 +135,27 @@ def _connected(weights: list[Tensor]) -> list[Tensor]:
 
 def reachable_inputs(weights: list[Tensor]) -> list[int]:
     """Input columns with a path of non-zero weights to some output."""
-    return _connected(weights)[0].nonzero().flatten().tolist()
+    return _inputs_of(_connected(weights))
 
 
 def dead_units(weights: list[Tensor]) -> list[int]:
     """Per hidden layer, the number of units on no input→output path."""
-    return [int((~alive).sum()) for alive in _connected(weights)[1:-1]]
+    return _dead_of(_connected(weights))
 
 
 def chain_usage(weights: list[Tensor]) -> tuple[list[int], int]:
     """:func:`reachable_inputs` and the sum of :func:`dead_units`, from one pass over the
     chain's weights."""
     alive = _connected(weights)
-    return alive[0].nonzero().flatten().tolist(), sum(int((~units).sum()) for units in alive[1:-1])
+    return _inputs_of(alive), sum(_dead_of(alive))
+
+
+def _inputs_of(alive: list[Tensor]) -> list[int]:
+    return alive[0].nonzero().flatten().tolist()
+
+
+def _dead_of(alive: list[Tensor]) -> list[int]:
+    return [int((~units).sum()) for units in alive[1:-1]]
 
 
 # A layer whose weight's axis 1 is its input (features of a Linear, channels of an
