@@ -160,3 +160,53 @@ def test_a_nan_weight_stays_nan_as_in_the_torch_code(penalty):
     pen.prox_([x], layouts, step=steps)
     assert torch.isnan(want[2, 1]) and torch.isnan(x[2, 1])  # the diverged weight stays NaN in both
     assert torch.isfinite(x[:, [0, 2, 3, 4]]).all()  # the other groups as usual
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("prox", ["none", "l1", "l2", "elastic net", "held"])
+def test_the_stacks_adam_step_is_torchs_adam_then_the_prox(prox, dtype):
+    """:func:`shrinkage._numba.adam_stack_` (the batched engine's step on the CPU) against
+    ``torch.optim.Adam`` on each model alone, with its own learning rate (a halved one
+    for two of them) and its own λ, followed by the elementwise prox with the
+    per-element step Adam took: five steps of random gradients. The same exact zeros;
+    the rest to rounding (torch fuses multiply-adds that the kernel rounds separately)."""
+    generator = torch.Generator().manual_seed(5)
+    models, n, lr, betas, eps = 4, 50, 0.05, (0.9, 0.999), 1e-8
+    start = torch.randn(models, n, generator=generator, dtype=dtype)
+    rate = torch.tensor([[1.0], [0.5], [1.0], [0.25]], dtype=dtype)
+    lam = torch.tensor([[0.5], [1.0], [2.0], [0.0]], dtype=dtype)
+    l1 = torch.rand(n, generator=generator, dtype=dtype) * 4 if prox in ("l1", "elastic net", "held") else None
+    l2 = torch.rand(n, generator=generator, dtype=dtype) * 4 if prox in ("l2", "elastic net") else None
+    hold = (torch.rand(models, n, generator=generator) > 0.3).to(dtype) if prox == "held" else None
+    grads = [torch.randn(models, n, generator=generator, dtype=dtype) for _ in range(5)]
+
+    weights, moments = start.clone(), (torch.zeros_like(start), torch.zeros_like(start))
+    counts = torch.zeros(models, dtype=torch.float64)
+    for grad in grads:
+        steps = _numba.adam_stack_(
+            weights, moments, grad, counts, adam=(lr, *betas, eps), rate=rate, lam=lam, l1=l1, l2=l2, hold=hold
+        )
+    assert counts.tolist() == [5.0] * models
+
+    for k in range(models):
+        w = torch.nn.Parameter(start[k].clone())
+        adam = torch.optim.Adam([w], lr=lr * float(rate[k]), betas=betas, eps=eps)
+        for t, grad in enumerate(grads, 1):
+            w.grad = grad[k].clone()
+            adam.step()
+            with torch.no_grad():  # the prox with Adam's per-element step s = lr/(√(v/(1−β₂ᵗ)) + ε), times λ
+                v = adam.state[w]["exp_avg_sq"]
+                s = lr * float(rate[k]) / ((v / (1 - betas[1] ** t)).sqrt() + eps) * lam[k]
+                if l1 is not None:
+                    w.copy_(torch.sign(w) * torch.clamp(w.abs() - s * l1, min=0))
+                if l2 is not None:
+                    w.div_(1 + 2 * s * l2)
+                if hold is not None:
+                    w.mul_(hold[k])
+        tolerance = dict(rtol=1e-5, atol=1e-6) if dtype == torch.float32 else dict(rtol=1e-12, atol=1e-14)
+        torch.testing.assert_close(weights[k], w.detach(), **tolerance)
+        torch.testing.assert_close(moments[1][k], adam.state[w]["exp_avg_sq"], **tolerance)
+        torch.testing.assert_close(steps[k], s, **tolerance)
+        assert torch.equal(weights[k] == 0, w.detach() == 0)
+    if prox in ("l1", "elastic net", "held"):
+        assert (weights == 0).any() and (weights[3] != 0).all() == (hold is None)  # λ = 0 zeroes nothing

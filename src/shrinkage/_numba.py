@@ -2,8 +2,9 @@
 
 :mod:`shrinkage.functional` calls these for the proxes after Adam, AdamW, RMSprop,
 Adagrad and Adamax (and for per-element step tensors) when Numba imports (the
-``shrinkage[fast]`` extra). The torch code they replace stays the reference the tests
-compare against, and the path without Numba. A kernel reads each weight and its
+``shrinkage[fast]`` extra); :mod:`shrinkage.batched` for its stacked models' Adam step,
+group proxes and penalty values. The torch code they replace stays the reference the
+tests compare against, and the path without Numba. A kernel reads each weight and its
 optimizer state once per pass and keeps the per-element step in registers: the
 elementwise prox is one pass where torch takes four to six; the group prox solves all
 of a tensor's Newton roots with one pass per iteration and no Python between.
@@ -65,8 +66,8 @@ _OFF: ContextVar[bool] = ContextVar("numba_kernels_off", default=False)
 
 @contextmanager
 def unused() -> Iterator[None]:
-    """Within the block the proxes run torch's code on the CPU, without importing Numba
-    (the batched CV engine's small stacks: as fast, and 130 MB less in a study's process)."""
+    """Within the block the proxes and the batched engine's steps run torch's code on the
+    CPU, without importing Numba (130 MB less in a study's process)."""
     token = _OFF.set(True)
     try:
         yield
@@ -249,3 +250,67 @@ def stacked_group_prox_(weights: Tensor, steps: Tensor, table: PartTable, *, max
     )
     _written([weights])
     return True
+
+
+def adam_stack_(
+    weights: Tensor,
+    moments: tuple[Tensor, Tensor],
+    grad: Tensor,
+    counts: Tensor,
+    *,
+    adam: tuple[float, float, float, float],
+    rate: Tensor | None,
+    lam: Tensor,
+    l1: Tensor | None = None,
+    l2: Tensor | None = None,
+    hold: Tensor | None = None,
+) -> Tensor:
+    """torch's Adam step on every model of a stack's flat weights ``(models,
+    parameters)``, in place, with its moments, then the elementwise prox of the L1 and
+    L2 coefficient rows ``l1``, ``l2`` (at λ = 1) with the per-element step the step took
+    times each model's λ, and ``hold`` multiplied in: one pass where torch takes sixteen
+    operations. ``counts`` (each model's step count, float64) goes up by one; ``rate``,
+    ``lam``: ``(models, 1)``, the learning rate's factor (None: 1) and λ. Returns the
+    per-element steps times λ, for a group prox to follow. For tensors :func:`supports`."""
+    lr, beta1, beta2, eps = adam
+    x = weights.numpy()
+    one = x.dtype.type
+    out = torch.empty_like(weights)
+    empty = np.empty(0, dtype=x.dtype)
+    none = empty.reshape(0, 0)
+    _kernels().adam_stack(
+        x,
+        moments[0].numpy(),
+        moments[1].numpy(),
+        grad.numpy(),
+        out.numpy(),
+        counts.numpy(),
+        none if rate is None else rate.numpy(),
+        lam.numpy(),
+        np.array((beta1, beta2)),
+        one(lr),
+        one(1.0 - beta1),
+        one(beta2),
+        one(1.0 - beta2),
+        one(eps),
+        *(empty if t is None else t.numpy() for t in (l1, l2)),
+        none if hold is None else hold.numpy(),
+        one(1.0),
+    )
+    _written([weights, *moments, counts])
+    return out
+
+
+class ValueTable(NamedTuple):
+    """Pieces of a stack's flat weights as :func:`stacked_values` takes them."""
+
+    #: each piece's ``(start, outer, groups, inner)``, int64 rows
+    bounds: np.ndarray
+    #: each piece's factors of Σ_g‖w_g‖, Σ|w| and Σw², float64 rows
+    coefficients: np.ndarray
+
+
+def stacked_values(weights: Tensor, table: ValueTable) -> Tensor:
+    """Each model's penalty value over the pieces of ``table`` of a stack's flat
+    ``weights`` ``(models, parameters)``: ``(models,)``, float64, summed in float64."""
+    return torch.from_numpy(_kernels().stacked_values(_array(weights), table.bounds, table.coefficients))

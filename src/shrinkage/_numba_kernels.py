@@ -6,7 +6,8 @@ are of the kinds :mod:`shrinkage._triton` lists: 1 ``a/(√q + e)``, 2 ``a/(q + 
 3 ``a·q``.
 
 The elementwise prox is compiled without fast-math and repeats the torch reference's
-operations in its order, so it rounds as the reference does. The group prox sums with
+operations in its order, so it rounds as the reference does. So does the stacked Adam
+step, but for the multiply-adds that torch's vectorized code fuses (to rounding, then). The group prox sums with
 reassociation allowed (vectorized sums, as torch's own reductions).
 """
 
@@ -231,3 +232,76 @@ def _newton(radius, previous, s_sum, t_sum, keep, iteration, tolerance):
                 predicted = False
         previous[g] = delta
     return not moving or predicted
+
+
+@_exact
+def adam_stack(p, m, v, g, s, counts, rate, lam, betas, lr, w1, beta2, w2, eps, l1, l2, hold, one):
+    """torch's Adam step on each model's row of stacked flat weights ``p`` ``(models,
+    parameters)`` (``m``, ``v`` its moments, ``g`` its gradient), then the elementwise
+    prox with the per-element step it took, which ``s`` gets. Per model: ``counts`` its
+    step count (float64, one added here), ``rate`` the learning rate's factor, ``lam`` λ
+    (the step's factor in the prox), ``(models, 1)``. ``betas``: (β₁, β₂) in float64;
+    ``w1``, ``beta2``, ``w2``: 1 − β₁, β₂ and 1 − β₂ in the weights' dtype. Per
+    parameter: ``l1``, ``l2`` the L1 and L2 coefficients at λ = 1; per entry ``hold``,
+    0/1 multiplied in last. An empty array is none. torch's operations in its order;
+    no branch in the loop over the parameters (which it would not vectorize): a missing
+    coefficient is a zero, whose prox leaves the weight as it is."""
+    models, n = p.shape
+    l1 = l1 if l1.shape[0] else np.zeros(n, p.dtype)
+    l2 = l2 if l2.shape[0] else np.zeros(n, p.dtype)
+    corrections = np.empty(2, p.dtype)  # 1 − β₁ᵗ and √(1 − β₂ᵗ), formed in float64, then in p's dtype
+    for k in range(models):
+        counts[k] += 1.0
+        corrections[0] = 1.0 - betas[0] ** counts[k]
+        corrections[1] = math.sqrt(1.0 - betas[1] ** counts[k])
+        b1, r2, lk = corrections[0], corrections[1], lam[k, 0]
+        factor = rate[k, 0] if rate.shape[0] else one
+        for j in range(n):
+            gj = g[k, j]
+            mj = m[k, j] + w1 * (gj - m[k, j])  # lerp_(g, 1 − β₁)
+            vj = v[k, j] * beta2 + w2 * gj * gj  # mul_(β₂).addcmul_(g, g, 1 − β₂)
+            m[k, j] = mj
+            v[k, j] = vj
+            step = (one / (math.sqrt(vj) / r2 + eps)) * lr * factor
+            w = p[k, j] - step * mj / b1
+            step = step * lk
+            t = step * l1[j]  # w − clamp(w, −t, t)
+            w = w - min(max(w, -t), t)
+            p[k, j] = w / ((step * l2[j]) * 2 + one)
+            s[k, j] = step
+    if hold.shape[0]:
+        for k in range(models):
+            for j in range(n):
+                p[k, j] = p[k, j] * hold[k, j]
+
+
+@_sums
+def stacked_values(x, bounds, coefficients):
+    """Each model's penalty value in float64, ``(models,)``, over pieces of stacked flat
+    weights ``x`` ``(models, parameters)``: piece k starts at column ``bounds[k, 0]``,
+    each model's seen as ``(outer, groups, inner)`` = ``bounds[k, 1:]`` (group g its
+    ``[:, g, :]``); it adds ``coefficients[k]`` = (a, b, c) times Σ_g‖w_g‖, Σ|w|, Σw²."""
+    models = x.shape[0]
+    out = np.zeros(models)
+    for k in range(bounds.shape[0]):
+        start, outer, groups, inner = bounds[k, 0], bounds[k, 1], bounds[k, 2], bounds[k, 3]
+        a, b, c = coefficients[k, 0], coefficients[k, 1], coefficients[k, 2]
+        squares = np.zeros(groups)
+        for mdl in range(models):
+            squares[:] = 0.0
+            absolute = 0.0
+            for o in range(outer):
+                for gr in range(groups):
+                    base = start + (o * groups + gr) * inner
+                    total = 0.0
+                    for i in range(inner):
+                        w = np.float64(x[mdl, base + i])
+                        total += w * w
+                        absolute += abs(w)
+                    squares[gr] += total
+            norms = 0.0
+            if a != 0:
+                for gr in range(groups):
+                    norms += math.sqrt(squares[gr])
+            out[mdl] += a * norms + b * absolute + c * squares.sum()
+    return out
