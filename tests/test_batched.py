@@ -147,7 +147,6 @@ def test_the_gradient_by_hand_is_autograds_of_each_models_loss(model, loss):
     hand, not from autograd's graph: each model's row losses and the gradient of its
     row-weighted loss are what torch's own loss module and autograd give for that model
     alone (float64), with rows in chunks as with the whole data at once."""
-    from types import SimpleNamespace
 
     from shrinkage import batched
     from shrinkage.train import LOSSES, as_targets
@@ -167,9 +166,9 @@ def test_the_gradient_by_hand_is_autograds_of_each_models_loss(model, loss):
         y = y * 4 - 2
     target = as_targets(y, loss, torch.float64)
     rows = torch.rand(3, 13, dtype=torch.float64) * (torch.rand(3, 13) < 0.7)  # each model its own rows
-    work = SimpleNamespace(weights=stack.flat.detach().clone(), train_rows=rows)
+    weights = stack.flat.detach().clone()
     for chunk in (13, 5):
-        losses, train_loss, grad = batched._losses_and_grad(stack, X, target, loss, work, chunk)
+        losses, train_loss, grad = batched._losses_and_grad(stack, X, target, loss, weights, rows, chunk)
         for k, state in enumerate(states):
             model.load_state_dict(state)
             own = LOSSES[loss](reduction="none")(model(X), target)
@@ -548,6 +547,54 @@ def test_the_group_prox_and_values_on_the_flat_stack_are_each_penaltys(rules, dt
     torch.testing.assert_close(in_torch, values, rtol=1e-12, atol=0)
     with _numba.unused():  # NumPy's sums (a study's processes), where the kernel summed them
         torch.testing.assert_close(_Terms(stack, rules).values(flat), values, rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize(
+    ("task", "penalty", "lambda_"),
+    [("regression", GroupLasso(), 0.05), ("multiclass", SparseGroupLasso(l1_ratio=0.5), 0.02), ("binary", L1(), 0.0)],
+)
+def test_a_stacked_points_measures_are_the_paths(task, penalty, lambda_):
+    """A point of the stack, from one pass over the shared rows, measures what a path's
+    point measures on its model alone (the oracle): ``evaluate``'s mean loss on the
+    model's training, validation and test rows, its ``stationarity`` at λ and its
+    penalty at λ. Each model with weights of its own, the full-data model without test
+    rows; λ = 0 is a dense start's point."""
+    from shrinkage import batched
+    from shrinkage.path import path_fit, scaled, stationarity
+    from shrinkage.splits import kfold
+    from shrinkage.train import evaluate
+
+    X, y = _standardized(load_wine)
+    y = {"regression": X[:, 0] * 2.0 + 0.1, "multiclass": y, "binary": (y == 0).astype(np.int64)}[task]
+    X = X[:, 1:]
+    outputs = {"regression": 1, "multiclass": 3, "binary": 1}[task]
+    config = PathConfig(val_fraction=0.2, seed=3)
+    rules = [Rule(penalty)]
+    lead = path_fit(lambda: MLP(12, (7,), outputs).double(), X, y, rules, task, config)
+    X_t, y_t = torch.tensor(X), torch.tensor(y)
+    everything = batched._Fold(*batched._split(np.arange(len(X)), y, task, config), test=np.array([], dtype=np.int64))
+    parts = [everything] + [
+        batched._Fold(*batched._split(train, y, task, config), test=test) for train, test in kfold(len(X), 3, seed=0)
+    ]
+    fit = batched._StackedPathFit(lead, parts, X_t, y_t, config, None)
+    with torch.no_grad():
+        fit.stack.flat.add_(
+            torch.randn(fit.stack.flat.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+        )
+    loss = fit.loss
+    for k, part in enumerate(parts):
+        measures = fit._measures(k, lambda_, 0.01)
+        model = fit.stack.load_into(copy.deepcopy(fit.models[k]), k)
+        reg = Regularizer(model, scaled(rules, lambda_), mode="proximal")
+        rows = {name: getattr(part, name) for name in ("train", "val", "test")}
+        losses = {name: evaluate(model, X_t[r], y_t[r], loss) if len(r) else np.nan for name, r in rows.items()}
+        np.testing.assert_allclose(measures.train_loss, losses["train"], rtol=1e-12)
+        np.testing.assert_allclose(measures.val_loss, losses["val"], rtol=1e-12)
+        np.testing.assert_allclose(measures.test_loss, losses["test"], rtol=1e-12)  # NaN for the full data's
+        expected = stationarity(model, reg, X_t[part.train], y_t[part.train], loss, 0.01)
+        np.testing.assert_allclose(measures.stationarity, expected, rtol=1e-9)
+        np.testing.assert_allclose(measures.penalty, sum(reg.values().values()), rtol=1e-12)
+    assert np.isnan(fit._measures(0, lambda_, 0.01).test_loss) and measures.stationarity > 0
 
 
 @pytest.mark.parametrize("penalty", [L1(), GroupLasso()], ids=["l1", "group"])

@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields, replace
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 import torch
@@ -563,6 +563,17 @@ def _state_copy(model: nn.Module) -> dict[str, Tensor]:
     return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
 
+class Measures(NamedTuple):
+    """What a path point measures of its model besides its weights: mean losses (NaN
+    without such rows), :func:`stationarity` and the penalty's value λ·R."""
+
+    train_loss: float
+    val_loss: float
+    test_loss: float
+    stationarity: float
+    penalty: float
+
+
 def _point(
     lambda_: float,
     model: nn.Module,
@@ -575,19 +586,36 @@ def _point(
     keep_state: bool,
     step: float,
 ) -> PathPoint:
-    report = reg.sparsity(feature_names=feature_names)
-    # known: regularization_path refused a model without an identified input weight
-    assert report.features_used is not None and report.features_used_names is not None
     # the training loss from the stationarity's gradient pass: one forward pass, not two
     measured, train_loss = (
         _stationarity_and_loss(model, reg, *data["train"], loss, step) if data["train"] is not None else (math.nan,) * 2
     )
+    val_loss, test_loss = _score(model, data["val"], loss), _score(model, data["test"], loss)
+    measures = Measures(train_loss, val_loss, test_loss, measured, sum(reg.values().values()))
+    return point_of(lambda_, model, reg, measures, feature_names, result, seconds, keep_state)
+
+
+def point_of(
+    lambda_: float,
+    model: nn.Module,
+    reg: Regularizer,
+    measures: Measures,
+    feature_names: list[str],
+    result: TrainResult,
+    seconds: float,
+    keep_state: bool,
+) -> PathPoint:
+    """The point of ``model`` (its weights) at ``lambda_``, with its ``measures``; its
+    sparsity as ``reg`` (the path's terms on ``model``, at any λ) reports it."""
+    report = reg.sparsity(feature_names=feature_names)
+    # known: regularization_path refused a model without an identified input weight
+    assert report.features_used is not None and report.features_used_names is not None
     return PathPoint(
         lambda_=float(lambda_),
-        train_loss=train_loss,
-        val_loss=_score(model, data["val"], loss),
-        test_loss=_score(model, data["test"], loss),
-        penalty=sum(reg.values().values()),
+        train_loss=measures.train_loss,
+        val_loss=measures.val_loss,
+        test_loss=measures.test_loss,
+        penalty=measures.penalty,
         n_nonzero=report.numel - report.zeros,
         n_penalized=report.numel,
         zero_groups=sum(z for z, _ in report.groups.values()),
@@ -601,7 +629,7 @@ def _point(
         train_curve=list(result.train_loss),
         val_curve=list(result.val_loss),
         feature_norms=column_norms(model),
-        stationarity=measured,
+        stationarity=measures.stationarity,
     )
 
 
