@@ -45,10 +45,10 @@ test: $(STAMP)
 	wait $$mypy; typed=$$?; echo "mypy:"; cat $(VENV)/mypy.log; \
 	test $$tests -eq 0 && test $$typed -eq 0
 
-# scikit-learn's estimator checks on the CV estimators at their default settings (the
-# tests marked slow: 3.5 to 7 min on 2 cores; `make test` runs the checks at small settings)
+# scikit-learn's estimator checks on the CV estimators at their default settings, alone
+# (`make test` runs them with the rest: 2 to 2.7 min of it on 2 cores)
 sklearn-checks: $(STAMP)
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) -m slow tests/test_estimators.py
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) tests/test_estimators.py -k cv_estimators_at_their_defaults
 
 # the documentation site (mkdocs.yml, docs/) into site/; --strict: a broken link or
 # reference, or a docstring it cannot read, fails the build (tests/test_docs.py builds
