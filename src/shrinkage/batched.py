@@ -8,7 +8,7 @@ the K models' parameters are stacked along a new first dimension
 ``torch.func.vmap``: one forward, one backward and one optimizer step per epoch
 serve every fold, as batched matrix products on the CPU or a GPU. On the CPU with
 Numba, the optimizer step with its prox and the penalty's value are a kernel call each
-(:mod:`shrinkage._numba`): on a small stack they took a third of an epoch in torch's
+(``shrinkage._numba``): on a small stack they took a third of an epoch in torch's
 operations.
 
 Each model keeps its own everything: its rows (a weight per row and model, so folds
