@@ -592,7 +592,7 @@ def test_a_stacked_points_measures_are_the_paths(task, penalty, lambda_):
         np.testing.assert_allclose(measures.val_loss, losses["val"], rtol=1e-12)
         np.testing.assert_allclose(measures.test_loss, losses["test"], rtol=1e-12)  # NaN for the full data's
         expected = stationarity(model, reg, X_t[part.train], y_t[part.train], loss, 0.01)
-        np.testing.assert_allclose(measures.stationarity, expected, rtol=1e-9)
+        np.testing.assert_allclose(measures.stationarity, expected, rtol=1e-12)
         np.testing.assert_allclose(measures.penalty, sum(reg.values().values()), rtol=1e-12)
     assert np.isnan(fit._measures(0, lambda_, 0.01).test_loss) and measures.stationarity > 0
 
