@@ -254,6 +254,32 @@ def test_the_grid_edge_is_a_minimum_at_or_tied_with_the_smallest_lambda_or_a_gri
     assert grid_edge(lambdas[:1], np.array([0.4]), every[:1], 0, kept[:1]) is None  # one λ: no edge to speak of
 
 
+def test_a_refit_is_judged_by_the_level_or_the_shape_of_its_loss_along_the_path():
+    """A full-data refit whose validation rows are harder than the folds' (its loss above
+    every fold's at every λ) is consistent where its loss follows the folds' curve; one
+    that jumps above the folds' where their curve does not rise (a cliff) is not. (A new
+    user's trial: the level test alone left out 19 of 20 λ and returned a constant
+    model.) A loss at the folds' level is consistent however low its own lowest."""
+    from shrinkage.cv import consistent_refits
+
+    scores = np.array([[0.50, 0.45, 0.47, 0.60, 1.00], [0.40, 0.38, 0.41, 0.55, 0.98], [0.45, 0.43, 0.44, 0.58, 1.02]])
+    se = np.full(5, 0.02)
+    harder = scores.mean(axis=0) + 0.3  # the folds' curve, shifted up past the worst fold's
+    assert (harder[:4] > scores.max(axis=0)[:4] + se[:4]).all()  # what the level test left out
+    assert consistent_refits(scores, se, harder).all()
+    cliff = harder.copy()
+    cliff[1] += 0.2  # the refit lost a feature at the second λ only
+    assert consistent_refits(scores, se, cliff).tolist() == [True, False, True, True, True]
+    assert consistent_refits(scores, se, np.full(5, math.nan)).all()  # no validation rows: nothing to judge
+    with_nan = harder.copy()
+    with_nan[0] = math.nan
+    assert consistent_refits(scores, se, with_nan).all()
+    optimistic = scores.mean(axis=0)
+    optimistic[0] -= 0.2  # early stopping on its own rows, where it had the most inputs
+    assert consistent_refits(scores, se, optimistic).all()
+    assert consistent_refits(scores, se, optimistic + np.array([0, 0.3, 0, 0, 0])).tolist()[1] is False  # a cliff
+
+
 def test_a_full_data_model_that_uses_no_input_where_the_folds_use_some_is_not_chosen():
     """Its CV loss would be the folds', while it predicts a constant (a new user's trial:
     training MSE 1.00 against a CV loss of 0.50; one fold had collapsed too, so the loss

@@ -116,15 +116,29 @@ def one_standard_error(
 
 def consistent_refits(scores: np.ndarray, se: np.ndarray, refit_losses: np.ndarray) -> np.ndarray:
     """Which λ have a full-data refit that looks like the folds: its own validation loss
-    at most the worst fold's held-out loss plus one standard error.
+    at most the worst fold's held-out loss (``scores``, folds × λ) plus one standard error
+    ``se`` — or, along the path, rising above its lowest by at most what the folds' mean
+    held-out loss rises above its lowest, plus one standard error.
 
     For a convex model the full-data solution follows the folds' and this holds
     everywhere; a network's path can fall off a cliff (lose a real feature) at a λ
-    where the folds did not, and that refit must not be the one returned. Refits
-    without a validation loss (NaN) are admissible.
+    where the folds did not, and that refit must not be the one returned: its loss
+    jumps above the folds' and rises where theirs does not. Either test alone misjudges
+    the refit's few validation rows. Rows harder than the average put its loss above
+    every fold's at every λ but where all models are constant (a new user's trial: by
+    level alone 19 of 20 λ left out, and a constant model returned where the CV loss said
+    0.46 against its 0.90). Early stopping on those rows lowers its loss most where it has
+    the most inputs, so its lowest is optimistic (by shape alone, a relaxed path chose
+    noise features). Refits without a validation loss (NaN) are admissible.
     """
     refit_losses = np.asarray(refit_losses, dtype=np.float64)
-    return np.isnan(refit_losses) | (refit_losses <= scores.max(axis=0) + se)
+    known = ~np.isnan(refit_losses)
+    if not known.any():
+        return np.ones(len(refit_losses), bool)
+    level = refit_losses <= scores.max(axis=0) + se
+    mean = scores.mean(axis=0)
+    shape = refit_losses - refit_losses[known].min() <= mean - np.nanmin(mean) + se
+    return ~known | level | shape
 
 
 class GridEdgeWarning(UserWarning):
