@@ -285,6 +285,14 @@ def test_invalid_parameters_raise_at_fit(estimator, message):
     assert message in str(info.value)
 
 
+@pytest.mark.parametrize("estimator", [ShrinkageMLPRegressor(max_iter=2), ShrinkageMLPRegressorCV(max_iter=2, cv=2)])
+def test_a_regressor_refuses_text_targets_naming_y(estimator):
+    """(A new user's trial: a bare "could not convert string to float".)"""
+    X, _ = regression(10, 3)
+    with pytest.raises(InputError, match=r"y must hold numbers for a regressor, got <U1 values: \['a', 'b', 'c'\]"):
+        estimator.fit(X, np.array(list("abcdeabcde")))
+
+
 def test_predict_before_fit_raises_not_fitted():
     for estimator in (ShrinkageMLPRegressor(), ShrinkageMLPClassifierCV()):
         with pytest.raises(NotFittedError):

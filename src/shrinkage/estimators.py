@@ -382,7 +382,12 @@ class _ShrinkageMLP(SelectorMixin, BaseEstimator):
     def _encode_y(self, y: np.ndarray) -> tuple[np.ndarray, str, int]:
         """Targets for the path (values or class indices), the task and the outputs."""
         if self._task_kind == "regression":
-            return y.astype(np.float64), "regression", 1
+            try:
+                return y.astype(np.float64), "regression", 1
+            except (TypeError, ValueError):  # (text, which scikit-learn's y_numeric lets through)
+                raise InputError(
+                    f"y must hold numbers for a regressor, got {y.dtype} values: {y[:3].tolist()}"
+                ) from None
         unknown = ~np.isin(y, self.classes_)
         if unknown.any():
             raise InputError(f"y holds labels not in classes_ {self.classes_.tolist()}: {np.unique(y[unknown])}")
