@@ -6,9 +6,10 @@ are of the kinds :mod:`shrinkage._triton` lists: 1 ``a/(√q + e)``, 2 ``a/(q + 
 3 ``a·q``.
 
 The elementwise prox is compiled without fast-math and repeats the torch reference's
-operations in its order, so it rounds as the reference does. So does the stacked Adam
-step, but for the multiply-adds that torch's vectorized code fuses (to rounding, then). The group prox sums with
-reassociation allowed (vectorized sums, as torch's own reductions).
+operations in its order, so it rounds as the reference does. The stacked Adam step does
+too, but for the multiply-adds that torch's vectorized code fuses: it agrees to rounding.
+The group prox sums with reassociation allowed (vectorized sums, as torch's own
+reductions).
 """
 
 from __future__ import annotations
